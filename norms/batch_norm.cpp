@@ -1,0 +1,215 @@
+// batch_norm: y = γ·(x − μ_d)/√(σ_d² + ε) + β with μ_d, σ_d² over every B·T position of feature
+// d (padding included: the naive use in a padded Transformer batch). State: running mean/var.
+#include "norms/batch_norm.hpp"
+
+#include <cmath>
+#include <algorithm>
+#include <string>
+
+#include "norms/kernels.hpp"
+
+namespace normcheck {
+namespace {
+
+bool selected(const Batch& in, int b, int t, TokenSet tokens) {
+  return tokens == TokenSet::all_positions || in.valid(b, t);
+}
+
+long long count_selected(const Batch& in, TokenSet tokens) {
+  return tokens == TokenSet::all_positions ? (long long)in.rows() : in.valid_tokens();
+}
+
+// Every check happens before anything is written, so a rejected call leaves the state as it was.
+long long check_inputs(const Batch& in, const Params& p, Mode mode, const State* state,
+                       TokenSet tokens) {
+  const char* name = tokens == TokenSet::all_positions ? "batch_norm" : "masked_batch_norm";
+  validate_batch(in);
+  validate_affine(p, in.D);
+  validate_eps(p.eps);
+  validate_momentum(p.momentum);
+  if (mode == Mode::none)
+    throw InvalidInput(std::string(name) + " needs a mode: train or eval");
+  if (!state) throw InvalidInput(std::string(name) + " needs running statistics (state)");
+  validate_state(*state, in.D, name);
+  const long long n = count_selected(in, tokens);
+  if (mode == Mode::train && n <= 1)
+    throw InvalidInput(std::string(name) + ": expected more than 1 value per channel when "
+                       "training, got " + std::to_string(n) + " (B = " + std::to_string(in.B) +
+                       ", T = " + std::to_string(in.T) + ")");
+  return n;
+}
+
+void update_running(State& s, const std::vector<double>& mean, const std::vector<double>& var,
+                    long long n, double momentum) {
+  const double unbiased = double(n) / double(n - 1);
+  for (std::size_t d = 0; d < mean.size(); ++d) {
+    s.running_mean[d] = (1 - momentum) * s.running_mean[d] + momentum * mean[d];
+    s.running_var[d] = (1 - momentum) * s.running_var[d] + momentum * var[d] * unbiased;
+  }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// reference: double, statistics in two passes over the selected tokens
+
+void batch_norm_reference(const Batch& in, const Params& p, Mode mode, State* state, Output& out,
+                          TokenSet tokens) {
+  const long long n = check_inputs(in, p, mode, state, tokens);
+  const int D = in.D;
+  std::vector<double> mean(D, 0.0), var(D, 0.0);
+  if (mode == Mode::train) {
+    for (int b = 0; b < in.B; ++b)
+      for (int t = 0; t < in.T; ++t)
+        if (selected(in, b, t, tokens))
+          for (int d = 0; d < D; ++d) mean[d] += in.at(b, t, d);
+    for (int d = 0; d < D; ++d) mean[d] /= double(n);
+    for (int b = 0; b < in.B; ++b)
+      for (int t = 0; t < in.T; ++t)
+        if (selected(in, b, t, tokens))
+          for (int d = 0; d < D; ++d) var[d] += (in.at(b, t, d) - mean[d]) * (in.at(b, t, d) - mean[d]);
+    for (int d = 0; d < D; ++d) var[d] /= double(n);
+  } else {
+    mean = state->running_mean;
+    var = state->running_var;
+  }
+  out.assign(in.x.size(), 0.0);
+  for (int b = 0; b < in.B; ++b)
+    for (int t = 0; t < in.T; ++t) {
+      if (tokens == TokenSet::valid_tokens && !in.valid(b, t)) continue;  // padding stays 0
+      for (int d = 0; d < D; ++d) {
+        const double g = p.gamma.empty() ? 1.0 : p.gamma[d];
+        const double be = p.beta.empty() ? 0.0 : p.beta[d];
+        out[in.index(b, t, d)] = g * (in.at(b, t, d) - mean[d]) / std::sqrt(var[d] + p.eps) + be;
+      }
+    }
+  if (mode == Mode::train) update_running(*state, mean, var, n, p.momentum);
+}
+
+// ---------------------------------------------------------------------------------------------
+// optimized: float32 data, per-feature sums accumulated in double over rows in a fixed order
+// (OpenMP over feature blocks, so the order never depends on the thread count), then one
+// OpenMP pass over independent rows to normalize.
+
+namespace {
+
+constexpr int kFeatureBlock = 64;
+
+void feature_stats(const Batch& in, TokenSet tokens, long long n, std::vector<double>& mean,
+                   std::vector<double>& var) {
+  const int D = in.D;
+  const int blocks = (D + kFeatureBlock - 1) / kFeatureBlock;
+#pragma omp parallel for schedule(static)
+  for (int blk = 0; blk < blocks; ++blk) {
+    const int d0 = blk * kFeatureBlock, d1 = std::min(D, d0 + kFeatureBlock);
+    double acc[kFeatureBlock] = {};
+    for (int b = 0; b < in.B; ++b)
+      for (int t = 0; t < in.T; ++t) {
+        if (!selected(in, b, t, tokens)) continue;
+        const float* x = &in.x[in.index(b, t, 0)];  // [D]
+        for (int d = d0; d < d1; ++d) acc[d - d0] += x[d];
+      }
+    for (int d = d0; d < d1; ++d) mean[d] = acc[d - d0] / double(n);
+    for (int d = d0; d < d1; ++d) acc[d - d0] = 0;
+    for (int b = 0; b < in.B; ++b)
+      for (int t = 0; t < in.T; ++t) {
+        if (!selected(in, b, t, tokens)) continue;
+        const float* x = &in.x[in.index(b, t, 0)];
+        for (int d = d0; d < d1; ++d) {
+          const double dev = double(x[d]) - mean[d];
+          acc[d - d0] += dev * dev;
+        }
+      }
+    for (int d = d0; d < d1; ++d) var[d] = acc[d - d0] / double(n);
+  }
+}
+
+}  // namespace
+
+void batch_norm_optimized(const Batch& in, const Params& p, Mode mode, State* state, Output& out,
+                          TokenSet tokens) {
+  const long long n = check_inputs(in, p, mode, state, tokens);
+  const int D = in.D;
+  std::vector<double> mean(D), var(D);
+  if (mode == Mode::train)
+    feature_stats(in, tokens, n, mean, var);
+  else {
+    mean = state->running_mean;
+    var = state->running_var;
+  }
+  // y = (x − μ)·a + β with a = γ/√(σ²+ε), per feature, in float
+  std::vector<float> mu(D), a(D), be(D);
+  for (int d = 0; d < D; ++d) {
+    mu[d] = float(mean[d]);
+    // the scale in double: σ² of a batch holding 1e30 padding overflows float
+    a[d] = float((p.gamma.empty() ? 1.0 : p.gamma[d]) / std::sqrt(var[d] + p.eps));
+    be[d] = p.beta.empty() ? 0.0f : p.beta[d];
+  }
+  std::vector<float> y(in.x.size(), 0.0f);
+  kernels::for_each_row(in.rows(), [&](std::size_t r) {
+    const int b = int(r / in.T), t = int(r % in.T);
+    if (tokens == TokenSet::valid_tokens && !in.valid(b, t)) return;
+    const float* xr = &in.x[r * D];  // [D]
+    float* yr = &y[r * D];           // [D]
+    for (int d = 0; d < D; ++d) yr[d] = (xr[d] - mu[d]) * a[d] + be[d];
+  });
+  out.assign(y.begin(), y.end());
+  if (mode == Mode::train) update_running(*state, mean, var, n, p.momentum);
+}
+
+Conditioning batch_norm_conditioning(const Batch& in, const Params& p, Mode mode,
+                                     const State* state, TokenSet tokens) {
+  const int D = in.D;
+  std::vector<double> cond(D, 0.0), eps_rel(D, 0.0);
+  if (mode == Mode::train) {
+    const long long n = count_selected(in, tokens);
+    std::vector<double> mean(D, 0.0), var(D, 0.0);
+    if (n > 1) feature_stats(in, tokens, n, mean, var);
+    for (int d = 0; d < D; ++d) {
+      cond[d] = std::abs(mean[d]) / std::sqrt(var[d] + p.eps);
+      eps_rel[d] = var[d] > 0 ? std::min(1.0, p.eps / (2 * var[d])) : 1.0;
+    }
+  } else if (state && state->running_mean.size() == std::size_t(D)) {
+    for (int d = 0; d < D; ++d)  // running statistics do not move with the input: no ε term
+      cond[d] = std::abs(state->running_mean[d]) / std::sqrt(state->running_var[d] + p.eps);
+  }
+  Conditioning c;
+  c.cond.resize(in.x.size());
+  c.eps_rel.resize(in.x.size());
+  for (std::size_t i = 0; i < in.x.size(); ++i) {
+    c.cond[i] = cond[i % D];
+    c.eps_rel[i] = eps_rel[i % D];
+  }
+  return c;
+}
+
+LayerEntry batch_norm_entry() {
+  LayerEntry e;
+  e.name = "batch_norm";
+  e.formula = "γ·(x−μ_d)/√(σ_d²+ε) + β; train: batch μ, σ² (biased); eval: running stats";
+  e.statistics_over = "all B·T tokens, padding included (the naive use)";
+  e.params = {.affine = true, .momentum = true};
+  e.rows = {
+      {Mode::train,
+       {"batch_independence", "padding_invariance", "token_independence", "causality",
+        "train_inference_equivalence", "streaming_equivalence", "token_scale_invariance",
+        "token_shift_invariance", "nan_containment"},
+       "batch statistics: every output depends on every position of the batch, padding included"},
+      {Mode::eval,
+       {"token_scale_invariance", "global_scale_invariance", "token_shift_invariance",
+        "feature_shift_invariance", "feature_scale_invariance"},
+       "a fixed per-feature affine map: nothing is re-normalized"},
+  };
+  e.reference = [](const Batch& in, const Params& p, Mode m, State* s, Output& o) {
+    batch_norm_reference(in, p, m, s, o, TokenSet::all_positions);
+  };
+  e.optimized = [](const Batch& in, const Params& p, Mode m, State* s, Output& o) {
+    batch_norm_optimized(in, p, m, s, o, TokenSet::all_positions);
+  };
+  e.conditioning = [](const Batch& in, const Params& p, Mode m, const State* s) {
+    return batch_norm_conditioning(in, p, m, s, TokenSet::all_positions);
+  };
+  return e;
+}
+
+}  // namespace normcheck

@@ -1,0 +1,20 @@
+// BatchNorm over a padded [B, T, D] batch: per-feature statistics over tokens. The naive use
+// (batch_norm) counts every B·T position, padding included; masked_batch_norm counts valid
+// tokens only. Train mode normalizes with the batch's biased variance and updates the running
+// statistics with the unbiased one (PyTorch); eval mode uses the running statistics.
+#pragma once
+
+#include "norms/registry.hpp"
+
+namespace normcheck {
+
+enum class TokenSet { all_positions, valid_tokens };
+
+void batch_norm_reference(const Batch& in, const Params& p, Mode mode, State* state, Output& out,
+                          TokenSet tokens);
+void batch_norm_optimized(const Batch& in, const Params& p, Mode mode, State* state, Output& out,
+                          TokenSet tokens);
+Conditioning batch_norm_conditioning(const Batch& in, const Params& p, Mode mode,
+                                     const State* state, TokenSet tokens);
+
+}  // namespace normcheck

@@ -1,0 +1,89 @@
+// layer_norm: y = γ·(x − μ)/√(σ² + ε) + β, statistics over the D features of one token.
+// Computed at every position (padding included: the output there is unspecified, but a
+// token-wise layer never lets it reach a valid token).
+#include <cmath>
+
+#include "norms/kernels.hpp"
+#include "norms/registry.hpp"
+
+namespace normcheck {
+namespace {
+
+void check_inputs(const Batch& in, const Params& p) {
+  validate_batch(in);
+  validate_affine(p, in.D);
+  validate_eps(p.eps);
+}
+
+// ---------------------------------------------------------------------------------------------
+// reference: double, two passes, obviously right
+
+void layer_norm_reference(const Batch& in, const Params& p, Mode, State*, Output& out) {
+  check_inputs(in, p);
+  const int D = in.D;
+  out.assign(in.x.size(), 0.0);
+  for (std::size_t r = 0; r < in.rows(); ++r) {
+    const float* x = &in.x[r * D];  // [D]
+    double mean = 0;
+    for (int d = 0; d < D; ++d) mean += x[d];
+    mean /= D;
+    double var = 0;
+    for (int d = 0; d < D; ++d) var += (x[d] - mean) * (x[d] - mean);
+    var /= D;
+    const double rstd = 1.0 / std::sqrt(var + p.eps);
+    for (int d = 0; d < D; ++d) {
+      const double g = p.gamma.empty() ? 1.0 : p.gamma[d];
+      const double b = p.beta.empty() ? 0.0 : p.beta[d];
+      out[r * D + d] = g * (x[d] - mean) * rstd + b;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// optimized: float32, one OpenMP task per token, shifted two-pass statistics in registers
+
+void layer_norm_kernel(float* out, const float* x, const float* gamma, const float* beta,
+                       std::size_t rows, int D, float eps) {
+  kernels::for_each_row(rows, [&](std::size_t r) {
+    const float* xr = x + r * D;  // [D]
+    float* yr = out + r * D;      // [D]
+    float mean, var;
+    kernels::mean_var(xr, D, mean, var);
+    const float rstd = 1.0f / std::sqrt(var + eps);
+    for (int d = 0; d < D; ++d) {
+      const float g = gamma ? gamma[d] : 1.0f;
+      const float b = beta ? beta[d] : 0.0f;
+      yr[d] = (xr[d] - mean) * rstd * g + b;
+    }
+  });
+}
+
+void layer_norm_optimized(const Batch& in, const Params& p, Mode, State*, Output& out) {
+  check_inputs(in, p);
+  std::vector<float> y(in.x.size());
+  layer_norm_kernel(y.data(), in.x.data(), p.gamma.empty() ? nullptr : p.gamma.data(),
+                    p.beta.empty() ? nullptr : p.beta.data(), in.rows(), in.D, float(p.eps));
+  out.assign(y.begin(), y.end());
+}
+
+}  // namespace
+
+LayerEntry layer_norm_entry() {
+  LayerEntry e;
+  e.name = "layer_norm";
+  e.formula = "γ·(x−μ)/√(σ²+ε) + β";
+  e.statistics_over = "one token, all D features";
+  e.params = {.affine = true};
+  e.rows = {{Mode::none,
+             {"feature_shift_invariance", "feature_scale_invariance"},
+             "per-token statistics: a per-feature shift or scale changes each token's μ and σ "
+             "differently"}};
+  e.reference = layer_norm_reference;
+  e.optimized = layer_norm_optimized;
+  e.conditioning = [](const Batch& in, const Params& p, Mode, const State*) {
+    return token_group_conditioning(in, p.eps, 1, true);
+  };
+  return e;
+}
+
+}  // namespace normcheck

@@ -1,0 +1,76 @@
+#include "norms/registry.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+namespace normcheck {
+
+// The one list of layers. Adding a layer: write norms/<name>.cpp with `<name>_entry()`,
+// declare it in registry.hpp, add it here.
+const std::vector<LayerEntry>& layers() {
+  static const std::vector<LayerEntry> all = {
+      layer_norm_entry(),
+      rms_norm_entry(),
+      batch_norm_entry(),
+  };
+  return all;
+}
+
+const LayerEntry& layer(const std::string& name) {
+  for (const auto& l : layers())
+    if (l.name == name) return l;
+  throw std::invalid_argument("unknown layer '" + name + "'");
+}
+
+std::vector<LayerRow> layer_rows() {
+  std::vector<LayerRow> rows;
+  for (const auto& l : layers())
+    for (const auto& r : l.rows) rows.push_back({&l, &r});
+  return rows;
+}
+
+std::string LayerRow::name() const {
+  if (mode() == Mode::none) return layer->name;
+  return layer->name + " [" + to_string(mode()) + "]";
+}
+
+std::string LayerRow::id() const {
+  if (mode() == Mode::none) return layer->name;
+  return layer->name + "_" + to_string(mode());
+}
+
+std::string golden_op(const LayerRow& row) { return row.id(); }
+
+}  // namespace normcheck
+
+namespace normcheck {
+
+Conditioning token_group_conditioning(const Batch& in, double eps, int groups, bool centered) {
+  Conditioning c;
+  c.cond.assign(in.x.size(), 0.0);
+  c.eps_rel.assign(in.x.size(), 0.0);
+  const int gs = in.D / groups;
+  for (int b = 0; b < in.B; ++b)
+    for (int t = 0; t < in.lengths[b]; ++t)
+      for (int g = 0; g < groups; ++g) {
+        const std::size_t base = in.index(b, t, g * gs);
+        double mean = 0, sq = 0;
+        for (int i = 0; i < gs; ++i) mean += in.x[base + i];
+        mean /= gs;
+        for (int i = 0; i < gs; ++i) {
+          const double d = in.x[base + i] - (centered ? mean : 0.0);
+          sq += d * d;
+        }
+        sq /= gs;
+        const double cond = centered ? std::abs(mean) / std::sqrt(sq + eps) : 0.0;
+        const double eps_rel = sq > 0 ? std::min(1.0, eps / (2 * sq)) : 1.0;
+        for (int i = 0; i < gs; ++i) {
+          c.cond[base + i] = cond;
+          c.eps_rel[base + i] = eps_rel;
+        }
+      }
+  return c;
+}
+
+}  // namespace normcheck

@@ -1,0 +1,87 @@
+// The layer registry: one entry per layer. Every test, the CLI and the reports read this list;
+// there is no second list of layers anywhere. Adding a layer = one file + one line in
+// registry.cpp (see README "Adding a layer").
+#pragma once
+
+#include <functional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "norms/tensor.hpp"
+
+namespace normcheck {
+
+// How hard each output is to compute in float32, per output element [B*T*D]:
+// `cond` = |mean|/√(var+ε) of the statistics set the element depends on (the tolerance rule's
+// conditioning), `eps_rel` = ε/(2·s²) (capped at 1), a bound on how much ε moves that element
+// relative to its size, for properties that are exact only as ε → 0.
+struct Conditioning {
+  std::vector<double> cond;
+  std::vector<double> eps_rel;
+};
+
+// Forward pass: reads `in`, `p`, and for stateful layers reads (eval) or updates (train) `state`;
+// writes out[B*T*D]. Throws InvalidInput for input the layer rejects.
+using ForwardFn =
+    std::function<void(const Batch& in, const Params& p, Mode mode, State* state, Output& out)>;
+using ConditioningFn =
+    std::function<Conditioning(const Batch& in, const Params& p, Mode mode, const State* state)>;
+
+// Which parameters a layer takes (the generators draw them, golden files provide them).
+struct ParamSpec {
+  bool affine = true;       // per-feature γ
+  bool bias = true;         // per-feature β (with affine)
+  bool scalar_gain = false; // one scalar g (scale_norm), stored in gamma[0]
+  bool groups = false;      // G contiguous feature groups (must divide D)
+  bool alpha = false;       // dyt's α
+  bool momentum = false;    // stateful layers
+};
+
+// The expected profile of one row: the properties that must be violated. Every property not
+// listed must hold. Mode-comparing properties are not applicable to eval rows.
+struct RowProfile {
+  Mode mode = Mode::none;
+  std::set<std::string> violated;
+  std::string why;  // one line: the mechanism behind the ✗ cells
+};
+
+struct LayerEntry {
+  std::string name;
+  std::string formula;
+  std::string statistics_over;
+  ParamSpec params;
+  std::vector<RowProfile> rows;  // {Mode::none} for stateless layers; {train, eval} otherwise
+  ForwardFn reference;
+  ForwardFn optimized;
+  ConditioningFn conditioning;
+  bool stateful() const { return rows.size() > 1 || rows.at(0).mode != Mode::none; }
+  const ForwardFn& forward(Impl i) const { return i == Impl::reference ? reference : optimized; }
+};
+
+// A row of the matrix: a layer in one mode.
+struct LayerRow {
+  const LayerEntry* layer;
+  const RowProfile* profile;
+  Mode mode() const { return profile->mode; }
+  std::string name() const;  // "layer_norm", "batch_norm [train]"
+  std::string id() const;    // "layer_norm", "batch_norm_train"
+};
+
+const std::vector<LayerEntry>& layers();
+const LayerEntry& layer(const std::string& name);  // throws std::invalid_argument
+std::vector<LayerRow> layer_rows();
+
+// The golden-file op name of a row ("layer_norm", "batch_norm_train", "batch_norm_eval").
+std::string golden_op(const LayerRow& row);
+
+// Conditioning of token-wise layers: statistics over G contiguous feature groups of each valid
+// token (G = 1: the whole token). `centered` = false for RMS-style layers (no mean subtracted).
+Conditioning token_group_conditioning(const Batch& in, double eps, int groups, bool centered);
+
+// One entry per layer file; registry.cpp lists them.
+LayerEntry layer_norm_entry();
+LayerEntry rms_norm_entry();
+LayerEntry batch_norm_entry();
+
+}  // namespace normcheck

@@ -1,0 +1,82 @@
+// rms_norm: y = γ·x/√(mean(x²) + ε), statistics over the D features of one token, no re-centring.
+#include <cmath>
+
+#include "norms/kernels.hpp"
+#include "norms/registry.hpp"
+
+namespace normcheck {
+namespace {
+
+void check_inputs(const Batch& in, const Params& p) {
+  validate_batch(in);
+  validate_affine(p, in.D);
+  validate_eps(p.eps);
+}
+
+// ---------------------------------------------------------------------------------------------
+// reference: double
+
+void rms_norm_reference(const Batch& in, const Params& p, Mode, State*, Output& out) {
+  check_inputs(in, p);
+  const int D = in.D;
+  out.assign(in.x.size(), 0.0);
+  for (std::size_t r = 0; r < in.rows(); ++r) {
+    const float* x = &in.x[r * D];  // [D]
+    double ms = 0;
+    for (int d = 0; d < D; ++d) ms += double(x[d]) * x[d];
+    ms /= D;
+    const double rrms = 1.0 / std::sqrt(ms + p.eps);
+    for (int d = 0; d < D; ++d) {
+      const double g = p.gamma.empty() ? 1.0 : p.gamma[d];
+      const double b = p.beta.empty() ? 0.0 : p.beta[d];
+      out[r * D + d] = g * x[d] * rrms + b;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// optimized: float32, one OpenMP task per token
+
+void rms_norm_kernel(float* out, const float* x, const float* gamma, const float* beta,
+                     std::size_t rows, int D, float eps) {
+  kernels::for_each_row(rows, [&](std::size_t r) {
+    const float* xr = x + r * D;  // [D]
+    float* yr = out + r * D;      // [D]
+    const float ms = kernels::sum_sq_dev(xr, D, 0.0f) / float(D);
+    const float rrms = 1.0f / std::sqrt(ms + eps);
+    for (int d = 0; d < D; ++d) {
+      const float g = gamma ? gamma[d] : 1.0f;
+      const float b = beta ? beta[d] : 0.0f;
+      yr[d] = xr[d] * rrms * g + b;
+    }
+  });
+}
+
+void rms_norm_optimized(const Batch& in, const Params& p, Mode, State*, Output& out) {
+  check_inputs(in, p);
+  std::vector<float> y(in.x.size());
+  rms_norm_kernel(y.data(), in.x.data(), p.gamma.empty() ? nullptr : p.gamma.data(),
+                  p.beta.empty() ? nullptr : p.beta.data(), in.rows(), in.D, float(p.eps));
+  out.assign(y.begin(), y.end());
+}
+
+}  // namespace
+
+LayerEntry rms_norm_entry() {
+  LayerEntry e;
+  e.name = "rms_norm";
+  e.formula = "γ·x/√(mean(x²)+ε)";
+  e.statistics_over = "one token";
+  e.params = {.affine = true, .bias = false};
+  e.rows = {{Mode::none,
+             {"token_shift_invariance", "feature_shift_invariance", "feature_scale_invariance"},
+             "no re-centring: a shift changes the root mean square; per-token statistics"}};
+  e.reference = rms_norm_reference;
+  e.optimized = rms_norm_optimized;
+  e.conditioning = [](const Batch& in, const Params& p, Mode, const State*) {
+    return token_group_conditioning(in, p.eps, 1, false);
+  };
+  return e;
+}
+
+}  // namespace normcheck

@@ -1,0 +1,72 @@
+// The data every layer and property speaks: a padded [B, T, D] batch, layer parameters and
+// running state. Values are float32 (what a real kernel sees); the reference widens them.
+#pragma once
+
+#include <cstddef>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace normcheck {
+
+// Mode of a layer row. Stateless layers have one row with Mode::none and ignore the mode they
+// are called with; stateful layers (BatchNorm) have a train row and an eval row.
+enum class Mode { none, train, eval };
+enum class Impl { reference, optimized };
+
+const char* to_string(Mode m);
+const char* to_string(Impl i);
+Mode mode_from_string(const std::string& s);  // throws std::invalid_argument
+Impl impl_from_string(const std::string& s);  // throws std::invalid_argument
+
+// Thrown for input a layer cannot accept (bad shapes, bad parameters, BatchNorm train on one
+// value per channel). The message names the parameter and its value.
+struct InvalidInput : std::invalid_argument {
+  using std::invalid_argument::invalid_argument;
+};
+
+struct Batch {
+  int B = 0, T = 0, D = 0;
+  std::vector<int> lengths;  // [B]: valid tokens of each sequence; t >= lengths[b] is padding
+  std::vector<float> x;      // [B, T, D] row-major
+
+  Batch() = default;
+  Batch(int b, int t, int d) : B(b), T(t), D(d), lengths(b, t), x(std::size_t(b) * t * d, 0.f) {}
+
+  std::size_t row(int b, int t) const { return (std::size_t(b) * T + t); }
+  std::size_t index(int b, int t, int d) const { return row(b, t) * D + d; }
+  float& at(int b, int t, int d) { return x[index(b, t, d)]; }
+  float at(int b, int t, int d) const { return x[index(b, t, d)]; }
+  bool valid(int b, int t) const { return t < lengths[b]; }
+  std::size_t rows() const { return std::size_t(B) * T; }
+  int valid_tokens() const;
+};
+
+struct Params {
+  std::vector<float> gamma;  // [D], or empty for "no affine"; scale_norm: [1], the gain g
+  std::vector<float> beta;   // [D], or empty
+  double eps = 1e-5;
+  double momentum = 0.1;  // stateful layers: new = (1 - momentum) * old + momentum * batch
+  int groups = 1;         // group_norm
+  double alpha = 0.5;     // dyt
+};
+
+// Running statistics of a stateful layer. Held in double so the reference is exact; the
+// optimized kernels round them to float when they read them.
+struct State {
+  std::vector<double> running_mean;  // [D]
+  std::vector<double> running_var;   // [D]
+  bool empty() const { return running_mean.empty(); }
+};
+
+// Outputs are widened to double so both implementations are compared on one type.
+using Output = std::vector<double>;  // [B, T, D]
+
+// Shape checks shared by every layer's entry point.
+void validate_batch(const Batch& in);
+void validate_affine(const Params& p, int D);
+void validate_eps(double eps);
+void validate_state(const State& s, int D, const char* layer);
+void validate_momentum(double m);
+
+}  // namespace normcheck

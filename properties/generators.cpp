@@ -1,0 +1,159 @@
+#include "properties/generators.hpp"
+
+#include <cmath>
+#include <limits>
+
+namespace normcheck::gen {
+
+using rc::gen::element;
+using rc::gen::inRange;
+using rc::gen::weightedElement;
+
+const char* to_string(Regime r) {
+  switch (r) {
+    case Regime::normal: return "normal";
+    case Regime::large_offset: return "large_offset";
+    case Regime::tiny_variance: return "tiny_variance";
+    case Regime::constant_rows: return "constant_rows";
+  }
+  return "?";
+}
+
+const char* to_string(Poison p) {
+  switch (p) {
+    case Poison::zero: return "0";
+    case Poison::huge: return "1e30";
+    case Poison::neg_inf: return "-inf";
+    case Poison::nan: return "NaN";
+  }
+  return "?";
+}
+
+float poison_value(Poison p) {
+  switch (p) {
+    case Poison::zero: return 0.0f;
+    case Poison::huge: return 1e30f;
+    case Poison::neg_inf: return -std::numeric_limits<float>::infinity();
+    case Poison::nan: return std::numeric_limits<float>::quiet_NaN();
+  }
+  return 0.0f;
+}
+
+int features() {
+  return *rc::gen::weightedOneOf<int>({
+      {6, inRange(1, 9)},
+      {3, element(7, 15, 17, 31, 33)},
+      {1, element(63, 65, 100)},
+  });
+}
+
+Shape shape() {
+  const int B = *inRange(1, 5);
+  const int T = *inRange(1, 7);
+  return {B, T, features()};
+}
+
+Regime regime() {
+  return *weightedElement<Regime>({{12, Regime::normal},
+                                   {1, Regime::large_offset},
+                                   {1, Regime::tiny_variance},
+                                   {1, Regime::constant_rows}});
+}
+
+Regime hard_regime() {
+  return *weightedElement<Regime>({{3, Regime::normal},
+                                   {2, Regime::large_offset},
+                                   {2, Regime::tiny_variance},
+                                   {2, Regime::constant_rows}});
+}
+
+Poison poison() { return *element(Poison::zero, Poison::huge, Poison::neg_inf, Poison::nan); }
+
+std::vector<float> token(Regime r, int D) {
+  std::vector<float> v(D);
+  switch (r) {
+    case Regime::normal:  // k/16 in [-4, 4]
+      for (auto& e : v) e = float(*inRange(-64, 65)) / 16.0f;
+      break;
+    case Regime::large_offset: {  // 1e3 ± 0.1 on a 2^-10 grid
+      for (auto& e : v) e = 1000.0f + float(*inRange(-102, 103)) / 1024.0f;
+      break;
+    }
+    case Regime::tiny_variance: {  // c ± 2·2^-14 around one centre per token
+      const float c = float(*inRange(-64, 65)) / 16.0f;
+      for (auto& e : v) e = c + float(*inRange(-2, 3)) / 16384.0f;
+      break;
+    }
+    case Regime::constant_rows: {
+      const float c = float(*inRange(-64, 65)) / 16.0f;
+      for (auto& e : v) e = c;
+      break;
+    }
+  }
+  return v;
+}
+
+void fill_padding(Batch& x, Poison p) {
+  const float v = poison_value(p);
+  for (int b = 0; b < x.B; ++b)
+    for (int t = x.lengths[b]; t < x.T; ++t)
+      for (int d = 0; d < x.D; ++d) x.at(b, t, d) = v;
+}
+
+Batch batch(const Shape& s, Regime r, Poison p, const std::vector<int>& lengths) {
+  Batch x(s.B, s.T, s.D);
+  x.lengths = lengths;
+  for (int b = 0; b < s.B; ++b)
+    for (int t = 0; t < x.lengths[b]; ++t) {
+      const auto v = token(r, s.D);
+      std::copy(v.begin(), v.end(), &x.at(b, t, 0));
+    }
+  fill_padding(x, p);
+  return x;
+}
+
+Batch batch(const Shape& s, Regime r, Poison p) {
+  std::vector<int> lengths(s.B);
+  for (auto& l : lengths) l = *inRange(1, s.T + 1);
+  return batch(s, r, p, lengths);
+}
+
+Params params(const LayerEntry& layer, int D) {
+  Params p;
+  const auto& spec = layer.params;
+  if (spec.affine) {
+    p.gamma.resize(D);
+    for (auto& g : p.gamma) g = float(*inRange(4, 17)) / 8.0f;  // [0.5, 2]
+    if (spec.bias) {
+      p.beta.resize(D);
+      for (auto& b : p.beta) b = float(*inRange(-8, 9)) / 8.0f;  // [-1, 1]
+    }
+  }
+  if (spec.scalar_gain) p.gamma = {float(*inRange(4, 17)) / 8.0f};
+  p.eps = *element(1e-5, 1e-6);
+  if (spec.momentum) p.momentum = *element(0.1, 0.5, 1.0);
+  if (spec.alpha) p.alpha = float(*inRange(1, 17)) / 8.0f;
+  if (spec.groups) {
+    // a divisor of D; groups of at least two features when D allows it (G = D is LN on
+    // single features, which is the constant β)
+    std::vector<int> divisors;
+    for (int g = 1; g <= D; ++g)
+      if (D % g == 0 && (D / g >= 2 || D == 1)) divisors.push_back(g);
+    p.groups = *rc::gen::elementOf(divisors);
+  }
+  return p;
+}
+
+State state(int D) {
+  State s;
+  s.running_mean.resize(D);
+  s.running_var.resize(D);
+  for (auto& m : s.running_mean) m = double(*inRange(-8, 9)) / 8.0;
+  for (auto& v : s.running_var) v = double(*inRange(4, 17)) / 8.0;
+  return s;
+}
+
+float scale_factor() { return float(*inRange(1, 17)) / 4.0f; }
+float shift_amount() { return float(*inRange(-16, 17)) / 4.0f; }
+
+}  // namespace normcheck::gen

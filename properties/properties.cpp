@@ -1,0 +1,398 @@
+// The property catalogue (../docs/PROPERTIES.md in the shared spec). Each entry: the claim in
+// words, and a scenario builder that draws an input and builds the related input.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+
+#include "properties/generators.hpp"
+#include "properties/property.hpp"
+
+namespace normcheck {
+
+const char* to_string(Expect e) {
+  switch (e) {
+    case Expect::holds: return "holds";
+    case Expect::violated: return "violated";
+    case Expect::not_applicable: return "not_applicable";
+  }
+  return "?";
+}
+
+namespace {
+
+using rc::gen::inRange;
+
+// Every valid token of `x` (call ca) paired with the same token of call cb.
+std::vector<std::pair<TokenPos, TokenPos>> valid_pairs(const Batch& x, int ca = 0, int cb = 0) {
+  std::vector<std::pair<TokenPos, TokenPos>> pairs;
+  for (int b = 0; b < x.B; ++b)
+    for (int t = 0; t < x.lengths[b]; ++t) pairs.push_back({{ca, b, t}, {cb, b, t}});
+  return pairs;
+}
+
+struct Base {
+  gen::Shape shape;
+  Batch x;
+  Params params;
+  State state;
+};
+
+Base draw_base(const LayerRow& row, int min_B = 1) {
+  Base base;
+  base.shape = gen::shape();
+  base.shape.B = std::max(base.shape.B, min_B);
+  base.params = gen::params(*row.layer, base.shape.D);
+  base.state = gen::state(base.shape.D);
+  base.x = gen::batch(base.shape, gen::regime(), gen::poison());
+  return base;
+}
+
+// Same input on both sides, one call each in the row's mode.
+Scenario same_input(const Base& base, Mode mode) {
+  Scenario s;
+  s.params = base.params;
+  s.state = base.state;
+  s.a.calls = {{base.x, mode}};
+  s.b.calls = {{base.x, mode}};
+  s.pairs = valid_pairs(base.x);
+  return s;
+}
+
+std::string fmt_list(const std::vector<float>& v) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+  return s + "]";
+}
+
+// ---------------------------------------------------------------------------------------------
+// scenario builders
+
+Scenario batch_independence(const LayerRow& row) {
+  Base base = draw_base(row);
+  const int b = *inRange(0, base.shape.B);
+  const int B2 = *inRange(1, 5);
+  const int j = *inRange(0, B2);
+  Batch y = gen::batch({B2, base.shape.T, base.shape.D}, gen::regime(), gen::poison());
+  y.lengths[j] = base.x.lengths[b];
+  for (int t = 0; t < base.shape.T; ++t)
+    for (int d = 0; d < base.shape.D; ++d) y.at(j, t, d) = base.x.at(b, t, d);
+  Scenario s = same_input(base, row.mode());
+  s.b.calls = {{y, row.mode()}};
+  s.pairs.clear();
+  for (int t = 0; t < base.x.lengths[b]; ++t) s.pairs.push_back({{0, b, t}, {0, j, t}});
+  s.note = "sequence " + std::to_string(b) + " moved to index " + std::to_string(j) +
+           " of a batch of " + std::to_string(B2);
+  return s;
+}
+
+Scenario padding_invariance(const LayerRow& row) {
+  Base base = draw_base(row);
+  const int extra = *inRange(0, 4);
+  const auto p = gen::poison();
+  Batch y(base.shape.B, base.shape.T + extra, base.shape.D);
+  y.lengths = base.x.lengths;
+  for (int b = 0; b < y.B; ++b)
+    for (int t = 0; t < base.shape.T; ++t)
+      for (int d = 0; d < y.D; ++d) y.at(b, t, d) = base.x.at(b, t, d);
+  gen::fill_padding(y, p);
+  Scenario s = same_input(base, row.mode());
+  s.b.calls = {{y, row.mode()}};
+  s.note = std::to_string(extra) + " padding positions appended, all padding set to " +
+           gen::to_string(p);
+  return s;
+}
+
+Scenario token_independence(const LayerRow& row) {
+  Base base = draw_base(row);
+  const int b = *inRange(0, base.shape.B);
+  const int t0 = *inRange(0, base.x.lengths[b]);
+  Batch y = base.x;
+  const auto v = gen::token(gen::Regime::normal, base.shape.D);
+  std::copy(v.begin(), v.end(), &y.at(b, t0, 0));
+  Scenario s = same_input(base, row.mode());
+  s.b.calls = {{y, row.mode()}};
+  s.pairs.erase(std::remove_if(s.pairs.begin(), s.pairs.end(),
+                               [&](const auto& pr) { return pr.first.b == b && pr.first.t == t0; }),
+                s.pairs.end());
+  s.note = "token (" + std::to_string(b) + ", " + std::to_string(t0) + ") replaced by " +
+           fmt_list(v);
+  return s;
+}
+
+Scenario causality(const LayerRow& row) {
+  Base base = draw_base(row);
+  const int b = *inRange(0, base.shape.B);
+  const int s0 = *inRange(0, base.x.lengths[b]);
+  Batch y = base.x;
+  for (int t = s0 + 1; t < base.x.lengths[b]; ++t) {
+    const auto v = gen::token(gen::Regime::normal, base.shape.D);
+    std::copy(v.begin(), v.end(), &y.at(b, t, 0));
+  }
+  Scenario s = same_input(base, row.mode());
+  s.b.calls = {{y, row.mode()}};
+  s.pairs.clear();
+  for (int t = 0; t <= s0; ++t) s.pairs.push_back({{0, b, t}, {0, b, t}});
+  s.note = "tokens after position " + std::to_string(s0) + " of sequence " + std::to_string(b) +
+           " replaced";
+  return s;
+}
+
+// Training batches from the same distribution (same shape and regime), run in train mode.
+std::vector<Batch> training_batches(const Base& base) {
+  std::vector<Batch> w;
+  const int k = *inRange(1, 4);
+  for (int i = 0; i < k; ++i) w.push_back(gen::batch(base.shape, gen::Regime::normal, gen::Poison::zero));
+  return w;
+}
+
+Scenario train_inference_equivalence(const LayerRow& row) {
+  Base base = draw_base(row);
+  base.x = gen::batch(base.shape, gen::Regime::normal, gen::poison());
+  Scenario s = same_input(base, Mode::train);
+  s.a.warmup = s.b.warmup = training_batches(base);
+  s.b.calls = {{base.x, Mode::eval}};
+  s.note = "train-mode output vs eval-mode output after " + std::to_string(s.a.warmup.size()) +
+           " training batches";
+  return s;
+}
+
+Scenario streaming_equivalence(const LayerRow& row) {
+  Base base = draw_base(row);
+  base.x = gen::batch(base.shape, gen::Regime::normal, gen::poison());
+  Scenario s = same_input(base, Mode::train);
+  s.a.warmup = s.b.warmup = training_batches(base);
+  s.b.calls.clear();
+  s.pairs.clear();
+  for (int b = 0; b < base.x.B; ++b)
+    for (int t = 0; t < base.x.lengths[b]; ++t) {
+      Batch one(1, 1, base.shape.D);
+      std::copy(&base.x.at(b, t, 0), &base.x.at(b, t, 0) + base.shape.D, one.x.begin());
+      s.pairs.push_back({{0, b, t}, {int(s.b.calls.size()), 0, 0}});
+      s.b.calls.push_back({one, Mode::eval});
+    }
+  s.note = "full batch in train mode vs every token alone in eval mode";
+  return s;
+}
+
+Scenario token_scale_invariance(const LayerRow& row) {
+  Base base = draw_base(row);
+  Batch y = base.x;
+  std::vector<float> alphas;
+  for (int b = 0; b < y.B; ++b)
+    for (int t = 0; t < y.lengths[b]; ++t) {
+      const float a = gen::scale_factor();
+      alphas.push_back(a);
+      for (int d = 0; d < y.D; ++d) y.at(b, t, d) *= a;
+    }
+  Scenario s = same_input(base, row.mode());
+  s.b.calls = {{y, row.mode()}};
+  s.note = "valid tokens scaled by " + fmt_list(alphas);
+  return s;
+}
+
+Scenario global_scale_invariance(const LayerRow& row) {
+  Base base = draw_base(row);
+  Batch y = base.x;
+  const float a = gen::scale_factor();
+  for (auto& v : y.x) v *= a;
+  Scenario s = same_input(base, row.mode());
+  s.b.calls = {{y, row.mode()}};
+  s.note = "every position scaled by " + std::to_string(a);
+  return s;
+}
+
+Scenario token_shift_invariance(const LayerRow& row) {
+  Base base = draw_base(row);
+  Batch y = base.x;
+  std::vector<float> shifts;
+  for (int b = 0; b < y.B; ++b)
+    for (int t = 0; t < y.lengths[b]; ++t) {
+      const float c = gen::shift_amount();
+      shifts.push_back(c);
+      for (int d = 0; d < y.D; ++d) y.at(b, t, d) += c;
+    }
+  Scenario s = same_input(base, row.mode());
+  s.b.calls = {{y, row.mode()}};
+  s.note = "valid tokens shifted by " + fmt_list(shifts);
+  return s;
+}
+
+Scenario feature_shift_invariance(const LayerRow& row) {
+  Base base = draw_base(row);
+  Batch y = base.x;
+  std::vector<float> c(base.shape.D);
+  for (auto& v : c) v = gen::shift_amount();
+  for (std::size_t i = 0; i < y.x.size(); ++i) y.x[i] += c[i % y.D];
+  Scenario s = same_input(base, row.mode());
+  s.b.calls = {{y, row.mode()}};
+  s.note = "features shifted by " + fmt_list(c) + " at every position";
+  return s;
+}
+
+Scenario feature_scale_invariance(const LayerRow& row) {
+  Base base = draw_base(row);
+  Batch y = base.x;
+  std::vector<float> a(base.shape.D);
+  for (auto& v : a) v = gen::scale_factor();
+  for (std::size_t i = 0; i < y.x.size(); ++i) y.x[i] *= a[i % y.D];
+  Scenario s = same_input(base, row.mode());
+  s.b.calls = {{y, row.mode()}};
+  s.note = "features scaled by " + fmt_list(a) + " at every position";
+  return s;
+}
+
+Scenario batch_permutation_equivariance(const LayerRow& row) {
+  Base base = draw_base(row);
+  const int B = base.shape.B;
+  std::vector<int> perm(B);
+  for (int i = 0; i < B; ++i) perm[i] = i;
+  for (int i = 0; i + 1 < B; ++i) std::swap(perm[i], perm[*inRange(i, B)]);
+  Batch y = base.x;
+  for (int i = 0; i < B; ++i) {
+    y.lengths[i] = base.x.lengths[perm[i]];
+    for (int t = 0; t < y.T; ++t)
+      for (int d = 0; d < y.D; ++d) y.at(i, t, d) = base.x.at(perm[i], t, d);
+  }
+  Scenario s = same_input(base, row.mode());
+  s.b.calls = {{y, row.mode()}};
+  s.pairs.clear();
+  for (int i = 0; i < B; ++i)
+    for (int t = 0; t < y.lengths[i]; ++t) s.pairs.push_back({{0, perm[i], t}, {0, i, t}});
+  std::string p = "[";
+  for (int i = 0; i < B; ++i) p += (i ? ", " : "") + std::to_string(perm[i]);
+  s.note = "sequences permuted: new order " + p + "]";
+  return s;
+}
+
+Scenario nan_containment(const LayerRow& row) {
+  Base base = draw_base(row, 2);
+  base.x = gen::batch(base.shape, gen::regime(), gen::Poison::zero);
+  const int b = *inRange(0, base.shape.B);
+  const int t = *inRange(0, base.x.lengths[b]);
+  const int d = *inRange(0, base.shape.D);
+  Batch y = base.x;
+  y.at(b, t, d) = std::numeric_limits<float>::quiet_NaN();
+  Scenario s = same_input(base, row.mode());
+  s.b.calls = {{y, row.mode()}};
+  s.pairs.erase(std::remove_if(s.pairs.begin(), s.pairs.end(),
+                               [&](const auto& pr) { return pr.first.b == b; }),
+                s.pairs.end());
+  s.note = "NaN written at (" + std::to_string(b) + ", " + std::to_string(t) + ", " +
+           std::to_string(d) + ")";
+  return s;
+}
+
+Scenario reference_agreement(const LayerRow& row) {
+  gen::Shape shape = gen::shape();
+  shape.D = *rc::gen::weightedOneOf<int>(
+      {{3, rc::gen::element(1, 7, 31, 33, 100)}, {1, rc::gen::just(gen::features())}});
+  Base base;
+  base.shape = shape;
+  base.params = gen::params(*row.layer, shape.D);
+  base.state = gen::state(shape.D);
+  base.x = gen::batch(shape, gen::hard_regime(), gen::poison());
+  Scenario s = same_input(base, row.mode());
+  s.b.impl = Impl::reference;
+  s.compare_state = row.layer->stateful();
+  s.note = "optimized (a) vs reference (b)";
+  return s;
+}
+
+Scenario thread_determinism(const LayerRow& row) {
+  Base base = draw_base(row);
+  // enough rows and features that every OpenMP partition differs between thread counts
+  if (*rc::gen::element(false, true)) {
+    base.shape = {*inRange(3, 9), *inRange(8, 33), *rc::gen::element(65, 130, 257)};
+    base.params = gen::params(*row.layer, base.shape.D);
+    base.state = gen::state(base.shape.D);
+    base.x = gen::batch(base.shape, gen::regime(), gen::poison());
+  }
+  Scenario s = same_input(base, row.mode());
+  s.a.threads = 1;
+  s.b.threads = *rc::gen::element(1, 2, 3, 4);
+  s.compare_state = row.layer->stateful();
+  s.note = "1 thread (a) vs " + std::to_string(s.b.threads) + " threads (b)";
+  return s;
+}
+
+std::vector<PropertyDef> make_properties() {
+  std::vector<PropertyDef> p;
+  auto add = [&](PropertyDef d) { p.push_back(std::move(d)); };
+  add({"batch_independence", "batch_ind", "a sequence's outputs do not depend on the other sequences of its batch",
+       "sequence b placed in a different batch (other sequences fresh, any batch size ≥ 1, any index)",
+       "b's valid outputs", "a sample's result must not depend on its neighbours",
+       Comparison::values, false, false, false, true, batch_independence});
+  add({"padding_invariance", "padding", "appending padding and changing its contents does not change valid outputs",
+       "extra padding appended, all padding filled with poison (0, 1e30, -inf, NaN)", "valid outputs",
+       "padding must not pollute statistics", Comparison::values, false, false, false, true,
+       padding_invariance});
+  add({"token_independence", "token_ind", "replacing one valid token does not change the other tokens' outputs",
+       "one valid token replaced", "every other valid token", "token-wise modelling",
+       Comparison::values, false, false, false, true, token_independence});
+  add({"causality", "causality", "outputs at positions ≤ s do not depend on tokens after s",
+       "tokens after position s of one sequence replaced", "that sequence's positions ≤ s",
+       "no look-ahead: required for autoregressive training", Comparison::values, false, false,
+       false, true, causality});
+  add({"train_inference_equivalence", "train≡inf", "train mode and eval mode give the same outputs",
+       "same input in eval mode, after the running stats were trained on batches from the same distribution",
+       "all valid outputs", "train and inference behave the same", Comparison::values, false,
+       true, false, true, train_inference_equivalence});
+  add({"streaming_equivalence", "streaming", "a token fed alone in eval mode gets its full-batch train-mode output",
+       "every token fed alone (batch of one, one token) in eval mode", "vs. full batch in train mode",
+       "autoregressive decoding with batch size 1", Comparison::values, false, true, false, true,
+       streaming_equivalence});
+  add({"token_scale_invariance", "tok_scale", "multiplying a token by α > 0 does not change outputs",
+       "each token multiplied by its own α > 0", "valid outputs", "a token's scale carries no information",
+       Comparison::values, true, false, false, true, token_scale_invariance});
+  add({"global_scale_invariance", "glob_scale", "multiplying the whole batch by α > 0 does not change outputs",
+       "whole batch multiplied by one α > 0", "valid outputs", "the overall scale of activations carries no information",
+       Comparison::values, true, false, false, true, global_scale_invariance});
+  add({"token_shift_invariance", "tok_shift", "adding a constant to every feature of a token does not change outputs",
+       "each token plus its own constant (same for all features)", "valid outputs", "re-centring",
+       Comparison::values, false, false, false, true, token_shift_invariance});
+  add({"feature_shift_invariance", "feat_shift", "adding a per-feature constant everywhere does not change outputs",
+       "each feature plus its own constant, at every position", "valid outputs", "the batch axis of BatchNorm",
+       Comparison::values, false, false, false, true, feature_shift_invariance});
+  add({"feature_scale_invariance", "feat_scale", "multiplying each feature by its own α > 0 everywhere does not change outputs",
+       "each feature times its own α > 0, at every position", "valid outputs", "per-feature normalization (the batch axis)",
+       Comparison::values, true, false, false, true, feature_scale_invariance});
+  add({"batch_permutation_equivariance", "batch_perm", "permuting the sequences permutes the outputs alike",
+       "sequences permuted", "outputs permuted alike", "order of samples does not matter",
+       Comparison::values, false, false, false, true, batch_permutation_equivariance});
+  add({"nan_containment", "nan_contain", "a NaN in one sequence leaves every other sequence finite",
+       "one NaN written into one valid token of sequence b", "valid outputs of every other sequence",
+       "one bad request must not poison a served batch", Comparison::containment, false, false,
+       false, true, nan_containment});
+  add({"reference_agreement", "ref_agree", "the optimized kernel agrees with the reference within the tolerance rule",
+       "the same input through the double-precision reference (hard inputs: large offsets, tiny variance, constant rows, odd D)",
+       "all valid outputs and running statistics", "the fast kernel computes the same function",
+       Comparison::values, false, false, true, false, reference_agreement});
+  add({"thread_determinism", "threads", "the optimized output is bitwise the same for 1, 2, 3 and 4 OpenMP threads and on a repeat",
+       "the same input run with another thread count", "all valid outputs and running statistics, bitwise",
+       "results never depend on the machine's parallelism", Comparison::bitwise, false, false,
+       true, false, thread_determinism});
+  return p;
+}
+
+}  // namespace
+
+const std::vector<PropertyDef>& properties() {
+  static const std::vector<PropertyDef> all = make_properties();
+  return all;
+}
+
+const PropertyDef& property(const std::string& id) {
+  for (const auto& p : properties())
+    if (p.id == id) return p;
+  throw std::invalid_argument("unknown property '" + id + "'");
+}
+
+Expect expected(const LayerRow& row, Impl impl, const PropertyDef& prop) {
+  if (prop.optimized_only && impl != Impl::optimized) return Expect::not_applicable;
+  if (prop.mode_comparing && row.mode() == Mode::eval) return Expect::not_applicable;
+  if (!prop.in_matrix) return Expect::holds;
+  return row.profile->violated.count(prop.id) ? Expect::violated : Expect::holds;
+}
+
+}  // namespace normcheck

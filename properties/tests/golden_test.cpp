@@ -1,0 +1,82 @@
+// Golden conformance against PyTorch (golden/pytorch_golden.json), one ctest test per
+// (case, implementation), for every op the layer registry knows.
+#include <gtest/gtest.h>
+
+#include "properties/golden.hpp"
+
+namespace normcheck {
+namespace {
+
+struct GoldenParam {
+  nlohmann::json c;
+  Impl impl;
+};
+
+std::vector<GoldenParam> golden_params() {
+  std::vector<GoldenParam> params;
+  const auto file = load_golden(default_golden_path());
+  for (const auto& c : file["cases"])
+    for (Impl impl : {Impl::reference, Impl::optimized})
+      if (check_golden_case(c, impl).known) params.push_back({c, impl});
+  return params;
+}
+
+class Golden : public ::testing::TestWithParam<GoldenParam> {};
+
+TEST_P(Golden, MatchesPyTorch) {
+  const auto o = check_golden_case(GetParam().c, GetParam().impl);
+  EXPECT_TRUE(o.passed) << o.id << " (" << to_string(o.impl) << "): " << o.error;
+}
+
+std::string golden_name(const ::testing::TestParamInfo<GoldenParam>& info) {
+  std::string name = info.param.c["id"].get<std::string>() + "_" + to_string(info.param.impl);
+  for (auto& ch : name)
+    if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+  return name;
+}
+
+INSTANTIATE_TEST_SUITE_P(PyTorch, Golden, ::testing::ValuesIn(golden_params()), golden_name);
+
+nlohmann::json first_case(const std::string& op) {
+  for (const auto& c : load_golden(default_golden_path())["cases"])
+    if (c["op"] == op) return c;
+  throw std::runtime_error("no golden case for " + op);
+}
+
+TEST(GoldenChecker, CorruptedExpectedValueFailsNamingThePosition) {
+  auto c = first_case("layer_norm");
+  c["y"][5] = c["y"][5].get<double>() + 1e-3;
+  for (Impl impl : {Impl::reference, Impl::optimized}) {
+    const auto o = check_golden_case(c, impl);
+    EXPECT_FALSE(o.passed);
+    EXPECT_NE(o.error.find("y[0,0,5]"), std::string::npos) << o.error;
+  }
+}
+
+TEST(GoldenChecker, CorruptedRunningStatisticFails) {
+  auto c = first_case("batch_norm_train");
+  c["new_running_var"][2] = c["new_running_var"][2].get<double>() * 1.001;
+  const auto o = check_golden_case(c, Impl::optimized);
+  EXPECT_FALSE(o.passed);
+  EXPECT_NE(o.error.find("new_running_var[2]"), std::string::npos) << o.error;
+}
+
+TEST(GoldenChecker, UnknownOpIsReportedNotSkipped) {
+  auto c = first_case("layer_norm");
+  c["op"] = "no_such_norm";
+  const auto o = check_golden_case(c, Impl::reference);
+  EXPECT_FALSE(o.known);
+  EXPECT_FALSE(o.passed);
+  EXPECT_NE(o.error.find("no_such_norm"), std::string::npos);
+}
+
+TEST(GoldenChecker, WrongLengthArrayIsAnErrorNamingTheField) {
+  auto c = first_case("rms_norm");
+  c["x"].erase(c["x"].size() - 1);
+  const auto o = check_golden_case(c, Impl::optimized);
+  EXPECT_FALSE(o.passed);
+  EXPECT_NE(o.error.find("'x'"), std::string::npos) << o.error;
+}
+
+}  // namespace
+}  // namespace normcheck
