@@ -40,11 +40,13 @@ float poison_value(Poison p) {
 }
 
 int features() {
-  return *rc::gen::weightedOneOf<int>({
-      {6, inRange(1, 9)},
-      {3, element(7, 15, 17, 31, 33)},
-      {1, element(63, 65, 100)},
-  });
+  // the small size is drawn first and kept, so a shrink from an awkward size lands on it
+  const int small = *inRange(1, 9);
+  switch (*weightedElement<int>({{6, 0}, {3, 1}, {1, 2}})) {
+    case 1: return *element(7, 15, 17, 31, 33);
+    case 2: return *element(63, 65, 100);
+    default: return small;
+  }
 }
 
 Shape shape() {
@@ -69,23 +71,41 @@ Regime hard_regime() {
 
 Poison poison() { return *element(Poison::zero, Poison::huge, Poison::neg_inf, Poison::nan); }
 
+namespace {
+
+// Integers in [-m, m] that shrink towards 0 (inRange would shrink towards -m).
+rc::Gen<int> centered(int m) {
+  return rc::gen::map(inRange(0, 2 * m + 1), [](int k) { return k % 2 ? (k + 1) / 2 : -(k / 2); });
+}
+
+// D integers in one pick, so a token's values keep their place when D shrinks.
+std::vector<int> ints(int D, int m) {
+  return *rc::gen::container<std::vector<int>>(std::size_t(D), centered(m));
+}
+
+}  // namespace
+
 std::vector<float> token(Regime r, int D) {
   std::vector<float> v(D);
   switch (r) {
-    case Regime::normal:  // k/16 in [-4, 4]
-      for (auto& e : v) e = float(*inRange(-64, 65)) / 16.0f;
+    case Regime::normal: {  // k/16 in [-4, 4]
+      const auto k = ints(D, 64);
+      for (int d = 0; d < D; ++d) v[d] = float(k[d]) / 16.0f;
       break;
+    }
     case Regime::large_offset: {  // 1e3 ± 0.1 on a 2^-10 grid
-      for (auto& e : v) e = 1000.0f + float(*inRange(-102, 103)) / 1024.0f;
+      const auto k = ints(D, 102);
+      for (int d = 0; d < D; ++d) v[d] = 1000.0f + float(k[d]) / 1024.0f;
       break;
     }
     case Regime::tiny_variance: {  // c ± 2·2^-14 around one centre per token
-      const float c = float(*inRange(-64, 65)) / 16.0f;
-      for (auto& e : v) e = c + float(*inRange(-2, 3)) / 16384.0f;
+      const float c = float(*centered(64)) / 16.0f;
+      const auto k = ints(D, 2);
+      for (int d = 0; d < D; ++d) v[d] = c + float(k[d]) / 16384.0f;
       break;
     }
     case Regime::constant_rows: {
-      const float c = float(*inRange(-64, 65)) / 16.0f;
+      const float c = float(*centered(64)) / 16.0f;
       for (auto& e : v) e = c;
       break;
     }
@@ -122,14 +142,11 @@ Params params(const LayerEntry& layer, int D) {
   Params p;
   const auto& spec = layer.params;
   if (spec.affine) {
-    p.gamma.resize(D);
-    for (auto& g : p.gamma) g = float(*inRange(4, 17)) / 8.0f;  // [0.5, 2]
-    if (spec.bias) {
-      p.beta.resize(D);
-      for (auto& b : p.beta) b = float(*inRange(-8, 9)) / 8.0f;  // [-1, 1]
-    }
+    for (int k : ints(D, 4)) p.gamma.push_back(float(8 + k) / 8.0f);  // [0.5, 1.5], shrinks to 1
+    if (spec.bias)
+      for (int k : ints(D, 8)) p.beta.push_back(float(k) / 8.0f);  // [-1, 1], shrinks to 0
   }
-  if (spec.scalar_gain) p.gamma = {float(*inRange(4, 17)) / 8.0f};
+  if (spec.scalar_gain) p.gamma = {float(8 + *centered(4)) / 8.0f};
   p.eps = *element(1e-5, 1e-6);
   if (spec.momentum) p.momentum = *element(0.1, 0.5, 1.0);
   if (spec.alpha) p.alpha = float(*inRange(1, 17)) / 8.0f;
@@ -146,14 +163,12 @@ Params params(const LayerEntry& layer, int D) {
 
 State state(int D) {
   State s;
-  s.running_mean.resize(D);
-  s.running_var.resize(D);
-  for (auto& m : s.running_mean) m = double(*inRange(-8, 9)) / 8.0;
-  for (auto& v : s.running_var) v = double(*inRange(4, 17)) / 8.0;
+  for (int k : ints(D, 8)) s.running_mean.push_back(double(k) / 8.0);
+  for (int k : ints(D, 4)) s.running_var.push_back(double(8 + k) / 8.0);
   return s;
 }
 
 float scale_factor() { return float(*inRange(1, 17)) / 4.0f; }
-float shift_amount() { return float(*inRange(-16, 17)) / 4.0f; }
+float shift_amount() { return float(*centered(16)) / 4.0f; }
 
 }  // namespace normcheck::gen
