@@ -99,7 +99,7 @@ void feature_stats(const Batch& in, TokenSet tokens, long long n, std::vector<do
                    std::vector<double>& var) {
   const int D = in.D;
   const int blocks = (D + kFeatureBlock - 1) / kFeatureBlock;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (in.x.size() >= kernels::kParallelMinValues)
   for (int blk = 0; blk < blocks; ++blk) {
     const int d0 = blk * kFeatureBlock, d1 = std::min(D, d0 + kFeatureBlock);
     double acc[kFeatureBlock] = {};
@@ -146,7 +146,7 @@ void batch_norm_optimized(const Batch& in, const Params& p, Mode mode, State* st
     be[d] = p.beta.empty() ? 0.0f : p.beta[d];
   }
   std::vector<float> y(in.x.size(), 0.0f);
-  kernels::for_each_row(in.rows(), [&](std::size_t r) {
+  kernels::for_each_row(in.rows(), std::size_t(D), [&](std::size_t r) {
     const int b = int(r / in.T), t = int(r % in.T);
     if (tokens == TokenSet::valid_tokens && !in.valid(b, t)) return;
     const float* xr = &in.x[r * D];  // [D]

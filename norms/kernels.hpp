@@ -45,10 +45,14 @@ inline void mean_var(const float* x, int n, float& mean, float& var) {
   var = sum_sq_dev(x, n, mean) / float(n);
 }
 
-// Runs body(i) for i in [0, n) on independent rows, statically scheduled.
+// Below this many values a kernel runs on the calling thread: waking a team costs more than
+// the work. Results never depend on it (every row is computed the same way either way).
+constexpr std::size_t kParallelMinValues = 2048;
+
+// Runs body(i) for i in [0, n) on independent rows of `width` values, statically scheduled.
 template <class F>
-inline void for_each_row(std::size_t n, F&& body) {
-#pragma omp parallel for schedule(static)
+inline void for_each_row(std::size_t n, std::size_t width, F&& body) {
+#pragma omp parallel for schedule(static) if (n * width >= kParallelMinValues)
   for (long long i = 0; i < (long long)n; ++i) body(std::size_t(i));
 }
 

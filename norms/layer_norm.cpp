@@ -44,7 +44,7 @@ void layer_norm_reference(const Batch& in, const Params& p, Mode, State*, Output
 
 void layer_norm_kernel(float* out, const float* x, const float* gamma, const float* beta,
                        std::size_t rows, int D, float eps) {
-  kernels::for_each_row(rows, [&](std::size_t r) {
+  kernels::for_each_row(rows, std::size_t(D), [&](std::size_t r) {
     const float* xr = x + r * D;  // [D]
     float* yr = out + r * D;      // [D]
     float mean, var;

@@ -39,7 +39,7 @@ void rms_norm_reference(const Batch& in, const Params& p, Mode, State*, Output& 
 
 void rms_norm_kernel(float* out, const float* x, const float* gamma, const float* beta,
                      std::size_t rows, int D, float eps) {
-  kernels::for_each_row(rows, [&](std::size_t r) {
+  kernels::for_each_row(rows, std::size_t(D), [&](std::size_t r) {
     const float* xr = x + r * D;  // [D]
     float* yr = out + r * D;      // [D]
     const float ms = kernels::sum_sq_dev(xr, D, 0.0f) / float(D);

@@ -255,19 +255,58 @@ RunOptions options_from_rc_params() {
   return o;
 }
 
-std::string Cell::id() const { return row.id() + "/" + to_string(impl) + "/" + prop->id; }
+std::string gtest_name(const std::string& cell_id) {
+  std::string name = cell_id;
+  for (auto& ch : name)
+    if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+  return name;
+}
 
-std::vector<Cell> all_cells() {
+std::string Cell::id() const { return row_id + "/" + to_string(impl) + "/" + prop.id; }
+
+namespace {
+
+// One case of a metamorphic norm property: draw the scenario, run both sides, compare.
+CaseOutcome check_norm_case(const LayerRow& row, Impl impl, const PropertyDef& prop) {
+  const Scenario sc = prop.scenario(row);
+  const SideOut A = run_side(row, impl, sc, sc.a);
+  const SideOut B = run_side(row, impl, sc, sc.b);
+  const Finding f = compare(row, prop, sc, A, B);
+  CaseOutcome o;
+  o.finite_violation = f.finite_violation;
+  o.nonfinite_mismatch = f.nonfinite_mismatch;
+  o.max_dev = f.max_dev;
+  if (f.any()) {
+    o.evidence = evidence(sc, A, B, f, impl);
+    o.summary = sc.note + "; " + std::to_string(f.mismatches) + " values differ, worst " +
+                o.evidence["worst"].dump();
+  }
+  return o;
+}
+
+}  // namespace
+
+std::vector<Cell> norm_cells() {
   std::vector<Cell> cells;
   for (const auto& row : layer_rows())
     for (Impl impl : {Impl::reference, Impl::optimized})
-      for (const auto& p : properties()) cells.push_back({row, impl, &p});
+      for (const auto& p : properties()) {
+        Cell c;
+        c.row_id = row.id();
+        c.row_name = row.name();
+        c.layer = row.layer->name;
+        c.mode = row.mode();
+        c.impl = impl;
+        c.prop = p.info();
+        c.expected = expected(row, impl, p);
+        c.check_case = [row, impl, &p] { return check_norm_case(row, impl, p); };
+        cells.push_back(std::move(c));
+      }
   return cells;
 }
 
 std::string CellResult::id() const {
-  return (mode == Mode::none ? layer : layer + "_" + normcheck::to_string(mode)) + "/" +
-         normcheck::to_string(impl) + "/" + property;
+  return row_id + "/" + normcheck::to_string(impl) + "/" + property;
 }
 
 bool CellResult::as_expected() const {
@@ -278,41 +317,40 @@ bool CellResult::as_expected() const {
 CellResult run_cell(const Cell& cell, const RunOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   CellResult r;
-  r.layer = cell.row.layer->name;
-  r.mode = cell.row.mode();
+  r.row_id = cell.row_id;
+  r.layer = cell.layer;
+  r.mode = cell.mode;
+  r.placement = cell.placement;
+  r.info = cell.prop;
   r.impl = cell.impl;
-  r.property = cell.prop->id;
-  r.row_name = cell.row.name();
-  r.expected = expected(cell.row, cell.impl, *cell.prop);
+  r.property = cell.prop.id;
+  r.row_name = cell.row_name;
+  r.expected = cell.expected;
   if (r.expected == Expect::not_applicable) {
     r.observed = "not_applicable";
     return r;
   }
   const bool want_violation = r.expected == Expect::violated;
   const std::string id = cell.id();
-  const PropertyDef& prop = *cell.prop;
 
   std::optional<nlohmann::json> last_failure;
+  std::string last_summary;
   double max_dev = 0;
-  int evaluated = 0;
   auto body = [&]() {
-    const Scenario sc = prop.scenario(cell.row);
-    SideOut A, B;
+    CaseOutcome o;
     try {
-      A = run_side(cell.row, cell.impl, sc, sc.a);
-      B = run_side(cell.row, cell.impl, sc, sc.b);
+      o = cell.check_case();
     } catch (const InvalidInput& e) {
       RC_DISCARD(std::string("the layer rejects this input: ") + e.what());
     }
-    ++evaluated;
-    const Finding f = compare(cell.row, prop, sc, A, B);
-    max_dev = std::max(max_dev, f.max_dev);
+    max_dev = std::max(max_dev, o.max_dev);
     // A ✗ cell counts only a finite counterexample (never one made of NaN alone); a ✓ cell
     // fails on any disagreement.
-    const bool counterexample = want_violation ? f.finite_violation : f.any();
+    const bool counterexample = want_violation ? o.finite_violation : o.any();
     if (counterexample) {
-      last_failure = evidence(sc, A, B, f, cell.impl);
-      RC_FAIL(f.where + " differs: a = " + fmt_double(f.va) + ", b = " + fmt_double(f.vb));
+      last_failure = o.evidence;
+      last_summary = o.summary;
+      RC_FAIL(o.summary);
     }
   };
 
@@ -342,7 +380,8 @@ CellResult run_cell(const Cell& cell, const RunOptions& options) {
                                                 listener, reproduce);
   r.max_deviation = max_dev;
 
-  const std::string cell_name = r.row_name + " / " + to_string(cell.impl) + " / " + r.property;
+  const std::string cell_name = r.row_name + (r.placement.empty() ? "" : " [" + r.placement + "-LN block]") +
+                                " / " + to_string(cell.impl) + " / " + r.property;
   if (result.template is<rc::detail::SuccessResult>()) {
     r.observed = "holds";
     r.cases = result.template get<rc::detail::SuccessResult>().numSuccess;
@@ -362,18 +401,12 @@ CellResult run_cell(const Cell& cell, const RunOptions& options) {
     const auto at = full.find("reproduce=");
     r.reproduce = full.substr(at, full.find(' ', at) - at);
     if (last_failure) r.counterexample = *last_failure;
-    std::string detail;
-    if (last_failure) {
-      const auto& w = (*last_failure)["worst"];
-      detail = (*last_failure)["related_input"].get<std::string>() + "; " +
-               std::to_string((*last_failure)["mismatches"].get<int>()) +
-               " values differ, worst " + w.dump();
-    }
+    const std::string detail = last_summary;
     if (!want_violation)
       r.message = cell_name + ": expected to hold, but a counterexample was found after " +
                   std::to_string(r.cases) + " cases and shrunk: " + detail +
                   "\n  replay: RC_PARAMS=\"" + r.reproduce + "\" normcheck_property_tests "
-                  "--gtest_filter='*" + id + "*'  or  normcheck matrix --layer '^" + r.layer +
+                  "--gtest_filter='*" + gtest_name(id) + "'  or  normcheck matrix --layer '^" + r.row_id +
                   "$' --property '^" + r.property + "$' --reproduce '" + r.reproduce + "'";
   } else if (result.template is<rc::detail::GaveUpResult>()) {
     r.observed = "error";
@@ -383,7 +416,6 @@ CellResult run_cell(const Cell& cell, const RunOptions& options) {
     r.observed = "error";
     r.message = cell_name + ": " + result.template get<rc::detail::Error>().description;
   }
-  (void)evaluated;
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return r;
 }
@@ -393,6 +425,7 @@ nlohmann::json to_json(const CellResult& r) {
                       {"mode", r.mode == Mode::none ? nlohmann::json(nullptr)
                                                     : nlohmann::json(to_string(r.mode))},
                       {"implementation", to_string(r.impl)},
+                      {"row", r.row_id},
                       {"property", r.property},
                       {"expected", to_string(r.expected)},
                       {"observed", r.observed},
@@ -403,6 +436,7 @@ nlohmann::json to_json(const CellResult& r) {
                       {"reproduce", r.reproduce},
                       {"seed", r.seed},
                       {"seconds", r.seconds}};
+  if (!r.placement.empty()) j["placement"] = r.placement;
   if (!r.message.empty()) j["message"] = r.message;
   return j;
 }

@@ -24,19 +24,46 @@ struct RunOptions {
 // RunOptions from RapidCheck's global configuration (RC_PARAMS: seed, max_success, reproduce).
 RunOptions options_from_rc_params();
 
+// The outcome of one generated case of a cell.
+struct CaseOutcome {
+  bool finite_violation = false;    // a real, finite counterexample
+  bool nonfinite_mismatch = false;  // NaN/inf on one side only (a failure for ✓ cells only)
+  double max_dev = 0;               // largest finite deviation seen in this case
+  std::string summary;              // one line: what differs, where
+  nlohmann::json evidence;          // the case as small tensors; filled when anything differs
+  bool any() const { return finite_violation || nonfinite_mismatch; }
+};
+
+// One cell of the matrix: a row (a layer in a mode, an attention op, a block with a norm in
+// one placement), an implementation and a property, with what the registries expect of it.
 struct Cell {
-  LayerRow row;
-  Impl impl;
-  const PropertyDef* prop;
+  std::string row_id;     // "batch_norm_train", "sdpa", "block_pre_layer_norm"
+  std::string row_name;   // "batch_norm [train]"
+  std::string layer;      // "batch_norm"
+  Mode mode = Mode::none;
+  std::string placement;  // "pre" | "post" for block cells, else empty
+  Impl impl = Impl::reference;
+  PropertyInfo prop;
+  Expect expected = Expect::holds;
+  // Draws one case with RapidCheck (`*gen` inside) and checks it. Throws InvalidInput when the
+  // layer rejects the drawn input (the case is discarded).
+  std::function<CaseOutcome()> check_case;
+
   std::string id() const;  // "batch_norm_train/optimized/padding_invariance"
 };
 
-// Every cell of every registry row × implementation × property, not-applicable ones included.
-std::vector<Cell> all_cells();
+// The ctest/GoogleTest name of a cell: its id with every non-alphanumeric character as '_'.
+std::string gtest_name(const std::string& cell_id);
+
+// The norm cells: every layer row × implementation × norm property, not-applicable included.
+std::vector<Cell> norm_cells();
 
 struct CellResult {
+  std::string row_id;
   std::string layer;
   Mode mode = Mode::none;
+  std::string placement;
+  PropertyInfo info;
   Impl impl = Impl::reference;
   std::string property;
   std::string row_name;  // "batch_norm [train]"

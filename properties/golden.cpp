@@ -13,6 +13,10 @@ std::string field_error(const std::string& field, const std::string& what) {
   return "field '" + field + "': " + what;
 }
 
+}  // namespace
+
+namespace golden {
+
 std::vector<double> numbers(const json& c, const std::string& field, std::size_t expect_size) {
   if (!c.contains(field)) throw InvalidInput(field_error(field, "missing"));
   const json& a = c.at(field);
@@ -29,6 +33,46 @@ std::vector<double> numbers(const json& c, const std::string& field, std::size_t
   }
   return v;
 }
+
+Tolerance tolerance(const json& c, Impl impl) {
+  Tolerance t;
+  if (c.contains("tolerance") && c["tolerance"].is_object()) {
+    const json& j = c["tolerance"];
+    if (j.contains("atol") && j["atol"].is_number()) t.atol = j["atol"].get<double>();
+    if (j.contains("rtol") && j["rtol"].is_number()) t.rtol = j["rtol"].get<double>();
+  }
+  if (impl == Impl::reference) {  // double precision: 1e-4 of the float bound (about 1e-9)
+    t.atol *= 1e-4;
+    t.rtol = 1e-9;
+  }
+  return t;
+}
+
+void compare(GoldenOutcome& o, const std::string& field, const std::vector<double>& got,
+             const std::vector<double>& want, const Tolerance& tol,
+             const std::function<bool(std::size_t)>& include,
+             const std::function<std::string(std::size_t)>& position) {
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    if (!include(i)) continue;
+    const double err = std::abs(got[i] - want[i]);
+    const double bound = tol.atol + tol.rtol * std::abs(want[i]);
+    const bool ok = (std::isnan(got[i]) && std::isnan(want[i])) || err <= bound;
+    if (std::isfinite(err)) o.max_error = std::max(o.max_error, err);
+    if (!ok && o.error.empty()) {
+      std::ostringstream s;
+      s.precision(9);
+      s << field << position(i) << " = " << got[i] << ", expected " << want[i] << " (|diff| "
+        << err << " > " << bound << ")";
+      o.error = s.str();
+    }
+  }
+}
+
+}  // namespace golden
+
+namespace {
+
+using golden::numbers;
 
 std::vector<float> floats(const std::vector<double>& v) { return {v.begin(), v.end()}; }
 
@@ -49,6 +93,8 @@ double param(const json& c, const std::string& name, double fallback) {
 
 }  // namespace
 
+bool norm_golden_op(const std::string& op) { return row_for_op(op) != nullptr; }
+
 std::string default_golden_path() { return NORMCHECK_GOLDEN_PATH; }
 
 json load_golden(const std::string& path) {
@@ -65,7 +111,7 @@ json load_golden(const std::string& path) {
   return j;
 }
 
-GoldenOutcome check_golden_case(const json& c, Impl impl) {
+GoldenOutcome check_norm_golden_case(const json& c, Impl impl) {
   GoldenOutcome o;
   o.impl = impl;
   try {
@@ -106,46 +152,22 @@ GoldenOutcome check_golden_case(const json& c, Impl impl) {
       st.running_var = numbers(c, "running_var", D);
     }
 
-    double atol = 1e-5, rtol = 1e-5;
-    if (c.contains("tolerance") && c["tolerance"].is_object()) {
-      atol = c["tolerance"].value("atol", atol);
-      rtol = c["tolerance"].value("rtol", rtol);
-    }
-    if (impl == Impl::reference) {  // double precision: 1e-9 relative to the float bound
-      atol *= 1e-4;
-      rtol = 1e-9;
-    }
+    const auto tol = golden::tolerance(c, impl);
     Output out;
     row->layer->forward(impl)(x, p, row->mode(), &st, out);
 
     const bool valid_only = c.value("valid_only", false);
-    auto check = [&](const std::string& field, double got, double want, const std::string& pos) {
-      const double err = std::abs(got - want);
-      const bool ok = (std::isnan(got) && std::isnan(want)) || err <= atol + rtol * std::abs(want);
-      if (std::isfinite(err)) o.max_error = std::max(o.max_error, err);
-      if (!ok && o.error.empty()) {
-        std::ostringstream s;
-        s.precision(9);
-        s << field << pos << " = " << got << ", expected " << want << " (|diff| " << err
-          << " > " << atol + rtol * std::abs(want) << ")";
-        o.error = s.str();
-      }
-    };
-    for (int b = 0; b < B; ++b)
-      for (int t = 0; t < T; ++t) {
-        if (valid_only && !x.valid(b, t)) continue;
-        for (int d = 0; d < D; ++d) {
-          const std::size_t i = x.index(b, t, d);
-          check("y", out[i], y[i],
-                "[" + std::to_string(b) + "," + std::to_string(t) + "," + std::to_string(d) + "]");
-        }
-      }
+    golden::compare(
+        o, "y", out, y, tol, [&](std::size_t i) { return !valid_only || x.valid(int(i / D / T), int(i / D % T)); },
+        [&](std::size_t i) {
+          return "[" + std::to_string(i / D / T) + "," + std::to_string(i / D % T) + "," +
+                 std::to_string(i % D) + "]";
+        });
     if (row->mode() == Mode::train) {
-      const auto rm = numbers(c, "new_running_mean", D), rv = numbers(c, "new_running_var", D);
-      for (int d = 0; d < D; ++d) {
-        check("new_running_mean", st.running_mean[d], rm[d], "[" + std::to_string(d) + "]");
-        check("new_running_var", st.running_var[d], rv[d], "[" + std::to_string(d) + "]");
-      }
+      const auto all = [](std::size_t) { return true; };
+      const auto at = [](std::size_t i) { return "[" + std::to_string(i) + "]"; };
+      golden::compare(o, "new_running_mean", st.running_mean, numbers(c, "new_running_mean", D), tol, all, at);
+      golden::compare(o, "new_running_var", st.running_var, numbers(c, "new_running_var", D), tol, all, at);
     }
     o.passed = o.error.empty();
   } catch (const InvalidInput& e) {

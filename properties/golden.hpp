@@ -1,6 +1,7 @@
 // Golden conformance: expected outputs computed by PyTorch (golden/pytorch_golden.json).
 #pragma once
 
+#include <functional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -29,9 +30,26 @@ struct GoldenOutcome {
 // Loads a golden file; throws GoldenFileError.
 nlohmann::json load_golden(const std::string& path);
 
-// Checks one case with one implementation. The float tolerance is the case's own; the double
-// reference must agree to 1e-9 (relative to the tolerance rule's scale).
-GoldenOutcome check_golden_case(const nlohmann::json& c, Impl impl);
+// Checks one case of a norm op (a layer row of the registry: "layer_norm", "batch_norm_train")
+// with one implementation. The float tolerance is the case's own; the double reference must
+// agree to 1e-4 of it (about 1e-9). Every op, norm or attention: catalog.hpp.
+GoldenOutcome check_norm_golden_case(const nlohmann::json& c, Impl impl);
+bool norm_golden_op(const std::string& op);
+
+// Helpers for golden checkers of other ops (attention): a numeric array field of the expected
+// size (throws InvalidInput naming the field), and the comparison with the case's tolerance.
+namespace golden {
+std::vector<double> numbers(const nlohmann::json& c, const std::string& field, std::size_t size);
+struct Tolerance {
+  double atol = 1e-5, rtol = 1e-5;
+};
+Tolerance tolerance(const nlohmann::json& c, Impl impl);
+// Compares got with want at every index `include(i)` accepts; the first failure goes to o.error.
+void compare(GoldenOutcome& o, const std::string& field, const std::vector<double>& got,
+             const std::vector<double>& want, const Tolerance& tol,
+             const std::function<bool(std::size_t)>& include,
+             const std::function<std::string(std::size_t)>& position);
+}  // namespace golden
 
 // The path of the project's copy of the golden file (set at build time).
 std::string default_golden_path();

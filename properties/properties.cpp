@@ -301,9 +301,10 @@ Scenario reference_agreement(const LayerRow& row) {
 
 Scenario thread_determinism(const LayerRow& row) {
   Base base = draw_base(row);
-  // enough rows and features that every OpenMP partition differs between thread counts
+  // half the cases large enough for the kernels' parallel paths (kParallelMinValues), with
+  // row and feature-block counts that split differently for every thread count
   if (*rc::gen::element(false, true)) {
-    base.shape = {*inRange(3, 9), *inRange(8, 33), *rc::gen::element(65, 130, 257)};
+    base.shape = {*inRange(4, 9), *inRange(16, 33), *rc::gen::element(65, 130, 257)};
     base.params = gen::params(*row.layer, base.shape.D);
     base.state = gen::state(base.shape.D);
     base.x = gen::batch(base.shape, gen::regime(), gen::poison());

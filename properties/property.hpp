@@ -19,6 +19,16 @@ enum class Comparison {
 enum class Expect { holds, violated, not_applicable };
 const char* to_string(Expect e);
 
+// What a report says about a property (norm, attention and block properties alike).
+struct PropertyInfo {
+  std::string id;
+  std::string short_name;
+  std::string statement;
+  std::string related_input;
+  std::string compared;
+  std::string claim;
+};
+
 struct PropertyDef {
   std::string id;
   std::string short_name;     // matrix column header
@@ -33,6 +43,8 @@ struct PropertyDef {
   bool in_matrix = true;        // false: must hold for every layer, not a profile column
   // Draws one case with RapidCheck (`*gen` inside); only call from inside a property.
   std::function<Scenario(const LayerRow& row)> scenario;
+
+  PropertyInfo info() const { return {id, short_name, statement, related_input, compared, claim}; }
 };
 
 const std::vector<PropertyDef>& properties();

@@ -11,7 +11,6 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
-#include "properties/golden.hpp"
 #include "reports/report.hpp"
 
 namespace nc = normcheck;
@@ -27,8 +26,10 @@ int cmd_list() {
     fmt::print("  {:<28} expected violations: {}\n", "", v.empty() ? "none" : v);
   }
   fmt::print("\nproperties:\n");
-  for (const auto& p : nc::properties())
-    fmt::print("  {:<32} {}{}\n", p.id, p.statement, p.in_matrix ? "" : " [must hold for every layer]");
+  for (const auto& p : nc::all_properties()) fmt::print("  {:<36} {}\n", p.id, p.statement);
+  fmt::print("\ngolden ops:");
+  for (const auto& [op, fn] : nc::golden_ops()) fmt::print(" {}", op);
+  fmt::print("\n");
   return 0;
 }
 
@@ -52,9 +53,9 @@ int cmd_matrix(const MatrixArgs& a) {
   }
   std::vector<nc::Cell> cells;
   for (const auto& c : nc::all_cells()) {
-    if (!std::regex_search(c.row.id(), layer_re) && !std::regex_search(c.row.name(), layer_re))
+    if (!std::regex_search(c.row_id, layer_re) && !std::regex_search(c.row_name, layer_re))
       continue;
-    if (!std::regex_search(c.prop->id, prop_re)) continue;
+    if (!std::regex_search(c.prop.id, prop_re)) continue;
     if (a.impl != "both" && a.impl != nc::to_string(c.impl)) continue;
     cells.push_back(c);
   }
@@ -79,8 +80,8 @@ int cmd_matrix(const MatrixArgs& a) {
       fmt::print(stderr, "normcheck: {}\n", e.what());
       return 2;
     }
-    if (c.row.name() != last_row) {
-      last_row = c.row.name();
+    if (c.row_name != last_row) {
+      last_row = c.row_name;
       fmt::print(stderr, "  {} ...\n", last_row);
     }
   }

@@ -19,7 +19,8 @@ const char* symbol(const std::string& observed) {
 }
 
 std::string row_label(const CellResult& r) {
-  return r.row_name + (r.impl == Impl::reference ? " (ref)" : " (opt)");
+  return r.row_name + (r.placement.empty() ? "" : " [" + r.placement + "-LN block]") +
+         (r.impl == Impl::reference ? " (ref)" : " (opt)");
 }
 
 }  // namespace
@@ -38,7 +39,7 @@ Summary summarize(const std::vector<CellResult>& results) {
 
 std::string matrix_table(const std::vector<CellResult>& results) {
   std::vector<std::string> cols;  // property order of the registry, restricted to the run
-  for (const auto& p : properties())
+  for (const auto& p : all_properties())
     for (const auto& r : results)
       if (r.property == p.id) {
         cols.push_back(p.id);
@@ -52,7 +53,7 @@ std::string matrix_table(const std::vector<CellResult>& results) {
     cell[{label, r.property}] = &r;
   }
   std::string out = "| layer [mode] (impl) |";
-  for (const auto& c : cols) out += " " + property(c).short_name + " |";
+  for (const auto& c : cols) out += " " + property_info(c).short_name + " |";
   out += "\n|---|";
   for (std::size_t i = 0; i < cols.size(); ++i) out += "---|";
   out += "\n";
@@ -86,7 +87,7 @@ std::string report_markdown(const std::vector<CellResult>& results, const RunMet
     if (r.observed == "not_applicable") continue;
     const bool surprise = !r.as_expected();
     if (r.observed != "violated" && !surprise) continue;
-    const auto& p = property(r.property);
+    const auto& p = r.info;
     md += fmt::format("\n## {} — {} / {}{}\n\n", r.property, r.row_name, to_string(r.impl),
                       surprise ? " — SURPRISE" : "");
     md += fmt::format("*{}* (claim: {}). Related input: {}. Compared: {}.\n\n", p.statement,
@@ -99,7 +100,7 @@ std::string report_markdown(const std::vector<CellResult>& results, const RunMet
             r.counterexample.dump(1) + "\n```\n\n";
       md += fmt::format("Replay: `normcheck matrix --layer '^{}$' --property '^{}$' "
                         "--implementation {} --reproduce '{}'`\n",
-                        r.layer, r.property, to_string(r.impl), r.reproduce);
+                        r.row_id, r.property, to_string(r.impl), r.reproduce);
     }
   }
   return md;

@@ -6,7 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "properties/engine.hpp"
+#include "properties/catalog.hpp"
 
 namespace normcheck {
 

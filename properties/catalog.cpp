@@ -1,0 +1,55 @@
+#include "properties/catalog.hpp"
+
+#include <stdexcept>
+
+namespace normcheck {
+
+std::vector<Cell> all_cells() {
+  std::vector<Cell> cells = norm_cells();
+  return cells;
+}
+
+std::vector<PropertyInfo> all_properties() {
+  std::vector<PropertyInfo> out;
+  for (const auto& p : properties()) out.push_back(p.info());
+  return out;
+}
+
+const PropertyInfo& property_info(const std::string& id) {
+  static const std::vector<PropertyInfo> all = all_properties();
+  for (const auto& p : all)
+    if (p.id == id) return p;
+  throw std::invalid_argument("unknown property '" + id + "'");
+}
+
+const std::map<std::string, GoldenFn>& golden_ops() {
+  static const std::map<std::string, GoldenFn> ops = [] {
+    std::map<std::string, GoldenFn> m;
+    for (const auto& row : layer_rows()) m[golden_op(row)] = check_norm_golden_case;
+    return m;
+  }();
+  return ops;
+}
+
+bool golden_op_known(const std::string& op) { return golden_ops().count(op) > 0; }
+
+GoldenOutcome check_golden_case(const nlohmann::json& c, Impl impl) {
+  GoldenOutcome o;
+  o.impl = impl;
+  o.id = c.is_object() && c.contains("id") && c["id"].is_string() ? c["id"].get<std::string>()
+                                                                  : "<no id>";
+  if (!c.is_object() || !c.contains("op") || !c["op"].is_string()) {
+    o.error = "field 'op': missing or not a string";
+    return o;
+  }
+  o.op = c["op"].get<std::string>();
+  auto it = golden_ops().find(o.op);
+  if (it == golden_ops().end()) {
+    o.known = false;
+    o.error = "unknown op '" + o.op + "'";
+    return o;
+  }
+  return it->second(c, impl);
+}
+
+}  // namespace normcheck
