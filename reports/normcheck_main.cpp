@@ -17,7 +17,11 @@ namespace nc = normcheck;
 
 namespace {
 
-int cmd_list() {
+int cmd_list(bool markdown) {
+  if (markdown) {
+    fmt::print("{}", nc::expected_matrix_markdown());
+    return 0;
+  }
   fmt::print("layers (rows):\n");
   for (const auto& row : nc::layer_rows()) {
     std::string v;
@@ -140,7 +144,9 @@ int main(int argc, char** argv) {
   CLI::App app{"normcheck: property-based verification of Transformer normalization layers"};
   app.require_subcommand(1);
 
-  app.add_subcommand("list", "List the layers (rows, with expected profiles) and the properties");
+  bool list_markdown = false;
+  auto* list = app.add_subcommand("list", "List the layers (rows, with expected profiles) and the properties");
+  list->add_flag("--markdown", list_markdown, "Print the expected matrix as a Markdown table");
 
   MatrixArgs m;
   auto* matrix = app.add_subcommand("matrix", "Run every (layer, implementation, property) cell and print the matrix");
@@ -169,7 +175,7 @@ int main(int argc, char** argv) {
     return code == 0 ? 0 : 2;
   }
   try {
-    if (app.got_subcommand("list")) return cmd_list();
+    if (app.got_subcommand("list")) return cmd_list(list_markdown);
     if (app.got_subcommand("matrix")) return cmd_matrix(m);
     if (app.got_subcommand("golden")) return cmd_golden(golden_files, golden_impl);
   } catch (const std::exception& e) {

@@ -28,6 +28,10 @@ Summary summarize(const std::vector<CellResult>& results);
 // the expected matrix.
 std::string matrix_table(const std::vector<CellResult>& results);
 
+// The expected matrix as the registries declare it (rows × property columns, ✓ ✗ –), for
+// the README; a test keeps the README's copy equal to it.
+std::string expected_matrix_markdown();
+
 std::string report_markdown(const std::vector<CellResult>& results, const RunMeta& meta);
 nlohmann::json report_json(const std::vector<CellResult>& results, const RunMeta& meta);
 
