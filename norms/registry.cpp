@@ -13,6 +13,12 @@ const std::vector<LayerEntry>& layers() {
       layer_norm_entry(),
       rms_norm_entry(),
       batch_norm_entry(),
+      masked_batch_norm_entry(),
+      group_norm_entry(),
+      instance_norm_entry(),
+      scale_norm_entry(),
+      dyt_entry(),
+      identity_entry(),
   };
   return all;
 }

@@ -79,9 +79,18 @@ std::string golden_op(const LayerRow& row);
 // token (G = 1: the whole token). `centered` = false for RMS-style layers (no mean subtracted).
 Conditioning token_group_conditioning(const Batch& in, double eps, int groups, bool centered);
 
+// Conditioning of layers without statistics (elementwise): all zero.
+Conditioning no_statistics(const Batch& in, const Params& p, Mode mode, const State* state);
+
 // One entry per layer file; registry.cpp lists them.
 LayerEntry layer_norm_entry();
 LayerEntry rms_norm_entry();
 LayerEntry batch_norm_entry();
+LayerEntry masked_batch_norm_entry();
+LayerEntry group_norm_entry();
+LayerEntry instance_norm_entry();
+LayerEntry scale_norm_entry();
+LayerEntry dyt_entry();
+LayerEntry identity_entry();
 
 }  // namespace normcheck

@@ -49,9 +49,9 @@ int features() {
   }
 }
 
-Shape shape() {
+Shape shape(int min_T) {
   const int B = *inRange(1, 5);
-  const int T = *inRange(1, 7);
+  const int T = *inRange(min_T, 7);
   return {B, T, features()};
 }
 
@@ -132,9 +132,9 @@ Batch batch(const Shape& s, Regime r, Poison p, const std::vector<int>& lengths)
   return x;
 }
 
-Batch batch(const Shape& s, Regime r, Poison p) {
+Batch batch(const Shape& s, Regime r, Poison p, int min_len) {
   std::vector<int> lengths(s.B);
-  for (auto& l : lengths) l = *inRange(1, s.T + 1);
+  for (auto& l : lengths) l = *inRange(std::min(min_len, s.T), s.T + 1);
   return batch(s, r, p, lengths);
 }
 

@@ -20,7 +20,7 @@ struct Shape {
 };
 
 // Shapes: B in [1, 4], T in [1, 6], D biased to odd and awkward sizes (1, 7, 31, 33, 100).
-Shape shape();
+Shape shape(int min_T = 1);
 int features();
 Regime regime();        // mostly normal; hard regimes weighted in
 Regime hard_regime();   // large offsets, tiny variance and constant rows weighted up
@@ -28,8 +28,8 @@ Poison poison();
 
 // One token of D features in a regime.
 std::vector<float> token(Regime r, int D);
-// A batch with random lengths in [1, T] and poison at every padding position.
-Batch batch(const Shape& s, Regime r, Poison p);
+// A batch with random lengths in [min_len, T] and poison at every padding position.
+Batch batch(const Shape& s, Regime r, Poison p, int min_len = 1);
 Batch batch(const Shape& s, Regime r, Poison p, const std::vector<int>& lengths);
 void fill_padding(Batch& x, Poison p);
 

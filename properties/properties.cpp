@@ -32,19 +32,23 @@ std::vector<std::pair<TokenPos, TokenPos>> valid_pairs(const Batch& x, int ca = 
 }
 
 struct Base {
+  int min_len = 1;  // 2 for train rows of stateful layers (one value per channel is an error)
   gen::Shape shape;
   Batch x;
   Params params;
   State state;
 };
 
+int min_len(const LayerRow& row) { return row.mode() == Mode::train ? 2 : 1; }
+
 Base draw_base(const LayerRow& row, int min_B = 1) {
   Base base;
-  base.shape = gen::shape();
+  base.min_len = min_len(row);
+  base.shape = gen::shape(base.min_len);
   base.shape.B = std::max(base.shape.B, min_B);
   base.params = gen::params(*row.layer, base.shape.D);
   base.state = gen::state(base.shape.D);
-  base.x = gen::batch(base.shape, gen::regime(), gen::poison());
+  base.x = gen::batch(base.shape, gen::regime(), gen::poison(), base.min_len);
   return base;
 }
 
@@ -73,7 +77,7 @@ Scenario batch_independence(const LayerRow& row) {
   const int b = *inRange(0, base.shape.B);
   const int B2 = *inRange(1, 5);
   const int j = *inRange(0, B2);
-  Batch y = gen::batch({B2, base.shape.T, base.shape.D}, gen::regime(), gen::poison());
+  Batch y = gen::batch({B2, base.shape.T, base.shape.D}, gen::regime(), gen::poison(), base.min_len);
   y.lengths[j] = base.x.lengths[b];
   for (int t = 0; t < base.shape.T; ++t)
     for (int d = 0; d < base.shape.D; ++d) y.at(j, t, d) = base.x.at(b, t, d);
@@ -142,13 +146,13 @@ Scenario causality(const LayerRow& row) {
 std::vector<Batch> training_batches(const Base& base) {
   std::vector<Batch> w;
   const int k = *inRange(1, 4);
-  for (int i = 0; i < k; ++i) w.push_back(gen::batch(base.shape, gen::Regime::normal, gen::Poison::zero));
+  for (int i = 0; i < k; ++i) w.push_back(gen::batch(base.shape, gen::Regime::normal, gen::Poison::zero, base.min_len));
   return w;
 }
 
 Scenario train_inference_equivalence(const LayerRow& row) {
   Base base = draw_base(row);
-  base.x = gen::batch(base.shape, gen::Regime::normal, gen::poison());
+  base.x = gen::batch(base.shape, gen::Regime::normal, gen::poison(), base.min_len);
   Scenario s = same_input(base, Mode::train);
   s.a.warmup = s.b.warmup = training_batches(base);
   s.b.calls = {{base.x, Mode::eval}};
@@ -159,7 +163,7 @@ Scenario train_inference_equivalence(const LayerRow& row) {
 
 Scenario streaming_equivalence(const LayerRow& row) {
   Base base = draw_base(row);
-  base.x = gen::batch(base.shape, gen::Regime::normal, gen::poison());
+  base.x = gen::batch(base.shape, gen::Regime::normal, gen::poison(), base.min_len);
   Scenario s = same_input(base, Mode::train);
   s.a.warmup = s.b.warmup = training_batches(base);
   s.b.calls.clear();
@@ -267,7 +271,7 @@ Scenario batch_permutation_equivariance(const LayerRow& row) {
 
 Scenario nan_containment(const LayerRow& row) {
   Base base = draw_base(row, 2);
-  base.x = gen::batch(base.shape, gen::regime(), gen::Poison::zero);
+  base.x = gen::batch(base.shape, gen::regime(), gen::Poison::zero, base.min_len);
   const int b = *inRange(0, base.shape.B);
   const int t = *inRange(0, base.x.lengths[b]);
   const int d = *inRange(0, base.shape.D);
@@ -284,14 +288,15 @@ Scenario nan_containment(const LayerRow& row) {
 }
 
 Scenario reference_agreement(const LayerRow& row) {
-  gen::Shape shape = gen::shape();
+  gen::Shape shape = gen::shape(min_len(row));
   shape.D = *rc::gen::weightedOneOf<int>(
       {{3, rc::gen::element(1, 7, 31, 33, 100)}, {1, rc::gen::just(gen::features())}});
   Base base;
+  base.min_len = min_len(row);
   base.shape = shape;
   base.params = gen::params(*row.layer, shape.D);
   base.state = gen::state(shape.D);
-  base.x = gen::batch(shape, gen::hard_regime(), gen::poison());
+  base.x = gen::batch(shape, gen::hard_regime(), gen::poison(), base.min_len);
   Scenario s = same_input(base, row.mode());
   s.b.impl = Impl::reference;
   s.compare_state = row.layer->stateful();
@@ -307,7 +312,7 @@ Scenario thread_determinism(const LayerRow& row) {
     base.shape = {*inRange(4, 9), *inRange(16, 33), *rc::gen::element(65, 130, 257)};
     base.params = gen::params(*row.layer, base.shape.D);
     base.state = gen::state(base.shape.D);
-    base.x = gen::batch(base.shape, gen::regime(), gen::poison());
+    base.x = gen::batch(base.shape, gen::regime(), gen::poison(), base.min_len);
   }
   Scenario s = same_input(base, row.mode());
   s.a.threads = 1;

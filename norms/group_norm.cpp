@@ -1,0 +1,94 @@
+// group_norm: LayerNorm within each of G contiguous feature groups of one token; γ, β per
+// feature. G must divide D.
+#include <cmath>
+#include <string>
+
+#include "norms/kernels.hpp"
+#include "norms/registry.hpp"
+
+namespace normcheck {
+namespace {
+
+void check_inputs(const Batch& in, const Params& p) {
+  validate_batch(in);
+  validate_affine(p, in.D);
+  validate_eps(p.eps);
+  if (p.groups <= 0 || in.D % p.groups != 0)
+    throw InvalidInput("group_norm: groups = " + std::to_string(p.groups) +
+                       " must be positive and divide D = " + std::to_string(in.D));
+}
+
+// ---------------------------------------------------------------------------------------------
+// reference: double, two passes per group
+
+void group_norm_reference(const Batch& in, const Params& p, Mode, State*, Output& out) {
+  check_inputs(in, p);
+  const int D = in.D, gs = D / p.groups;
+  out.assign(in.x.size(), 0.0);
+  for (std::size_t r = 0; r < in.rows(); ++r)
+    for (int g = 0; g < p.groups; ++g) {
+      const float* x = &in.x[r * D + g * gs];  // [gs]
+      double mean = 0, var = 0;
+      for (int i = 0; i < gs; ++i) mean += x[i];
+      mean /= gs;
+      for (int i = 0; i < gs; ++i) var += (x[i] - mean) * (x[i] - mean);
+      var /= gs;
+      for (int i = 0; i < gs; ++i) {
+        const int d = g * gs + i;
+        const double ga = p.gamma.empty() ? 1.0 : p.gamma[d];
+        const double be = p.beta.empty() ? 0.0 : p.beta[d];
+        out[r * D + d] = ga * (x[i] - mean) / std::sqrt(var + p.eps) + be;
+      }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// optimized: float32, one OpenMP task per token, the LayerNorm reduction per group
+
+void group_norm_kernel(float* out, const float* x, const float* gamma, const float* beta,
+                       std::size_t rows, int D, int G, float eps) {
+  const int gs = D / G;
+  kernels::for_each_row(rows, std::size_t(D), [&](std::size_t r) {
+    for (int g = 0; g < G; ++g) {
+      const float* xg = x + r * D + g * gs;  // [gs]
+      float* yg = out + r * D + g * gs;      // [gs]
+      float mean, var;
+      kernels::mean_var(xg, gs, mean, var);
+      const float rstd = 1.0f / std::sqrt(var + eps);
+      for (int i = 0; i < gs; ++i) {
+        const int d = g * gs + i;
+        yg[i] = (xg[i] - mean) * rstd * (gamma ? gamma[d] : 1.0f) + (beta ? beta[d] : 0.0f);
+      }
+    }
+  });
+}
+
+void group_norm_optimized(const Batch& in, const Params& p, Mode, State*, Output& out) {
+  check_inputs(in, p);
+  std::vector<float> y(in.x.size());
+  group_norm_kernel(y.data(), in.x.data(), p.gamma.empty() ? nullptr : p.gamma.data(),
+                    p.beta.empty() ? nullptr : p.beta.data(), in.rows(), in.D, p.groups,
+                    float(p.eps));
+  out.assign(y.begin(), y.end());
+}
+
+}  // namespace
+
+LayerEntry group_norm_entry() {
+  LayerEntry e;
+  e.name = "group_norm";
+  e.formula = "LN within each of G contiguous feature groups: γ·(x−μ_g)/√(σ_g²+ε) + β";
+  e.statistics_over = "one token, G contiguous feature groups";
+  e.params = {.affine = true, .groups = true};
+  e.rows = {{Mode::none,
+             {"feature_shift_invariance", "feature_scale_invariance"},
+             "per-token group statistics: a per-feature shift or scale moves each group's μ, σ"}};
+  e.reference = group_norm_reference;
+  e.optimized = group_norm_optimized;
+  e.conditioning = [](const Batch& in, const Params& p, Mode, const State*) {
+    return token_group_conditioning(in, p.eps, p.groups, true);
+  };
+  return e;
+}
+
+}  // namespace normcheck

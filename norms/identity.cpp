@@ -1,0 +1,41 @@
+// identity: y = x. The control row: it keeps every token-wise and batch invariance trivially and
+// none of the scale or shift invariances.
+#include <algorithm>
+
+#include "norms/registry.hpp"
+
+namespace normcheck {
+namespace {
+
+void identity_forward(const Batch& in, const Params&, Mode, State*, Output& out) {
+  validate_batch(in);
+  out.assign(in.x.begin(), in.x.end());
+}
+
+// The "optimized" identity copies float32 rows, as a kernel would.
+void identity_optimized(const Batch& in, const Params&, Mode, State*, Output& out) {
+  validate_batch(in);
+  std::vector<float> y(in.x.size());
+  std::copy(in.x.begin(), in.x.end(), y.begin());
+  out.assign(y.begin(), y.end());
+}
+
+}  // namespace
+
+LayerEntry identity_entry() {
+  LayerEntry e;
+  e.name = "identity";
+  e.formula = "x";
+  e.statistics_over = "none (control row)";
+  e.params = {.affine = false, .bias = false};
+  e.rows = {{Mode::none,
+             {"token_scale_invariance", "global_scale_invariance", "token_shift_invariance",
+              "feature_shift_invariance", "feature_scale_invariance"},
+             "the control: nothing is normalized"}};
+  e.reference = identity_forward;
+  e.optimized = identity_optimized;
+  e.conditioning = no_statistics;
+  return e;
+}
+
+}  // namespace normcheck

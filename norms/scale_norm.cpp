@@ -1,0 +1,88 @@
+// scale_norm: y = g·x/max(‖x‖₂, ε) with one scalar gain g (stored in gamma[0]), per token.
+#include <cmath>
+#include <string>
+
+#include "norms/kernels.hpp"
+#include "norms/registry.hpp"
+
+namespace normcheck {
+namespace {
+
+void check_inputs(const Batch& in, const Params& p) {
+  validate_batch(in);
+  validate_eps(p.eps);
+  if (p.gamma.size() > 1)
+    throw InvalidInput("scale_norm: gamma holds the one scalar gain g, got " +
+                       std::to_string(p.gamma.size()) + " values");
+  if (!p.beta.empty()) throw InvalidInput("scale_norm has no beta");
+}
+
+// ---------------------------------------------------------------------------------------------
+// reference: double
+
+void scale_norm_reference(const Batch& in, const Params& p, Mode, State*, Output& out) {
+  check_inputs(in, p);
+  const int D = in.D;
+  const double g = p.gamma.empty() ? 1.0 : p.gamma[0];
+  out.assign(in.x.size(), 0.0);
+  for (std::size_t r = 0; r < in.rows(); ++r) {
+    const float* x = &in.x[r * D];  // [D]
+    double sq = 0;
+    for (int d = 0; d < D; ++d) sq += double(x[d]) * x[d];
+    const double norm = std::max(std::sqrt(sq), p.eps);
+    for (int d = 0; d < D; ++d) out[r * D + d] = g * x[d] / norm;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// optimized: float32, one OpenMP task per token
+
+void scale_norm_kernel(float* out, const float* x, float g, std::size_t rows, int D, float eps) {
+  kernels::for_each_row(rows, std::size_t(D), [&](std::size_t r) {
+    const float* xr = x + r * D;  // [D]
+    float* yr = out + r * D;      // [D]
+    const float scale = g / std::max(std::sqrt(kernels::sum_sq_dev(xr, D, 0.0f)), eps);
+    for (int d = 0; d < D; ++d) yr[d] = xr[d] * scale;
+  });
+}
+
+void scale_norm_optimized(const Batch& in, const Params& p, Mode, State*, Output& out) {
+  check_inputs(in, p);
+  std::vector<float> y(in.x.size());
+  scale_norm_kernel(y.data(), in.x.data(), p.gamma.empty() ? 1.0f : p.gamma[0], in.rows(), in.D,
+                    float(p.eps));
+  out.assign(y.begin(), y.end());
+}
+
+// ε only matters when ‖x‖ ≤ ε; there the output moves by up to its whole size.
+Conditioning scale_norm_conditioning(const Batch& in, const Params& p, Mode, const State*) {
+  Conditioning c;
+  c.cond.assign(in.x.size(), 0.0);
+  c.eps_rel.assign(in.x.size(), 0.0);
+  for (std::size_t r = 0; r < in.rows(); ++r) {
+    double sq = 0;
+    for (int d = 0; d < in.D; ++d) sq += double(in.x[r * in.D + d]) * in.x[r * in.D + d];
+    if (std::sqrt(sq) <= p.eps)
+      for (int d = 0; d < in.D; ++d) c.eps_rel[r * in.D + d] = 1.0;
+  }
+  return c;
+}
+
+}  // namespace
+
+LayerEntry scale_norm_entry() {
+  LayerEntry e;
+  e.name = "scale_norm";
+  e.formula = "g·x/max(‖x‖₂, ε), scalar g";
+  e.statistics_over = "one token";
+  e.params = {.affine = false, .bias = false, .scalar_gain = true};
+  e.rows = {{Mode::none,
+             {"token_shift_invariance", "feature_shift_invariance", "feature_scale_invariance"},
+             "projection on the sphere: no re-centring, one norm per token"}};
+  e.reference = scale_norm_reference;
+  e.optimized = scale_norm_optimized;
+  e.conditioning = scale_norm_conditioning;
+  return e;
+}
+
+}  // namespace normcheck
