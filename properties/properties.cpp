@@ -322,6 +322,30 @@ Scenario thread_determinism(const LayerRow& row) {
   return s;
 }
 
+// A sequence alone, then inside a batch of 1 to 512 tokens at any index: the optimized output
+// must be bitwise the same, whatever the chunking of the rows over threads.
+Scenario batch_invariance_bitwise(const LayerRow& row) {
+  Base base = draw_base(row);
+  const int L = base.x.lengths[0];
+  Batch alone(1, L, base.shape.D);
+  std::copy(base.x.x.begin(), base.x.x.begin() + std::size_t(L) * base.shape.D, alone.x.begin());
+  const int B2 = *inRange(1, 9);
+  const int T2 = *inRange(L, 65);
+  const int j = *inRange(0, B2);
+  Batch big = gen::batch({B2, T2, base.shape.D}, gen::regime(), gen::poison(), std::min(base.min_len, T2));
+  big.lengths[j] = L;
+  for (int t = 0; t < L; ++t)
+    for (int d = 0; d < base.shape.D; ++d) big.at(j, t, d) = alone.at(0, t, d);
+  Scenario s = same_input(base, row.mode());
+  s.a.calls = {{alone, row.mode()}};
+  s.b.calls = {{big, row.mode()}};
+  s.pairs.clear();
+  for (int t = 0; t < L; ++t) s.pairs.push_back({{0, 0, t}, {0, j, t}});
+  s.note = "a sequence of " + std::to_string(L) + " tokens alone vs at index " + std::to_string(j) +
+           " of a batch of " + std::to_string(B2 * T2) + " positions";
+  return s;
+}
+
 std::vector<PropertyDef> make_properties() {
   std::vector<PropertyDef> p;
   auto add = [&](PropertyDef d) { p.push_back(std::move(d)); };
@@ -378,6 +402,14 @@ std::vector<PropertyDef> make_properties() {
        "the same input run with another thread count", "all valid outputs and running statistics, bitwise",
        "results never depend on the machine's parallelism", Comparison::bitwise, false, false,
        true, false, thread_determinism});
+  PropertyDef bitwise{"batch_invariance_bitwise", "batch_bits",
+                      "a sequence's optimized output is bitwise the same alone and inside batches of 1 to 512 tokens",
+                      "the sequence alone (batch of one) vs inside a larger batch at any index",
+                      "the sequence's valid outputs, bitwise",
+                      "serving results do not change with the batch a request lands in",
+                      Comparison::bitwise, false, false, true, false, batch_invariance_bitwise};
+  bitwise.needs_batch_independence = true;
+  add(std::move(bitwise));
   return p;
 }
 
@@ -397,6 +429,8 @@ const PropertyDef& property(const std::string& id) {
 Expect expected(const LayerRow& row, Impl impl, const PropertyDef& prop) {
   if (prop.optimized_only && impl != Impl::optimized) return Expect::not_applicable;
   if (prop.mode_comparing && row.mode() == Mode::eval) return Expect::not_applicable;
+  if (prop.needs_batch_independence && row.profile->violated.count("batch_independence"))
+    return Expect::not_applicable;
   if (!prop.in_matrix) return Expect::holds;
   return row.profile->violated.count(prop.id) ? Expect::violated : Expect::holds;
 }

@@ -43,6 +43,8 @@ struct PropertyDef {
   bool in_matrix = true;        // false: must hold for every layer, not a profile column
   // Draws one case with RapidCheck (`*gen` inside); only call from inside a property.
   std::function<Scenario(const LayerRow& row)> scenario;
+  // only for rows whose batch_independence holds (batch_invariance_bitwise)
+  bool needs_batch_independence = false;
 
   PropertyInfo info() const { return {id, short_name, statement, related_input, compared, claim}; }
 };
