@@ -94,7 +94,19 @@ std::string expected_matrix_markdown() {
     table.erase(at, 6);
   for (std::string::size_type at; (at = table.find("layer [mode] (impl)")) != std::string::npos;)
     table.replace(at, 19, "layer [mode]");
-  return table;
+
+  std::string layers_md = "\n| layer | formula | statistics over | modes |\n|---|---|---|---|\n";
+  for (const auto& l : layers()) {
+    std::string modes;
+    for (const auto& r : l.rows) modes += (modes.empty() ? "" : ", ") + std::string(to_string(r.mode));
+    layers_md += fmt::format("| `{}` | `{}` | {} | {} |\n", l.name, l.formula, l.statistics_over,
+                             l.stateful() ? modes : "stateless");
+  }
+  std::string props_md = "\n| property | column | statement | related input | claim |\n|---|---|---|---|---|\n";
+  for (const auto& p : all_properties())
+    props_md += fmt::format("| `{}` | {} | {} | {} | {} |\n", p.id, p.short_name, p.statement,
+                            p.related_input, p.claim);
+  return table + layers_md + props_md;
 }
 
 std::string report_markdown(const std::vector<CellResult>& results, const RunMeta& meta) {
