@@ -78,5 +78,31 @@ TEST(Cli, MatrixJsonHasTheContractFields) {
   }
 }
 
+TEST(Cli, GoldenPassesEveryNormCaseAndACorruptedCopyFailsNamingTheCase) {
+  auto file = nlohmann::json::parse(read_file(std::string(NORMCHECK_SOURCE_DIR) + "/golden/pytorch_golden.json"));
+  auto& cases = file["cases"];
+  // keep the ops this build knows (attention ops may be registered by another module)
+  nlohmann::json known = nlohmann::json::array();
+  for (const auto& c : cases)
+    if (golden_op_known(c["op"].get<std::string>())) known.push_back(c);
+  ASSERT_GE(known.size(), 68u) << "every norm op of the golden file must be known";
+  file["cases"] = known;
+  const std::string good = ::testing::TempDir() + "/golden_known.json";
+  write_file_atomic(good, file.dump());
+  const auto [code, out] = run(std::string(NORMCHECK_CLI) + " golden " + good);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find(std::to_string(known.size()) + " passed, 0 failed"), std::string::npos) << out;
+
+  auto& victim = file["cases"][20];
+  victim["y"][3] = victim["y"][3].get<double>() + 0.01;
+  const std::string bad = ::testing::TempDir() + "/golden_corrupted.json";
+  write_file_atomic(bad, file.dump());
+  const auto [bad_code, bad_out] = run(std::string(NORMCHECK_CLI) + " golden " + bad);
+  EXPECT_EQ(bad_code, 1) << bad_out;
+  EXPECT_NE(bad_out.find(victim["id"].get<std::string>()), std::string::npos) << bad_out;
+  EXPECT_NE(bad_out.find("y["), std::string::npos) << bad_out;
+  EXPECT_NE(bad_out.find(std::to_string(known.size() - 1) + " passed, 1 failed"), std::string::npos) << bad_out;
+}
+
 }  // namespace
 }  // namespace normcheck
