@@ -19,10 +19,17 @@ long long count_selected(const Batch& in, TokenSet tokens) {
   return tokens == TokenSet::all_positions ? (long long)in.rows() : in.valid_tokens();
 }
 
-// Every check happens before anything is written, so a rejected call leaves the state as it was.
 long long check_inputs(const Batch& in, const Params& p, Mode mode, const State* state,
                        TokenSet tokens) {
-  const char* name = tokens == TokenSet::all_positions ? "batch_norm" : "masked_batch_norm";
+  return check_batch_norm_inputs(in, p, mode, state, tokens,
+                                 tokens == TokenSet::all_positions ? "batch_norm" : "masked_batch_norm");
+}
+
+}  // namespace
+
+// Every check happens before anything is written, so a rejected call leaves the state as it was.
+long long check_batch_norm_inputs(const Batch& in, const Params& p, Mode mode, const State* state,
+                                  TokenSet tokens, const char* name) {
   validate_batch(in);
   validate_affine(p, in.D);
   validate_eps(p.eps);
@@ -38,6 +45,8 @@ long long check_inputs(const Batch& in, const Params& p, Mode mode, const State*
                        ", T = " + std::to_string(in.T) + ")");
   return n;
 }
+
+namespace {
 
 void update_running(State& s, const std::vector<double>& mean, const std::vector<double>& var,
                     long long n, double momentum) {
@@ -95,8 +104,10 @@ namespace {
 
 constexpr int kFeatureBlock = 64;
 
-void feature_stats(const Batch& in, TokenSet tokens, long long n, std::vector<double>& mean,
-                   std::vector<double>& var) {
+}  // namespace
+
+void batch_feature_stats(const Batch& in, TokenSet tokens, long long n, std::vector<double>& mean,
+                         std::vector<double>& var) {
   const int D = in.D;
   const int blocks = (D + kFeatureBlock - 1) / kFeatureBlock;
 #pragma omp parallel for schedule(static) if (in.x.size() >= kernels::kParallelMinValues)
@@ -124,15 +135,13 @@ void feature_stats(const Batch& in, TokenSet tokens, long long n, std::vector<do
   }
 }
 
-}  // namespace
-
 void batch_norm_optimized(const Batch& in, const Params& p, Mode mode, State* state, Output& out,
                           TokenSet tokens) {
   const long long n = check_inputs(in, p, mode, state, tokens);
   const int D = in.D;
   std::vector<double> mean(D), var(D);
   if (mode == Mode::train)
-    feature_stats(in, tokens, n, mean, var);
+    batch_feature_stats(in, tokens, n, mean, var);
   else {
     mean = state->running_mean;
     var = state->running_var;
@@ -164,7 +173,7 @@ Conditioning batch_norm_conditioning(const Batch& in, const Params& p, Mode mode
   if (mode == Mode::train) {
     const long long n = count_selected(in, tokens);
     std::vector<double> mean(D, 0.0), var(D, 0.0);
-    if (n > 1) feature_stats(in, tokens, n, mean, var);
+    if (n > 1) batch_feature_stats(in, tokens, n, mean, var);
     for (int d = 0; d < D; ++d) {
       cond[d] = std::abs(mean[d]) / std::sqrt(var[d] + p.eps);
       eps_rel[d] = var[d] > 0 ? std::min(1.0, p.eps / (2 * var[d])) : 1.0;

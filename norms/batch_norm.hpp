@@ -14,6 +14,16 @@ void batch_norm_reference(const Batch& in, const Params& p, Mode mode, State* st
                           TokenSet tokens);
 void batch_norm_optimized(const Batch& in, const Params& p, Mode mode, State* state, Output& out,
                           TokenSet tokens);
+// Validates a BatchNorm-family call (shapes, γ/β, ε, momentum, mode, state, more than one
+// selected token in train mode) and returns the number of selected tokens. Nothing is written.
+long long check_batch_norm_inputs(const Batch& in, const Params& p, Mode mode, const State* state,
+                                  TokenSet tokens, const char* layer_name);
+
+// Per-feature mean and biased variance over the selected tokens (n of them), accumulated in
+// double in a fixed order; OpenMP over feature blocks. Shared by the BatchNorm family.
+void batch_feature_stats(const Batch& in, TokenSet tokens, long long n, std::vector<double>& mean,
+                         std::vector<double>& var);
+
 Conditioning batch_norm_conditioning(const Batch& in, const Params& p, Mode mode,
                                      const State* state, TokenSet tokens);
 

@@ -6,10 +6,23 @@
 
 namespace normcheck {
 
-// The one list of layers. Adding a layer: write norms/<name>.cpp with `<name>_entry()`,
-// declare it in registry.hpp, add it here.
-const std::vector<LayerEntry>& layers() {
-  static const std::vector<LayerEntry> all = {
+// The one list of layers. Adding a layer: write norms/<name>.cpp with `LayerEntry
+// <name>_entry()`, then declare it and list it here (README: "Adding a layer").
+LayerEntry layer_norm_entry();
+LayerEntry rms_norm_entry();
+LayerEntry batch_norm_entry();
+LayerEntry masked_batch_norm_entry();
+LayerEntry group_norm_entry();
+LayerEntry instance_norm_entry();
+LayerEntry scale_norm_entry();
+LayerEntry dyt_entry();
+LayerEntry identity_entry();
+LayerEntry batch_renorm_entry();
+
+namespace {
+
+std::deque<LayerEntry>& registry() {
+  static std::deque<LayerEntry> all = {
       layer_norm_entry(),
       rms_norm_entry(),
       batch_norm_entry(),
@@ -19,8 +32,28 @@ const std::vector<LayerEntry>& layers() {
       scale_norm_entry(),
       dyt_entry(),
       identity_entry(),
+      batch_renorm_entry(),
   };
   return all;
+}
+
+}  // namespace
+
+const std::deque<LayerEntry>& layers() { return registry(); }
+
+const LayerEntry& register_layer(LayerEntry entry) {
+  if (entry.name.empty()) throw std::invalid_argument("register_layer: the layer needs a name");
+  for (const auto& l : registry())
+    if (l.name == entry.name)
+      throw std::invalid_argument("register_layer: a layer named '" + entry.name + "' exists");
+  if (!entry.reference || !entry.optimized || !entry.conditioning)
+    throw std::invalid_argument("register_layer: '" + entry.name +
+                                "' needs reference, optimized and conditioning functions");
+  if (entry.rows.empty())
+    throw std::invalid_argument("register_layer: '" + entry.name + "' declares no row profile");
+  if (entry.origin == "builtin") entry.origin = "external";
+  registry().push_back(std::move(entry));
+  return registry().back();
 }
 
 const LayerEntry& layer(const std::string& name) {
@@ -29,10 +62,16 @@ const LayerEntry& layer(const std::string& name) {
   throw std::invalid_argument("unknown layer '" + name + "'");
 }
 
+std::vector<LayerRow> rows_of(const LayerEntry& l) {
+  std::vector<LayerRow> rows;
+  for (const auto& r : l.rows) rows.push_back({&l, &r});
+  return rows;
+}
+
 std::vector<LayerRow> layer_rows() {
   std::vector<LayerRow> rows;
   for (const auto& l : layers())
-    for (const auto& r : l.rows) rows.push_back({&l, &r});
+    for (const auto& r : rows_of(l)) rows.push_back(r);
   return rows;
 }
 

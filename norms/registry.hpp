@@ -3,6 +3,7 @@
 // registry.cpp (see README "Adding a layer").
 #pragma once
 
+#include <deque>
 #include <functional>
 #include <set>
 #include <string>
@@ -28,6 +29,15 @@ using ForwardFn =
 using ConditioningFn =
     std::function<Conditioning(const Batch& in, const Params& p, Mode mode, const State* state)>;
 
+// A scalar parameter of a layer that the fixed Params fields do not name: the generators draw
+// it on a grid of 9 values in [min, max] (shrinking towards min); golden files give it in
+// "params".
+struct ExtraParam {
+  std::string name;
+  double min = 0, max = 0;
+  std::string meaning;
+};
+
 // Which parameters a layer takes (the generators draw them, golden files provide them).
 struct ParamSpec {
   bool affine = true;       // per-feature γ
@@ -36,6 +46,7 @@ struct ParamSpec {
   bool groups = false;      // G contiguous feature groups (must divide D)
   bool alpha = false;       // dyt's α
   bool momentum = false;    // stateful layers
+  std::vector<ExtraParam> extra;
 };
 
 // The expected profile of one row: the properties that must be violated. Every property not
@@ -55,6 +66,7 @@ struct LayerEntry {
   ForwardFn reference;
   ForwardFn optimized;
   ConditioningFn conditioning;
+  std::string origin = "builtin";  // builtin | external (registered at run time) | mutant
   bool stateful() const { return rows.size() > 1 || rows.at(0).mode != Mode::none; }
   const ForwardFn& forward(Impl i) const { return i == Impl::reference ? reference : optimized; }
 };
@@ -68,9 +80,17 @@ struct LayerRow {
   std::string id() const;    // "layer_norm", "batch_norm_train"
 };
 
-const std::vector<LayerEntry>& layers();
+// Every registered layer: the built-in catalogue, then layers registered at run time (a deque,
+// so registering never moves an entry a LayerRow points to).
+const std::deque<LayerEntry>& layers();
 const LayerEntry& layer(const std::string& name);  // throws std::invalid_argument
 std::vector<LayerRow> layer_rows();
+std::vector<LayerRow> rows_of(const LayerEntry& l);
+
+// Adds a layer at run time (an out-of-tree project's kernel, an external library). Call before
+// the matrix or the tests are enumerated. Throws std::invalid_argument for a duplicate name, a
+// missing forward function or an empty profile list.
+const LayerEntry& register_layer(LayerEntry entry);
 
 // The golden-file op name of a row ("layer_norm", "batch_norm_train", "batch_norm_eval").
 std::string golden_op(const LayerRow& row);
@@ -82,15 +102,5 @@ Conditioning token_group_conditioning(const Batch& in, double eps, int groups, b
 // Conditioning of layers without statistics (elementwise): all zero.
 Conditioning no_statistics(const Batch& in, const Params& p, Mode mode, const State* state);
 
-// One entry per layer file; registry.cpp lists them.
-LayerEntry layer_norm_entry();
-LayerEntry rms_norm_entry();
-LayerEntry batch_norm_entry();
-LayerEntry masked_batch_norm_entry();
-LayerEntry group_norm_entry();
-LayerEntry instance_norm_entry();
-LayerEntry scale_norm_entry();
-LayerEntry dyt_entry();
-LayerEntry identity_entry();
 
 }  // namespace normcheck

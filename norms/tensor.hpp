@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <map>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -49,6 +50,12 @@ struct Params {
   double momentum = 0.1;  // stateful layers: new = (1 - momentum) * old + momentum * batch
   int groups = 1;         // group_norm
   double alpha = 0.5;     // dyt
+  // parameters of layers added later (declared in their ParamSpec::extra), by name
+  std::map<std::string, double> extra;
+  double get(const std::string& name, double fallback) const {
+    auto it = extra.find(name);
+    return it == extra.end() ? fallback : it->second;
+  }
 };
 
 // Running statistics of a stateful layer. Held in double so the reference is exact; the

@@ -287,8 +287,17 @@ CaseOutcome check_norm_case(const LayerRow& row, Impl impl, const PropertyDef& p
 }  // namespace
 
 std::vector<Cell> norm_cells() {
+  std::vector<const LayerEntry*> all;
+  for (const auto& l : layers()) all.push_back(&l);
+  return norm_cells(all);
+}
+
+std::vector<Cell> norm_cells(const std::vector<const LayerEntry*>& layer_list) {
   std::vector<Cell> cells;
-  for (const auto& row : layer_rows())
+  std::vector<LayerRow> rows;
+  for (const LayerEntry* l : layer_list)
+    for (const auto& r : rows_of(*l)) rows.push_back(r);
+  for (const auto& row : rows)
     for (Impl impl : {Impl::reference, Impl::optimized})
       for (const auto& p : properties()) {
         Cell c;

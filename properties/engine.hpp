@@ -55,8 +55,10 @@ struct Cell {
 // The ctest/GoogleTest name of a cell: its id with every non-alphanumeric character as '_'.
 std::string gtest_name(const std::string& cell_id);
 
-// The norm cells: every layer row × implementation × norm property, not-applicable included.
+// The norm cells: every row of the given layers (default: the registry) × implementation ×
+// norm property, not-applicable included.
 std::vector<Cell> norm_cells();
+std::vector<Cell> norm_cells(const std::vector<const LayerEntry*>& layers);
 
 struct CellResult {
   std::string row_id;

@@ -150,6 +150,8 @@ Params params(const LayerEntry& layer, int D) {
   p.eps = *element(1e-5, 1e-6);
   if (spec.momentum) p.momentum = *element(0.1, 0.5, 1.0);
   if (spec.alpha) p.alpha = float(*inRange(1, 17)) / 8.0f;
+  for (const auto& e : spec.extra)
+    p.extra[e.name] = e.min + (e.max - e.min) * double(*inRange(0, 9)) / 8.0;
   if (spec.groups) {
     // a divisor of D; groups of at least two features when D allows it (G = D is LN on
     // single features, which is the constant β)

@@ -146,6 +146,7 @@ GoldenOutcome check_norm_golden_case(const json& c, Impl impl) {
     p.momentum = param(c, "momentum", p.momentum);
     p.groups = int(param(c, "groups", p.groups));
     p.alpha = param(c, "alpha", p.alpha);
+    for (const auto& e : row->layer->params.extra) p.extra[e.name] = param(c, e.name, e.min);
     State st;
     if (row->layer->stateful()) {
       st.running_mean = numbers(c, "running_mean", D);
