@@ -25,7 +25,10 @@ const PropertyInfo& property_info(const std::string& id) {
 const std::map<std::string, GoldenFn>& golden_ops() {
   static const std::map<std::string, GoldenFn> ops = [] {
     std::map<std::string, GoldenFn> m;
-    for (const auto& row : layer_rows()) m[golden_op(row)] = check_norm_golden_case;
+    for (const auto& row : layer_rows())
+      m[golden_op(row)] = [row](const nlohmann::json& c, Impl impl) {
+        return check_norm_golden_case(c, impl, row);
+      };
     return m;
   }();
   return ops;

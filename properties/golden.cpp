@@ -112,19 +112,30 @@ json load_golden(const std::string& path) {
 }
 
 GoldenOutcome check_norm_golden_case(const json& c, Impl impl) {
+  const std::string op = c.is_object() && c.contains("op") && c["op"].is_string()
+                             ? c["op"].get<std::string>()
+                             : std::string();
+  const LayerRow* row = row_for_op(op);
+  if (!row) {
+    GoldenOutcome o;
+    o.impl = impl;
+    o.op = op;
+    o.id = c.is_object() && c.contains("id") && c["id"].is_string() ? c["id"].get<std::string>() : "<no id>";
+    o.known = false;
+    o.error = op.empty() ? "field 'op': missing or not a string" : "unknown op '" + op + "'";
+    return o;
+  }
+  return check_norm_golden_case(c, impl, *row);
+}
+
+GoldenOutcome check_norm_golden_case(const json& c, Impl impl, const LayerRow& row_ref) {
   GoldenOutcome o;
   o.impl = impl;
+  const LayerRow* row = &row_ref;
   try {
     if (!c.is_object()) throw InvalidInput("a case must be a JSON object");
     o.id = c.value("id", std::string("<no id>"));
-    if (!c.contains("op") || !c["op"].is_string()) throw InvalidInput(field_error("op", "missing"));
-    o.op = c["op"].get<std::string>();
-    const LayerRow* row = row_for_op(o.op);
-    if (!row) {
-      o.known = false;
-      o.error = "unknown op '" + o.op + "'";
-      return o;
-    }
+    o.op = c.value("op", std::string());
     const auto shape = numbers(c, "shape", 3);
     for (double s : shape)
       if (s < 1 || s > 1e6 || s != std::floor(s))

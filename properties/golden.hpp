@@ -34,6 +34,8 @@ nlohmann::json load_golden(const std::string& path);
 // with one implementation. The float tolerance is the case's own; the double reference must
 // agree to 1e-4 of it (about 1e-9). Every op, norm or attention: catalog.hpp.
 GoldenOutcome check_norm_golden_case(const nlohmann::json& c, Impl impl);
+// The same case through a given row (a mutant or an external kernel imitating the case's op).
+GoldenOutcome check_norm_golden_case(const nlohmann::json& c, Impl impl, const LayerRow& row);
 bool norm_golden_op(const std::string& op);
 
 // Helpers for golden checkers of other ops (attention): a numeric array field of the expected

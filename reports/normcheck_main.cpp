@@ -11,6 +11,7 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include "mutants/mutants.hpp"
 #include "reports/report.hpp"
 
 namespace nc = normcheck;
@@ -138,6 +139,25 @@ int cmd_golden(const std::vector<std::string>& files, const std::string& impl) {
   return failed == 0 ? 0 : 1;
 }
 
+int cmd_mutants(int cases, std::optional<uint64_t> seed_opt) {
+  const uint64_t seed = seed_opt ? *seed_opt : std::random_device{}() * 4294967296ULL + std::random_device{}();
+  nc::RunOptions opt;
+  opt.cases = cases;
+  opt.seed = seed;
+  fmt::print(stderr, "normcheck mutants: {} mutants, {} cases per cell, seed {}\n", nc::mutants().size(),
+             cases, seed);
+  int killed = 0;
+  for (const auto& m : nc::mutants()) {
+    const auto r = nc::run_mutant(m, opt);
+    if (r.killed) ++killed;
+    fmt::print("{:<32} imitates {:<18} {}\n    {}\n", m.id, m.imitates,
+               r.killed ? "KILLED by " + r.killed_by : std::string("SURVIVED"), m.bug);
+  }
+  const int total = int(nc::mutants().size());
+  fmt::print("mutation score: {}/{} killed\n", killed, total);
+  return killed == total ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -168,6 +188,12 @@ int main(int argc, char** argv) {
   golden->add_option("--implementation", golden_impl, "reference, optimized or both")
       ->check(CLI::IsMember({"reference", "optimized", "both"}));
 
+  int mutant_cases = 100;
+  std::optional<uint64_t> mutant_seed;
+  auto* mut = app.add_subcommand("mutants", "Run the deliberately broken layers through the suite and print the mutation score");
+  mut->add_option("--cases", mutant_cases, "Generated cases per cell")->check(CLI::Range(1, 10000000));
+  mut->add_option("--seed", mutant_seed, "RapidCheck seed (default: fresh, always printed)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -178,6 +204,7 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("list")) return cmd_list(list_markdown);
     if (app.got_subcommand("matrix")) return cmd_matrix(m);
     if (app.got_subcommand("golden")) return cmd_golden(golden_files, golden_impl);
+    if (app.got_subcommand("mutants")) return cmd_mutants(mutant_cases, mutant_seed);
   } catch (const std::exception& e) {
     fmt::print(stderr, "normcheck: {}\n", e.what());
     return 2;
