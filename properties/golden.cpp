@@ -1,6 +1,7 @@
 #include "properties/golden.hpp"
 
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
@@ -95,7 +96,12 @@ double param(const json& c, const std::string& name, double fallback) {
 
 bool norm_golden_op(const std::string& op) { return row_for_op(op) != nullptr; }
 
-std::string default_golden_path() { return NORMCHECK_GOLDEN_PATH; }
+// The source tree's copy when it is there (a build tree), else the installed one.
+std::string default_golden_path() {
+  if (const char* env = std::getenv("NORMCHECK_GOLDEN")) return env;
+  if (std::ifstream(NORMCHECK_GOLDEN_PATH)) return NORMCHECK_GOLDEN_PATH;
+  return NORMCHECK_GOLDEN_INSTALLED;
+}
 
 json load_golden(const std::string& path) {
   std::ifstream in(path);
