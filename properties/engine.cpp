@@ -364,7 +364,8 @@ CellResult run_cell(const Cell& cell, const RunOptions& options) {
   };
 
   rc::detail::TestParams params;
-  params.maxSuccess = options.cases;
+  // a ✗ cell stops at its first counterexample, so a wider search costs only when none exists
+  params.maxSuccess = want_violation ? options.cases * options.violation_search_factor : options.cases;
   params.maxSize = options.max_size;
   params.seed = options.seed.value_or(rc::detail::configuration().testParams.seed);
   r.seed = params.seed;

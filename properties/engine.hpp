@@ -15,7 +15,8 @@
 namespace normcheck {
 
 struct RunOptions {
-  int cases = 100;                // generated cases for a ✓ cell; the search budget of a ✗ cell
+  int cases = 100;                // generated cases for a ✓ cell
+  int violation_search_factor = 10;  // a ✗ cell searches up to factor × cases for its counterexample
   std::optional<uint64_t> seed;   // default: RapidCheck's configuration (RC_PARAMS or fresh)
   std::string reproduce;          // "reproduce=..." (RC_PARAMS form) replays one case
   int max_size = 100;
