@@ -305,6 +305,7 @@ std::vector<Cell> norm_cells(const std::vector<const LayerEntry*>& layer_list) {
         c.row_name = row.name();
         c.layer = row.layer->name;
         c.mode = row.mode();
+        c.origin = row.layer->origin;
         c.impl = impl;
         c.prop = p.info();
         c.expected = expected(row, impl, p);

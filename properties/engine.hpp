@@ -43,6 +43,7 @@ struct Cell {
   std::string layer;      // "batch_norm"
   Mode mode = Mode::none;
   std::string placement;  // "pre" | "post" for block cells, else empty
+  std::string origin = "builtin";  // builtin | external | mutant (the layer's origin)
   Impl impl = Impl::reference;
   PropertyInfo prop;
   Expect expected = Expect::holds;
