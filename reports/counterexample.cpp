@@ -385,8 +385,9 @@ std::string counterexample_text(const json& cx) {
     }
     const double tol = value_of(w.value("tolerance", json(0)));
     const double wa = value_of(w["a"]), wb = value_of(w["b"]);
-    if (tol > 0) out += " > tolerance " + magnitude(tol) + "\n";
-    else if (std::isfinite(wa) && !std::isfinite(wb)) out += " (a finite output turned " + format_number(w["b"]) + ")\n";
+    if (std::isfinite(wa) != std::isfinite(wb))
+      out += ": " + format_number(std::isfinite(wa) ? w["b"] : w["a"]) + " on one side only\n";
+    else if (tol > 0) out += " > tolerance " + magnitude(tol) + "\n";
     else out += " (must be bitwise identical)\n";
   }
 

@@ -372,7 +372,7 @@ LoadedReport report_from_json(const json& j) {
   m.seconds = j.value("seconds", 0.0);
   m.started_at = j.value("started_at", "");
   m.command = j.value("command", "");
-  m.versions = j.value("versions", json::object());
+  if (j.contains("versions") && j["versions"].is_object()) m.versions = j["versions"];
   if (j.contains("selection")) {
     const json& s = j["selection"];
     m.layer_filter = s.value("layer", ".*");

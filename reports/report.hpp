@@ -25,7 +25,7 @@ struct RunMeta {
   std::string layer_filter = ".*", property_filter = ".*", implementation = "both";
   int shard_index = 0, shard_count = 1;
   int total_cells = 0;     // cells the filters select, before sharding
-  nlohmann::json versions; // build_versions() of the binary that ran the cells
+  nlohmann::json versions = nlohmann::json::object();  // build_versions() of the binary that ran the cells
   nlohmann::json merged_from = nullptr;  // normcheck merge: one entry per input shard
 };
 
