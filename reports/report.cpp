@@ -74,7 +74,7 @@ std::string outcome_sentence(const CellResult& r) {
     return fmt::format("counterexample found after {} case{} and shrunk to the minimal one below",
                        r.cases, r.cases == 1 ? "" : "s");
   if (r.observed == "holds")
-    return fmt::format("no counterexample in {} cases (largest deviation seen {})", r.cases,
+    return fmt::format("no counterexample in {} cases, largest deviation seen {}", r.cases,
                        format_number(r.max_deviation));
   if (r.observed == "error") return "the cell could not be run";
   return "not applicable";
