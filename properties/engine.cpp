@@ -65,6 +65,14 @@ struct Finding {
   double va = 0, vb = 0, tol = 0;
   TokenPos pa, pb;
   int d = 0;
+  // per compared token pair, for the report: the tolerance of each feature and the features
+  // that count as a mismatch
+  struct Pair {
+    TokenPos pa, pb;
+    std::vector<double> tolerance;
+    std::vector<int> mismatch;
+  };
+  std::vector<Pair> pairs;
   bool any() const { return finite_violation || nonfinite_mismatch; }
 };
 
@@ -87,8 +95,9 @@ void note_mismatch(Finding& f, double ratio, double a, double b, double tol, Tok
   }
 }
 
-// Compares one pair of values under the property's comparison.
-void compare_value(Finding& f, const PropertyDef& prop, double a, double b, double cond,
+// Compares one pair of values under the property's comparison; returns the tolerance used
+// (0 for the bitwise and containment comparisons).
+double compare_value(Finding& f, const PropertyDef& prop, double a, double b, double cond,
                    double eps_allow, TokenPos pa, TokenPos pb, int d, const std::string& where) {
   if (prop.comparison == Comparison::containment) {
     if (std::isfinite(a) && !std::isfinite(b)) {
@@ -96,7 +105,7 @@ void compare_value(Finding& f, const PropertyDef& prop, double a, double b, doub
       f.max_dev += 1;
       note_mismatch(f, f.max_dev, a, b, 0, pa, pb, d, where);
     }
-    return;
+    return 0;
   }
   if (prop.comparison == Comparison::bitwise) {
     if (!same_bits(a, b)) {
@@ -105,22 +114,23 @@ void compare_value(Finding& f, const PropertyDef& prop, double a, double b, doub
       (finite ? f.finite_violation : f.nonfinite_mismatch) = true;
       note_mismatch(f, finite ? std::abs(a - b) : INFINITY, a, b, 0, pa, pb, d, where);
     }
-    return;
+    return 0;
   }
-  if (a == b || (std::isnan(a) && std::isnan(b))) return;
+  // the tolerance rule: |a − b| ≤ atol + rtol·|b|, atol = 1e-5 + 2e-6·cond
+  const double tol = 1e-5 + 2e-6 * cond + 1e-5 * finite_or_zero(std::abs(b)) + eps_allow;
+  if (a == b || (std::isnan(a) && std::isnan(b))) return tol;
   if (!std::isfinite(a) || !std::isfinite(b)) {
     f.nonfinite_mismatch = true;
     note_mismatch(f, INFINITY, a, b, 0, pa, pb, d, where);
-    return;
+    return tol;
   }
-  // the tolerance rule: |a − b| ≤ atol + rtol·|b|, atol = 1e-5 + 2e-6·cond
-  const double tol = 1e-5 + 2e-6 * cond + 1e-5 * std::abs(b) + eps_allow;
   const double dev = std::abs(a - b);
   f.max_dev = std::max(f.max_dev, dev);
   if (dev > tol) {
     f.finite_violation = true;
     note_mismatch(f, dev / tol, a, b, tol, pa, pb, d, where);
   }
+  return tol;
 }
 
 Finding compare(const LayerRow& row, const PropertyDef& prop, const Scenario& sc,
@@ -130,6 +140,7 @@ Finding compare(const LayerRow& row, const PropertyDef& prop, const Scenario& sc
   for (const auto& [pa, pb] : sc.pairs) {
     const Batch& xa = sc.a.calls[pa.call].batch;
     const Batch& xb = sc.b.calls[pb.call].batch;
+    Finding::Pair rec{pa, pb, std::vector<double>(xa.D), {}};
     for (int d = 0; d < xa.D; ++d) {
       const std::size_t ia = xa.index(pa.b, pa.t, d), ib = xb.index(pb.b, pb.t, d);
       const double a = A.outs[pa.call][ia], b = B.outs[pb.call][ib];
@@ -142,8 +153,11 @@ Finding compare(const LayerRow& row, const PropertyDef& prop, const Scenario& sc
         const double beta = sc.params.beta.empty() ? 0.0 : sc.params.beta[d];
         eps_allow = rel * (std::abs(a - beta) + std::abs(b - beta));
       }
-      compare_value(f, prop, a, b, cond, eps_allow, pa, pb, d, "output");
+      const int before = f.mismatches;
+      rec.tolerance[d] = compare_value(f, prop, a, b, cond, eps_allow, pa, pb, d, "output");
+      if (f.mismatches > before) rec.mismatch.push_back(d);
     }
+    f.pairs.push_back(std::move(rec));
   }
   if (sc.compare_state && !A.state.empty()) {
     for (std::size_t d = 0; d < A.state.running_mean.size(); ++d) {
@@ -221,13 +235,42 @@ nlohmann::json evidence(const Scenario& sc, const SideOut& A, const SideOut& B, 
   } else {
     worst["feature"] = f.d;
   }
-  return {{"related_input", sc.note},
-          {"params", params},
-          {"input", side_json(sc.a, A, impl)},
-          {"related", side_json(sc.b, B, impl)},
-          {"compared_tokens", sc.pairs.size()},
-          {"mismatches", f.mismatches},
-          {"worst", worst}};
+  // every compared token pair with its own values, so a report can print input row, related
+  // input row, both outputs and the tolerance side by side whatever the calls look like
+  nlohmann::json compared = nlohmann::json::array();
+  const std::size_t shown = std::min<std::size_t>(f.pairs.size(), 32);
+  for (std::size_t i = 0; i < shown; ++i) {
+    const auto& p = f.pairs[i];
+    const Batch& xa = sc.a.calls[p.pa.call].batch;
+    const Batch& xb = sc.b.calls[p.pb.call].batch;
+    auto row = [](const auto& v, std::size_t at, int D) {
+      nlohmann::json r = nlohmann::json::array();
+      for (int d = 0; d < D; ++d) r.push_back(num(v[at + d]));
+      return r;
+    };
+    compared.push_back({{"a", {p.pa.call, p.pa.b, p.pa.t}},
+                        {"b", {p.pb.call, p.pb.b, p.pb.t}},
+                        {"x_a", row(xa.x, xa.index(p.pa.b, p.pa.t, 0), xa.D)},
+                        {"x_b", row(xb.x, xb.index(p.pb.b, p.pb.t, 0), xb.D)},
+                        {"y_a", row(A.outs[p.pa.call], xa.index(p.pa.b, p.pa.t, 0), xa.D)},
+                        {"y_b", row(B.outs[p.pb.call], xb.index(p.pb.b, p.pb.t, 0), xb.D)},
+                        {"tolerance", row(p.tolerance, 0, xa.D)},
+                        {"mismatch", p.mismatch}});
+  }
+  nlohmann::json j = {{"related_input", sc.note},
+                      {"params", params},
+                      {"input", side_json(sc.a, A, impl)},
+                      {"related", side_json(sc.b, B, impl)},
+                      {"compared_tokens", sc.pairs.size()},
+                      {"compared", compared},
+                      {"mismatches", f.mismatches},
+                      {"worst", worst}};
+  if (shown < f.pairs.size()) j["compared_not_shown"] = f.pairs.size() - shown;
+  if (sc.compare_state && !A.state.empty() && !B.state.empty())
+    j["final_state"] = {
+        {"input", {{"running_mean", A.state.running_mean}, {"running_var", A.state.running_var}}},
+        {"related", {{"running_mean", B.state.running_mean}, {"running_var", B.state.running_var}}}};
+  return j;
 }
 
 class QuietListener : public rc::detail::TestListener {
@@ -286,6 +329,20 @@ CaseOutcome check_norm_case(const LayerRow& row, Impl impl, const PropertyDef& p
 
 }  // namespace
 
+Cell norm_cell(const LayerRow& row, Impl impl, const PropertyDef& p) {
+  Cell c;
+  c.row_id = row.id();
+  c.row_name = row.name();
+  c.layer = row.layer->name;
+  c.mode = row.mode();
+  c.origin = row.layer->origin;
+  c.impl = impl;
+  c.prop = p.info();
+  c.expected = expected(row, impl, p);
+  c.check_case = [row, impl, &p] { return check_norm_case(row, impl, p); };
+  return c;
+}
+
 std::vector<Cell> norm_cells() {
   std::vector<const LayerEntry*> all;
   for (const auto& l : layers()) all.push_back(&l);
@@ -299,20 +356,20 @@ std::vector<Cell> norm_cells(const std::vector<const LayerEntry*>& layer_list) {
     for (const auto& r : rows_of(*l)) rows.push_back(r);
   for (const auto& row : rows)
     for (Impl impl : {Impl::reference, Impl::optimized})
-      for (const auto& p : properties()) {
-        Cell c;
-        c.row_id = row.id();
-        c.row_name = row.name();
-        c.layer = row.layer->name;
-        c.mode = row.mode();
-        c.origin = row.layer->origin;
-        c.impl = impl;
-        c.prop = p.info();
-        c.expected = expected(row, impl, p);
-        c.check_case = [row, impl, &p] { return check_norm_case(row, impl, p); };
-        cells.push_back(std::move(c));
-      }
+      for (const auto& p : properties()) cells.push_back(norm_cell(row, impl, p));
   return cells;
+}
+
+std::string replay_command(const CellResult& r) {
+  if (r.reproduce.empty()) return "";
+  return "normcheck matrix --layer '^" + r.row_id + "$' --property '^" + r.property +
+         "$' --implementation " + to_string(r.impl) + " --reproduce '" + r.reproduce + "'";
+}
+
+std::string rc_params_command(const CellResult& r) {
+  if (r.reproduce.empty()) return "";
+  return "RC_PARAMS=\"" + r.reproduce + "\" normcheck_property_tests --gtest_filter='*/" +
+         gtest_name(r.id()) + "'";
 }
 
 std::string CellResult::id() const {
@@ -368,7 +425,7 @@ CellResult run_cell(const Cell& cell, const RunOptions& options) {
   // a ✗ cell stops at its first counterexample, so a wider search costs only when none exists
   params.maxSuccess = want_violation ? options.cases * options.violation_search_factor : options.cases;
   params.maxSize = options.max_size;
-  params.seed = options.seed.value_or(rc::detail::configuration().testParams.seed);
+  params.seed = options.seed ? *options.seed : rc::detail::configuration().testParams.seed;
   r.seed = params.seed;
   rc::detail::TestMetadata meta;
   meta.id = id;
@@ -382,7 +439,7 @@ CellResult run_cell(const Cell& cell, const RunOptions& options) {
     if (it == cfg.reproduce.end())
       throw std::invalid_argument("the reproduce string is not for cell " + id);
     reproduce[id] = it->second;
-  } else {
+  } else if (options.use_rc_params_reproduce) {
     const auto& global = rc::detail::configuration().reproduce;
     if (auto it = global.find(id); it != global.end()) reproduce[id] = it->second;
   }
@@ -416,9 +473,7 @@ CellResult run_cell(const Cell& cell, const RunOptions& options) {
     if (!want_violation)
       r.message = cell_name + ": expected to hold, but a counterexample was found after " +
                   std::to_string(r.cases) + " cases and shrunk: " + detail +
-                  "\n  replay: RC_PARAMS=\"" + r.reproduce + "\" normcheck_property_tests "
-                  "--gtest_filter='*" + gtest_name(id) + "'  or  normcheck matrix --layer '^" + r.row_id +
-                  "$' --property '^" + r.property + "$' --reproduce '" + r.reproduce + "'";
+                  "\n  replay: " + replay_command(r) + "\n      or  " + rc_params_command(r);
   } else if (result.template is<rc::detail::GaveUpResult>()) {
     r.observed = "error";
     r.cases = result.template get<rc::detail::GaveUpResult>().numSuccess;

@@ -20,6 +20,10 @@ struct RunOptions {
   std::optional<uint64_t> seed;   // default: RapidCheck's configuration (RC_PARAMS or fresh)
   std::string reproduce;          // "reproduce=..." (RC_PARAMS form) replays one case
   int max_size = 100;
+  // Also replay a case named in RC_PARAMS' reproduce map (the ctest binary). The CLI turns this
+  // off: with it off and a seed given, RapidCheck's global configuration is never loaded (and
+  // never prints its own, unrelated, seed).
+  bool use_rc_params_reproduce = true;
 };
 
 // RunOptions from RapidCheck's global configuration (RC_PARAMS: seed, max_success, reproduce).
@@ -61,6 +65,9 @@ std::string gtest_name(const std::string& cell_id);
 // norm property, not-applicable included.
 std::vector<Cell> norm_cells();
 std::vector<Cell> norm_cells(const std::vector<const LayerEntry*>& layers);
+// One norm cell. `row` must outlive the cell (its check_case keeps the pointers). Tests use it
+// to run a property on a layer entry that is not in the registry (a deliberately broken kernel).
+Cell norm_cell(const LayerRow& row, Impl impl, const PropertyDef& prop);
 
 struct CellResult {
   std::string row_id;
@@ -86,6 +93,12 @@ struct CellResult {
 };
 
 CellResult run_cell(const Cell& cell, const RunOptions& options);
+
+// The two commands that replay a failure exactly (empty when there is nothing to replay):
+//   normcheck matrix --layer '^<row>$' --property '^<property>$' --implementation <impl> --reproduce '...'
+//   RC_PARAMS="reproduce=..." normcheck_property_tests --gtest_filter='*<gtest name>'
+std::string replay_command(const CellResult& r);
+std::string rc_params_command(const CellResult& r);
 
 nlohmann::json to_json(const CellResult& r);
 

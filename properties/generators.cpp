@@ -15,6 +15,7 @@ const char* to_string(Regime r) {
     case Regime::large_offset: return "large_offset";
     case Regime::tiny_variance: return "tiny_variance";
     case Regime::constant_rows: return "constant_rows";
+    case Regime::dense: return "dense";
   }
   return "?";
 }
@@ -107,6 +108,11 @@ std::vector<float> token(Regime r, int D) {
     case Regime::constant_rows: {
       const float c = float(*centered(64)) / 16.0f;
       for (auto& e : v) e = c;
+      break;
+    }
+    case Regime::dense: {  // k·2^-18 in [-4, 4]
+      const auto k = ints(D, 1 << 20);
+      for (int d = 0; d < D; ++d) v[d] = float(k[d]) / 262144.0f;
       break;
     }
   }

@@ -9,7 +9,9 @@
 
 namespace normcheck::gen {
 
-enum class Regime { normal, large_offset, tiny_variance, constant_rows };
+// dense: values on a fine 2^-18 grid, so that sums round and any change of reduction order
+// shows in the last bits (thread and batch determinism)
+enum class Regime { normal, large_offset, tiny_variance, constant_rows, dense };
 enum class Poison { zero, huge, neg_inf, nan };
 const char* to_string(Regime r);
 const char* to_string(Poison p);

@@ -1,25 +1,101 @@
-// normcheck: the command-line front end. Every list it shows or runs comes from the layer and
-// property registries.
+// normcheck: the command-line front end. Every list it shows or runs comes from the registries
+// (properties/catalog.hpp); every report it writes comes from reports/.
+//
+// Exit codes: 0 every cell as expected (golden: every case passed), 1 a surprise (golden: a
+// failed case), 2 a usage or input error, with a one-line reason on stderr.
 #include <omp.h>
+#include <unistd.h>
 
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
 #include <cstdio>
-#include <iostream>
+#include <fstream>
+#include <optional>
 #include <random>
 #include <regex>
+#include <sstream>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
 #include "mutants/mutants.hpp"
+#include "reports/golden_report.hpp"
 #include "reports/report.hpp"
+#include "reports/shard.hpp"
 
 namespace nc = normcheck;
 
 namespace {
+
+// A usage or input error: exit code 2, the message is the one-line reason.
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+std::string shell_quote(const std::string& s) {
+  if (!s.empty() && s.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:,+@%") == std::string::npos)
+    return s;
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+std::string command_line(int argc, char** argv) {
+  std::string s = "normcheck";
+  for (int i = 1; i < argc; ++i) s += " " + shell_quote(argv[i]);
+  return s;
+}
+
+double since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+// ---------------------------------------------------------------------------------------------
+// progress on stderr: a line per finished row; a bar as well when stderr is a terminal
+
+class Progress {
+ public:
+  explicit Progress(std::size_t total) : total_(total), tty_(isatty(STDERR_FILENO) == 1) {}
+
+  void cell_done(const nc::CellResult& r, bool row_finished, double elapsed) {
+    ++done_;
+    ++row_cells_;
+    if (!r.as_expected()) ++row_surprises_;
+    row_seconds_ += r.seconds;
+    if (row_finished) {
+      const std::string line = fmt::format(
+          "  [{:>{}}/{}] {} · {}: {} cells, {} ({:.2f} s)", done_, digits(), total_,
+          nc::row_label(r), nc::to_string(r.impl), row_cells_,
+          row_surprises_ == 0 ? std::string("all as expected")
+                              : fmt::format("{} SURPRISE{}", row_surprises_, row_surprises_ == 1 ? "" : "S"),
+          row_seconds_);
+      if (tty_) fmt::print(stderr, "\r\033[K");
+      fmt::print(stderr, "{}\n", line);
+      row_cells_ = row_surprises_ = 0;
+      row_seconds_ = 0;
+    }
+    if (tty_) {
+      const int width = 30;
+      const int filled = int(width * done_ / std::max<std::size_t>(total_, 1));
+      fmt::print(stderr, "\r\033[K  [{}{}] {}/{} cells · {:.1f} s", std::string(filled, '#'),
+                 std::string(width - filled, '.'), done_, total_, elapsed);
+      if (done_ == total_) fmt::print(stderr, "\n");
+      std::fflush(stderr);
+    }
+  }
+
+ private:
+  int digits() const { return int(std::to_string(total_).size()); }
+  std::size_t total_, done_ = 0;
+  bool tty_;
+  int row_cells_ = 0, row_surprises_ = 0;
+  double row_seconds_ = 0;
+};
+
+// ---------------------------------------------------------------------------------------------
+// list
 
 int cmd_list(bool markdown) {
   if (markdown) {
@@ -41,105 +117,191 @@ int cmd_list(bool markdown) {
   return 0;
 }
 
+// ---------------------------------------------------------------------------------------------
+// matrix and merge
+
 struct MatrixArgs {
-  std::string json_path, out_dir, layer_re = ".*", property_re = ".*", impl = "both", reproduce;
+  std::string json_path, out_dir, layer_re = ".*", property_re = ".*", impl = "both", reproduce, shard;
   int cases = 100;
+  int search_factor = 10;
   int threads = 0;
   std::optional<uint64_t> seed;
 };
 
-int cmd_matrix(const MatrixArgs& a) {
-  const uint64_t seed = a.seed ? *a.seed : std::random_device{}() * 4294967296ULL + std::random_device{}();
-  if (a.threads > 0) omp_set_num_threads(a.threads);
+void write_outputs(const std::vector<nc::CellResult>& results, const nc::RunMeta& meta,
+                   const std::string& json_path, const std::string& out_dir) {
+  if (!json_path.empty()) nc::write_file_atomic(json_path, nc::report_json(results, meta).dump(1) + "\n");
+  if (!out_dir.empty()) {
+    nc::write_report_dir(out_dir, nc::matrix_report_files(results, meta));
+    fmt::print("report written to {}/ (report.md, report.json, report.html)\n", out_dir);
+  }
+}
+
+int print_and_exit_code(const std::vector<nc::CellResult>& results, const nc::RunMeta& meta) {
+  const auto summary = nc::summarize(results);
+  fmt::print("{}\n", nc::matrix_table(results));
+  for (const auto& r : results)
+    if (!r.as_expected()) fmt::print("SURPRISE {}\n", r.message.empty() ? r.id() : r.message);
+  fmt::print("{} cells: {} as expected, {} surprises, {} errors ({:.1f} s, seed {})\n", summary.cells,
+             summary.as_expected, summary.surprises, summary.errors, meta.seconds, meta.seed);
+  return summary.surprises == 0 ? 0 : 1;
+}
+
+int cmd_matrix(const MatrixArgs& a, const std::string& command) {
   std::regex layer_re, prop_re;
   try {
     layer_re = std::regex(a.layer_re);
     prop_re = std::regex(a.property_re);
   } catch (const std::regex_error& e) {
-    fmt::print(stderr, "normcheck: invalid regular expression: {}\n", e.what());
-    return 2;
+    throw UsageError(std::string("invalid regular expression: ") + e.what());
   }
-  std::vector<nc::Cell> cells;
+  std::optional<nc::ShardSpec> shard;
+  if (!a.shard.empty()) {
+    try {
+      shard = nc::parse_shard(a.shard);
+    } catch (const std::invalid_argument& e) {
+      throw UsageError(e.what());
+    }
+    if (!a.seed) throw UsageError("--shard needs --seed: every shard must run the same experiment");
+    if (!a.reproduce.empty()) throw UsageError("--shard and --reproduce do not go together");
+  }
+  if (!a.out_dir.empty()) nc::check_report_dir(a.out_dir);  // fail before a long run, not after
+
+  std::vector<nc::Cell> selected;
   for (const auto& c : nc::all_cells()) {
-    if (!std::regex_search(c.row_id, layer_re) && !std::regex_search(c.row_name, layer_re))
-      continue;
+    if (!std::regex_search(c.row_id, layer_re) && !std::regex_search(c.row_name, layer_re)) continue;
     if (!std::regex_search(c.prop.id, prop_re)) continue;
     if (a.impl != "both" && a.impl != nc::to_string(c.impl)) continue;
-    cells.push_back(c);
+    selected.push_back(c);
   }
-  if (cells.empty()) {
-    fmt::print(stderr, "normcheck: no cell matches --layer '{}' --property '{}' --implementation {}\n",
-               a.layer_re, a.property_re, a.impl);
-    return 2;
-  }
-  fmt::print(stderr, "normcheck matrix: {} cells, {} cases per cell, seed {}\n", cells.size(),
-             a.cases, seed);
+  if (selected.empty())
+    throw UsageError(fmt::format("no cell matches --layer '{}' --property '{}' --implementation {}",
+                                 a.layer_re, a.property_re, a.impl));
+  if (!a.reproduce.empty() && selected.size() != 1)
+    throw UsageError(fmt::format("--reproduce replays one cell, but the filters select {}: anchor them "
+                                 "(--layer '^row$' --property '^name$') and name --implementation",
+                                 selected.size()));
+  std::vector<nc::Cell> cells;
+  for (std::size_t k = 0; k < selected.size(); ++k)
+    if (!shard || nc::in_shard(k, *shard)) cells.push_back(selected[k]);
+
+  const uint64_t seed = a.seed ? *a.seed : (uint64_t(std::random_device{}()) << 32) | std::random_device{}();
+  if (a.threads > 0) omp_set_num_threads(a.threads);
+  fmt::print(stderr, "normcheck matrix: {} cells{}, {} cases per cell, seed {}, {} OpenMP threads\n",
+             cells.size(), shard ? fmt::format(" (shard {}/{} of {})", shard->index, shard->count, selected.size()) : "",
+             a.cases, seed, omp_get_max_threads());
+
   nc::RunOptions opt;
   opt.cases = a.cases;
+  opt.violation_search_factor = a.search_factor;
   opt.seed = seed;
   opt.reproduce = a.reproduce;
+  opt.use_rc_params_reproduce = false;
+  nc::RunMeta meta;
+  meta.started_at = nc::utc_now();
   const auto start = std::chrono::steady_clock::now();
   std::vector<nc::CellResult> results;
-  std::string last_row;
-  for (const auto& c : cells) {
+  Progress progress(cells.size());
+  for (std::size_t i = 0; i < cells.size(); ++i) {
     try {
-      results.push_back(nc::run_cell(c, opt));
-    } catch (const std::invalid_argument& e) {
-      fmt::print(stderr, "normcheck: {}\n", e.what());
-      return 2;
+      results.push_back(nc::run_cell(cells[i], opt));
+    } catch (const std::invalid_argument& e) {  // a reproduce string for another cell
+      throw UsageError(e.what());
     }
-    if (c.row_name != last_row) {
-      last_row = c.row_name;
-      fmt::print(stderr, "  {} ...\n", last_row);
-    }
+    const bool row_finished = i + 1 == cells.size() || cells[i + 1].row_id != cells[i].row_id ||
+                              cells[i + 1].impl != cells[i].impl ||
+                              cells[i + 1].placement != cells[i].placement;
+    progress.cell_done(results.back(), row_finished, since(start));
   }
-  nc::RunMeta meta;
   meta.seed = seed;
   meta.cases = a.cases;
   meta.threads = omp_get_max_threads();
-  meta.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  const auto summary = nc::summarize(results);
-  fmt::print("{}\n", nc::matrix_table(results));
-  for (const auto& r : results)
-    if (!r.as_expected()) fmt::print("SURPRISE {}\n", r.message);
-  fmt::print("{} cells: {} as expected, {} surprises, {} errors ({:.1f} s, seed {})\n",
-             summary.cells, summary.as_expected, summary.surprises, summary.errors, meta.seconds,
-             seed);
-  if (!a.json_path.empty()) nc::write_file_atomic(a.json_path, nc::report_json(results, meta).dump(1));
-  if (!a.out_dir.empty()) {
-    nc::write_file_atomic(a.out_dir + "/report.json", nc::report_json(results, meta).dump(1));
-    nc::write_file_atomic(a.out_dir + "/report.md", nc::report_markdown(results, meta));
-    fmt::print("report written to {}/report.md and {}/report.json\n", a.out_dir, a.out_dir);
+  meta.seconds = since(start);
+  meta.command = command;
+  meta.layer_filter = a.layer_re;
+  meta.property_filter = a.property_re;
+  meta.implementation = a.impl;
+  if (shard) {
+    meta.shard_index = shard->index;
+    meta.shard_count = shard->count;
   }
-  return summary.surprises == 0 ? 0 : 1;
+  meta.total_cells = int(selected.size());
+  meta.versions = nc::build_versions();
+  const int code = print_and_exit_code(results, meta);
+  write_outputs(results, meta, a.json_path, a.out_dir);
+  return code;
 }
 
-int cmd_golden(const std::vector<std::string>& files, const std::string& impl) {
-  int passed = 0, failed = 0;
+nlohmann::json read_json_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw UsageError(path + ": cannot open the file");
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const nlohmann::json::parse_error& e) {
+    throw UsageError(path + ": not valid JSON (" + std::string(e.what()) + ")");
+  }
+}
+
+int cmd_merge(const std::vector<std::string>& files, const std::string& out_dir,
+              const std::string& json_path, const std::string& command) {
+  if (!out_dir.empty()) nc::check_report_dir(out_dir);
+  std::vector<std::pair<std::string, nlohmann::json>> inputs;
+  for (const auto& f : files) inputs.emplace_back(f, read_json_file(f));
+  nc::LoadedReport merged;
+  try {
+    merged = nc::merge_reports(inputs);
+  } catch (const nc::MergeError& e) {
+    throw UsageError(e.what());
+  }
+  merged.meta.command = command;
+  fmt::print(stderr, "normcheck merge: {} shards, {} cells, seed {}\n", inputs.size(),
+             merged.cells.size(), merged.meta.seed);
+  const int code = print_and_exit_code(merged.cells, merged.meta);
+  write_outputs(merged.cells, merged.meta, json_path, out_dir);
+  return code;
+}
+
+// ---------------------------------------------------------------------------------------------
+// golden
+
+int cmd_golden(const std::vector<std::string>& files, const std::string& impl,
+               const std::string& out_dir, const std::string& command) {
+  if (!out_dir.empty()) nc::check_report_dir(out_dir);
+  nc::GoldenRun run;
+  run.files = files;
+  run.meta.command = command;
+  run.meta.started_at = nc::utc_now();
+  run.meta.versions = nc::build_versions();
+  const auto start = std::chrono::steady_clock::now();
   for (const auto& path : files) {
     nlohmann::json file;
     try {
       file = nc::load_golden(path);
     } catch (const nc::GoldenFileError& e) {
-      fmt::print(stderr, "normcheck golden: {}\n", e.what());
-      return 2;
+      throw UsageError(e.what());
     }
     for (const auto& c : file["cases"]) {
       bool ok = true;
       for (nc::Impl i : {nc::Impl::reference, nc::Impl::optimized}) {
         if (impl != "both" && impl != nc::to_string(i)) continue;
         const auto o = nc::check_golden_case(c, i);
+        run.outcomes.push_back(o);
         if (!o.passed) {
           ok = false;
           fmt::print("FAIL {} [{}]: {}\n", o.id, nc::to_string(i), o.error);
           if (!o.known) break;  // one line for an unknown op, not one per implementation
         }
       }
-      ok ? ++passed : ++failed;
+      ok ? ++run.passed : ++run.failed;
     }
   }
-  fmt::print("{} passed, {} failed\n", passed, failed);
-  return failed == 0 ? 0 : 1;
+  run.meta.seconds = since(start);
+  fmt::print("{} passed, {} failed\n", run.passed, run.failed);
+  if (!out_dir.empty()) {
+    nc::write_report_dir(out_dir, nc::golden_report_files(run));
+    fmt::print("report written to {}/ (report.md, report.json, report.html)\n", out_dir);
+  }
+  return run.failed == 0 ? 0 : 1;
 }
 
 int cmd_mutants(int cases, std::optional<uint64_t> seed_opt) {
@@ -171,32 +333,53 @@ int main(int argc, char** argv) {
     setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
     execv("/proc/self/exe", argv);  // on failure, carry on with the default policy
   }
+  const std::string command = command_line(argc, argv);
   CLI::App app{"normcheck: property-based verification of Transformer normalization layers"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", nc::build_versions()["normcheck"].get<std::string>());
+  app.footer("Exit codes: 0 all as expected, 1 a surprise (or a failed golden case), 2 a usage or "
+             "input error. `normcheck SUBCOMMAND --help` describes each subcommand.");
 
   bool list_markdown = false;
-  auto* list = app.add_subcommand("list", "List the layers (rows, with expected profiles) and the properties");
-  list->add_flag("--markdown", list_markdown, "Print the expected matrix as a Markdown table");
+  auto* list = app.add_subcommand("list", "List the layers (rows, with expected profiles), the properties and the golden ops");
+  list->add_flag("--markdown", list_markdown, "Print the expected matrix as a Markdown table (README's copy)");
 
   MatrixArgs m;
-  auto* matrix = app.add_subcommand("matrix", "Run every (layer, implementation, property) cell and print the matrix");
-  matrix->add_option("--json", m.json_path, "Write the cells as JSON to FILE");
-  matrix->add_option("--out", m.out_dir, "Write report.md and report.json into DIR");
-  matrix->add_option("--cases", m.cases, "Generated cases per cell")->check(CLI::Range(1, 10000000));
-  matrix->add_option("--seed", m.seed, "RapidCheck seed (default: fresh, always printed)");
-  matrix->add_option("--layer", m.layer_re, "Only rows whose id or name matches REGEX");
-  matrix->add_option("--property", m.property_re, "Only properties matching REGEX");
-  matrix->add_option("--implementation", m.impl, "reference, optimized or both")
+  auto* matrix = app.add_subcommand("matrix", "Run the (layer, implementation, property) cells and print the matrix");
+  matrix->add_option("--cases", m.cases, "Generated cases per ✓ cell; default 100")
+      ->check(CLI::Range(1, 10000000));
+  matrix->add_option("--search-factor", m.search_factor,
+                     "A ✗ cell searches up to FACTOR × cases for its counterexample; default 10")
+      ->check(CLI::Range(1, 1000));
+  matrix->add_option("--seed", m.seed, "RapidCheck seed; default: a fresh one, always printed");
+  matrix->add_option("--layer", m.layer_re, "Only rows whose id (batch_norm_train) or name matches REGEX");
+  matrix->add_option("--property", m.property_re, "Only properties whose id matches REGEX");
+  matrix->add_option("--implementation", m.impl, "reference, optimized or both (default)")
       ->check(CLI::IsMember({"reference", "optimized", "both"}));
-  matrix->add_option("--threads", m.threads, "OpenMP threads")->check(CLI::Range(1, 1024));
-  matrix->add_option("--reproduce", m.reproduce, "Replay one case: the reproduce string of a failure");
+  matrix->add_option("--threads", m.threads, "OpenMP threads of the kernels (default: OpenMP's)")
+      ->check(CLI::Range(1, 1024));
+  matrix->add_option("--shard", m.shard, "Run shard I of N (0 ≤ I < N): cell k of the selection when k mod N = I; needs --seed");
+  matrix->add_option("--reproduce", m.reproduce, "Replay one failing case: the 'reproduce=...' string of its report");
+  matrix->add_option("--out", m.out_dir, "Write report.md, report.json and report.html into DIR (replaced atomically)");
+  matrix->add_option("--json", m.json_path, "Also write the JSON report to FILE");
+  matrix->footer("Exit codes: 0 every cell as expected, 1 a surprise, 2 a usage or input error.");
+
+  std::vector<std::string> merge_files;
+  std::string merge_out, merge_json;
+  auto* merge = app.add_subcommand("merge", "Join the report.json files of the shards of one run into one report");
+  merge->add_option("files", merge_files, "report.json of every shard (matrix --shard I/N --json FILE or --out DIR)")->required();
+  merge->add_option("--out", merge_out, "Write report.md, report.json and report.html into DIR");
+  merge->add_option("--json", merge_json, "Write the merged JSON report to FILE");
+  merge->footer("Exit codes: 0 every cell as expected, 1 a surprise, 2 overlapping, missing or incompatible inputs.");
 
   std::vector<std::string> golden_files;
-  std::string golden_impl = "both";
+  std::string golden_impl = "both", golden_out;
   auto* golden = app.add_subcommand("golden", "Check golden vectors (PyTorch) of the ops this build knows");
   golden->add_option("files", golden_files, "Golden JSON files")->required();
-  golden->add_option("--implementation", golden_impl, "reference, optimized or both")
+  golden->add_option("--implementation", golden_impl, "reference, optimized or both (default)")
       ->check(CLI::IsMember({"reference", "optimized", "both"}));
+  golden->add_option("--out", golden_out, "Write the golden report (report.md, report.json, report.html) into DIR");
+  golden->footer("Exit codes: 0 every case passed, 1 a case failed, 2 a usage or input error.");
 
   int mutant_cases = 100;
   std::optional<uint64_t> mutant_seed;
@@ -207,14 +390,16 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    const int code = app.exit(e);
-    return code == 0 ? 0 : 2;
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    fmt::print(stderr, "normcheck: {} (see normcheck --help)\n", e.what());
+    return 2;
   }
   try {
-    if (app.got_subcommand("list")) return cmd_list(list_markdown);
-    if (app.got_subcommand("matrix")) return cmd_matrix(m);
-    if (app.got_subcommand("golden")) return cmd_golden(golden_files, golden_impl);
-    if (app.got_subcommand("mutants")) return cmd_mutants(mutant_cases, mutant_seed);
+    if (list->parsed()) return cmd_list(list_markdown);
+    if (matrix->parsed()) return cmd_matrix(m, command);
+    if (merge->parsed()) return cmd_merge(merge_files, merge_out, merge_json, command);
+    if (mut->parsed()) return cmd_mutants(mutant_cases, mutant_seed);
+    if (golden->parsed()) return cmd_golden(golden_files, golden_impl, golden_out, command);
   } catch (const std::exception& e) {
     fmt::print(stderr, "normcheck: {}\n", e.what());
     return 2;

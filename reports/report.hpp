@@ -1,41 +1,78 @@
-// The result model of a matrix run and its writers (terminal table, Markdown, JSON).
+// The result model of a matrix run and its writers: the terminal/Markdown matrix, report.md,
+// report.json (and reading it back, for `normcheck merge`), report.html (html.hpp). The
+// field-by-field description of report.json is docs/REPORT_FORMAT.md.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "properties/catalog.hpp"
+#include "reports/output_dir.hpp"
 
 namespace normcheck {
 
+// What a run was: everything a reader needs to trust or repeat it.
 struct RunMeta {
   uint64_t seed = 0;
-  int cases = 0;
-  int threads = 0;
-  double seconds = 0;
-  std::string command;
+  int cases = 0;      // cases per cell (the budget of a ✗ cell's search)
+  int threads = 0;    // OpenMP threads
+  double seconds = 0; // wall time of the run (merge: of the longest shard)
+  std::string command;     // the command line
+  std::string started_at;  // UTC, ISO 8601
+  std::string layer_filter = ".*", property_filter = ".*", implementation = "both";
+  int shard_index = 0, shard_count = 1;
+  int total_cells = 0;     // cells the filters select, before sharding
+  nlohmann::json versions = nlohmann::json::object();  // build_versions() of the binary that ran the cells
+  nlohmann::json merged_from = nullptr;  // normcheck merge: one entry per input shard
 };
+
+// normcheck (the CMake project version), compiler, RapidCheck, Eigen, fmt, nlohmann_json, OpenMP.
+nlohmann::json build_versions();
+std::string utc_now();
 
 struct Summary {
   int cells = 0, as_expected = 0, surprises = 0, errors = 0, not_applicable = 0;
 };
 Summary summarize(const std::vector<CellResult>& results);
 
-// The matrix as a Markdown table: one row per layer row and implementation, one column per
-// property; ✓ holds, ✗ violated, – not applicable, E error; "!" marks a cell that differs from
-// the expected matrix.
+// "batch_norm [train]", "layer_norm [pre-LN block]": the matrix row of a cell.
+std::string row_label(const CellResult& r);
+
+// The matrix as a Markdown table: one row per layer [mode] (and placement), one column per
+// property; ✓ holds, ✗ violated, – not applicable, E error; "!" marks a cell whose observed
+// outcome differs from the expected matrix. A cell shows one symbol when the reference and the
+// optimized implementation agree, else both ("ref ✓ opt ✗!").
 std::string matrix_table(const std::vector<CellResult>& results);
 
-// The expected matrix as the registries declare it (rows × property columns, ✓ ✗ –), for
-// the README; a test keeps the README's copy equal to it.
+// The expected matrix as the registries declare it, for the README (a test keeps it equal).
 std::string expected_matrix_markdown();
+
+// One section of the report per ✗ cell and per surprise: the property and its claim, the
+// outcome, the replay commands and the minimal counterexample as small tensors.
+struct FailureSection {
+  const CellResult* cell = nullptr;
+  bool surprise = false;
+  std::string anchor;  // HTML id: "cell-<gtest name>"
+  std::string title;   // one line
+  std::string body;    // Markdown
+};
+std::vector<FailureSection> failure_sections(const std::vector<CellResult>& results);
 
 std::string report_markdown(const std::vector<CellResult>& results, const RunMeta& meta);
 nlohmann::json report_json(const std::vector<CellResult>& results, const RunMeta& meta);
 
-// Writes `content` to `path` atomically (temporary file + rename).
-void write_file_atomic(const std::string& path, const std::string& content);
+// report.md, report.json and report.html of a matrix run.
+ReportFiles matrix_report_files(const std::vector<CellResult>& results, const RunMeta& meta);
+
+// Reading a report.json back (normcheck merge). Throws std::invalid_argument naming the field.
+struct LoadedReport {
+  RunMeta meta;
+  std::vector<CellResult> cells;
+};
+LoadedReport report_from_json(const nlohmann::json& j);
+CellResult cell_from_json(const nlohmann::json& c);
 
 }  // namespace normcheck

@@ -1,31 +1,20 @@
-// The reports and the command line: what a user reads must match the registries.
+// The command line: what a user types and reads must match the registries, and it must behave
+// like a CI tool (help, seeds, progress, exit codes 0/1/2 with a one-line reason).
 #include <gtest/gtest.h>
 
-#include <cstdio>
-#include <fstream>
-#include <sstream>
+#include <filesystem>
+#include <regex>
 
 #include "reports/report.hpp"
+#include "reports/tests/test_util.hpp"
 
 namespace normcheck {
 namespace {
 
-std::string read_file(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-
-// Runs a command, returns its exit code and stdout.
-std::pair<int, std::string> run(const std::string& cmd) {
-  std::string out;
-  FILE* p = popen((cmd + " 2>/dev/null").c_str(), "r");
-  char buf[4096];
-  while (std::size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  const int status = pclose(p);
-  return {WEXITSTATUS(status), out};
-}
+using testing::cli;
+using testing::read_file;
+using testing::run;
+using testing::scratch;
 
 TEST(Readme, MatrixSectionIsTheRegistriesExpectedMatrix) {
   const std::string readme = read_file(std::string(NORMCHECK_SOURCE_DIR) + "/README.md");
@@ -39,39 +28,110 @@ TEST(Readme, MatrixSectionIsTheRegistriesExpectedMatrix) {
          "`normcheck list --markdown`";
 }
 
+TEST(Readme, LinksTheReportFormatPage) {
+  const std::string readme = read_file(std::string(NORMCHECK_SOURCE_DIR) + "/README.md");
+  EXPECT_NE(readme.find("(docs/REPORT_FORMAT.md)"), std::string::npos);
+  EXPECT_TRUE(std::filesystem::exists(std::string(NORMCHECK_SOURCE_DIR) + "/docs/REPORT_FORMAT.md"));
+}
+
 TEST(Cli, ListNamesEveryRowAndProperty) {
-  const auto [code, out] = run(std::string(NORMCHECK_CLI) + " list");
-  EXPECT_EQ(code, 0);
+  const auto r = run(cli() + " list");
+  EXPECT_EQ(r.code, 0);
   for (const auto& c : all_cells()) {
-    EXPECT_NE(out.find(c.row_name), std::string::npos) << c.row_name;
-    EXPECT_NE(out.find(c.prop.id), std::string::npos) << c.prop.id;
+    EXPECT_NE(r.out.find(c.row_name), std::string::npos) << c.row_name;
+    EXPECT_NE(r.out.find(c.prop.id), std::string::npos) << c.prop.id;
   }
 }
 
-TEST(Cli, UsageErrorsExitWithTwo) {
-  EXPECT_EQ(run(std::string(NORMCHECK_CLI) + " matrix --cases 0").first, 2);
-  EXPECT_EQ(run(std::string(NORMCHECK_CLI) + " matrix --layer no_such_layer").first, 2);
-  EXPECT_EQ(run(std::string(NORMCHECK_CLI) + " golden /no/such/file.json").first, 2);
-  EXPECT_EQ(run(std::string(NORMCHECK_CLI) + " frobnicate").first, 2);
+TEST(Cli, EverySubcommandHasHelp) {
+  for (const std::string sub : {"list", "matrix", "merge", "golden"}) {
+    const auto r = run(cli() + " " + sub + " --help");
+    EXPECT_EQ(r.code, 0) << sub;
+    EXPECT_NE(r.out.find("Usage"), std::string::npos) << sub;
+  }
+  const auto m = run(cli() + " matrix --help");
+  for (const char* opt : {"--cases", "--seed", "--threads", "--layer", "--property",
+                          "--implementation", "--shard", "--reproduce", "--out", "Exit codes"})
+    EXPECT_NE(m.out.find(opt), std::string::npos) << opt;
+  EXPECT_EQ(run(cli() + " --version").code, 0);
+}
+
+TEST(Cli, UsageErrorsExitWithTwoAndOneLineReason) {
+  const std::string other = scratch("usage_other");
+  std::ofstream(other + "/notes.txt") << "not a report";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"matrix --cases 0", "--cases"},
+      {"matrix --layer no_such_layer", "no cell matches"},
+      {"matrix --layer '('", "regular expression"},
+      {"matrix --shard 3/3 --seed 1", "0 ≤ I < N"},
+      {"matrix --shard two --seed 1", "expected I/N"},
+      {"matrix --shard 0/2", "needs --seed"},
+      {"matrix --layer batch_norm --reproduce reproduce=AAAA", "replays one cell"},
+      {"matrix --layer '^layer_norm$' --property '^padding_invariance$' --implementation reference "
+       "--reproduce 'reproduce=BAjYhR3Yo9lbvJXbfRnchlmbv8Gc0lWbppXZk9yc0JXZh1Waud2XlFXdpZXYsVmbjVWxSQbFNvTDU3q5ix1SGjINZDWzLWay208t1EJTY5josRAADoAAAAwBBAAAAAAAAA'",
+       "not for cell"},
+      {"matrix --layer '^layer_norm$' --out " + other, "refusing to replace"},
+      {"golden /no/such/file.json", "cannot open"},
+      {"merge /no/such/file.json", "cannot open"},
+      {"frobnicate", "see normcheck --help"},
+  };
+  for (const auto& [args, reason] : cases) {
+    const auto r = run(cli() + " " + args);
+    EXPECT_EQ(r.code, 2) << args << "\n" << r.err;
+    EXPECT_NE(r.err.find(reason), std::string::npos) << args << "\nstderr: " << r.err;
+    EXPECT_EQ(testing::count(r.err, "normcheck: "), 1u) << "one line of reason, got:\n" << r.err;
+    EXPECT_EQ(r.err.find('\n', r.err.find("normcheck: ")), r.err.size() - 1) << "the reason is the last line:\n" << r.err;
+  }
+  EXPECT_TRUE(std::filesystem::exists(other + "/notes.txt")) << "a refused --out must stay untouched";
+}
+
+TEST(Cli, ExitCodeOneOnASurprise) {
+  // one case is far too few to find batch_norm [eval]'s token_scale counterexample (the first
+  // case RapidCheck draws is the smallest): "expected violation not found" is a surprise
+  const auto r = run(cli() + " matrix --layer '^batch_norm_eval$' --property '^token_scale_invariance$' "
+                             "--implementation reference --cases 1 --search-factor 1 --seed 1");
+  EXPECT_EQ(r.code, 1) << r.out << r.err;
+  EXPECT_NE(r.out.find("SURPRISE"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("expected violation not found"), std::string::npos) << r.out;
+}
+
+TEST(Cli, FreshSeedIsPrintedAndProgressGoesToStderr) {
+  const auto r = run(cli() + " matrix --layer '^rms_norm$' --property 'padding|batch_ind' --cases 20");
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(r.err, m, std::regex("seed ([0-9]+)"))) << r.err;
+  EXPECT_NE(r.out.find("seed " + m[1].str() + ")"), std::string::npos) << "summary repeats the seed:\n" << r.out;
+  // a line per finished row on stderr (not a terminal here), nothing of it on stdout
+  EXPECT_NE(r.err.find("rms_norm · reference: 2 cells, all as expected"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("rms_norm · optimized: 2 cells, all as expected"), std::string::npos) << r.err;
+  EXPECT_EQ(r.out.find("all as expected"), std::string::npos);
+  EXPECT_EQ(r.err.find("Using configuration"), std::string::npos) << "RapidCheck's own seed line must not appear";
 }
 
 TEST(Cli, MatrixJsonHasTheContractFields) {
-  const std::string path = ::testing::TempDir() + "/normcheck_cli_matrix.json";
-  const auto [code, out] = run(std::string(NORMCHECK_CLI) +
-                               " matrix --layer '^batch_norm_train$' --property 'batch_independence|global_scale' "
-                               "--cases 50 --seed 7 --json " + path);
-  EXPECT_EQ(code, 0) << out;
+  const std::string path = scratch("contract") + "/matrix.json";
+  const auto r = run(cli() + " matrix --layer '^batch_norm_train$' --property 'batch_independence|global_scale' "
+                             "--cases 50 --seed 7 --threads 2 --json " + path);
+  EXPECT_EQ(r.code, 0) << r.out;
   const auto j = nlohmann::json::parse(read_file(path));
+  EXPECT_EQ(j["format"], "normcheck-matrix/1");
+  EXPECT_EQ(j["seed"], 7);
+  EXPECT_EQ(j["cases_per_cell"], 50);
+  EXPECT_EQ(j["threads"], 2);
+  EXPECT_EQ(j["versions"]["normcheck"], NORMCHECK_EXPECTED_VERSION);
+  for (const char* k : {"compiler", "rapidcheck", "eigen"}) EXPECT_TRUE(j["versions"].contains(k)) << k;
+  EXPECT_GT(j["seconds"].get<double>(), 0);
   ASSERT_EQ(j["cells"].size(), 4u);
   for (const auto& c : j["cells"]) {
     for (const char* k : {"layer", "mode", "implementation", "property", "expected", "observed",
-                          "cases", "max_deviation", "counterexample", "reproduce"})
+                          "cases", "max_deviation", "counterexample", "reproduce", "seconds"})
       EXPECT_TRUE(c.contains(k)) << k;
     EXPECT_EQ(c["mode"], "train");
     if (c["property"] == "batch_independence") {
       EXPECT_EQ(c["observed"], "violated");
       EXPECT_FALSE(c["counterexample"].is_null());
       EXPECT_EQ(c["reproduce"].get<std::string>().rfind("reproduce=", 0), 0u);
+      EXPECT_NE(c["replay"]["normcheck"].get<std::string>().find("--reproduce"), std::string::npos);
     } else {
       EXPECT_EQ(c["observed"], "holds");
     }
@@ -87,21 +147,50 @@ TEST(Cli, GoldenPassesEveryNormCaseAndACorruptedCopyFailsNamingTheCase) {
     if (golden_op_known(c["op"].get<std::string>())) known.push_back(c);
   ASSERT_GE(known.size(), 68u) << "every norm op of the golden file must be known";
   file["cases"] = known;
-  const std::string good = ::testing::TempDir() + "/golden_known.json";
+  const std::string good = scratch("golden_known") + "/golden_known.json";
   write_file_atomic(good, file.dump());
-  const auto [code, out] = run(std::string(NORMCHECK_CLI) + " golden " + good);
+  const auto r = run(cli() + " golden " + good);
+  const int code = r.code;
+  const std::string out = r.out;
   EXPECT_EQ(code, 0) << out;
   EXPECT_NE(out.find(std::to_string(known.size()) + " passed, 0 failed"), std::string::npos) << out;
 
   auto& victim = file["cases"][20];
   victim["y"][3] = victim["y"][3].get<double>() + 0.01;
-  const std::string bad = ::testing::TempDir() + "/golden_corrupted.json";
+  const std::string bad = scratch("golden_corrupted") + "/golden_corrupted.json";
   write_file_atomic(bad, file.dump());
-  const auto [bad_code, bad_out] = run(std::string(NORMCHECK_CLI) + " golden " + bad);
+  const auto rb = run(cli() + " golden " + bad);
+  const int bad_code = rb.code;
+  const std::string bad_out = rb.out;
   EXPECT_EQ(bad_code, 1) << bad_out;
   EXPECT_NE(bad_out.find(victim["id"].get<std::string>()), std::string::npos) << bad_out;
   EXPECT_NE(bad_out.find("y["), std::string::npos) << bad_out;
   EXPECT_NE(bad_out.find(std::to_string(known.size() - 1) + " passed, 1 failed"), std::string::npos) << bad_out;
+}
+
+TEST(Cli, OutWritesTheThreeReportFiles) {
+  const std::string dir = scratch("out") + "/report";
+  const auto r = run(cli() + " matrix --layer '^batch_norm_train$' --property '^padding' --cases 30 --seed 2 --out " + dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const char* f : {"report.md", "report.json", "report.html"})
+    EXPECT_GT(std::filesystem::file_size(dir + "/" + f), 100u) << f;
+  // and replaces them on the next run
+  const auto again = run(cli() + " matrix --layer '^batch_norm_train$' --property '^padding' --cases 30 --seed 3 --out " + dir);
+  ASSERT_EQ(again.code, 0) << again.err;
+  EXPECT_EQ(nlohmann::json::parse(read_file(dir + "/report.json"))["seed"], 3);
+}
+
+TEST(Cli, GoldenOutWritesAGoldenReport) {
+  const std::string dir = scratch("golden") + "/golden";
+  const auto r = run(cli() + " golden " + std::string(NORMCHECK_SOURCE_DIR) +
+                     "/golden/pytorch_golden.json --implementation reference --out " + dir);
+  EXPECT_TRUE(r.code == 0 || r.code == 1) << r.err;
+  const auto j = nlohmann::json::parse(read_file(dir + "/report.json"));
+  EXPECT_EQ(j["format"], "normcheck-golden/1");
+  EXPECT_EQ(j["summary"]["passed"].get<int>() + j["summary"]["failed"].get<int>(), j["summary"]["cases"].get<int>());
+  EXPECT_EQ(r.code == 0, j["summary"]["failed"] == 0);
+  EXPECT_NE(read_file(dir + "/report.md").find("| layer_norm |"), std::string::npos);
+  EXPECT_NE(read_file(dir + "/report.html").find("<svg id=\"golden\""), std::string::npos);
 }
 
 }  // namespace
