@@ -1,4 +1,4 @@
-// Unit tests of attention and the KV cache, with the regression cases from real
+// Unit tests of attention, the KV cache and the block, with the regression cases from real
 // bugs (fully masked rows, top-left causal alignment, poison leaking through masks), and the
 // check that the optimized kernel holds no T×T buffer. The matrix cells run in
 // normcheck_property_tests (properties/tests/matrix_test.cpp).
@@ -11,6 +11,7 @@
 #include <limits>
 #include <random>
 
+#include "attention/block.hpp"
 #include "attention/mha.hpp"
 
 // ---------------------------------------------------------------------------------------------
@@ -318,6 +319,93 @@ TEST(NoQuadraticBuffer, TheMeasurementSeesTheReferencesScoreMatrix) {
   const long long grown = heap::peak_growth(
       [&] { sdpa_reference(out, nullptr, x.q, x.k, x.v, x.s, SdpaMask{}, default_scale(8)); });
   EXPECT_GE(grown, (long long)T * T * (long long)sizeof(double));
+}
+
+// ---------------------------------------------------------------------------------------------
+// the block
+
+BlockWeights small_block(int E, int H, Placement p, unsigned seed) {
+  BlockWeights w;
+  w.placement = p;
+  w.attn = {E, H, random_values(3 * E * E, seed), random_values(3 * E, seed + 1),
+            random_values(E * E, seed + 2), random_values(E, seed + 3)};
+  for (auto* v : {&w.attn.in_proj_weight, &w.attn.out_proj_weight})
+    for (auto& x : *v) x *= 0.25f;
+  w.F = 2 * E;
+  w.w1 = random_values(w.F * E, seed + 4);
+  w.b1 = random_values(w.F, seed + 5);
+  w.w2 = random_values(E * w.F, seed + 6);
+  w.b2 = random_values(E, seed + 7);
+  for (auto* v : {&w.w1, &w.w2})
+    for (auto& x : *v) x *= 0.25f;
+  return w;
+}
+
+Batch random_batch(int B, int T, int E, std::vector<int> lengths, unsigned seed) {
+  Batch x(B, T, E);
+  x.lengths = std::move(lengths);
+  x.x = random_values(x.x.size(), seed);
+  return x;
+}
+
+// A frozen BatchNorm (eval mode) is a fixed per-feature affine map: teacher forcing over a
+// padded batch and decoding token by token must agree. (The matrix's decode_equivalence
+// compares train with eval and is not applicable to eval rows; this covers that path.)
+TEST_P(BothImpls, BlockWithFrozenBatchNormDecodesLikeTeacherForcing) {
+  const auto& bn = layer("batch_norm");
+  for (Placement p : {Placement::pre, Placement::post}) {
+    BlockWeights w = small_block(8, 2, p, 11);
+    w.norm1.gamma = random_values(8, 20);
+    w.norm2.beta = random_values(8, 21);
+    BlockState st;
+    for (State* s : {&st.norm1, &st.norm2}) {
+      s->running_mean = std::vector<double>(8, 0.25);
+      s->running_var = std::vector<double>(8, 1.5);
+    }
+    const Batch x = random_batch(3, 5, 8, {5, 2, 4}, 30);
+    BlockState forced = st;
+    const auto a = block_forward(bn, GetParam(), Mode::eval, w, forced, x, false);
+    const auto b = block_decode(bn, GetParam(), Mode::eval, w, st, x, false);
+    for (int s = 0; s < x.B; ++s)
+      for (int t = 0; t < x.lengths[s]; ++t)
+        for (int e = 0; e < 8; ++e) {
+          const std::size_t i = x.index(s, t, e);
+          EXPECT_NEAR(a.y[i], b.y[i], 1e-4 + 1e-4 * std::abs(b.y[i])) << to_string(p) << " " << i;
+        }
+  }
+}
+
+// The reference and optimized blocks compute the same function (LayerNorm, both placements).
+TEST(Block, OptimizedAgreesWithReference) {
+  const auto& ln = layer("layer_norm");
+  for (Placement p : {Placement::pre, Placement::post}) {
+    const BlockWeights w = small_block(12, 3, p, 40);
+    const Batch x = random_batch(2, 6, 12, {6, 3}, 50);
+    BlockState s1, s2;
+    const auto ref = block_forward(ln, Impl::reference, Mode::none, w, s1, x, true);
+    const auto opt = block_forward(ln, Impl::optimized, Mode::none, w, s2, x, true);
+    for (int b = 0; b < 2; ++b)
+      for (int t = 0; t < x.lengths[b]; ++t)
+        for (int e = 0; e < 12; ++e) {
+          const std::size_t i = x.index(b, t, e);
+          EXPECT_NEAR(opt.y[i], ref.y[i], 1e-4 + 1e-4 * std::abs(ref.y[i])) << to_string(p) << " " << i;
+        }
+    ASSERT_EQ(ref.attn_weights.size(), std::size_t(2 * 3 * 6 * 6));
+    for (std::size_t i = 0; i < ref.attn_weights.size(); ++i)
+      EXPECT_NEAR(opt.attn_weights[i], ref.attn_weights[i], 1e-5) << i;
+  }
+}
+
+TEST(Block, RejectsAnInputOfTheWrongWidth) {
+  const BlockWeights w = small_block(8, 2, Placement::pre, 60);
+  const Batch x = random_batch(1, 2, 6, {2}, 61);
+  BlockState st;
+  try {
+    block_forward(layer("layer_norm"), Impl::optimized, Mode::none, w, st, x, false);
+    FAIL();
+  } catch (const InvalidInput& e) {
+    EXPECT_NE(std::string(e.what()).find("D = 6"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace
