@@ -12,6 +12,7 @@
 #include <random>
 
 #include "attention/block.hpp"
+#include "attention/cells.hpp"
 #include "attention/mha.hpp"
 
 // ---------------------------------------------------------------------------------------------
@@ -406,6 +407,39 @@ TEST(Block, RejectsAnInputOfTheWrongWidth) {
   } catch (const InvalidInput& e) {
     EXPECT_NE(std::string(e.what()).find("D = 6"), std::string::npos) << e.what();
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// the golden checkers can fail
+
+nlohmann::json first_case(const std::string& op) {
+  const auto file = load_golden(default_golden_path());
+  for (const auto& c : file["cases"])
+    if (c["op"] == op) return c;
+  throw std::runtime_error("no golden case for " + op);
+}
+
+TEST(GoldenAttention, CorruptedValuesFailNamingThePosition) {
+  auto s = first_case("sdpa");
+  s["y"][3] = s["y"][3].get<double>() + 1e-3;
+  auto m = first_case("mha");
+  m["y"][1] = m["y"][1].get<double>() - 1e-3;
+  for (Impl impl : {Impl::reference, Impl::optimized}) {
+    const auto os = check_sdpa_golden_case(s, impl);
+    EXPECT_FALSE(os.passed);
+    EXPECT_NE(os.error.find("y[0,0,0,3]"), std::string::npos) << os.error;
+    const auto om = check_mha_golden_case(m, impl);
+    EXPECT_FALSE(om.passed);
+    EXPECT_NE(om.error.find("y[0,0,1]"), std::string::npos) << om.error;
+  }
+}
+
+TEST(GoldenAttention, HeadsNotDividingEIsAFieldError) {
+  auto m = first_case("mha");
+  m["heads"] = 3;
+  const auto o = check_mha_golden_case(m, Impl::optimized);
+  EXPECT_FALSE(o.passed);
+  EXPECT_NE(o.error.find("heads = 3 must divide E"), std::string::npos) << o.error;
 }
 
 }  // namespace
