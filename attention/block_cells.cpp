@@ -69,6 +69,18 @@ std::vector<float> seeded_bias(std::mt19937& rng, std::size_t n) {
   return v;
 }
 
+// A padded batch for the row. Train rows compute batch statistics, and a train-mode norm
+// rejects a single value per channel (as PyTorch does): their sequences get at least two valid
+// tokens, so that no batch a cell builds from them is rejected. (RapidCheck's first cases are
+// the smallest, one-token batches: rejecting them all would make the cell give up.)
+Batch draw_batch(const LayerRow& row, gen::Shape shape, gen::Regime regime, gen::Poison poison) {
+  const bool train = row.mode() == Mode::train;
+  if (train) shape.T = std::max(shape.T, 2);
+  std::vector<int> lengths(shape.B);
+  for (auto& l : lengths) l = *inRange(train ? 2 : 1, shape.T + 1);
+  return gen::batch(shape, regime, poison, lengths);
+}
+
 BlockCase draw_block(const LayerRow& row, Placement placement) {
   BlockCase c;
   const int dh = *inRange(1, 9);
@@ -94,8 +106,7 @@ BlockCase draw_block(const LayerRow& row, Placement placement) {
     c.state.norm1 = gen::state(E);
     c.state.norm2 = gen::state(E);
   }
-  const gen::Shape shape{*inRange(1, 4), *inRange(1, 7), E};
-  c.x = gen::batch(shape, gen::regime(), gen::poison());
+  c.x = draw_batch(row, {*inRange(1, 4), *inRange(1, 7), E}, gen::regime(), gen::poison());
   return c;
 }
 
@@ -156,8 +167,8 @@ void compare_tokens(Diff& d, const Batch& xa, const BlockOutput& A, int b, int t
 }
 
 // A batch of B2 fresh sequences with x's sequence b copied to index j.
-Batch with_sequence_moved(const Batch& x, int b, int B2, int j) {
-  Batch y = gen::batch({B2, x.T, x.D}, gen::regime(), gen::poison());
+Batch with_sequence_moved(const LayerRow& row, const Batch& x, int b, int B2, int j) {
+  Batch y = draw_batch(row, {B2, x.T, x.D}, gen::regime(), gen::poison());
   y.lengths[j] = x.lengths[b];
   std::copy_n(&x.x[x.index(b, 0, 0)], std::size_t(x.T) * x.D, &y.x[y.index(j, 0, 0)]);
   return y;
@@ -169,7 +180,7 @@ Batch with_sequence_moved(const Batch& x, int b, int B2, int j) {
 CaseOutcome attention_weight_batch_independence(const LayerRow& row, Placement p, Impl impl) {
   const BlockCase c = draw_block(row, p);
   const int b = *inRange(0, c.x.B), B2 = *inRange(1, 5), j = *inRange(0, B2);
-  const Batch y = with_sequence_moved(c.x, b, B2, j);
+  const Batch y = with_sequence_moved(row, c.x, b, B2, j);
   const BlockOutput A = run(row, impl, c, c.x, true), B = run(row, impl, c, y, true);
   const int H = c.w.attn.H, T = c.x.T, len = c.x.lengths[b];
   auto w = [&](const BlockOutput& o, int seq, int h, int i, int k) {
@@ -200,7 +211,7 @@ CaseOutcome attention_weight_batch_independence(const LayerRow& row, Placement p
 CaseOutcome block_batch_independence(const LayerRow& row, Placement p, Impl impl) {
   const BlockCase c = draw_block(row, p);
   const int b = *inRange(0, c.x.B), B2 = *inRange(1, 5), j = *inRange(0, B2);
-  const Batch y = with_sequence_moved(c.x, b, B2, j);
+  const Batch y = with_sequence_moved(row, c.x, b, B2, j);
   const BlockOutput A = run(row, impl, c, c.x, false), B = run(row, impl, c, y, false);
   Diff d;
   for (int t = 0; t < c.x.lengths[b]; ++t) compare_tokens(d, c.x, A, b, t, y, B, j, t);
@@ -268,7 +279,7 @@ CaseOutcome decode_equivalence(const LayerRow& row, Placement p, Impl impl) {
   if (stateful) {
     warmup = *inRange(1, 4);
     for (int i = 0; i < warmup; ++i) {
-      const Batch w = gen::batch({c.x.B, c.x.T, c.x.D}, gen::Regime::normal, gen::Poison::zero);
+      const Batch w = draw_batch(row, {c.x.B, c.x.T, c.x.D}, gen::Regime::normal, gen::Poison::zero);
       block_forward(*row.layer, impl, Mode::train, c.w, trained, w, false);
     }
   }
