@@ -13,7 +13,7 @@
 namespace normcheck::check {
 
 // The tolerance rule: |a − b| ≤ atol + rtol·|b|, rtol = 1e-5, atol = 1e-5 + 2e-6·cond.
-// For attention, cond is the logit conditioning of the output element (attention_cells.cpp).
+// For attention, cond is the logit conditioning of the output element (sdpa_cells.cpp).
 double rule(double b, double cond);
 
 // Two runs of a Transformer block (same implementation) are compared with rtol = atol = 1e-4:
