@@ -1,17 +1,30 @@
 #include "properties/catalog.hpp"
 
+#include <algorithm>
 #include <stdexcept>
+
+#include "attention/cells.hpp"
 
 namespace normcheck {
 
 std::vector<Cell> all_cells() {
   std::vector<Cell> cells = norm_cells();
+  for (auto& c : attention_cells()) cells.push_back(std::move(c));
+  for (auto& c : block_cells()) cells.push_back(std::move(c));
   return cells;
 }
 
 std::vector<PropertyInfo> all_properties() {
   std::vector<PropertyInfo> out;
   for (const auto& p : properties()) out.push_back(p.info());
+  // attention properties that share an id with a norm property share its column
+  auto add_new = [&](const std::vector<PropertyInfo>& more) {
+    for (const auto& p : more)
+      if (std::none_of(out.begin(), out.end(), [&](const PropertyInfo& q) { return q.id == p.id; }))
+        out.push_back(p);
+  };
+  add_new(attention_properties());
+  add_new(block_properties());
   return out;
 }
 
@@ -29,6 +42,8 @@ const std::map<std::string, GoldenFn>& golden_ops() {
       m[golden_op(row)] = [row](const nlohmann::json& c, Impl impl) {
         return check_norm_golden_case(c, impl, row);
       };
+    m["sdpa"] = check_sdpa_golden_case;
+    m["mha"] = check_mha_golden_case;
     return m;
   }();
   return ops;

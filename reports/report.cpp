@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <ctime>
 #include <map>
+#include <set>
 #include <stdexcept>
 
 #include <fmt/format.h>
@@ -170,7 +171,10 @@ std::string matrix_table(const std::vector<CellResult>& results) {
 }
 
 std::string expected_matrix_markdown() {
-  std::vector<CellResult> expected;
+  // one table per family, each with its own columns: norm rows, attention ops, blocks
+  std::map<int, std::vector<CellResult>> family;
+  std::set<std::string> norm_rows;
+  for (const auto& row : layer_rows()) norm_rows.insert(row.id());
   for (const auto& c : all_cells()) {
     // the built-in catalogue only: external rows (oneDNN) depend on what the build found
     if (c.impl != Impl::optimized || c.origin != "builtin") continue;
@@ -183,9 +187,14 @@ std::string expected_matrix_markdown() {
     r.impl = c.impl;
     r.expected = c.expected;
     r.observed = to_string(c.expected);
-    expected.push_back(r);
+    const int f = !c.placement.empty() ? 2 : norm_rows.count(c.row_id) ? 0 : 1;
+    family[f].push_back(r);
   }
-  std::string table = matrix_table(expected);
+  std::string table;
+  for (const auto& [f, cells] : family) {
+    if (!table.empty()) table += "\n";
+    table += matrix_table(cells);
+  }
   // rows are not per implementation here
   for (std::string::size_type at; (at = table.find(" (opt)")) != std::string::npos;)
     table.erase(at, 6);

@@ -1,0 +1,174 @@
+#include "attention/block.hpp"
+
+#include <algorithm>
+#include <string>
+#include <type_traits>
+
+namespace normcheck {
+
+const char* to_string(Placement p) { return p == Placement::pre ? "pre" : "post"; }
+
+void validate_block(const BlockWeights& w, const Batch& x) {
+  validate_batch(x);
+  validate_mha(w.attn);
+  if (x.D != w.attn.E)
+    throw InvalidInput("block input has D = " + std::to_string(x.D) +
+                       " features, the block's embed dim is E = " + std::to_string(w.attn.E));
+  if (w.F <= 0) throw InvalidInput("MLP width F = " + std::to_string(w.F) + " must be positive");
+  const std::size_t E = w.attn.E, F = w.F;
+  auto check = [](const char* name, std::size_t got, std::size_t want, const char* formula) {
+    if (got != want)
+      throw InvalidInput(std::string(name) + " has " + std::to_string(got) + " values, expected " +
+                         formula + " = " + std::to_string(want));
+  };
+  check("w1", w.w1.size(), F * E, "F*E");
+  check("b1", w.b1.size(), F, "F");
+  check("w2", w.w2.size(), E * F, "E*F");
+  check("b2", w.b2.size(), E, "E");
+}
+
+namespace {
+
+template <class T>
+constexpr Impl impl_of() {
+  return std::is_same_v<T, double> ? Impl::reference : Impl::optimized;
+}
+
+// The norm, through its registry entry only. act [B, T, E] is rounded to float32 (the norm API).
+template <class T>
+std::vector<T> norm_call(const LayerEntry& norm, Mode mode, const Params& p, State* state, int B,
+                         int Tn, int E, const std::vector<int>& lengths, const std::vector<T>& act) {
+  Batch in(B, Tn, E);
+  in.lengths = lengths;
+  for (std::size_t i = 0; i < act.size(); ++i) in.x[i] = float(act[i]);
+  Output out;
+  norm.forward(impl_of<T>())(in, p, mode, state, out);
+  return std::vector<T>(out.begin(), out.end());
+}
+
+template <class T>
+void linear(T* y, const T* x, const float* W, const float* b, int n, int I, int O) {
+  if constexpr (std::is_same_v<T, double>)
+    linear_reference(y, x, W, b, n, I, O);
+  else
+    linear_optimized(y, x, W, b, n, I, O);
+}
+
+template <class T>
+void mha(std::vector<T>& out, std::vector<T>* weights, const MhaWeights& w, const std::vector<T>& x,
+         int B, int Tn, const SdpaMask& mask) {
+  if constexpr (std::is_same_v<T, double>)
+    mha_reference(out, weights, w, x, x, B, Tn, Tn, mask);
+  else
+    mha_optimized(out, weights, w, x, x, B, Tn, Tn, mask);
+}
+
+template <class T>
+void decode_step(std::vector<T>& out, std::vector<T>* weights, const MhaWeights& w,
+                 const std::vector<T>& x, KvCache<T>& cache) {
+  if constexpr (std::is_same_v<T, double>)
+    mha_decode_reference(out, weights, w, x, 1, cache);
+  else
+    mha_decode_optimized(out, weights, w, x, 1, cache);
+}
+
+// u [n, E] → W2·relu(W1·u + b1) + b2
+template <class T>
+std::vector<T> mlp(const BlockWeights& w, const std::vector<T>& u, int n) {
+  const int E = w.attn.E;
+  std::vector<T> hidden(std::size_t(n) * w.F), y(std::size_t(n) * E);
+  linear(hidden.data(), u.data(), w.w1.data(), w.b1.data(), n, E, w.F);
+  for (auto& v : hidden) v = std::max(v, T(0));
+  linear(y.data(), hidden.data(), w.w2.data(), w.b2.data(), n, w.F, E);
+  return y;
+}
+
+template <class T>
+std::vector<T> add(const std::vector<T>& a, const std::vector<T>& b) {
+  std::vector<T> r(a.size());
+  for (std::size_t i = 0; i < a.size(); ++i) r[i] = a[i] + b[i];
+  return r;
+}
+
+template <class T>
+BlockOutput forward(const LayerEntry& norm, Mode mode, const BlockWeights& w, BlockState& st,
+                    const Batch& x, bool want_weights) {
+  validate_block(w, x);
+  const int B = x.B, Tn = x.T, E = x.D, n = B * Tn;
+  const std::vector<T> in(x.x.begin(), x.x.end());
+  const SdpaMask mask{x.lengths, true};
+  std::vector<T> attn, weights, y;
+  std::vector<T>* wp = want_weights ? &weights : nullptr;
+  if (w.placement == Placement::pre) {
+    const auto a = norm_call(norm, mode, w.norm1, &st.norm1, B, Tn, E, x.lengths, in);
+    mha(attn, wp, w.attn, a, B, Tn, mask);
+    const auto h = add(in, attn);
+    const auto u = norm_call(norm, mode, w.norm2, &st.norm2, B, Tn, E, x.lengths, h);
+    y = add(h, mlp(w, u, n));
+  } else {
+    mha(attn, wp, w.attn, in, B, Tn, mask);
+    const auto h = norm_call(norm, mode, w.norm1, &st.norm1, B, Tn, E, x.lengths, add(in, attn));
+    y = norm_call(norm, mode, w.norm2, &st.norm2, B, Tn, E, x.lengths, add(h, mlp(w, h, n)));
+  }
+  BlockOutput out;
+  out.y.assign(y.begin(), y.end());
+  out.attn_weights.assign(weights.begin(), weights.end());
+  return out;
+}
+
+template <class T>
+BlockOutput decode(const LayerEntry& norm, Mode mode, const BlockWeights& w, const BlockState& st,
+                   const Batch& x, bool want_weights) {
+  validate_block(w, x);
+  const int E = x.D, H = w.attn.H, Tn = x.T;
+  BlockOutput out;
+  out.y.assign(x.x.size(), 0.0);
+  if (want_weights) out.attn_weights.assign(std::size_t(x.B) * H * Tn * Tn, 0.0);
+  const std::vector<int> one = {1};
+  for (int b = 0; b < x.B; ++b) {
+    const int len = x.lengths[b];
+    if (len == 0) continue;
+    KvCache<T> cache = mha_cache<T>(w.attn, len);
+    BlockState s = st;  // eval mode reads the running statistics; a copy keeps `st` untouched
+    for (int t = 0; t < len; ++t) {
+      const std::vector<T> xt(&x.x[x.index(b, t, 0)], &x.x[x.index(b, t, 0)] + E);
+      std::vector<T> attn, weights, y;
+      std::vector<T>* wp = want_weights ? &weights : nullptr;
+      if (w.placement == Placement::pre) {
+        const auto a = norm_call(norm, mode, w.norm1, &s.norm1, 1, 1, E, one, xt);
+        decode_step(attn, wp, w.attn, a, cache);
+        const auto h = add(xt, attn);
+        const auto u = norm_call(norm, mode, w.norm2, &s.norm2, 1, 1, E, one, h);
+        y = add(h, mlp(w, u, 1));
+      } else {
+        decode_step(attn, wp, w.attn, xt, cache);
+        const auto h = norm_call(norm, mode, w.norm1, &s.norm1, 1, 1, E, one, add(xt, attn));
+        y = norm_call(norm, mode, w.norm2, &s.norm2, 1, 1, E, one, add(h, mlp(w, h, 1)));
+      }
+      std::copy(y.begin(), y.end(), out.y.begin() + x.index(b, t, 0));
+      if (want_weights)  // step weights [H, 1, t + 1] → row t of [B, H, T, T]
+        for (int h = 0; h < H; ++h)
+          for (int j = 0; j <= t; ++j)
+            out.attn_weights[((std::size_t(b) * H + h) * Tn + t) * Tn + j] = weights[std::size_t(h) * (t + 1) + j];
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+BlockOutput block_forward(const LayerEntry& norm, Impl impl, Mode norm_mode,
+                          const BlockWeights& w, BlockState& state, const Batch& x,
+                          bool want_weights) {
+  return impl == Impl::reference ? forward<double>(norm, norm_mode, w, state, x, want_weights)
+                                 : forward<float>(norm, norm_mode, w, state, x, want_weights);
+}
+
+BlockOutput block_decode(const LayerEntry& norm, Impl impl, Mode norm_mode,
+                         const BlockWeights& w, const BlockState& state, const Batch& x,
+                         bool want_weights) {
+  return impl == Impl::reference ? decode<double>(norm, norm_mode, w, state, x, want_weights)
+                                 : decode<float>(norm, norm_mode, w, state, x, want_weights);
+}
+
+}  // namespace normcheck

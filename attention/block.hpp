@@ -1,0 +1,62 @@
+// A Transformer block with a pluggable norm: any layer of the norm registry, read only through
+// its LayerEntry::forward(impl).
+//
+//   Pre-LN:   h = x + MHA(N1(x));      y = h + MLP(N2(h))
+//   Post-LN:  h = N1(x + MHA(x));      y = N2(h + MLP(h))
+//   MLP(u) = W2·relu(W1·u + b1) + b2, hidden width F; MHA is causal self-attention with the
+//   batch's key-padding mask.
+//
+// Two ways to run it:
+//   block_forward  train mode: teacher forcing over a padded batch [B, T, E]; each norm runs on
+//                  the whole padded batch, padding included (what a norm does with padding is
+//                  the norm's business: batch_norm counts it, masked_batch_norm does not).
+//   block_decode   eval mode: each sequence alone (batch of one), its valid tokens fed one at a
+//                  time, keys and values kept in a KV cache; each norm sees one token [1, 1, E].
+// Reference: double activations; a norm's input is rounded to float32 because the norm API
+// takes float32 (Batch), and its double output is used as is. Optimized: float32 throughout.
+#pragma once
+
+#include <vector>
+
+#include "attention/mha.hpp"
+#include "norms/registry.hpp"
+
+namespace normcheck {
+
+enum class Placement { pre, post };
+const char* to_string(Placement p);
+
+struct BlockWeights {
+  Placement placement = Placement::pre;
+  MhaWeights attn;
+  int F = 0;                  // MLP hidden width
+  std::vector<float> w1, b1;  // [F, E], [F]
+  std::vector<float> w2, b2;  // [E, F], [E]
+  Params norm1, norm2;        // parameters of the two norms (same layer)
+};
+
+struct BlockState {
+  State norm1, norm2;  // running statistics of stateful norms
+};
+
+struct BlockOutput {
+  Output y;                         // [B, T, E]; padding positions: unspecified (decode: 0)
+  std::vector<double> attn_weights; // [B, H, T, T], the first attention's weights (if asked)
+};
+
+// Throws InvalidInput naming the parameter (E, heads, F, sizes).
+void validate_block(const BlockWeights& w, const Batch& x);
+
+// `norm_mode` is passed to both norms: Mode::train for the train row of a stateful layer (it
+// updates `state`), Mode::none for stateless layers.
+BlockOutput block_forward(const LayerEntry& norm, Impl impl, Mode norm_mode,
+                          const BlockWeights& w, BlockState& state, const Batch& x,
+                          bool want_weights);
+
+// `norm_mode`: Mode::eval for a stateful layer (running statistics, unchanged), Mode::none
+// for stateless layers. Padding positions of x are never read; their outputs are 0.
+BlockOutput block_decode(const LayerEntry& norm, Impl impl, Mode norm_mode,
+                         const BlockWeights& w, const BlockState& state, const Batch& x,
+                         bool want_weights);
+
+}  // namespace normcheck

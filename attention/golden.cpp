@@ -1,0 +1,142 @@
+// Golden conformance of the attention ops against PyTorch (golden/pytorch_golden.json):
+//   sdpa  q, k, v [B, H, T, dh], lengths (key padding), causal, params.scale → y [B, H, T, dh]
+//   mha   x [B, T, E], heads, in_proj_weight/bias, out_proj_weight/bias, lengths, causal → y
+// `valid_only`: only query positions t < lengths[b] are compared (y is 0 at padding).
+#include <cmath>
+
+#include "attention/cells.hpp"
+#include "attention/mha.hpp"
+
+namespace normcheck {
+namespace {
+
+using nlohmann::json;
+using golden::numbers;
+
+std::vector<float> floats(const std::vector<double>& v) { return {v.begin(), v.end()}; }
+
+std::vector<int> whole_numbers(const json& c, const std::string& field, std::size_t n, double lo,
+                               double hi) {
+  std::vector<int> r;
+  for (double v : numbers(c, field, n)) {
+    if (v < lo || v > hi || v != std::floor(v))
+      throw InvalidInput("field '" + field + "': entries must be whole numbers in [" +
+                         std::to_string(int(lo)) + ", " + std::to_string(int(hi)) + "], got " +
+                         std::to_string(v));
+    r.push_back(int(v));
+  }
+  return r;
+}
+
+bool causal_flag(const json& c) {
+  if (!c.contains("causal")) return false;
+  if (!c["causal"].is_boolean()) throw InvalidInput("field 'causal': must be true or false");
+  return c["causal"].get<bool>();
+}
+
+std::string position(std::size_t i, const std::vector<int>& dims) {
+  std::string s;
+  for (int k = int(dims.size()) - 1; k >= 0; --k) {
+    s = std::to_string(i % dims[k]) + (s.empty() ? "" : "," + s);
+    i /= dims[k];
+  }
+  return "[" + s + "]";
+}
+
+// Runs `body` and turns input errors into a failed outcome naming the field.
+template <class F>
+GoldenOutcome checked(const json& c, Impl impl, F&& body) {
+  GoldenOutcome o;
+  o.impl = impl;
+  try {
+    if (!c.is_object()) throw InvalidInput("a case must be a JSON object");
+    o.id = c.value("id", std::string("<no id>"));
+    o.op = c.value("op", std::string());
+    body(o);
+    o.passed = o.error.empty();
+  } catch (const InvalidInput& e) {
+    o.passed = false;
+    o.error = e.what();
+  } catch (const json::exception& e) {
+    o.passed = false;
+    o.error = std::string("malformed case: ") + e.what();
+  }
+  return o;
+}
+
+}  // namespace
+
+GoldenOutcome check_sdpa_golden_case(const json& c, Impl impl) {
+  return checked(c, impl, [&](GoldenOutcome& o) {
+    const auto shape = whole_numbers(c, "shape", 4, 1, 1e5);
+    const int B = shape[0], H = shape[1], T = shape[2], dh = shape[3];
+    const SdpaShape s{B, H, T, T, dh, dh, 0};
+    if (s.q_size() > (std::size_t(1) << 24)) throw InvalidInput("field 'shape': too large");
+    SdpaMask m;
+    m.key_lengths = whole_numbers(c, "lengths", B, 0, T);
+    m.causal = causal_flag(c);
+    double scale = default_scale(dh);
+    if (c.contains("params") && c["params"].is_object() && c["params"].contains("scale")) {
+      if (!c["params"]["scale"].is_number()) throw InvalidInput("field 'params.scale': not a number");
+      scale = c["params"]["scale"].get<double>();
+    }
+    const auto q = floats(numbers(c, "q", s.q_size()));
+    const auto k = floats(numbers(c, "k", s.k_size()));
+    const auto v = floats(numbers(c, "v", s.v_size()));
+    const auto y = numbers(c, "y", s.out_size());
+    std::vector<double> out;
+    if (impl == Impl::reference) {
+      sdpa_reference(out, nullptr, q, k, v, s, m, scale);
+    } else {
+      std::vector<float> f;
+      sdpa_optimized(f, nullptr, q, k, v, s, m, scale);
+      out.assign(f.begin(), f.end());
+    }
+    const bool valid_only = c.value("valid_only", false);
+    const std::vector<int> dims = {B, H, T, dh};
+    golden::compare(
+        o, "y", out, y, golden::tolerance(c, impl),
+        [&](std::size_t i) { return !valid_only || int(i / dh % T) < m.key_lengths[i / dh / T / H]; },
+        [&](std::size_t i) { return position(i, dims); });
+  });
+}
+
+GoldenOutcome check_mha_golden_case(const json& c, Impl impl) {
+  return checked(c, impl, [&](GoldenOutcome& o) {
+    const auto shape = whole_numbers(c, "shape", 3, 1, 1e5);
+    const int B = shape[0], T = shape[1], E = shape[2];
+    if (std::size_t(B) * T * E > (std::size_t(1) << 24)) throw InvalidInput("field 'shape': too large");
+    if (!c.contains("heads") || !c["heads"].is_number_integer())
+      throw InvalidInput("field 'heads': missing or not an integer");
+    MhaWeights w;
+    w.E = E;
+    w.H = c["heads"].get<int>();
+    w.in_proj_weight = floats(numbers(c, "in_proj_weight", 3 * std::size_t(E) * E));
+    w.in_proj_bias = floats(numbers(c, "in_proj_bias", 3 * std::size_t(E)));
+    w.out_proj_weight = floats(numbers(c, "out_proj_weight", std::size_t(E) * E));
+    w.out_proj_bias = floats(numbers(c, "out_proj_bias", E));
+    validate_mha(w);  // heads must divide E
+    SdpaMask m;
+    m.key_lengths = whole_numbers(c, "lengths", B, 0, T);
+    m.causal = causal_flag(c);
+    const auto xf = floats(numbers(c, "x", std::size_t(B) * T * E));
+    const auto y = numbers(c, "y", std::size_t(B) * T * E);
+    std::vector<double> out;
+    if (impl == Impl::reference) {
+      const std::vector<double> xd(xf.begin(), xf.end());
+      mha_reference(out, nullptr, w, xd, xd, B, T, T, m);
+    } else {
+      std::vector<float> f;
+      mha_optimized(f, nullptr, w, xf, xf, B, T, T, m);
+      out.assign(f.begin(), f.end());
+    }
+    const bool valid_only = c.value("valid_only", false);
+    const std::vector<int> dims = {B, T, E};
+    golden::compare(
+        o, "y", out, y, golden::tolerance(c, impl),
+        [&](std::size_t i) { return !valid_only || int(i / E % T) < m.key_lengths[i / E / T]; },
+        [&](std::size_t i) { return position(i, dims); });
+  });
+}
+
+}  // namespace normcheck
