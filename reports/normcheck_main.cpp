@@ -13,7 +13,9 @@
 #include <cstdio>
 #include <fstream>
 #include <optional>
+#include <map>
 #include <random>
+#include <set>
 #include <regex>
 #include <sstream>
 
@@ -108,6 +110,24 @@ int cmd_list(bool markdown) {
     for (const auto& p : row.profile->violated) v += (v.empty() ? "" : ", ") + p;
     fmt::print("  {:<28} {}\n", row.name(), row.layer->formula);
     fmt::print("  {:<28} expected violations: {}\n", "", v.empty() ? "none" : v);
+  }
+  // attention ops and blocks: their rows and expected violations, from the cells themselves
+  std::vector<std::string> order;
+  std::map<std::string, std::set<std::string>> violated;
+  std::set<std::string> norm_rows;
+  for (const auto& row : nc::layer_rows()) norm_rows.insert(row.id());
+  for (const auto& c : nc::all_cells()) {
+    if (norm_rows.count(c.row_id)) continue;
+    const std::string name = c.row_name + (c.placement.empty() ? "" : " [" + c.placement + "-LN block]");
+    if (!violated.count(name)) order.push_back(name);
+    auto& v = violated[name];
+    if (c.expected == nc::Expect::violated) v.insert(c.prop.id);
+  }
+  fmt::print("\nattention and block rows:\n");
+  for (const auto& name : order) {
+    std::string v;
+    for (const auto& p : violated[name]) v += (v.empty() ? "" : ", ") + p;
+    fmt::print("  {:<44} expected violations: {}\n", name, v.empty() ? "none" : v);
   }
   fmt::print("\nproperties:\n");
   for (const auto& p : nc::all_properties()) fmt::print("  {:<36} {}\n", p.id, p.statement);
