@@ -128,4 +128,9 @@ std::vector<Cell> attention_cells() {
   return cells;
 }
 
+SdpaKernelFn& sdpa_cells_kernel() {
+  static SdpaKernelFn kernel = sdpa_optimized;
+  return kernel;
+}
+
 }  // namespace normcheck

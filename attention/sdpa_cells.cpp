@@ -11,6 +11,7 @@
 #include <algorithm>
 
 #include "attention/cell_support.hpp"
+#include "attention/cells.hpp"
 #include "attention/check.hpp"
 #include "attention/sdpa.hpp"
 #include "properties/generators.hpp"
@@ -98,7 +99,7 @@ SdpaRun run(const SdpaCase& c, Impl impl, bool want_weights = false) {
     sdpa_reference(r.out, want_weights ? &r.weights : nullptr, c.q, c.k, c.v, c.s, c.m, c.scale);
   } else {
     std::vector<float> out, w;
-    sdpa_optimized(out, want_weights ? &w : nullptr, c.q, c.k, c.v, c.s, c.m, c.scale);
+    ::normcheck::sdpa_cells_kernel()(out, want_weights ? &w : nullptr, c.q, c.k, c.v, c.s, c.m, c.scale);
     r.out = widen(out);
     r.weights = widen(w);
   }

@@ -175,6 +175,33 @@ void in_over_padding(const Batch& in, const Params& p, Mode, State*, Output& out
       for (int d = 0; d < in.D; ++d) out[in.index(b, t, d)] = all[in.index(b, t, d)];
 }
 
+// SDPA with the causal mask aligned top-left: query i of a block of Tq queries against Tk
+// cached keys sees keys [0, i] instead of [0, Tk − Tq + i] — a single decode query sees only
+// key 0. Identical to the real kernel when Tq = Tk (a full forward), wrong in decode.
+void sdpa_top_left(std::vector<float>& out, std::vector<float>* weights, const std::vector<float>& q,
+                   const std::vector<float>& k, const std::vector<float>& v, const SdpaShape& s,
+                   const SdpaMask& m, double scale) {
+  if (!m.causal || s.Tq == s.Tk) return sdpa_optimized(out, weights, q, k, v, s, m, scale);
+  out.assign(s.out_size(), 0.0f);
+  if (weights) weights->assign(s.weights_size(), 0.0f);
+  for (int b = 0; b < s.B; ++b)
+    for (int h = 0; h < s.H; ++h)
+      for (int i = 0; i < s.Tq; ++i) {
+        int end = std::min(i + 1, s.Tk);
+        if (!m.key_lengths.empty()) end = std::min(end, m.key_lengths[b]);
+        if (end <= 0) continue;  // fully masked: zeros
+        const std::size_t bh = std::size_t(b) * s.H + h;
+        SdpaShape one{1, 1, 1, end, s.dh, s.dv, 0};
+        const std::vector<float> qq(q.begin() + (bh * s.Tq + i) * s.dh, q.begin() + (bh * s.Tq + i + 1) * s.dh);
+        const std::vector<float> kk(k.begin() + bh * s.kv_rows() * s.dh, k.begin() + (bh * s.kv_rows() + end) * s.dh);
+        const std::vector<float> vv(v.begin() + bh * s.kv_rows() * s.dv, v.begin() + (bh * s.kv_rows() + end) * s.dv);
+        std::vector<float> o, w;
+        sdpa_optimized(o, weights ? &w : nullptr, qq, kk, vv, one, SdpaMask{}, scale);
+        std::copy(o.begin(), o.end(), out.begin() + (bh * s.Tq + i) * s.dv);
+        if (weights) std::copy(w.begin(), w.end(), weights->begin() + (bh * s.Tq + i) * s.Tk);
+      }
+}
+
 // ---------------------------------------------------------------------------------------------
 
 struct Spec {
@@ -230,6 +257,9 @@ const std::vector<Mutant>& mutants() {
       entries.push_back(std::move(e));
       out.push_back({s.id, s.imitates, s.bug, &entries.back()});
     }
+    out.push_back({"sdpa_top_left_causal", "sdpa",
+                   "causal mask aligned top-left: a decode query against a cache of L keys sees only key 0",
+                   nullptr, sdpa_top_left});
     return out;
   }();
   return all;
@@ -237,6 +267,24 @@ const std::vector<Mutant>& mutants() {
 
 MutantResult run_mutant(const Mutant& m, const RunOptions& options) {
   MutantResult r{m.id, m.imitates, m.bug};
+  if (m.sdpa_kernel) {  // the sdpa cells, with the broken kernel in place of the optimized one
+    SdpaKernelFn& kernel = sdpa_cells_kernel();
+    const SdpaKernelFn real = kernel;
+    kernel = m.sdpa_kernel;
+    for (const auto& cell : attention_cells()) {
+      if (cell.row_id != m.imitates || cell.impl != Impl::optimized) continue;
+      const CellResult c = run_cell(cell, options);
+      if (!c.as_expected()) {
+        r.killed = true;
+        r.killed_by = c.property + " (optimized, " + c.row_name + ": expected " +
+                      to_string(c.expected) + ", observed " + c.observed + ")";
+        r.evidence = c.message;
+        break;
+      }
+    }
+    kernel = real;
+    return r;
+  }
   for (const auto& cell : norm_cells({m.entry})) {
     const CellResult c = run_cell(cell, options);
     if (!c.as_expected()) {

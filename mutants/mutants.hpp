@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "attention/cells.hpp"
 #include "properties/engine.hpp"
 
 namespace normcheck {
@@ -14,7 +15,8 @@ struct Mutant {
   std::string id;        // "ln_one_pass_variance"
   std::string imitates;  // the real layer whose profile it declares
   std::string bug;       // the real bug it imitates, in words
-  const LayerEntry* entry;
+  const LayerEntry* entry;            // a norm mutant: its rows run every norm property
+  SdpaKernelFn sdpa_kernel = nullptr;  // an attention mutant: run by the `sdpa` cells instead
 };
 
 const std::vector<Mutant>& mutants();
