@@ -2,6 +2,8 @@
 // the other binaries) and fresh scratch directories.
 #pragma once
 
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -27,8 +29,11 @@ inline std::size_t count(const std::string& haystack, const std::string& needle)
 }
 
 // A fresh, empty directory under the test temp dir (removed first if a previous run left it).
+// A fresh directory for one test, unique to this process (two test runs on one machine, or
+// ctest's parallel jobs, must not share a Chromium profile or a report directory).
 inline std::string scratch(const std::string& name) {
-  const std::filesystem::path p = std::filesystem::path(::testing::TempDir()) / ("normcheck_report_tests_" + name);
+  const std::filesystem::path p = std::filesystem::path(::testing::TempDir()) /
+                                  ("normcheck_report_tests_" + std::to_string(::getpid()) + "_" + name);
   std::filesystem::remove_all(p);
   std::filesystem::create_directories(p);
   return p.string();
