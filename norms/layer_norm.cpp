@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "norms/kernels.hpp"
+#include "norms/kernels_api.hpp"
 #include "norms/registry.hpp"
 
 namespace normcheck {
@@ -39,11 +40,15 @@ void layer_norm_reference(const Batch& in, const Params& p, Mode, State*, Output
   }
 }
 
+}  // namespace
+
 // ---------------------------------------------------------------------------------------------
 // optimized: float32, one OpenMP task per token, shifted two-pass statistics in registers
 
 void layer_norm_kernel(float* out, const float* x, const float* gamma, const float* beta,
                        std::size_t rows, int D, float eps) {
+  validate_rows("layer_norm_kernel", out, x, rows, D);
+  validate_eps(eps);
   kernels::for_each_row(rows, std::size_t(D), [&](std::size_t r) {
     const float* xr = x + r * D;  // [D]
     float* yr = out + r * D;      // [D]
@@ -57,6 +62,8 @@ void layer_norm_kernel(float* out, const float* x, const float* gamma, const flo
     }
   });
 }
+
+namespace {
 
 void layer_norm_optimized(const Batch& in, const Params& p, Mode, State*, Output& out) {
   check_inputs(in, p);

@@ -2,6 +2,7 @@
 #include <cmath>
 
 #include "norms/kernels.hpp"
+#include "norms/kernels_api.hpp"
 #include "norms/registry.hpp"
 
 namespace normcheck {
@@ -34,11 +35,15 @@ void rms_norm_reference(const Batch& in, const Params& p, Mode, State*, Output& 
   }
 }
 
+}  // namespace
+
 // ---------------------------------------------------------------------------------------------
 // optimized: float32, one OpenMP task per token
 
 void rms_norm_kernel(float* out, const float* x, const float* gamma, const float* beta,
                      std::size_t rows, int D, float eps) {
+  validate_rows("rms_norm_kernel", out, x, rows, D);
+  validate_eps(eps);
   kernels::for_each_row(rows, std::size_t(D), [&](std::size_t r) {
     const float* xr = x + r * D;  // [D]
     float* yr = out + r * D;      // [D]
@@ -51,6 +56,8 @@ void rms_norm_kernel(float* out, const float* x, const float* gamma, const float
     }
   });
 }
+
+namespace {
 
 void rms_norm_optimized(const Batch& in, const Params& p, Mode, State*, Output& out) {
   check_inputs(in, p);

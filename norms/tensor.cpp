@@ -70,6 +70,15 @@ void validate_batch(const Batch& in) {
                        std::to_string(in.rows() * in.D));
 }
 
+void validate_rows(const char* kernel, const float* out, const float* x, std::size_t rows, int D) {
+  if (D <= 0) throw InvalidInput(std::string(kernel) + ": D must be positive, got D = " + std::to_string(D));
+  if (rows > SIZE_MAX / std::size_t(D))
+    throw InvalidInput(std::string(kernel) + ": rows = " + std::to_string(rows) + " times D = " +
+                       std::to_string(D) + " overflows");
+  if (rows > 0 && (!out || !x))
+    throw InvalidInput(std::string(kernel) + ": " + (!out ? "out" : "x") + " is null");
+}
+
 void validate_affine(const Params& p, int D) {
   if (!p.gamma.empty() && p.gamma.size() != std::size_t(D))
     throw InvalidInput("gamma has " + std::to_string(p.gamma.size()) + " values, expected D = " +

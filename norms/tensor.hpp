@@ -70,6 +70,10 @@ void validate_eps(double eps);         // a normal, finite float32 value (the ke
 void validate_state(const State& s, int D, const char* layer);
 void validate_momentum(double m);      // in [0, 1]; NaN is rejected
 
+// The raw kernels' checks (kernels_api.hpp): D ≥ 1, rows·D values addressable, and `out`, `x`
+// not null when there is a row to compute.
+void validate_rows(const char* kernel, const float* out, const float* x, std::size_t rows, int D);
+
 // A double as the shortest text that reads back as the same value (for messages).
 std::string format_value(double v);
 
