@@ -1,4 +1,6 @@
 // layer_norm: y = γ·(x − μ)/√(σ² + ε) + β, statistics over the D features of one token.
+// Tokens whose float32 variance overflows (|x| ≳ 1e19) are normalized on x·2^-k (kernels.hpp),
+// so every finite token gives a finite output that agrees with the double reference.
 // Computed at every position (padding included: the output there is unspecified, but a
 // token-wise layer never lets it reach a valid token).
 #include <cmath>
@@ -54,6 +56,20 @@ void layer_norm_kernel(float* out, const float* x, const float* gamma, const flo
     float* yr = out + r * D;      // [D]
     float mean, var;
     kernels::mean_var(xr, D, mean, var);
+    if (!std::isfinite(var) && kernels::all_finite(xr, D)) {
+      // |x| beyond ~1e19: the squares overflowed. Same two passes on x·s, written into yr
+      // (x is not read again, so out == x still works).
+      const float s = kernels::overflow_scale(xr, D);
+      for (int d = 0; d < D; ++d) yr[d] = xr[d] * s;
+      kernels::mean_var(yr, D, mean, var);
+      const float rstd = 1.0f / std::sqrt(var + eps * s * s);
+      for (int d = 0; d < D; ++d) {
+        const float g = gamma ? gamma[d] : 1.0f;
+        const float b = beta ? beta[d] : 0.0f;
+        yr[d] = (yr[d] - mean) * rstd * g + b;
+      }
+      return;
+    }
     const float rstd = 1.0f / std::sqrt(var + eps);
     for (int d = 0; d < D; ++d) {
       const float g = gamma ? gamma[d] : 1.0f;

@@ -1,4 +1,7 @@
 // rms_norm: y = γ·x/√(mean(x²) + ε), statistics over the D features of one token, no re-centring.
+// x² overflows float32 beyond |x| ≈ 1.8e19 although |y| ≤ √D·|γ| + |β|: such tokens take the
+// mean square of x·2^-k instead (kernels.hpp), so the optimized kernel stays finite and agrees with
+// the double reference up to ±FLT_MAX rather than returning β (1/√inf = 0).
 #include <cmath>
 
 #include "norms/kernels.hpp"
@@ -48,6 +51,20 @@ void rms_norm_kernel(float* out, const float* x, const float* gamma, const float
     const float* xr = x + r * D;  // [D]
     float* yr = out + r * D;      // [D]
     const float ms = kernels::sum_sq_dev(xr, D, 0.0f) / float(D);
+    if (!std::isfinite(ms) && kernels::all_finite(xr, D)) {
+      // |x| beyond ~1e19: x² overflowed float, but x/rms(x) is bounded by √D. The mean square
+      // of x·s instead (the reference's double has the range), written into yr.
+      const float s = kernels::overflow_scale(xr, D);
+      for (int d = 0; d < D; ++d) yr[d] = xr[d] * s;
+      const float ms_s = kernels::sum_sq_dev(yr, D, 0.0f) / float(D);
+      const float rrms = 1.0f / std::sqrt(ms_s + eps * s * s);
+      for (int d = 0; d < D; ++d) {
+        const float g = gamma ? gamma[d] : 1.0f;
+        const float b = beta ? beta[d] : 0.0f;
+        yr[d] = yr[d] * rrms * g + b;
+      }
+      return;
+    }
     const float rrms = 1.0f / std::sqrt(ms + eps);
     for (int d = 0; d < D; ++d) {
       const float g = gamma ? gamma[d] : 1.0f;

@@ -97,10 +97,14 @@ TEST_P(RowKernelBounds, StaysInsideItsBuffers) {
   const auto [kc, D] = GetParam();
   std::mt19937 rng(D);
   for (std::size_t rows : row_counts(D))
-    for (bool affine : {false, true}) {
+    for (int variant = 0; variant < 4; ++variant) {
+      const bool affine = variant & 1;
+      const float scale = variant & 2 ? 1e30f : 1.0f;  // 1e30: the overflow path (kernels.hpp)
       SCOPED_TRACE(std::string(kc.name) + " rows " + std::to_string(rows) + " D " +
-                   std::to_string(D) + (affine ? " with gamma, beta" : " without"));
-      const auto x = values(rows * D, rng);
+                   std::to_string(D) + (affine ? " with gamma, beta" : " without") + " scale " +
+                   std::to_string(scale));
+      auto x = values(rows * D, rng);
+      for (auto& v : x) v *= scale;
       std::vector<float> gamma, beta;
       if (affine) {
         gamma = values(D, rng);
