@@ -71,7 +71,8 @@ Params draw_params(const LayerEntry& l, int D) {
 class PoisonedToken : public ::testing::TestWithParam<RowImpl> {};
 
 TEST_P(PoisonedToken, PoisonsOnlyItsOwnToken) {
-  const auto& [row, impl] = GetParam();
+  const LayerRow& row = GetParam().row;
+  const Impl impl = GetParam().impl;
   const bool ok = rc::check(row.id() + " " + to_string(impl) + ": NaN/inf stays in its token", [&] {
     const int D = width();
     Batch x = draw_batch(D);
@@ -110,7 +111,8 @@ class ConstantToken : public ::testing::TestWithParam<RowImpl> {};
 // x − μ is exactly 0 for a constant token when μ is computed exactly (both implementations
 // shift or sum so that it is), so the output is exactly β, whatever the constant.
 TEST_P(ConstantToken, GivesExactlyBeta) {
-  const auto& [row, impl] = GetParam();
+  const LayerRow& row = GetParam().row;
+  const Impl impl = GetParam().impl;
   const bool ok = rc::check(row.id() + " " + to_string(impl) + ": constant token gives beta", [&] {
     const int D = width();
     Batch x = draw_batch(D);
