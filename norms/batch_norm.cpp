@@ -195,6 +195,7 @@ void batch_norm_optimized(const Batch& in, const Params& p, Mode mode, State* st
 
 Conditioning batch_norm_conditioning(const Batch& in, const Params& p, Mode mode,
                                      const State* state, TokenSet tokens) {
+  validate_batch(in);
   const int D = in.D;
   std::vector<double> cond(D, 0.0), eps_rel(D, 0.0);
   if (mode == Mode::train) {

@@ -176,6 +176,21 @@ INSTANTIATE_TEST_SUITE_P(Validation, Rejects, ::testing::ValuesIn(validation_par
                                                   info.param.bad.name);
                          });
 
+// The conditioning function is public too (the engine calls it on every input): it must reject a
+// batch it cannot index rather than read past x.
+TEST(Validation, ConditioningRejectsBatchesItCannotIndex) {
+  for (const auto& row : layer_rows())
+    for (const auto& bad : bad_cases()) {
+      if (bad.name != "B_zero" && bad.name != "length_above_T" && bad.name != "x_too_short" &&
+          bad.name != "shape_overflow")
+        continue;
+      Input in = valid_input(row);
+      bad.mutate(in);
+      EXPECT_THROW(row.layer->conditioning(in.x, in.p, in.mode, &in.s), InvalidInput)
+          << row.id() << " " << bad.name;
+    }
+}
+
 // Without this the cases above would prove nothing: the input they start from is accepted.
 TEST(Validation, TheValidInputIsAcceptedByEveryRow) {
   for (const auto& row : layer_rows())
