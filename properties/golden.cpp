@@ -171,16 +171,14 @@ NormCase read_norm_case(const json& c, const LayerRow& row) {
                                                 ", " + std::to_string(D) + "] declares " +
                                                 std::to_string(n) + " values, more than the limit " +
                                                 std::to_string(golden::kMaxValues)));
+  if (!c.contains("lengths")) throw InvalidInput(field_error("lengths", "missing"));
+  const json& l = c["lengths"];
+  if (!l.is_array() || l.size() != std::size_t(B))
+    throw InvalidInput(field_error("lengths", "must be an array of B = " + std::to_string(B) +
+                                                  " whole numbers"));
   std::vector<int> lengths(B);
-  {
-    if (!c.contains("lengths")) throw InvalidInput(field_error("lengths", "missing"));
-    const json& l = c["lengths"];
-    if (!l.is_array() || l.size() != std::size_t(B))
-      throw InvalidInput(field_error("lengths", "must be an array of B = " + std::to_string(B) +
-                                                    " whole numbers"));
-    for (long long b = 0; b < B; ++b)
-      lengths[b] = int(whole_number(l[b], "lengths[" + std::to_string(b) + "]", 0, double(T)));
-  }
+  for (long long b = 0; b < B; ++b)
+    lengths[b] = int(whole_number(l[b], "lengths[" + std::to_string(b) + "]", 0, double(T)));
   auto x = golden::float32s(c, "x", n);  // the size is checked before anything is allocated
   nc.y = numbers(c, "y", n);
   nc.x = Batch(int(B), int(T), int(D));
