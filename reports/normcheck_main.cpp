@@ -145,7 +145,7 @@ int cmd_golden(const std::vector<std::string>& files, const std::string& impl) {
         if (impl != "both" && impl != nc::to_string(i)) continue;
         const auto o = nc::check_golden_case(cases[k], i);
         if (o.input_error()) {  // the same for both implementations: one line
-          fmt::print(stderr, "normcheck golden: {}: {}: {}\n", path, case_name(o, k),
+          fmt::print(stderr, "normcheck golden: {}: {}: {}\n", one_line(path), case_name(o, k),
                      one_line(o.error));
           bad_input = true;
           break;
