@@ -7,6 +7,7 @@
 #include <string>
 
 #include "norms/kernels.hpp"
+#include "norms/kernels_api.hpp"
 
 namespace normcheck {
 namespace {
@@ -98,41 +99,86 @@ void batch_norm_reference(const Batch& in, const Params& p, Mode mode, State* st
 // ---------------------------------------------------------------------------------------------
 // optimized: float32 data, per-feature sums accumulated in double over rows in a fixed order
 // (OpenMP over feature blocks, so the order never depends on the thread count), then one
-// OpenMP pass over independent rows to normalize.
+// OpenMP pass over independent rows to normalize. The raw kernels are in kernels_api.hpp.
 
 namespace {
 
 constexpr int kFeatureBlock = 64;
 
+// The raw kernels select positions by lengths (nullptr: every position).
+const int* selection(const Batch& in, TokenSet tokens) {
+  return tokens == TokenSet::valid_tokens ? in.lengths.data() : nullptr;
+}
+
+void check_kernel_batch(const char* kernel, const float* x, int B, int T, int D,
+                        const int* lengths) {
+  if (B <= 0 || T <= 0)
+    throw InvalidInput(std::string(kernel) + ": B and T must be positive, got B = " +
+                       std::to_string(B) + ", T = " + std::to_string(T));
+  validate_rows(kernel, x, x, std::size_t(B) * T, D);
+  if (lengths)
+    for (int b = 0; b < B; ++b)
+      if (lengths[b] < 0 || lengths[b] > T)
+        throw InvalidInput(std::string(kernel) + ": lengths[" + std::to_string(b) + "] = " +
+                           std::to_string(lengths[b]) + " is outside [0, T = " +
+                           std::to_string(T) + "]");
+}
+
 }  // namespace
 
-void batch_feature_stats(const Batch& in, TokenSet tokens, long long n, std::vector<double>& mean,
-                         std::vector<double>& var) {
-  const int D = in.D;
+long long batch_norm_statistics_kernel(double* mean, double* var, const float* x, int B, int T,
+                                       int D, const int* lengths) {
+  check_kernel_batch("batch_norm_statistics_kernel", x, B, T, D, lengths);
+  if (!mean || !var) throw InvalidInput("batch_norm_statistics_kernel: mean or var is null");
+  const auto selected = [&](int b, int t) { return !lengths || t < lengths[b]; };
+  long long n = 0;
+  for (int b = 0; b < B; ++b) n += lengths ? lengths[b] : T;
   const int blocks = (D + kFeatureBlock - 1) / kFeatureBlock;
-#pragma omp parallel for schedule(static) if (in.x.size() >= kernels::kParallelMinValues)
+  const std::size_t values = std::size_t(B) * T * D;
+#pragma omp parallel for schedule(static) if (values >= kernels::kParallelMinValues)
   for (int blk = 0; blk < blocks; ++blk) {
     const int d0 = blk * kFeatureBlock, d1 = std::min(D, d0 + kFeatureBlock);
     double acc[kFeatureBlock] = {};
-    for (int b = 0; b < in.B; ++b)
-      for (int t = 0; t < in.T; ++t) {
-        if (!selected(in, b, t, tokens)) continue;
-        const float* x = &in.x[in.index(b, t, 0)];  // [D]
-        for (int d = d0; d < d1; ++d) acc[d - d0] += x[d];
+    for (int b = 0; b < B; ++b)
+      for (int t = 0; t < T; ++t) {
+        if (!selected(b, t)) continue;
+        const float* xr = x + (std::size_t(b) * T + t) * D;  // [D]
+        for (int d = d0; d < d1; ++d) acc[d - d0] += xr[d];
       }
-    for (int d = d0; d < d1; ++d) mean[d] = acc[d - d0] / double(n);
+    for (int d = d0; d < d1; ++d) mean[d] = n > 0 ? acc[d - d0] / double(n) : 0.0;
     for (int d = d0; d < d1; ++d) acc[d - d0] = 0;
-    for (int b = 0; b < in.B; ++b)
-      for (int t = 0; t < in.T; ++t) {
-        if (!selected(in, b, t, tokens)) continue;
-        const float* x = &in.x[in.index(b, t, 0)];
+    for (int b = 0; b < B; ++b)
+      for (int t = 0; t < T; ++t) {
+        if (!selected(b, t)) continue;
+        const float* xr = x + (std::size_t(b) * T + t) * D;
         for (int d = d0; d < d1; ++d) {
-          const double dev = double(x[d]) - mean[d];
+          const double dev = double(xr[d]) - mean[d];
           acc[d - d0] += dev * dev;
         }
       }
-    for (int d = d0; d < d1; ++d) var[d] = acc[d - d0] / double(n);
+    for (int d = d0; d < d1; ++d) var[d] = n > 0 ? acc[d - d0] / double(n) : 0.0;
   }
+  return n;
+}
+
+void batch_norm_apply_kernel(float* out, const float* x, int B, int T, int D, const int* lengths,
+                             const float* mu, const float* a, const float* be) {
+  check_kernel_batch("batch_norm_apply_kernel", x, B, T, D, lengths);
+  if (!out || !mu || !a || !be)
+    throw InvalidInput("batch_norm_apply_kernel: out, mu, a or be is null");
+  kernels::for_each_row(std::size_t(B) * T, std::size_t(D), [&](std::size_t r) {
+    const int b = int(r / T), t = int(r % T);
+    if (lengths && t >= lengths[b]) return;
+    const float* xr = x + r * D;  // [D]
+    float* yr = out + r * D;      // [D]
+    for (int d = 0; d < D; ++d) yr[d] = (xr[d] - mu[d]) * a[d] + be[d];
+  });
+}
+
+void batch_feature_stats(const Batch& in, TokenSet tokens, long long, std::vector<double>& mean,
+                         std::vector<double>& var) {
+  batch_norm_statistics_kernel(mean.data(), var.data(), in.x.data(), in.B, in.T, in.D,
+                               selection(in, tokens));
 }
 
 void batch_norm_optimized(const Batch& in, const Params& p, Mode mode, State* state, Output& out,
@@ -141,7 +187,8 @@ void batch_norm_optimized(const Batch& in, const Params& p, Mode mode, State* st
   const int D = in.D;
   std::vector<double> mean(D), var(D);
   if (mode == Mode::train)
-    batch_feature_stats(in, tokens, n, mean, var);
+    batch_norm_statistics_kernel(mean.data(), var.data(), in.x.data(), in.B, in.T, D,
+                                 selection(in, tokens));
   else {
     mean = state->running_mean;
     var = state->running_var;
@@ -154,26 +201,24 @@ void batch_norm_optimized(const Batch& in, const Params& p, Mode mode, State* st
     a[d] = float((p.gamma.empty() ? 1.0 : p.gamma[d]) / std::sqrt(var[d] + p.eps));
     be[d] = p.beta.empty() ? 0.0f : p.beta[d];
   }
-  std::vector<float> y(in.x.size(), 0.0f);
-  kernels::for_each_row(in.rows(), std::size_t(D), [&](std::size_t r) {
-    const int b = int(r / in.T), t = int(r % in.T);
-    if (tokens == TokenSet::valid_tokens && !in.valid(b, t)) return;
-    const float* xr = &in.x[r * D];  // [D]
-    float* yr = &y[r * D];           // [D]
-    for (int d = 0; d < D; ++d) yr[d] = (xr[d] - mu[d]) * a[d] + be[d];
-  });
+  std::vector<float> y(in.x.size(), 0.0f);  // masked_batch_norm: padding stays 0
+  batch_norm_apply_kernel(y.data(), in.x.data(), in.B, in.T, D, selection(in, tokens), mu.data(),
+                          a.data(), be.data());
   out.assign(y.begin(), y.end());
   if (mode == Mode::train) update_running(*state, mean, var, n, p.momentum);
 }
 
 Conditioning batch_norm_conditioning(const Batch& in, const Params& p, Mode mode,
                                      const State* state, TokenSet tokens) {
+  validate_batch(in);
   const int D = in.D;
   std::vector<double> cond(D, 0.0), eps_rel(D, 0.0);
   if (mode == Mode::train) {
     const long long n = count_selected(in, tokens);
     std::vector<double> mean(D, 0.0), var(D, 0.0);
-    if (n > 1) batch_feature_stats(in, tokens, n, mean, var);
+    if (n > 1)
+      batch_norm_statistics_kernel(mean.data(), var.data(), in.x.data(), in.B, in.T, D,
+                                   selection(in, tokens));
     for (int d = 0; d < D; ++d) {
       cond[d] = std::abs(mean[d]) / std::sqrt(var[d] + p.eps);
       eps_rel[d] = var[d] > 0 ? std::min(1.0, p.eps / (2 * var[d])) : 1.0;

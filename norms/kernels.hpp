@@ -3,6 +3,8 @@
 // vectorizes the 8-lane body, and the OpenMP loop over independent rows.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
 
 namespace normcheck::kernels {
@@ -43,6 +45,29 @@ inline void mean_var(const float* x, int n, float& mean, float& var) {
   const float shift = x[0];
   mean = shift + sum_shifted(x, n, shift) / float(n);
   var = sum_sq_dev(x, n, mean) / float(n);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rows whose float32 statistics overflow. Squaring deviations beyond about 1e19 gives inf, and a
+// finite token would come out as β (1/√inf = 0) or NaN although its normalized values are
+// bounded by √D. Such a row is recomputed on x·2^-k, with k chosen so that the largest |x| lands
+// in [1, 4): scaling by a power of two is exact, the squares stay in range, and normalization
+// does not depend on the scale (ε shrinks with it: ε·2^-2k). Kernels take this path only when
+// their statistic is not finite and the row is, so every other row keeps its bits.
+
+// True when no value of the row is NaN or ±inf.
+inline bool all_finite(const float* x, int n) {
+  for (int i = 0; i < n; ++i)
+    if (!std::isfinite(x[i])) return false;
+  return true;
+}
+
+// 2^-k such that max|x|·2^-k < 4, for a finite row with max|x| ≥ 1; a normal float.
+inline float overflow_scale(const float* x, int n) {
+  float m = 0;
+  for (int i = 0; i < n; ++i) m = std::max(m, std::abs(x[i]));
+  const int k = std::clamp(std::ilogb(m), 0, 126);
+  return std::ldexp(1.0f, -k);
 }
 
 // Below this many values a kernel runs on the calling thread: waking a team costs more than

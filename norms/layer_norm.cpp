@@ -1,9 +1,12 @@
 // layer_norm: y = γ·(x − μ)/√(σ² + ε) + β, statistics over the D features of one token.
+// Tokens whose float32 variance overflows (|x| ≳ 1e19) are normalized on x·2^-k (kernels.hpp),
+// so every finite token gives a finite output that agrees with the double reference.
 // Computed at every position (padding included: the output there is unspecified, but a
 // token-wise layer never lets it reach a valid token).
 #include <cmath>
 
 #include "norms/kernels.hpp"
+#include "norms/kernels_api.hpp"
 #include "norms/registry.hpp"
 
 namespace normcheck {
@@ -39,16 +42,34 @@ void layer_norm_reference(const Batch& in, const Params& p, Mode, State*, Output
   }
 }
 
+}  // namespace
+
 // ---------------------------------------------------------------------------------------------
 // optimized: float32, one OpenMP task per token, shifted two-pass statistics in registers
 
 void layer_norm_kernel(float* out, const float* x, const float* gamma, const float* beta,
                        std::size_t rows, int D, float eps) {
+  validate_rows("layer_norm_kernel", out, x, rows, D);
+  validate_eps(eps);
   kernels::for_each_row(rows, std::size_t(D), [&](std::size_t r) {
     const float* xr = x + r * D;  // [D]
     float* yr = out + r * D;      // [D]
     float mean, var;
     kernels::mean_var(xr, D, mean, var);
+    if (!std::isfinite(var) && kernels::all_finite(xr, D)) {
+      // |x| beyond ~1e19: the squares overflowed. Same two passes on x·s, written into yr
+      // (x is not read again, so out == x still works).
+      const float s = kernels::overflow_scale(xr, D);
+      for (int d = 0; d < D; ++d) yr[d] = xr[d] * s;
+      kernels::mean_var(yr, D, mean, var);
+      const float rstd = 1.0f / std::sqrt(var + eps * s * s);
+      for (int d = 0; d < D; ++d) {
+        const float g = gamma ? gamma[d] : 1.0f;
+        const float b = beta ? beta[d] : 0.0f;
+        yr[d] = (yr[d] - mean) * rstd * g + b;
+      }
+      return;
+    }
     const float rstd = 1.0f / std::sqrt(var + eps);
     for (int d = 0; d < D; ++d) {
       const float g = gamma ? gamma[d] : 1.0f;
@@ -57,6 +78,8 @@ void layer_norm_kernel(float* out, const float* x, const float* gamma, const flo
     }
   });
 }
+
+namespace {
 
 void layer_norm_optimized(const Batch& in, const Params& p, Mode, State*, Output& out) {
   check_inputs(in, p);

@@ -100,6 +100,10 @@ std::string golden_op(const LayerRow& row) { return row.id(); }
 namespace normcheck {
 
 Conditioning token_group_conditioning(const Batch& in, double eps, int groups, bool centered) {
+  validate_batch(in);
+  if (groups < 1 || in.D % groups != 0)
+    throw InvalidInput("groups must divide D = " + std::to_string(in.D) + ", got groups = " +
+                       std::to_string(groups));
   Conditioning c;
   c.cond.assign(in.x.size(), 0.0);
   c.eps_rel.assign(in.x.size(), 0.0);

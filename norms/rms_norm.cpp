@@ -1,7 +1,11 @@
 // rms_norm: y = γ·x/√(mean(x²) + ε), statistics over the D features of one token, no re-centring.
+// x² overflows float32 beyond |x| ≈ 1.8e19 although |y| ≤ √D·|γ| + |β|: such tokens take the
+// mean square of x·2^-k instead (kernels.hpp), so the optimized kernel stays finite and agrees with
+// the double reference up to ±FLT_MAX rather than returning β (1/√inf = 0).
 #include <cmath>
 
 #include "norms/kernels.hpp"
+#include "norms/kernels_api.hpp"
 #include "norms/registry.hpp"
 
 namespace normcheck {
@@ -34,15 +38,33 @@ void rms_norm_reference(const Batch& in, const Params& p, Mode, State*, Output& 
   }
 }
 
+}  // namespace
+
 // ---------------------------------------------------------------------------------------------
 // optimized: float32, one OpenMP task per token
 
 void rms_norm_kernel(float* out, const float* x, const float* gamma, const float* beta,
                      std::size_t rows, int D, float eps) {
+  validate_rows("rms_norm_kernel", out, x, rows, D);
+  validate_eps(eps);
   kernels::for_each_row(rows, std::size_t(D), [&](std::size_t r) {
     const float* xr = x + r * D;  // [D]
     float* yr = out + r * D;      // [D]
     const float ms = kernels::sum_sq_dev(xr, D, 0.0f) / float(D);
+    if (!std::isfinite(ms) && kernels::all_finite(xr, D)) {
+      // |x| beyond ~1e19: x² overflowed float, but x/rms(x) is bounded by √D. The mean square
+      // of x·s instead (the reference's double has the range), written into yr.
+      const float s = kernels::overflow_scale(xr, D);
+      for (int d = 0; d < D; ++d) yr[d] = xr[d] * s;
+      const float ms_s = kernels::sum_sq_dev(yr, D, 0.0f) / float(D);
+      const float rrms = 1.0f / std::sqrt(ms_s + eps * s * s);
+      for (int d = 0; d < D; ++d) {
+        const float g = gamma ? gamma[d] : 1.0f;
+        const float b = beta ? beta[d] : 0.0f;
+        yr[d] = yr[d] * rrms * g + b;
+      }
+      return;
+    }
     const float rrms = 1.0f / std::sqrt(ms + eps);
     for (int d = 0; d < D; ++d) {
       const float g = gamma ? gamma[d] : 1.0f;
@@ -51,6 +73,8 @@ void rms_norm_kernel(float* out, const float* x, const float* gamma, const float
     }
   });
 }
+
+namespace {
 
 void rms_norm_optimized(const Batch& in, const Params& p, Mode, State*, Output& out) {
   check_inputs(in, p);

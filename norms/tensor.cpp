@@ -1,6 +1,9 @@
 #include "norms/tensor.hpp"
 
+#include <cfloat>
+#include <charconv>
 #include <cmath>
+#include <cstdint>
 #include <string>
 
 namespace normcheck {
@@ -35,10 +38,26 @@ int Batch::valid_tokens() const {
   return n;
 }
 
+std::string format_value(double v) {
+  // shortest text that reads back as the same double: 1e-05, not 0.000010; -1e-300, not -0.000000
+  char buf[64];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  return std::string(buf, r.ptr);
+}
+
 void validate_batch(const Batch& in) {
-  if (in.B <= 0 || in.T <= 0 || in.D <= 0)
-    throw InvalidInput("shape [B, T, D] must be positive, got [" + std::to_string(in.B) + ", " +
-                       std::to_string(in.T) + ", " + std::to_string(in.D) + "]");
+  const char* dims[3] = {"B", "T", "D"};
+  const int values[3] = {in.B, in.T, in.D};
+  for (int i = 0; i < 3; ++i)
+    if (values[i] <= 0)
+      throw InvalidInput(std::string(dims[i]) + " must be positive, got " + dims[i] + " = " +
+                         std::to_string(values[i]) + " (shape [B, T, D] = [" +
+                         std::to_string(in.B) + ", " + std::to_string(in.T) + ", " +
+                         std::to_string(in.D) + "])");
+  // B·T fits (each < 2^31); B·T·D may not: a wrapped product could match a small x
+  if (in.rows() > SIZE_MAX / std::size_t(in.D))
+    throw InvalidInput("shape [B, T, D] = [" + std::to_string(in.B) + ", " + std::to_string(in.T) +
+                       ", " + std::to_string(in.D) + "] overflows the size of x");
   if (in.lengths.size() != std::size_t(in.B))
     throw InvalidInput("lengths has " + std::to_string(in.lengths.size()) +
                        " entries, expected B = " + std::to_string(in.B));
@@ -51,6 +70,15 @@ void validate_batch(const Batch& in) {
                        std::to_string(in.rows() * in.D));
 }
 
+void validate_rows(const char* kernel, const float* out, const float* x, std::size_t rows, int D) {
+  if (D <= 0) throw InvalidInput(std::string(kernel) + ": D must be positive, got D = " + std::to_string(D));
+  if (rows > SIZE_MAX / std::size_t(D))
+    throw InvalidInput(std::string(kernel) + ": rows = " + std::to_string(rows) + " times D = " +
+                       std::to_string(D) + " overflows");
+  if (rows > 0 && (!out || !x))
+    throw InvalidInput(std::string(kernel) + ": " + (!out ? "out" : "x") + " is null");
+}
+
 void validate_affine(const Params& p, int D) {
   if (!p.gamma.empty() && p.gamma.size() != std::size_t(D))
     throw InvalidInput("gamma has " + std::to_string(p.gamma.size()) + " values, expected D = " +
@@ -61,20 +89,29 @@ void validate_affine(const Params& p, int D) {
 }
 
 void validate_eps(double eps) {
-  if (!(eps > 0) || !std::isfinite(eps))
-    throw InvalidInput("eps must be positive and finite, got " + std::to_string(eps));
+  // The optimized kernels add ε in float32: below FLT_MIN it would flush towards 0 (a constant
+  // row would divide by 0) or lose its bits, above FLT_MAX it is inf. Both sides of the tolerance
+  // rule must compute the same function, so ε must be a normal float32 value.
+  if (!(eps >= FLT_MIN && eps <= FLT_MAX))
+    throw InvalidInput("eps must be positive, finite and a normal float32 value (in [" +
+                       format_value(FLT_MIN) + ", " + format_value(FLT_MAX) + "]), got eps = " +
+                       format_value(eps));
 }
 
 void validate_momentum(double m) {
-  if (!(m >= 0 && m <= 1))
-    throw InvalidInput("momentum must be in [0, 1], got " + std::to_string(m));
+  if (!(m >= 0 && m <= 1))  // NaN fails both comparisons
+    throw InvalidInput("momentum must be in [0, 1], got momentum = " + format_value(m));
 }
 
 void validate_state(const State& s, int D, const char* layer) {
-  if (s.running_mean.size() != std::size_t(D) || s.running_var.size() != std::size_t(D))
-    throw InvalidInput(std::string(layer) + ": running_mean/running_var must have D = " +
-                       std::to_string(D) + " values, got " + std::to_string(s.running_mean.size()) +
-                       "/" + std::to_string(s.running_var.size()));
+  if (s.running_mean.size() != std::size_t(D))
+    throw InvalidInput(std::string(layer) + ": running_mean has " +
+                       std::to_string(s.running_mean.size()) + " values, expected D = " +
+                       std::to_string(D));
+  if (s.running_var.size() != std::size_t(D))
+    throw InvalidInput(std::string(layer) + ": running_var has " +
+                       std::to_string(s.running_var.size()) + " values, expected D = " +
+                       std::to_string(D));
 }
 
 }  // namespace normcheck

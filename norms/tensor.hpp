@@ -69,11 +69,19 @@ struct State {
 // Outputs are widened to double so both implementations are compared on one type.
 using Output = std::vector<double>;  // [B, T, D]
 
-// Shape checks shared by every layer's entry point.
-void validate_batch(const Batch& in);
+// Checks shared by every layer's entry point; each throws InvalidInput naming the parameter and
+// its value, before anything is written.
+void validate_batch(const Batch& in);  // B, T, D > 0; lengths[B] in [0, T]; x has B·T·D values
 void validate_affine(const Params& p, int D);
-void validate_eps(double eps);
+void validate_eps(double eps);         // a normal, finite float32 value (the kernels add it in float)
 void validate_state(const State& s, int D, const char* layer);
-void validate_momentum(double m);
+void validate_momentum(double m);      // in [0, 1]; NaN is rejected
+
+// The raw kernels' checks (kernels_api.hpp): D ≥ 1, rows·D values addressable, and `out`, `x`
+// not null when there is a row to compute.
+void validate_rows(const char* kernel, const float* out, const float* x, std::size_t rows, int D);
+
+// A double as the shortest text that reads back as the same value (for messages).
+std::string format_value(double v);
 
 }  // namespace normcheck

@@ -55,8 +55,14 @@ GoldenOutcome check_golden_case(const nlohmann::json& c, Impl impl) {
   GoldenOutcome o;
   o.impl = impl;
   o.id = c.is_object() && c.contains("id") && c["id"].is_string() ? c["id"].get<std::string>()
-                                                                  : "<no id>";
-  if (!c.is_object() || !c.contains("op") || !c["op"].is_string()) {
+                                                                  : "";
+  if (!c.is_object()) {
+    o.malformed = true;
+    o.error = std::string("a case must be a JSON object, got ") + c.type_name();
+    return o;
+  }
+  if (!c.contains("op") || !c["op"].is_string()) {
+    o.malformed = true;
     o.error = "field 'op': missing or not a string";
     return o;
   }
@@ -64,10 +70,21 @@ GoldenOutcome check_golden_case(const nlohmann::json& c, Impl impl) {
   auto it = golden_ops().find(o.op);
   if (it == golden_ops().end()) {
     o.known = false;
-    o.error = "unknown op '" + o.op + "'";
+    o.error = "field 'op': unknown op '" + o.op + "'";
     return o;
   }
-  return it->second(c, impl);
+  // A checker must turn any malformed input into an outcome; anything that still escapes is
+  // reported as an input error of this case rather than ending the run.
+  try {
+    return it->second(c, impl);
+  } catch (const nlohmann::json::exception& e) {
+    o.malformed = true;
+    o.error = std::string("malformed case: ") + e.what();
+  } catch (const std::exception& e) {
+    o.malformed = true;
+    o.error = std::string("cannot check the case: ") + e.what();
+  }
+  return o;
 }
 
 }  // namespace normcheck

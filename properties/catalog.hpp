@@ -22,7 +22,8 @@ using GoldenFn = std::function<GoldenOutcome(const nlohmann::json& c, Impl impl)
 // op name → checker: one per layer row, plus the attention ops.
 const std::map<std::string, GoldenFn>& golden_ops();
 bool golden_op_known(const std::string& op);
-// Checks a case of any op; an unknown op comes back with known = false and a reason.
+// Checks a case of any op; never throws. An unknown op comes back with known = false, a
+// malformed case with malformed = true, each with a one-line reason naming the field.
 GoldenOutcome check_golden_case(const nlohmann::json& c, Impl impl);
 
 }  // namespace normcheck

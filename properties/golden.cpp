@@ -1,7 +1,9 @@
 #include "properties/golden.hpp"
 
+#include <cfloat>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -29,18 +31,44 @@ std::vector<double> numbers(const json& c, const std::string& field, std::size_t
   v.reserve(a.size());
   for (std::size_t i = 0; i < a.size(); ++i) {
     if (!a[i].is_number())
-      throw InvalidInput(field_error(field + "[" + std::to_string(i) + "]", "not a number"));
+      throw InvalidInput(field_error(field + "[" + std::to_string(i) + "]",
+                                     std::string("not a number (") + a[i].type_name() + ")"));
     v.push_back(a[i].get<double>());
   }
   return v;
 }
 
+std::vector<float> float32s(const json& c, const std::string& field, std::size_t size) {
+  const auto v = numbers(c, field, size);
+  for (std::size_t i = 0; i < v.size(); ++i)
+    if (!(std::abs(v[i]) <= double(FLT_MAX)))
+      throw InvalidInput(field_error(field + "[" + std::to_string(i) + "]",
+                                     format_value(v[i]) + " is outside the float32 range"));
+  return {v.begin(), v.end()};
+}
+
+long long whole_number(const json& v, const std::string& field, double lo, double hi) {
+  if (!v.is_number()) throw InvalidInput(field_error(field, std::string("not a number (") + v.type_name() + ")"));
+  const double d = v.get<double>();
+  if (!(d >= lo && d <= hi) || d != std::floor(d))
+    throw InvalidInput(field_error(field, format_value(d) + " is not a whole number in [" +
+                                              format_value(lo) + ", " + format_value(hi) + "]"));
+  return (long long)d;
+}
+
 Tolerance tolerance(const json& c, Impl impl) {
   Tolerance t;
-  if (c.contains("tolerance") && c["tolerance"].is_object()) {
+  if (c.contains("tolerance")) {
     const json& j = c["tolerance"];
-    if (j.contains("atol") && j["atol"].is_number()) t.atol = j["atol"].get<double>();
-    if (j.contains("rtol") && j["rtol"].is_number()) t.rtol = j["rtol"].get<double>();
+    if (!j.is_object())
+      throw InvalidInput(field_error("tolerance", "must be an object {\"atol\", \"rtol\"}"));
+    for (auto [name, value] : {std::pair{"atol", &t.atol}, std::pair{"rtol", &t.rtol}}) {
+      if (!j.contains(name)) continue;
+      const json& v = j[name];
+      if (!v.is_number() || !(v.get<double>() >= 0))
+        throw InvalidInput(field_error(std::string("tolerance.") + name, "must be a number >= 0"));
+      *value = v.get<double>();
+    }
   }
   if (impl == Impl::reference) {  // double precision: 1e-4 of the float bound (about 1e-9)
     t.atol *= 1e-4;
@@ -74,8 +102,7 @@ void compare(GoldenOutcome& o, const std::string& field, const std::vector<doubl
 namespace {
 
 using golden::numbers;
-
-std::vector<float> floats(const std::vector<double>& v) { return {v.begin(), v.end()}; }
+using golden::whole_number;
 
 const LayerRow* row_for_op(const std::string& op) {
   static const auto rows = layer_rows();
@@ -84,9 +111,11 @@ const LayerRow* row_for_op(const std::string& op) {
   return nullptr;
 }
 
+// params.<name>: absent (or no params) gives the fallback; otherwise a number.
 double param(const json& c, const std::string& name, double fallback) {
-  if (!c.contains("params") || !c["params"].is_object() || !c["params"].contains(name))
-    return fallback;
+  if (!c.contains("params") || c["params"].is_null()) return fallback;
+  if (!c["params"].is_object()) throw InvalidInput(field_error("params", "must be an object"));
+  if (!c["params"].contains(name)) return fallback;
   const json& v = c["params"][name];
   if (!v.is_number()) throw InvalidInput(field_error("params." + name, "not a number"));
   return v.get<double>();
@@ -104,18 +133,91 @@ std::string default_golden_path() {
 }
 
 json load_golden(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw GoldenFileError(path + ": is a directory, not a golden file");
   std::ifstream in(path);
   if (!in) throw GoldenFileError(path + ": cannot open the file");
   json j;
   try {
     j = json::parse(in);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse errors, and numbers beyond double (1e999)
     throw GoldenFileError(path + ": not valid JSON (" + std::string(e.what()) + ")");
   }
   if (!j.is_object() || !j.contains("cases") || !j["cases"].is_array())
     throw GoldenFileError(path + ": no \"cases\" array at the top level");
+  if (j["cases"].empty()) throw GoldenFileError(path + ": \"cases\" is empty: nothing to check");
   return j;
 }
+
+namespace {
+
+// Every field of a norm case, read and checked before anything is allocated or computed.
+struct NormCase {
+  Batch x;
+  std::vector<double> y;
+  Params p;
+  State state;
+  std::vector<double> new_mean, new_var;
+  bool valid_only = false;
+};
+
+NormCase read_norm_case(const json& c, const LayerRow& row) {
+  NormCase nc;
+  if (!c.contains("shape")) throw InvalidInput(field_error("shape", "missing"));
+  const json& shape = c["shape"];
+  if (!shape.is_array() || shape.size() != 3)
+    throw InvalidInput(field_error("shape", "must be an array [B, T, D]"));
+  const long long B = whole_number(shape[0], "shape[0]", 1, 1e6);
+  const long long T = whole_number(shape[1], "shape[1]", 1, 1e6);
+  const long long D = whole_number(shape[2], "shape[2]", 1, 1e6);
+  const std::size_t n = std::size_t(B) * std::size_t(T) * std::size_t(D);  // < 2^60
+  if (n > golden::kMaxValues)
+    throw InvalidInput(field_error("shape", "[" + std::to_string(B) + ", " + std::to_string(T) +
+                                                ", " + std::to_string(D) + "] declares " +
+                                                std::to_string(n) + " values, more than the limit " +
+                                                std::to_string(golden::kMaxValues)));
+  if (!c.contains("lengths")) throw InvalidInput(field_error("lengths", "missing"));
+  const json& l = c["lengths"];
+  if (!l.is_array() || l.size() != std::size_t(B))
+    throw InvalidInput(field_error("lengths", "must be an array of B = " + std::to_string(B) +
+                                                  " whole numbers"));
+  std::vector<int> lengths(B);
+  for (long long b = 0; b < B; ++b)
+    lengths[b] = int(whole_number(l[b], "lengths[" + std::to_string(b) + "]", 0, double(T)));
+  auto x = golden::float32s(c, "x", n);  // the size is checked before anything is allocated
+  nc.y = numbers(c, "y", n);
+  nc.x = Batch(int(B), int(T), int(D));
+  nc.x.lengths = lengths;
+  nc.x.x = std::move(x);
+
+  const auto& spec = row.layer->params;
+  if (c.contains("gamma") && !c["gamma"].is_null())
+    nc.p.gamma = golden::float32s(c, "gamma", spec.scalar_gain ? 1 : std::size_t(D));
+  if (c.contains("beta") && !c["beta"].is_null()) nc.p.beta = golden::float32s(c, "beta", D);
+  nc.p.eps = param(c, "eps", nc.p.eps);
+  nc.p.momentum = param(c, "momentum", nc.p.momentum);
+  nc.p.alpha = param(c, "alpha", nc.p.alpha);
+  for (const auto& e : row.layer->params.extra) nc.p.extra[e.name] = param(c, e.name, e.min);
+  if (c.contains("params") && c["params"].is_object() && c["params"].contains("groups"))
+    nc.p.groups = int(whole_number(c["params"]["groups"], "params.groups", 1, 1e6));
+  if (row.layer->stateful()) {
+    nc.state.running_mean = numbers(c, "running_mean", D);
+    nc.state.running_var = numbers(c, "running_var", D);
+  }
+  if (row.mode() == Mode::train) {
+    nc.new_mean = numbers(c, "new_running_mean", D);
+    nc.new_var = numbers(c, "new_running_var", D);
+  }
+  if (c.contains("valid_only")) {
+    if (!c["valid_only"].is_boolean())
+      throw InvalidInput(field_error("valid_only", "must be true or false"));
+    nc.valid_only = c["valid_only"].get<bool>();
+  }
+  return nc;
+}
+
+}  // namespace
 
 GoldenOutcome check_norm_golden_case(const json& c, Impl impl) {
   const std::string op = c.is_object() && c.contains("op") && c["op"].is_string()
@@ -140,43 +242,26 @@ GoldenOutcome check_norm_golden_case(const json& c, Impl impl, const LayerRow& r
   const LayerRow* row = &row_ref;
   try {
     if (!c.is_object()) throw InvalidInput("a case must be a JSON object");
-    o.id = c.value("id", std::string("<no id>"));
-    o.op = c.value("op", std::string());
-    const auto shape = numbers(c, "shape", 3);
-    for (double s : shape)
-      if (s < 1 || s > 1e6 || s != std::floor(s))
-        throw InvalidInput(field_error("shape", "entries must be whole numbers in [1, 1e6]"));
-    const int B = int(shape[0]), T = int(shape[1]), D = int(shape[2]);
-    const std::size_t n = std::size_t(B) * T * D;
-    if (n > (std::size_t(1) << 26)) throw InvalidInput(field_error("shape", "too large"));
-    Batch x(B, T, D);
-    const auto lengths = numbers(c, "lengths", B);
-    for (int b = 0; b < B; ++b) x.lengths[b] = int(lengths[b]);
-    x.x = floats(numbers(c, "x", n));
-    const auto y = numbers(c, "y", n);
-
-    Params p;
-    if (c.contains("gamma") && !c["gamma"].is_null())
-      p.gamma = floats(numbers(c, "gamma", row->layer->params.scalar_gain ? 1 : D));
-    if (c.contains("beta") && !c["beta"].is_null()) p.beta = floats(numbers(c, "beta", D));
-    p.eps = param(c, "eps", p.eps);
-    p.momentum = param(c, "momentum", p.momentum);
-    p.groups = int(param(c, "groups", p.groups));
-    p.alpha = param(c, "alpha", p.alpha);
-    for (const auto& e : row->layer->params.extra) p.extra[e.name] = param(c, e.name, e.min);
-    State st;
-    if (row->layer->stateful()) {
-      st.running_mean = numbers(c, "running_mean", D);
-      st.running_var = numbers(c, "running_var", D);
-    }
-
+    if (!c.contains("id")) throw InvalidInput(field_error("id", "missing"));
+    if (!c["id"].is_string()) throw InvalidInput(field_error("id", "must be a string"));
+    o.id = c["id"].get<std::string>();
+    if (!c.contains("op") || !c["op"].is_string())
+      throw InvalidInput(field_error("op", "missing or not a string"));
+    o.op = c["op"].get<std::string>();
+    NormCase nc = read_norm_case(c, *row);
     const auto tol = golden::tolerance(c, impl);
     Output out;
-    row->layer->forward(impl)(x, p, row->mode(), &st, out);
+    try {
+      row->layer->forward(impl)(nc.x, nc.p, row->mode(), &nc.state, out);
+    } catch (const InvalidInput& e) {
+      throw InvalidInput(o.op + " rejects the input: " + e.what());
+    }
 
-    const bool valid_only = c.value("valid_only", false);
+    const Batch& x = nc.x;
+    const int T = x.T, D = x.D;
     golden::compare(
-        o, "y", out, y, tol, [&](std::size_t i) { return !valid_only || x.valid(int(i / D / T), int(i / D % T)); },
+        o, "y", out, nc.y, tol,
+        [&](std::size_t i) { return !nc.valid_only || x.valid(int(i / D / T), int(i / D % T)); },
         [&](std::size_t i) {
           return "[" + std::to_string(i / D / T) + "," + std::to_string(i / D % T) + "," +
                  std::to_string(i % D) + "]";
@@ -184,15 +269,17 @@ GoldenOutcome check_norm_golden_case(const json& c, Impl impl, const LayerRow& r
     if (row->mode() == Mode::train) {
       const auto all = [](std::size_t) { return true; };
       const auto at = [](std::size_t i) { return "[" + std::to_string(i) + "]"; };
-      golden::compare(o, "new_running_mean", st.running_mean, numbers(c, "new_running_mean", D), tol, all, at);
-      golden::compare(o, "new_running_var", st.running_var, numbers(c, "new_running_var", D), tol, all, at);
+      golden::compare(o, "new_running_mean", nc.state.running_mean, nc.new_mean, tol, all, at);
+      golden::compare(o, "new_running_var", nc.state.running_var, nc.new_var, tol, all, at);
     }
     o.passed = o.error.empty();
   } catch (const InvalidInput& e) {
     o.passed = false;
+    o.malformed = true;
     o.error = e.what();
   } catch (const json::exception& e) {
     o.passed = false;
+    o.malformed = true;
     o.error = std::string("malformed case: ") + e.what();
   }
   return o;

@@ -17,17 +17,24 @@ struct GoldenFileError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// One case checked with one implementation. Three ways not to pass: an unknown op, a malformed
+// case (a field missing, of the wrong type, of the wrong size or out of range, or an input the
+// layer rejects) — both input errors: the case could not be checked — and a failure: the
+// numbers disagree.
 struct GoldenOutcome {
   std::string id;
   std::string op;
   Impl impl = Impl::reference;
-  bool known = true;   // an op this build knows
+  bool known = true;       // an op this build knows
+  bool malformed = false;  // the case could not be checked; `error` names the field
   bool passed = false;
-  std::string error;   // why it failed, naming the field and position
+  std::string error;       // one line: why it failed, naming the field and position
   double max_error = 0;
+  bool input_error() const { return !known || malformed; }
 };
 
-// Loads a golden file; throws GoldenFileError.
+// Loads a golden file; throws GoldenFileError (missing, a directory, not JSON, no "cases" array,
+// or no case in it).
 nlohmann::json load_golden(const std::string& path);
 
 // Checks one case of a norm op (a layer row of the registry: "layer_norm", "batch_norm_train")
@@ -40,8 +47,17 @@ bool norm_golden_op(const std::string& op);
 
 // Helpers for golden checkers of other ops (attention): a numeric array field of the expected
 // size (throws InvalidInput naming the field), and the comparison with the case's tolerance.
+// A checker reads every field before allocating or computing anything, so a hostile case
+// (a declared shape of 1 GB, an array of the wrong length) is rejected cheaply.
 namespace golden {
+// size == std::size_t(-1): any size. The size is checked before any value is converted.
 std::vector<double> numbers(const nlohmann::json& c, const std::string& field, std::size_t size);
+// As numbers(), and every value must fit in float32 (inputs of a float32 kernel).
+std::vector<float> float32s(const nlohmann::json& c, const std::string& field, std::size_t size);
+// A whole number in [lo, hi] (checked before any conversion to an integer type).
+long long whole_number(const nlohmann::json& v, const std::string& field, double lo, double hi);
+// The largest number of values a case may declare (a shape's product): 2^26, 256 MiB of float.
+constexpr std::size_t kMaxValues = std::size_t(1) << 26;
 struct Tolerance {
   double atol = 1e-5, rtol = 1e-5;
 };

@@ -284,6 +284,23 @@ int cmd_merge(const std::vector<std::string>& files, const std::string& out_dir,
 // ---------------------------------------------------------------------------------------------
 // golden
 
+// One line, whatever a hostile file puts in an id or a message: control characters become
+// spaces and very long text is cut.
+std::string one_line(std::string s, std::size_t max = 400) {
+  for (auto& ch : s)
+    if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) ch = ' ';
+  if (s.size() > max) s = s.substr(0, max) + "...";
+  return s;
+}
+
+std::string case_name(const nc::GoldenOutcome& o, std::size_t index) {
+  return o.id.empty() ? fmt::format("case #{}", index)
+                      : fmt::format("case '{}' (#{})", one_line(o.id, 120), index);
+}
+
+// Exit codes: 0 every case passed; 1 a case's numbers disagree; 2 an input error — a file that
+// cannot be read as a golden file, a malformed case (the line names the case and the field) or
+// an op this build does not know. An input error wins over a failure: the verdict is incomplete.
 int cmd_golden(const std::vector<std::string>& files, const std::string& impl,
                const std::string& out_dir, const std::string& command) {
   if (!out_dir.empty()) nc::check_report_dir(out_dir);
@@ -293,34 +310,47 @@ int cmd_golden(const std::vector<std::string>& files, const std::string& impl,
   run.meta.started_at = nc::utc_now();
   run.meta.versions = nc::build_versions();
   const auto start = std::chrono::steady_clock::now();
+  int input_errors = 0;
   for (const auto& path : files) {
     nlohmann::json file;
     try {
       file = nc::load_golden(path);
     } catch (const nc::GoldenFileError& e) {
-      throw UsageError(e.what());
+      fmt::print(stderr, "normcheck golden: {}\n", one_line(e.what()));
+      ++input_errors;
+      continue;
     }
-    for (const auto& c : file["cases"]) {
-      bool ok = true;
+    const auto& cases = file["cases"];
+    for (std::size_t k = 0; k < cases.size(); ++k) {
+      bool ok = true, bad_input = false;
       for (nc::Impl i : {nc::Impl::reference, nc::Impl::optimized}) {
         if (impl != "both" && impl != nc::to_string(i)) continue;
-        const auto o = nc::check_golden_case(c, i);
+        const auto o = nc::check_golden_case(cases[k], i);
+        if (o.input_error()) {  // the same for both implementations: one line
+          fmt::print(stderr, "normcheck golden: {}: {}: {}\n", one_line(path), case_name(o, k),
+                     one_line(o.error));
+          bad_input = true;
+          break;
+        }
         run.outcomes.push_back(o);
         if (!o.passed) {
           ok = false;
-          fmt::print("FAIL {} [{}]: {}\n", o.id, nc::to_string(i), o.error);
-          if (!o.known) break;  // one line for an unknown op, not one per implementation
+          fmt::print("FAIL {} [{}]: {}\n", one_line(o.id, 120), nc::to_string(i), one_line(o.error));
         }
       }
-      ok ? ++run.passed : ++run.failed;
+      bad_input ? ++input_errors : ok ? ++run.passed : ++run.failed;
     }
   }
   run.meta.seconds = since(start);
-  fmt::print("{} passed, {} failed\n", run.passed, run.failed);
+  if (input_errors > 0)
+    fmt::print("{} passed, {} failed, {} not checked (input errors)\n", run.passed, run.failed, input_errors);
+  else
+    fmt::print("{} passed, {} failed\n", run.passed, run.failed);
   if (!out_dir.empty()) {
     nc::write_report_dir(out_dir, nc::golden_report_files(run));
     fmt::print("report written to {}/ (report.md, report.json, report.html)\n", out_dir);
   }
+  if (input_errors > 0) return 2;
   return run.failed == 0 ? 0 : 1;
 }
 

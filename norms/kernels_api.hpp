@@ -1,0 +1,34 @@
+// The raw float32 kernels behind the optimized forward of each layer, for callers that own their
+// buffers (the bounds tests place them between guard regions). Each reads and writes exactly the
+// ranges its comment names, and nothing else. The Batch-level forward in each layer file
+// validates its input and calls these; the reference stays beside it in the same file.
+// Every kernel throws InvalidInput for sizes or pointers it cannot accept, before touching memory.
+#pragma once
+
+#include <cstddef>
+
+namespace normcheck {
+
+// layer_norm over `rows` independent tokens of D features. `out` may equal `x` (in place).
+// out: [rows, D] written; x: [rows, D] read; gamma, beta: [D] read, or nullptr (1 and 0).
+void layer_norm_kernel(float* out, const float* x, const float* gamma, const float* beta,
+                       std::size_t rows, int D, float eps);
+
+// rms_norm over `rows` independent tokens of D features; same buffers as layer_norm_kernel.
+void rms_norm_kernel(float* out, const float* x, const float* gamma, const float* beta,
+                     std::size_t rows, int D, float eps);
+
+// batch_norm statistics of a [B, T, D] batch, per feature, over the selected positions:
+// every B·T position when `lengths` is nullptr, else t < lengths[b] (masked_batch_norm).
+// x: [B, T, D] read; lengths: [B] read, each in [0, T]; mean, var: [D] written (biased variance,
+// accumulated in double). Returns the number of selected positions (0: mean and var are 0).
+long long batch_norm_statistics_kernel(double* mean, double* var, const float* x, int B, int T,
+                                       int D, const int* lengths);
+
+// batch_norm's normalization: y = (x − mu)·a + be per feature, at the selected positions (same
+// selection rule as above); the others of `out` are left untouched. `out` may equal `x`.
+// out: [B, T, D] written; x: [B, T, D] read; lengths: [B] or nullptr; mu, a, be: [D] read.
+void batch_norm_apply_kernel(float* out, const float* x, int B, int T, int D, const int* lengths,
+                             const float* mu, const float* a, const float* be);
+
+}  // namespace normcheck

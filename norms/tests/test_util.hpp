@@ -1,0 +1,81 @@
+// Helpers shared by the norm tests: valid inputs for any registry layer, built from its ParamSpec,
+// and the tolerance rule of docs/PROPERTIES.md.
+#pragma once
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "norms/registry.hpp"
+
+namespace normcheck::test {
+
+// Parameters a layer accepts at width D: γ, β as its ParamSpec says, G the largest divisor of D
+// up to 4 (so group layers see G > 1 where D allows it).
+inline Params params_for(const LayerEntry& l, int D, std::mt19937& rng) {
+  std::uniform_real_distribution<float> u(0.5f, 1.5f), v(-1.0f, 1.0f);
+  Params p;
+  if (l.params.scalar_gain) {
+    p.gamma = {u(rng)};
+  } else if (l.params.affine) {
+    for (int d = 0; d < D; ++d) p.gamma.push_back(u(rng));
+    if (l.params.bias)
+      for (int d = 0; d < D; ++d) p.beta.push_back(v(rng));
+  }
+  p.eps = 1e-5;
+  p.momentum = 0.1;
+  p.alpha = 0.5;
+  p.groups = 1;
+  if (l.params.groups)
+    for (int g = 4; g >= 1; --g)
+      if (D % g == 0) {
+        p.groups = g;
+        break;
+      }
+  return p;
+}
+
+inline State state_for(int D) {
+  State s;
+  for (int d = 0; d < D; ++d) {
+    s.running_mean.push_back(0.25 * (d % 5) - 0.5);
+    s.running_var.push_back(0.5 + 0.125 * (d % 7));
+  }
+  return s;
+}
+
+// Values k/16 in [-4, 4]; padding (t >= lengths[b]) holds `pad`.
+inline Batch random_batch(int B, int T, int D, const std::vector<int>& lengths, std::mt19937& rng,
+                          float pad = 0.0f) {
+  std::uniform_int_distribution<int> k(-64, 64);
+  Batch x(B, T, D);
+  x.lengths = lengths;
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t < T; ++t)
+      for (int d = 0; d < D; ++d) x.at(b, t, d) = t < lengths[b] ? float(k(rng)) / 16.0f : pad;
+  return x;
+}
+
+// The row's mode for a call: stateless layers ignore it, stateful rows have their own.
+inline Output run(const LayerRow& row, Impl impl, const Batch& x, const Params& p, State s) {
+  Output out;
+  row.layer->forward(impl)(x, p, row.mode(), &s, out);
+  return out;
+}
+
+// The tolerance rule: |a − b| ≤ atol + rtol·|b|, atol = 1e-5 + 2e-6·cond, rtol = 1e-5.
+inline double tolerance(double cond, double reference) {
+  return 1e-5 + 2e-6 * cond + 1e-5 * std::abs(reference);
+}
+
+inline bool same_bits(double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0; }
+
+inline std::string test_name(std::string s) {
+  for (auto& c : s)
+    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+  return s;
+}
+
+}  // namespace normcheck::test
