@@ -34,6 +34,12 @@ bool causal_flag(const json& c) {
   return c["causal"].get<bool>();
 }
 
+bool valid_only_flag(const json& c) {
+  if (!c.contains("valid_only")) return false;
+  if (!c["valid_only"].is_boolean()) throw InvalidInput("field 'valid_only': must be true or false");
+  return c["valid_only"].get<bool>();
+}
+
 std::string position(std::size_t i, const std::vector<int>& dims) {
   std::string s;
   for (int k = int(dims.size()) - 1; k >= 0; --k) {
@@ -50,15 +56,21 @@ GoldenOutcome checked(const json& c, Impl impl, F&& body) {
   o.impl = impl;
   try {
     if (!c.is_object()) throw InvalidInput("a case must be a JSON object");
-    o.id = c.value("id", std::string("<no id>"));
-    o.op = c.value("op", std::string());
+    if (!c.contains("id") || !c["id"].is_string()) throw InvalidInput("field 'id': missing or not a string");
+    o.id = c["id"].get<std::string>();
+    if (!c.contains("op") || !c["op"].is_string()) throw InvalidInput("field 'op': missing or not a string");
+    o.op = c["op"].get<std::string>();
     body(o);
     o.passed = o.error.empty();
-  } catch (const InvalidInput& e) {
+  } catch (const InvalidInput& e) {  // a malformed case: an input error naming the field
     o.passed = false;
-    o.error = e.what();
+    o.malformed = true;
+    const std::string what = e.what();
+    // a field the reader checked, or an input the kernel itself rejects
+    o.error = what.rfind("field '", 0) == 0 ? what : (o.op.empty() ? "the case" : o.op) + " rejects the input: " + what;
   } catch (const json::exception& e) {
     o.passed = false;
+    o.malformed = true;
     o.error = std::string("malformed case: ") + e.what();
   }
   return o;
@@ -79,6 +91,8 @@ GoldenOutcome check_sdpa_golden_case(const json& c, Impl impl) {
     if (c.contains("params") && c["params"].is_object() && c["params"].contains("scale")) {
       if (!c["params"]["scale"].is_number()) throw InvalidInput("field 'params.scale': not a number");
       scale = c["params"]["scale"].get<double>();
+      if (!(scale > 0) || !std::isfinite(scale))
+        throw InvalidInput("field 'params.scale': must be positive and finite, got " + std::to_string(scale));
     }
     const auto q = floats(numbers(c, "q", s.q_size()));
     const auto k = floats(numbers(c, "k", s.k_size()));
@@ -92,7 +106,7 @@ GoldenOutcome check_sdpa_golden_case(const json& c, Impl impl) {
       sdpa_optimized(f, nullptr, q, k, v, s, m, scale);
       out.assign(f.begin(), f.end());
     }
-    const bool valid_only = c.value("valid_only", false);
+    const bool valid_only = valid_only_flag(c);
     const std::vector<int> dims = {B, H, T, dh};
     golden::compare(
         o, "y", out, y, golden::tolerance(c, impl),
@@ -130,7 +144,7 @@ GoldenOutcome check_mha_golden_case(const json& c, Impl impl) {
       mha_optimized(f, nullptr, w, xf, xf, B, T, T, m);
       out.assign(f.begin(), f.end());
     }
-    const bool valid_only = c.value("valid_only", false);
+    const bool valid_only = valid_only_flag(c);
     const std::vector<int> dims = {B, T, E};
     golden::compare(
         o, "y", out, y, golden::tolerance(c, impl),

@@ -47,6 +47,7 @@ void dyt_optimized(const Batch& in, const Params& p, Mode, State*, Output& out) 
 
 // No statistics: nothing is ill-conditioned and ε does not exist.
 Conditioning no_statistics(const Batch& in, const Params&, Mode, const State*) {
+  validate_batch(in);
   return {std::vector<double>(in.x.size(), 0.0), std::vector<double>(in.x.size(), 0.0)};
 }
 

@@ -52,12 +52,22 @@ void group_norm_kernel(float* out, const float* x, const float* gamma, const flo
     for (int g = 0; g < G; ++g) {
       const float* xg = x + r * D + g * gs;  // [gs]
       float* yg = out + r * D + g * gs;      // [gs]
-      float mean, var;
+      float mean, var, e = eps;
+      const float* src = xg;
       kernels::mean_var(xg, gs, mean, var);
-      const float rstd = 1.0f / std::sqrt(var + eps);
+      if (!std::isfinite(var) && kernels::all_finite(xg, gs)) {
+        // |x| beyond ~1e19: the squares overflowed; the same passes on x·2^-k (kernels.hpp),
+        // written into yg (xg is not read again)
+        const float sc = kernels::overflow_scale(xg, gs);
+        for (int i = 0; i < gs; ++i) yg[i] = xg[i] * sc;
+        kernels::mean_var(yg, gs, mean, var);
+        e = eps * sc * sc;
+        src = yg;
+      }
+      const float rstd = 1.0f / std::sqrt(var + e);
       for (int i = 0; i < gs; ++i) {
         const int d = g * gs + i;
-        yg[i] = (xg[i] - mean) * rstd * (gamma ? gamma[d] : 1.0f) + (beta ? beta[d] : 0.0f);
+        yg[i] = (src[i] - mean) * rstd * (gamma ? gamma[d] : 1.0f) + (beta ? beta[d] : 0.0f);
       }
     }
   });

@@ -53,17 +53,21 @@ void instance_norm_kernel(float* out, const float* x, const int* lengths, const 
     const float* xb = x + std::size_t(b) * T * D;  // [T, D]
     float* yb = out + std::size_t(b) * T * D;      // [T, D]
     const int L = lengths[b];
-    std::vector<float> mean(D, 0.0f), var(D, 0.0f);
+    // per-feature sums in double (fixed order over the sequence's tokens): the squared
+    // deviations of ±1e30 values overflow float
+    std::vector<double> acc(D, 0.0), sq(D, 0.0);
     for (int t = 0; t < L; ++t)
-      for (int d = 0; d < D; ++d) mean[d] += xb[t * D + d] - xb[d];
-    for (int d = 0; d < D; ++d) mean[d] = xb[d] + (L ? mean[d] / float(L) : 0.0f);
+      for (int d = 0; d < D; ++d) acc[d] += xb[t * D + d];
+    std::vector<float> mean(D), var(D);
+    for (int d = 0; d < D; ++d) mean[d] = L ? float(acc[d] / L) : 0.0f;
     for (int t = 0; t < L; ++t)
       for (int d = 0; d < D; ++d) {
-        const float dev = xb[t * D + d] - mean[d];
-        var[d] += dev * dev;
+        const double dev = double(xb[t * D + d]) - acc[d] / L;
+        sq[d] += dev * dev;
       }
+    // var holds the scale a = γ/√(σ²+ε), computed in double
     for (int d = 0; d < D; ++d)
-      var[d] = (gamma ? gamma[d] : 1.0f) / std::sqrt((L ? var[d] / float(L) : 0.0f) + eps);
+      var[d] = float((gamma ? gamma[d] : 1.0f) / std::sqrt((L ? sq[d] / L : 0.0) + double(eps)));
     for (int t = 0; t < T; ++t)
       for (int d = 0; d < D; ++d)
         yb[t * D + d] = t < L ? (xb[t * D + d] - mean[d]) * var[d] + (beta ? beta[d] : 0.0f) : 0.0f;
@@ -80,6 +84,7 @@ void instance_norm_optimized(const Batch& in, const Params& p, Mode, State*, Out
 }
 
 Conditioning instance_norm_conditioning(const Batch& in, const Params& p, Mode, const State*) {
+  validate_batch(in);
   Conditioning c;
   c.cond.assign(in.x.size(), 0.0);
   c.eps_rel.assign(in.x.size(), 0.0);

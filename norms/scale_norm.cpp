@@ -12,7 +12,7 @@ void check_inputs(const Batch& in, const Params& p) {
   validate_batch(in);
   validate_eps(p.eps);
   if (p.gamma.size() > 1)
-    throw InvalidInput("scale_norm: gamma holds the one scalar gain g, got " +
+    throw InvalidInput("scale_norm: gamma has " + std::to_string(p.gamma.size()) + " values, expected 1 (the scalar gain g); got " +
                        std::to_string(p.gamma.size()) + " values");
   if (!p.beta.empty()) throw InvalidInput("scale_norm has no beta");
 }
@@ -41,7 +41,16 @@ void scale_norm_kernel(float* out, const float* x, float g, std::size_t rows, in
   kernels::for_each_row(rows, std::size_t(D), [&](std::size_t r) {
     const float* xr = x + r * D;  // [D]
     float* yr = out + r * D;      // [D]
-    const float scale = g / std::max(std::sqrt(kernels::sum_sq_dev(xr, D, 0.0f)), eps);
+    const float ss = kernels::sum_sq_dev(xr, D, 0.0f);
+    if (!std::isfinite(ss) && kernels::all_finite(xr, D)) {
+      // |x| beyond ~1e19: x² overflowed; ‖x‖ > ε surely, and g·x/‖x‖ = g·(x·s)/‖x·s‖
+      const float sc = kernels::overflow_scale(xr, D);
+      for (int d = 0; d < D; ++d) yr[d] = xr[d] * sc;
+      const float inv = g / std::sqrt(kernels::sum_sq_dev(yr, D, 0.0f));
+      for (int d = 0; d < D; ++d) yr[d] *= inv;
+      return;
+    }
+    const float scale = g / std::max(std::sqrt(ss), eps);
     for (int d = 0; d < D; ++d) yr[d] = xr[d] * scale;
   });
 }
@@ -56,6 +65,7 @@ void scale_norm_optimized(const Batch& in, const Params& p, Mode, State*, Output
 
 // ε only matters when ‖x‖ ≤ ε; there the output moves by up to its whole size.
 Conditioning scale_norm_conditioning(const Batch& in, const Params& p, Mode, const State*) {
+  validate_batch(in);
   Conditioning c;
   c.cond.assign(in.x.size(), 0.0);
   c.eps_rel.assign(in.x.size(), 0.0);

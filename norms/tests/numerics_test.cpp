@@ -50,10 +50,12 @@ std::string row_impl_name(const ::testing::TestParamInfo<RowImpl>& info) {
 int width() { return *element(1, 2, 3, 4, 7, 8, 16, 17, 31, 33, 64, 100); }
 
 // A padded batch drawn by RapidCheck: every sequence has at least one valid token.
-Batch draw_batch(int D) {
-  const int B = *inRange(1, 5), T = *inRange(1, 7);
+// min_len 2 for train rows of stateful layers: RapidCheck's sized ranges start at one token,
+// which BatchNorm rightly rejects in train mode, and a property that only discards gives up.
+Batch draw_batch(int D, int min_len = 1) {
+  const int B = *inRange(1, 5), T = *inRange(min_len, 7);
   std::vector<int> lengths(B);
-  for (auto& l : lengths) l = *inRange(1, T + 1);
+  for (auto& l : lengths) l = *inRange(min_len, T + 1);
   const auto k = *rc::gen::container<std::vector<int>>(std::size_t(B) * T * D, inRange(-64, 65));
   Batch x(B, T, D);
   x.lengths = lengths;
@@ -113,6 +115,9 @@ class ConstantToken : public ::testing::TestWithParam<RowImpl> {};
 TEST_P(ConstantToken, GivesExactlyBeta) {
   const LayerRow& row = GetParam().row;
   const Impl impl = GetParam().impl;
+  if (row.layer->origin != "builtin")  // reported by the matrix and README, not held here
+    GTEST_SKIP() << row.layer->name << " is an external kernel: these numerics are normcheck's own "
+                 << "guarantees (oneDNN's findings: README, External kernels)";
   const bool ok = rc::check(row.id() + " " + to_string(impl) + ": constant token gives beta", [&] {
     const int D = width();
     Batch x = draw_batch(D);
@@ -168,9 +173,12 @@ class ExtremeInput : public ::testing::TestWithParam<LayerRow> {};
 
 TEST_P(ExtremeInput, FiniteAndAgreesWithTheReference) {
   const LayerRow& row = GetParam();
+  if (row.layer->origin != "builtin")  // reported by the matrix and README, not held here
+    GTEST_SKIP() << row.layer->name << " is an external kernel: these numerics are normcheck's own "
+                 << "guarantees (oneDNN's findings: README, External kernels)";
   const bool ok = rc::check(row.id() + ": extreme finite inputs", [&] {
     const int D = width();
-    Batch x = draw_batch(D);
+    Batch x = draw_batch(D, row.mode() == Mode::train ? 2 : 1);
     const Params p = draw_params(*row.layer, D);
     const State s = test::state_for(D);
     // up to ±FLT_MAX only for token-wise rows: batch statistics of ±3e38 put x − μ out of float

@@ -79,8 +79,10 @@ TEST(Cli, UsageErrorsExitWithTwoAndOneLineReason) {
     const auto r = run(cli() + " " + args);
     EXPECT_EQ(r.code, 2) << args << "\n" << r.err;
     EXPECT_NE(r.err.find(reason), std::string::npos) << args << "\nstderr: " << r.err;
-    EXPECT_EQ(testing::count(r.err, "normcheck: "), 1u) << "one line of reason, got:\n" << r.err;
-    EXPECT_EQ(r.err.find('\n', r.err.find("normcheck: ")), r.err.size() - 1) << "the reason is the last line:\n" << r.err;
+    // "normcheck: reason", or "normcheck golden: reason" for a golden input error
+    const std::string prefix = args.rfind("golden", 0) == 0 ? "normcheck golden: " : "normcheck: ";
+    EXPECT_EQ(testing::count(r.err, prefix), 1u) << "one line of reason, got:\n" << r.err;
+    EXPECT_EQ(r.err.find('\n', r.err.find(prefix)), r.err.size() - 1) << "the reason is the last line:\n" << r.err;
   }
   EXPECT_TRUE(std::filesystem::exists(other + "/notes.txt")) << "a refused --out must stay untouched";
 }
