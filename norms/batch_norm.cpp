@@ -7,6 +7,7 @@
 #include <string>
 
 #include "norms/kernels.hpp"
+#include "norms/kernels_api.hpp"
 
 namespace normcheck {
 namespace {
@@ -46,14 +47,15 @@ long long check_batch_norm_inputs(const Batch& in, const Params& p, Mode mode, c
   return n;
 }
 
+
 namespace {
 
-void update_running(State& s, const std::vector<double>& mean, const std::vector<double>& var,
-                    long long n, double momentum) {
+void update_running(double* running_mean, double* running_var, const double* mean,
+                    const double* var, int D, long long n, double momentum) {
   const double unbiased = double(n) / double(n - 1);
-  for (std::size_t d = 0; d < mean.size(); ++d) {
-    s.running_mean[d] = (1 - momentum) * s.running_mean[d] + momentum * mean[d];
-    s.running_var[d] = (1 - momentum) * s.running_var[d] + momentum * var[d] * unbiased;
+  for (int d = 0; d < D; ++d) {
+    running_mean[d] = (1 - momentum) * running_mean[d] + momentum * mean[d];
+    running_var[d] = (1 - momentum) * running_var[d] + momentum * var[d] * unbiased;
   }
 }
 
@@ -92,7 +94,9 @@ void batch_norm_reference(const Batch& in, const Params& p, Mode mode, State* st
         out[in.index(b, t, d)] = g * (in.at(b, t, d) - mean[d]) / std::sqrt(var[d] + p.eps) + be;
       }
     }
-  if (mode == Mode::train) update_running(*state, mean, var, n, p.momentum);
+  if (mode == Mode::train)
+    update_running(state->running_mean.data(), state->running_var.data(), mean.data(), var.data(),
+                   D, n, p.momentum);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -104,11 +108,63 @@ namespace {
 
 constexpr int kFeatureBlock = 64;
 
+// Per-feature mean and biased variance of `rows` rows of D, in double, two passes, rows in
+// index order within each block of kFeatureBlock features: the order depends on D only.
+void feature_stats_rows(const float* x, std::size_t rows, int D, double* mean, double* var) {
+  const int blocks = (D + kFeatureBlock - 1) / kFeatureBlock;
+  const double n = double(rows);
+#pragma omp parallel for schedule(static) if (rows * D >= kernels::kParallelMinValues)
+  for (int blk = 0; blk < blocks; ++blk) {
+    const int d0 = blk * kFeatureBlock, d1 = std::min(D, d0 + kFeatureBlock);
+    double acc[kFeatureBlock] = {};
+    for (std::size_t r = 0; r < rows; ++r) {
+      const float* xr = x + r * D;  // [D]
+      for (int d = d0; d < d1; ++d) acc[d - d0] += xr[d];
+    }
+    for (int d = d0; d < d1; ++d) mean[d] = acc[d - d0] / n;
+    for (int d = d0; d < d1; ++d) acc[d - d0] = 0;
+    for (std::size_t r = 0; r < rows; ++r) {
+      const float* xr = x + r * D;
+      for (int d = d0; d < d1; ++d) {
+        const double dev = double(xr[d]) - mean[d];
+        acc[d - d0] += dev * dev;
+      }
+    }
+    for (int d = d0; d < d1; ++d) var[d] = acc[d - d0] / n;
+  }
+}
+
+// y = (x − μ)·a + β with a = γ/√(σ²+ε), per feature, in float; rows where keep(r) is false are
+// left untouched.
+template <class Keep>
+void normalize_rows(float* y, const float* x, std::size_t rows, int D, const double* mean,
+                    const double* var, const float* gamma, const float* beta, double eps,
+                    Keep&& keep) {
+  std::vector<float> mu(D), a(D), be(D);
+  for (int d = 0; d < D; ++d) {
+    mu[d] = float(mean[d]);
+    // the scale in double: σ² of a batch holding 1e30 padding overflows float
+    a[d] = float((gamma ? gamma[d] : 1.0) / std::sqrt(var[d] + eps));
+    be[d] = beta ? beta[d] : 0.0f;
+  }
+  kernels::for_each_row(rows, std::size_t(D), [&](std::size_t r) {
+    if (!keep(r)) return;
+    const float* xr = x + r * D;  // [D]
+    float* yr = y + r * D;        // [D]
+    for (int d = 0; d < D; ++d) yr[d] = (xr[d] - mu[d]) * a[d] + be[d];
+  });
+}
+
+
 }  // namespace
 
 void batch_feature_stats(const Batch& in, TokenSet tokens, long long n, std::vector<double>& mean,
                          std::vector<double>& var) {
   const int D = in.D;
+  if (tokens == TokenSet::all_positions) {
+    feature_stats_rows(in.x.data(), in.rows(), D, mean.data(), var.data());
+    return;
+  }
   const int blocks = (D + kFeatureBlock - 1) / kFeatureBlock;
 #pragma omp parallel for schedule(static) if (in.x.size() >= kernels::kParallelMinValues)
   for (int blk = 0; blk < blocks; ++blk) {
@@ -135,10 +191,29 @@ void batch_feature_stats(const Batch& in, TokenSet tokens, long long n, std::vec
   }
 }
 
+void batch_norm_train_kernel(float* out, double* running_mean, double* running_var,
+                             const float* x, const float* gamma, const float* beta,
+                             std::size_t rows, int D, double eps, double momentum) {
+  std::vector<double> mean(D), var(D);
+  feature_stats_rows(x, rows, D, mean.data(), var.data());
+  normalize_rows(out, x, rows, D, mean.data(), var.data(), gamma, beta, eps,
+                 [](std::size_t) { return true; });
+  update_running(running_mean, running_var, mean.data(), var.data(), D, (long long)rows, momentum);
+}
+
 void batch_norm_optimized(const Batch& in, const Params& p, Mode mode, State* state, Output& out,
                           TokenSet tokens) {
   const long long n = check_inputs(in, p, mode, state, tokens);
   const int D = in.D;
+  const float* gamma = p.gamma.empty() ? nullptr : p.gamma.data();
+  const float* beta = p.beta.empty() ? nullptr : p.beta.data();
+  std::vector<float> y(in.x.size(), 0.0f);
+  if (mode == Mode::train && tokens == TokenSet::all_positions) {
+    batch_norm_train_kernel(y.data(), state->running_mean.data(), state->running_var.data(),
+                            in.x.data(), gamma, beta, in.rows(), D, p.eps, p.momentum);
+    out.assign(y.begin(), y.end());
+    return;
+  }
   std::vector<double> mean(D), var(D);
   if (mode == Mode::train)
     batch_feature_stats(in, tokens, n, mean, var);
@@ -146,24 +221,15 @@ void batch_norm_optimized(const Batch& in, const Params& p, Mode mode, State* st
     mean = state->running_mean;
     var = state->running_var;
   }
-  // y = (x − μ)·a + β with a = γ/√(σ²+ε), per feature, in float
-  std::vector<float> mu(D), a(D), be(D);
-  for (int d = 0; d < D; ++d) {
-    mu[d] = float(mean[d]);
-    // the scale in double: σ² of a batch holding 1e30 padding overflows float
-    a[d] = float((p.gamma.empty() ? 1.0 : p.gamma[d]) / std::sqrt(var[d] + p.eps));
-    be[d] = p.beta.empty() ? 0.0f : p.beta[d];
-  }
-  std::vector<float> y(in.x.size(), 0.0f);
-  kernels::for_each_row(in.rows(), std::size_t(D), [&](std::size_t r) {
-    const int b = int(r / in.T), t = int(r % in.T);
-    if (tokens == TokenSet::valid_tokens && !in.valid(b, t)) return;
-    const float* xr = &in.x[r * D];  // [D]
-    float* yr = &y[r * D];           // [D]
-    for (int d = 0; d < D; ++d) yr[d] = (xr[d] - mu[d]) * a[d] + be[d];
-  });
+  normalize_rows(y.data(), in.x.data(), in.rows(), D, mean.data(), var.data(), gamma, beta, p.eps,
+                 [&](std::size_t r) {
+                   return tokens == TokenSet::all_positions ||
+                          in.valid(int(r / in.T), int(r % in.T));
+                 });
   out.assign(y.begin(), y.end());
-  if (mode == Mode::train) update_running(*state, mean, var, n, p.momentum);
+  if (mode == Mode::train)
+    update_running(state->running_mean.data(), state->running_var.data(), mean.data(), var.data(),
+                   D, n, p.momentum);
 }
 
 Conditioning batch_norm_conditioning(const Batch& in, const Params& p, Mode mode,

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "norms/kernels.hpp"
+#include "norms/kernels_api.hpp"
 #include "norms/registry.hpp"
 
 namespace normcheck {
@@ -39,6 +40,8 @@ void layer_norm_reference(const Batch& in, const Params& p, Mode, State*, Output
   }
 }
 
+}  // namespace
+
 // ---------------------------------------------------------------------------------------------
 // optimized: float32, one OpenMP task per token, shifted two-pass statistics in registers
 
@@ -57,6 +60,8 @@ void layer_norm_kernel(float* out, const float* x, const float* gamma, const flo
     }
   });
 }
+
+namespace {
 
 void layer_norm_optimized(const Batch& in, const Params& p, Mode, State*, Output& out) {
   check_inputs(in, p);

@@ -2,6 +2,7 @@
 #include <cmath>
 
 #include "norms/kernels.hpp"
+#include "norms/kernels_api.hpp"
 #include "norms/registry.hpp"
 
 namespace normcheck {
@@ -34,6 +35,8 @@ void rms_norm_reference(const Batch& in, const Params& p, Mode, State*, Output& 
   }
 }
 
+}  // namespace
+
 // ---------------------------------------------------------------------------------------------
 // optimized: float32, one OpenMP task per token
 
@@ -51,6 +54,8 @@ void rms_norm_kernel(float* out, const float* x, const float* gamma, const float
     }
   });
 }
+
+namespace {
 
 void rms_norm_optimized(const Batch& in, const Params& p, Mode, State*, Output& out) {
   check_inputs(in, p);
