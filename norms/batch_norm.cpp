@@ -3,6 +3,7 @@
 #include "norms/batch_norm.hpp"
 
 #include <cmath>
+#include <omp.h>
 #include <algorithm>
 #include <string>
 
@@ -108,29 +109,44 @@ namespace {
 
 constexpr int kFeatureBlock = 64;
 
-// Per-feature mean and biased variance of `rows` rows of D, in double, two passes, rows in
-// index order within each block of kFeatureBlock features: the order depends on D only.
-void feature_stats_rows(const float* x, std::size_t rows, int D, double* mean, double* var) {
-  const int blocks = (D + kFeatureBlock - 1) / kFeatureBlock;
+// Mean and biased variance of features [d0, d1) over `rows` rows of D, in double, two passes,
+// each feature's sum taken over the rows in index order: streaming over whole row segments,
+// with AVX2 and baseline clones that give the same bits (no FMA, independent lanes).
+__attribute__((target_clones("avx2", "default")))
+void feature_range_stats(const float* x, std::size_t rows, int D, int d0, int d1, double* acc,
+                         double* mean, double* var) {
+  const int w = d1 - d0;
   const double n = double(rows);
-#pragma omp parallel for schedule(static) if (rows * D >= kernels::kParallelMinValues)
-  for (int blk = 0; blk < blocks; ++blk) {
-    const int d0 = blk * kFeatureBlock, d1 = std::min(D, d0 + kFeatureBlock);
-    double acc[kFeatureBlock] = {};
-    for (std::size_t r = 0; r < rows; ++r) {
-      const float* xr = x + r * D;  // [D]
-      for (int d = d0; d < d1; ++d) acc[d - d0] += xr[d];
+  for (int d = 0; d < w; ++d) acc[d] = 0;
+  for (std::size_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * D + d0;  // [w]
+    for (int d = 0; d < w; ++d) acc[d] += xr[d];
+  }
+  for (int d = 0; d < w; ++d) mean[d0 + d] = acc[d] / n;
+  for (int d = 0; d < w; ++d) acc[d] = 0;
+  const double* mu = mean + d0;
+  for (std::size_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * D + d0;
+    for (int d = 0; d < w; ++d) {
+      const double dev = double(xr[d]) - mu[d];
+      acc[d] += dev * dev;
     }
-    for (int d = d0; d < d1; ++d) mean[d] = acc[d - d0] / n;
-    for (int d = d0; d < d1; ++d) acc[d - d0] = 0;
-    for (std::size_t r = 0; r < rows; ++r) {
-      const float* xr = x + r * D;
-      for (int d = d0; d < d1; ++d) {
-        const double dev = double(xr[d]) - mean[d];
-        acc[d - d0] += dev * dev;
-      }
+  }
+  for (int d = 0; d < w; ++d) var[d0 + d] = acc[d] / n;
+}
+
+// Per-feature mean and biased variance of `rows` rows of D. Each thread takes a contiguous
+// range of features; a feature's sums never leave its thread and run over the rows in index
+// order, so the result is the same for any thread count and any split.
+void feature_stats_rows(const float* x, std::size_t rows, int D, double* mean, double* var) {
+#pragma omp parallel if (rows * D >= kernels::kParallelMinValues)
+  {
+    const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+    const int d0 = int((long long)D * t / nt), d1 = int((long long)D * (t + 1) / nt);
+    if (d1 > d0) {
+      std::vector<double> acc(d1 - d0);
+      feature_range_stats(x, rows, D, d0, d1, acc.data(), mean, var);
     }
-    for (int d = d0; d < d1; ++d) var[d] = acc[d - d0] / n;
   }
 }
 

@@ -8,33 +8,42 @@
 namespace normcheck::kernels {
 
 constexpr int kLanes = 8;
+// Rows of at least kWideLanes values first run 32 interleaved partial sums (four independent
+// 8-lane chains: one chain is bound by the add latency, not by loads), folded into the 8 lanes
+// in a fixed tree before the 8-lane loop and the tail. The order depends on n only; short rows
+// (n < 32) take exactly the 8-lane path.
+constexpr int kWideLanes = 32;
 
-// Σ (x[i] - shift), eight interleaved partial sums combined in a fixed tree.
-inline float sum_shifted(const float* x, int n, float shift) {
+// Σ f(x[i]) in the fixed order above.
+template <class F>
+inline float fixed_order_sum(const float* x, int n, F f) {
   float acc[kLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
   int i = 0;
+  if (n >= kWideLanes) {
+    float wide[kWideLanes] = {};
+    for (; i + kWideLanes <= n; i += kWideLanes)
+      for (int l = 0; l < kWideLanes; ++l) wide[l] += f(x[i + l]);
+    for (int l = 0; l < kLanes; ++l)
+      acc[l] = (wide[l] + wide[l + 16]) + (wide[l + 8] + wide[l + 24]);
+  }
   for (; i + kLanes <= n; i += kLanes)
-    for (int l = 0; l < kLanes; ++l) acc[l] += x[i + l] - shift;
+    for (int l = 0; l < kLanes; ++l) acc[l] += f(x[i + l]);
   float tail = 0;
-  for (; i < n; ++i) tail += x[i] - shift;
+  for (; i < n; ++i) tail += f(x[i]);
   return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail;
 }
 
-// Σ (x[i] - center)², same fixed order.
+// Σ (x[i] - shift)
+inline float sum_shifted(const float* x, int n, float shift) {
+  return fixed_order_sum(x, n, [shift](float v) { return v - shift; });
+}
+
+// Σ (x[i] - center)²
 inline float sum_sq_dev(const float* x, int n, float center) {
-  float acc[kLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int l = 0; l < kLanes; ++l) {
-      const float d = x[i + l] - center;
-      acc[l] += d * d;
-    }
-  float tail = 0;
-  for (; i < n; ++i) {
-    const float d = x[i] - center;
-    tail += d * d;
-  }
-  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail;
+  return fixed_order_sum(x, n, [center](float v) {
+    const float d = v - center;
+    return d * d;
+  });
 }
 
 // Two-pass mean and biased variance of one row. Shifting by x[0] first keeps the mean exact
