@@ -163,11 +163,11 @@ void normalize_rows(float* y, const float* x, std::size_t rows, int D, const dou
     a[d] = float((gamma ? gamma[d] : 1.0) / std::sqrt(var[d] + eps));
     be[d] = beta ? beta[d] : 0.0f;
   }
+  const bool stream = rows * D * sizeof(float) >= kernels::kStreamMinBytes;
   kernels::for_each_row(rows, std::size_t(D), [&](std::size_t r) {
     if (!keep(r)) return;
     const float* xr = x + r * D;  // [D]
-    float* yr = y + r * D;        // [D]
-    for (int d = 0; d < D; ++d) yr[d] = (xr[d] - mu[d]) * a[d] + be[d];
+    kernels::write_row(y + r * D, D, stream, [&](int d) { return (xr[d] - mu[d]) * a[d] + be[d]; });
   });
 }
 

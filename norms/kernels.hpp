@@ -4,6 +4,9 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+
+#include <xmmintrin.h>  // _mm_stream_ps, _mm_sfence (SSE: every x86-64)
 
 namespace normcheck::kernels {
 
@@ -58,11 +61,37 @@ inline void mean_var(const float* x, int n, float& mean, float& var) {
 // the work. Results never depend on it (every row is computed the same way either way).
 constexpr std::size_t kParallelMinValues = 2048;
 
+// Outputs at least this large are written with non-temporal stores: they do not fit in cache,
+// so a normal store would first read every output line in (read-for-ownership), a third
+// stream of memory traffic beside reading x and writing y. The values are the same either way.
+constexpr std::size_t kStreamMinBytes = std::size_t(8) << 20;
+
+// y[d] = f(d) for d in [0, n); through non-temporal stores when `stream` (the caller fences,
+// see for_each_row). f is computed in blocks of 16 into a buffer GCC vectorizes.
+template <class F>
+inline void write_row(float* y, int n, bool stream, F&& f) {
+  int d = 0;
+  if (stream) {
+    for (; d < n && (reinterpret_cast<std::uintptr_t>(y + d) & 15) != 0; ++d) y[d] = f(d);
+    alignas(16) float buf[16];
+    for (; d + 16 <= n; d += 16) {
+      for (int l = 0; l < 16; ++l) buf[l] = f(d + l);
+      for (int l = 0; l < 16; l += 4) _mm_stream_ps(y + d + l, _mm_load_ps(buf + l));
+    }
+  }
+  for (; d < n; ++d) y[d] = f(d);
+}
+
 // Runs body(i) for i in [0, n) on independent rows of `width` values, statically scheduled.
+// Each thread fences its non-temporal stores before the team joins, so the caller sees them.
 template <class F>
 inline void for_each_row(std::size_t n, std::size_t width, F&& body) {
-#pragma omp parallel for schedule(static) if (n * width >= kParallelMinValues)
-  for (long long i = 0; i < (long long)n; ++i) body(std::size_t(i));
+#pragma omp parallel if (n * width >= kParallelMinValues)
+  {
+#pragma omp for schedule(static)
+    for (long long i = 0; i < (long long)n; ++i) body(std::size_t(i));
+    _mm_sfence();
+  }
 }
 
 }  // namespace normcheck::kernels

@@ -52,23 +52,24 @@ namespace {
 // gives the same bits.
 __attribute__((target_clones("avx2", "default")))
 void layer_norm_row(float* yr, const float* xr, const float* gamma, const float* beta, int D,
-                    float eps) {
+                    float eps, bool stream) {
   float mean, var;
   kernels::mean_var(xr, D, mean, var);
   const float rstd = 1.0f / std::sqrt(var + eps);
-  for (int d = 0; d < D; ++d) {
+  kernels::write_row(yr, D, stream, [&](int d) {
     const float g = gamma ? gamma[d] : 1.0f;
     const float b = beta ? beta[d] : 0.0f;
-    yr[d] = (xr[d] - mean) * rstd * g + b;
-  }
+    return (xr[d] - mean) * rstd * g + b;
+  });
 }
 
 }  // namespace
 
 void layer_norm_kernel(float* out, const float* x, const float* gamma, const float* beta,
                        std::size_t rows, int D, float eps) {
+  const bool stream = rows * D * sizeof(float) >= kernels::kStreamMinBytes;
   kernels::for_each_row(rows, std::size_t(D), [&](std::size_t r) {
-    layer_norm_row(out + r * D, x + r * D, gamma, beta, D, eps);  // [D] each
+    layer_norm_row(out + r * D, x + r * D, gamma, beta, D, eps, stream);  // [D] each
   });
 }
 

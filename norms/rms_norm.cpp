@@ -45,22 +45,23 @@ namespace {
 // One token; AVX2 and baseline clones give the same bits (see layer_norm_row).
 __attribute__((target_clones("avx2", "default")))
 void rms_norm_row(float* yr, const float* xr, const float* gamma, const float* beta, int D,
-                  float eps) {
+                  float eps, bool stream) {
   const float ms = kernels::sum_sq_dev(xr, D, 0.0f) / float(D);
   const float rrms = 1.0f / std::sqrt(ms + eps);
-  for (int d = 0; d < D; ++d) {
+  kernels::write_row(yr, D, stream, [&](int d) {
     const float g = gamma ? gamma[d] : 1.0f;
     const float b = beta ? beta[d] : 0.0f;
-    yr[d] = xr[d] * rrms * g + b;
-  }
+    return xr[d] * rrms * g + b;
+  });
 }
 
 }  // namespace
 
 void rms_norm_kernel(float* out, const float* x, const float* gamma, const float* beta,
                      std::size_t rows, int D, float eps) {
+  const bool stream = rows * D * sizeof(float) >= kernels::kStreamMinBytes;
   kernels::for_each_row(rows, std::size_t(D), [&](std::size_t r) {
-    rms_norm_row(out + r * D, x + r * D, gamma, beta, D, eps);  // [D] each
+    rms_norm_row(out + r * D, x + r * D, gamma, beta, D, eps, stream);  // [D] each
   });
 }
 
