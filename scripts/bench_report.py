@@ -198,7 +198,7 @@ def main():
     for claim, shape, x, target, v in rows:
         S.append(f"| {claim} | {shape} | {fmt_ratio(x)} | {target} | {v} |")
     S.append("")
-    text = "\n".join(L[:4] + S + L[4:]) + "\n"
+    text = "\n".join(L[:3] + S + L[3:]) + "\n"
     if analysis and os.path.exists(analysis):
         with open(analysis) as f:
             text += "\n" + f.read()
