@@ -50,7 +50,7 @@ def verdict(r, target, higher=True):
     if ok:
         return "✅ met"
     gap = (target - r) / target * 100 if higher else (r - target) / target * 100
-    return f"❌ {gap:.0f}% short"
+    return f"❌ {gap:.1f}% short"
 
 
 def main():
