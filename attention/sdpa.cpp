@@ -107,13 +107,22 @@ namespace {
 // Below this many multiply-adds a call runs on the calling thread (results are the same).
 constexpr double kParallelMinWork = 1 << 14;
 
+// Eight interleaved partial sums combined in a fixed tree (the order depends on n only), so
+// GCC vectorizes the body at any SIMD width with the same bits.
 inline float dot(const float* a, const float* b, int n) {
-  float s = 0.0f;
-  for (int d = 0; d < n; ++d) s += a[d] * b[d];
-  return s;
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int d = 0;
+  for (; d + 8 <= n; d += 8)
+    for (int l = 0; l < 8; ++l) acc[l] += a[d + l] * b[d + l];
+  float tail = 0.0f;
+  for (; d < n; ++d) tail += a[d] * b[d];
+  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail;
 }
 
 // One tile of up to kSdpaQueryTile query rows of one (b, h). acc: [kSdpaQueryTile, dv] scratch.
+// Compiled twice, for AVX2 and for the baseline, chosen at run time: AVX2 without FMA, so the
+// same operations in the same order give the same bits on either path.
+__attribute__((target_clones("avx2", "default")))
 void attention_tile(float* out, float* weights, const float* q, const float* k, const float* v,
                     const SdpaShape& s, const SdpaMask& m, float scale, int b, int h, int i0,
                     float* acc) {

@@ -3,6 +3,7 @@
 #include "norms/batch_norm.hpp"
 
 #include <cmath>
+#include <omp.h>
 #include <algorithm>
 #include <string>
 
@@ -47,14 +48,15 @@ long long check_batch_norm_inputs(const Batch& in, const Params& p, Mode mode, c
   return n;
 }
 
+
 namespace {
 
-void update_running(State& s, const std::vector<double>& mean, const std::vector<double>& var,
-                    long long n, double momentum) {
+void update_running(double* running_mean, double* running_var, const double* mean,
+                    const double* var, int D, long long n, double momentum) {
   const double unbiased = double(n) / double(n - 1);
-  for (std::size_t d = 0; d < mean.size(); ++d) {
-    s.running_mean[d] = (1 - momentum) * s.running_mean[d] + momentum * mean[d];
-    s.running_var[d] = (1 - momentum) * s.running_var[d] + momentum * var[d] * unbiased;
+  for (int d = 0; d < D; ++d) {
+    running_mean[d] = (1 - momentum) * running_mean[d] + momentum * mean[d];
+    running_var[d] = (1 - momentum) * running_var[d] + momentum * var[d] * unbiased;
   }
 }
 
@@ -93,7 +95,9 @@ void batch_norm_reference(const Batch& in, const Params& p, Mode mode, State* st
         out[in.index(b, t, d)] = g * (in.at(b, t, d) - mean[d]) / std::sqrt(var[d] + p.eps) + be;
       }
     }
-  if (mode == Mode::train) update_running(*state, mean, var, n, p.momentum);
+  if (mode == Mode::train)
+    update_running(state->running_mean.data(), state->running_var.data(), mean.data(), var.data(),
+                   D, n, p.momentum);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -181,6 +185,23 @@ void batch_feature_stats(const Batch& in, TokenSet tokens, long long, std::vecto
                                selection(in, tokens));
 }
 
+void batch_norm_train_kernel(float* out, double* running_mean, double* running_var,
+                             const float* x, const float* gamma, const float* beta,
+                             std::size_t rows, int D, double eps, double momentum) {
+  // one sequence of `rows` tokens, none of them padding: the registry path's own kernels
+  if (rows < 2) throw InvalidInput("batch_norm_train_kernel: expected more than 1 value per channel");
+  std::vector<double> mean(D), var(D);
+  const long long n = batch_norm_statistics_kernel(mean.data(), var.data(), x, 1, int(rows), D, nullptr);
+  std::vector<float> mu(D), a(D), be(D);
+  for (int d = 0; d < D; ++d) {
+    mu[d] = float(mean[d]);
+    a[d] = float((gamma ? gamma[d] : 1.0) / std::sqrt(var[d] + eps));
+    be[d] = beta ? beta[d] : 0.0f;
+  }
+  batch_norm_apply_kernel(out, x, 1, int(rows), D, nullptr, mu.data(), a.data(), be.data());
+  update_running(running_mean, running_var, mean.data(), var.data(), D, n, momentum);
+}
+
 void batch_norm_optimized(const Batch& in, const Params& p, Mode mode, State* state, Output& out,
                           TokenSet tokens) {
   const long long n = check_inputs(in, p, mode, state, tokens);
@@ -205,7 +226,9 @@ void batch_norm_optimized(const Batch& in, const Params& p, Mode mode, State* st
   batch_norm_apply_kernel(y.data(), in.x.data(), in.B, in.T, D, selection(in, tokens), mu.data(),
                           a.data(), be.data());
   out.assign(y.begin(), y.end());
-  if (mode == Mode::train) update_running(*state, mean, var, n, p.momentum);
+  if (mode == Mode::train)
+    update_running(state->running_mean.data(), state->running_var.data(), mean.data(), var.data(),
+                   D, n, p.momentum);
 }
 
 Conditioning batch_norm_conditioning(const Batch& in, const Params& p, Mode mode,

@@ -6,37 +6,49 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
+
+#include <xmmintrin.h>  // _mm_stream_ps, _mm_sfence (SSE: every x86-64)
 
 namespace normcheck::kernels {
 
 constexpr int kLanes = 8;
+// Rows of at least kWideLanes values first run 32 interleaved partial sums (four independent
+// 8-lane chains: one chain is bound by the add latency, not by loads), folded into the 8 lanes
+// in a fixed tree before the 8-lane loop and the tail. The order depends on n only; short rows
+// (n < 32) take exactly the 8-lane path.
+constexpr int kWideLanes = 32;
 
-// Σ (x[i] - shift), eight interleaved partial sums combined in a fixed tree.
-inline float sum_shifted(const float* x, int n, float shift) {
+// Σ f(x[i]) in the fixed order above.
+template <class F>
+inline float fixed_order_sum(const float* x, int n, F f) {
   float acc[kLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
   int i = 0;
+  if (n >= kWideLanes) {
+    float wide[kWideLanes] = {};
+    for (; i + kWideLanes <= n; i += kWideLanes)
+      for (int l = 0; l < kWideLanes; ++l) wide[l] += f(x[i + l]);
+    for (int l = 0; l < kLanes; ++l)
+      acc[l] = (wide[l] + wide[l + 16]) + (wide[l + 8] + wide[l + 24]);
+  }
   for (; i + kLanes <= n; i += kLanes)
-    for (int l = 0; l < kLanes; ++l) acc[l] += x[i + l] - shift;
+    for (int l = 0; l < kLanes; ++l) acc[l] += f(x[i + l]);
   float tail = 0;
-  for (; i < n; ++i) tail += x[i] - shift;
+  for (; i < n; ++i) tail += f(x[i]);
   return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail;
 }
 
-// Σ (x[i] - center)², same fixed order.
+// Σ (x[i] - shift)
+inline float sum_shifted(const float* x, int n, float shift) {
+  return fixed_order_sum(x, n, [shift](float v) { return v - shift; });
+}
+
+// Σ (x[i] - center)²
 inline float sum_sq_dev(const float* x, int n, float center) {
-  float acc[kLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int l = 0; l < kLanes; ++l) {
-      const float d = x[i + l] - center;
-      acc[l] += d * d;
-    }
-  float tail = 0;
-  for (; i < n; ++i) {
-    const float d = x[i] - center;
-    tail += d * d;
-  }
-  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail;
+  return fixed_order_sum(x, n, [center](float v) {
+    const float d = v - center;
+    return d * d;
+  });
 }
 
 // Two-pass mean and biased variance of one row. Shifting by x[0] first keeps the mean exact
@@ -74,11 +86,37 @@ inline float overflow_scale(const float* x, int n) {
 // the work. Results never depend on it (every row is computed the same way either way).
 constexpr std::size_t kParallelMinValues = 2048;
 
+// Outputs at least this large are written with non-temporal stores: they do not fit in cache,
+// so a normal store would first read every output line in (read-for-ownership), a third
+// stream of memory traffic beside reading x and writing y. The values are the same either way.
+constexpr std::size_t kStreamMinBytes = std::size_t(8) << 20;
+
+// y[d] = f(d) for d in [0, n); through non-temporal stores when `stream` (the caller fences,
+// see for_each_row). f is computed in blocks of 16 into a buffer GCC vectorizes.
+template <class F>
+inline void write_row(float* y, int n, bool stream, F&& f) {
+  int d = 0;
+  if (stream) {
+    for (; d < n && (reinterpret_cast<std::uintptr_t>(y + d) & 15) != 0; ++d) y[d] = f(d);
+    alignas(16) float buf[16];
+    for (; d + 16 <= n; d += 16) {
+      for (int l = 0; l < 16; ++l) buf[l] = f(d + l);
+      for (int l = 0; l < 16; l += 4) _mm_stream_ps(y + d + l, _mm_load_ps(buf + l));
+    }
+  }
+  for (; d < n; ++d) y[d] = f(d);
+}
+
 // Runs body(i) for i in [0, n) on independent rows of `width` values, statically scheduled.
+// Each thread fences its non-temporal stores before the team joins, so the caller sees them.
 template <class F>
 inline void for_each_row(std::size_t n, std::size_t width, F&& body) {
-#pragma omp parallel for schedule(static) if (n * width >= kParallelMinValues)
-  for (long long i = 0; i < (long long)n; ++i) body(std::size_t(i));
+#pragma omp parallel if (n * width >= kParallelMinValues)
+  {
+#pragma omp for schedule(static)
+    for (long long i = 0; i < (long long)n; ++i) body(std::size_t(i));
+    _mm_sfence();
+  }
 }
 
 }  // namespace normcheck::kernels

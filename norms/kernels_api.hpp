@@ -31,4 +31,11 @@ long long batch_norm_statistics_kernel(double* mean, double* var, const float* x
 void batch_norm_apply_kernel(float* out, const float* x, int B, int T, int D, const int* lengths,
                              const float* mu, const float* a, const float* be);
 
+// BatchNorm's training forward over every row (no padding mask), for the benchmarks: the
+// statistics and apply kernels above, then the running statistics (double) updated as PyTorch
+// does: (1−momentum)·running + momentum·(μ, σ²·rows/(rows−1)). rows must be > 1.
+void batch_norm_train_kernel(float* out, double* running_mean, double* running_var,
+                             const float* x, const float* gamma, const float* beta,
+                             std::size_t rows, int D, double eps, double momentum);
+
 }  // namespace normcheck

@@ -47,35 +47,47 @@ void layer_norm_reference(const Batch& in, const Params& p, Mode, State*, Output
 // ---------------------------------------------------------------------------------------------
 // optimized: float32, one OpenMP task per token, shifted two-pass statistics in registers
 
+namespace {
+
+// One token. Compiled twice, for AVX2 and for the baseline, picked at run time: AVX2 without
+// FMA, and the same operations in the same order (fixed 8-lane accumulators), so either path
+// gives the same bits.
+__attribute__((target_clones("avx2", "default")))
+void layer_norm_row(float* yr, const float* xr, const float* gamma, const float* beta, int D,
+                    float eps, bool stream) {
+  float mean, var;
+  kernels::mean_var(xr, D, mean, var);
+  if (!std::isfinite(var) && kernels::all_finite(xr, D)) {
+    // |x| beyond ~1e19: the squares overflowed. Same two passes on x·s, written into yr
+    // (x is not read again, so out == x still works).
+    const float s = kernels::overflow_scale(xr, D);
+    for (int d = 0; d < D; ++d) yr[d] = xr[d] * s;
+    kernels::mean_var(yr, D, mean, var);
+    const float rstd = 1.0f / std::sqrt(var + eps * s * s);
+    for (int d = 0; d < D; ++d) {
+      const float g = gamma ? gamma[d] : 1.0f;
+      const float b = beta ? beta[d] : 0.0f;
+      yr[d] = (yr[d] - mean) * rstd * g + b;
+    }
+    return;
+  }
+  const float rstd = 1.0f / std::sqrt(var + eps);
+  kernels::write_row(yr, D, stream, [&](int d) {
+    const float g = gamma ? gamma[d] : 1.0f;
+    const float b = beta ? beta[d] : 0.0f;
+    return (xr[d] - mean) * rstd * g + b;
+  });
+}
+
+}  // namespace
+
 void layer_norm_kernel(float* out, const float* x, const float* gamma, const float* beta,
                        std::size_t rows, int D, float eps) {
   validate_rows("layer_norm_kernel", out, x, rows, D);
   validate_eps(eps);
+  const bool stream = rows * D * sizeof(float) >= kernels::kStreamMinBytes;
   kernels::for_each_row(rows, std::size_t(D), [&](std::size_t r) {
-    const float* xr = x + r * D;  // [D]
-    float* yr = out + r * D;      // [D]
-    float mean, var;
-    kernels::mean_var(xr, D, mean, var);
-    if (!std::isfinite(var) && kernels::all_finite(xr, D)) {
-      // |x| beyond ~1e19: the squares overflowed. Same two passes on x·s, written into yr
-      // (x is not read again, so out == x still works).
-      const float s = kernels::overflow_scale(xr, D);
-      for (int d = 0; d < D; ++d) yr[d] = xr[d] * s;
-      kernels::mean_var(yr, D, mean, var);
-      const float rstd = 1.0f / std::sqrt(var + eps * s * s);
-      for (int d = 0; d < D; ++d) {
-        const float g = gamma ? gamma[d] : 1.0f;
-        const float b = beta ? beta[d] : 0.0f;
-        yr[d] = (yr[d] - mean) * rstd * g + b;
-      }
-      return;
-    }
-    const float rstd = 1.0f / std::sqrt(var + eps);
-    for (int d = 0; d < D; ++d) {
-      const float g = gamma ? gamma[d] : 1.0f;
-      const float b = beta ? beta[d] : 0.0f;
-      yr[d] = (xr[d] - mean) * rstd * g + b;
-    }
+    layer_norm_row(out + r * D, x + r * D, gamma, beta, D, eps, stream);  // [D] each
   });
 }
 

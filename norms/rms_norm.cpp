@@ -43,34 +43,44 @@ void rms_norm_reference(const Batch& in, const Params& p, Mode, State*, Output& 
 // ---------------------------------------------------------------------------------------------
 // optimized: float32, one OpenMP task per token
 
+namespace {
+
+// One token; AVX2 and baseline clones give the same bits (see layer_norm_row).
+__attribute__((target_clones("avx2", "default")))
+void rms_norm_row(float* yr, const float* xr, const float* gamma, const float* beta, int D,
+                  float eps, bool stream) {
+  const float ms = kernels::sum_sq_dev(xr, D, 0.0f) / float(D);
+  if (!std::isfinite(ms) && kernels::all_finite(xr, D)) {
+    // |x| beyond ~1e19: x² overflowed float, but x/rms(x) is bounded by √D. The mean square
+    // of x·s instead (the reference's double has the range), written into yr.
+    const float s = kernels::overflow_scale(xr, D);
+    for (int d = 0; d < D; ++d) yr[d] = xr[d] * s;
+    const float ms_s = kernels::sum_sq_dev(yr, D, 0.0f) / float(D);
+    const float rrms = 1.0f / std::sqrt(ms_s + eps * s * s);
+    for (int d = 0; d < D; ++d) {
+      const float g = gamma ? gamma[d] : 1.0f;
+      const float b = beta ? beta[d] : 0.0f;
+      yr[d] = yr[d] * rrms * g + b;
+    }
+    return;
+  }
+  const float rrms = 1.0f / std::sqrt(ms + eps);
+  kernels::write_row(yr, D, stream, [&](int d) {
+    const float g = gamma ? gamma[d] : 1.0f;
+    const float b = beta ? beta[d] : 0.0f;
+    return xr[d] * rrms * g + b;
+  });
+}
+
+}  // namespace
+
 void rms_norm_kernel(float* out, const float* x, const float* gamma, const float* beta,
                      std::size_t rows, int D, float eps) {
   validate_rows("rms_norm_kernel", out, x, rows, D);
   validate_eps(eps);
+  const bool stream = rows * D * sizeof(float) >= kernels::kStreamMinBytes;
   kernels::for_each_row(rows, std::size_t(D), [&](std::size_t r) {
-    const float* xr = x + r * D;  // [D]
-    float* yr = out + r * D;      // [D]
-    const float ms = kernels::sum_sq_dev(xr, D, 0.0f) / float(D);
-    if (!std::isfinite(ms) && kernels::all_finite(xr, D)) {
-      // |x| beyond ~1e19: x² overflowed float, but x/rms(x) is bounded by √D. The mean square
-      // of x·s instead (the reference's double has the range), written into yr.
-      const float s = kernels::overflow_scale(xr, D);
-      for (int d = 0; d < D; ++d) yr[d] = xr[d] * s;
-      const float ms_s = kernels::sum_sq_dev(yr, D, 0.0f) / float(D);
-      const float rrms = 1.0f / std::sqrt(ms_s + eps * s * s);
-      for (int d = 0; d < D; ++d) {
-        const float g = gamma ? gamma[d] : 1.0f;
-        const float b = beta ? beta[d] : 0.0f;
-        yr[d] = yr[d] * rrms * g + b;
-      }
-      return;
-    }
-    const float rrms = 1.0f / std::sqrt(ms + eps);
-    for (int d = 0; d < D; ++d) {
-      const float g = gamma ? gamma[d] : 1.0f;
-      const float b = beta ? beta[d] : 0.0f;
-      yr[d] = xr[d] * rrms * g + b;
-    }
+    rms_norm_row(out + r * D, x + r * D, gamma, beta, D, eps, stream);  // [D] each
   });
 }
 
