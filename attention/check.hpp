@@ -68,4 +68,28 @@ class ThreadScope {
   bool set_;
 };
 
+// thread_determinism for an attention layer: `run()` computes the optimized output and weights
+// (members .out and .weights) of one fixed case; it runs once with 1 OpenMP thread and once
+// with `threads`, and every value of both must agree bitwise. pair_json(one, many) builds the
+// evidence of a difference.
+template <class RunFn, class PairJson>
+CaseOutcome thread_determinism(int threads, RunFn&& run, PairJson&& pair_json) {
+  decltype(run()) one, many;
+  {
+    ThreadScope scope(1);
+    one = run();
+  }
+  {
+    ThreadScope scope(threads);
+    many = run();
+  }
+  Diff d;
+  for (std::size_t e = 0; e < one.out.size(); ++e)
+    d.bitwise(one.out[e], many.out[e], [&] { return "out element " + std::to_string(e); });
+  for (std::size_t e = 0; e < one.weights.size(); ++e)
+    d.bitwise(one.weights[e], many.weights[e], [&] { return "weight element " + std::to_string(e); });
+  return outcome(d, "1 thread (a) vs " + std::to_string(threads) + " threads (b)",
+                 [&] { return pair_json(one, many); });
+}
+
 }  // namespace normcheck::check

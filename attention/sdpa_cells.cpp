@@ -631,23 +631,11 @@ CaseOutcome sdpa_thread_determinism(Impl) {
     c = draw_sdpa(Causal::maybe, Queries::any);
   }
   const int threads = *rc::gen::element(1, 2, 3, 4);
-  SdpaRun one, many;
-  {
-    check::ThreadScope scope(1);
-    one = run(c, Impl::optimized, true);
-  }
-  {
-    check::ThreadScope scope(threads);
-    many = run(c, Impl::optimized, true);
-  }
-  Diff d;
-  for (std::size_t e = 0; e < one.out.size(); ++e)
-    d.bitwise(one.out[e], many.out[e], [&] { return "out element " + std::to_string(e); });
-  for (std::size_t e = 0; e < one.weights.size(); ++e)
-    d.bitwise(one.weights[e], many.weights[e], [&] { return "weight element " + std::to_string(e); });
-  return check::outcome(d, "1 thread (a) vs " + std::to_string(threads) + " threads (b)", [&] {
-    return sdpa_pair_json(c, one, c, many, Impl::optimized, Impl::optimized);
-  });
+  return check::thread_determinism(
+      threads, [&] { return run(c, Impl::optimized, true); },
+      [&](const SdpaRun& one, const SdpaRun& many) {
+        return sdpa_pair_json(c, one, c, many, Impl::optimized, Impl::optimized);
+      });
 }
 
 }  // namespace

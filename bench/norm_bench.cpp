@@ -14,6 +14,7 @@
 #include <cstring>
 #include <cstdint>
 
+#include "bench/common.hpp"
 #include "norms/batch_norm.hpp"
 #include "norms/kernels_api.hpp"
 #include "norms/registry.hpp"
@@ -26,16 +27,7 @@ namespace {
 
 using namespace normcheck;
 
-std::vector<float> random_values(std::size_t n, unsigned seed = 1) {
-  // uniform in [-2, 2) from a 64-bit LCG: filling 16M values must not dominate the run
-  std::vector<float> v(n);
-  std::uint64_t state = 0x9E3779B97F4A7C15ULL * (seed + 1);
-  for (auto& x : v) {
-    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
-    x = float(state >> 40) * (4.0f / 16777216.0f) - 2.0f;
-  }
-  return v;
-}
+using bench::random_values;
 
 struct Shape {
   int rows, D, threads;
