@@ -154,6 +154,15 @@ json case_json(const LayerRow& row, Impl impl, const BlockCase& c, const std::st
   return j;
 }
 
+// The evidence of a two-run comparison: the case, then both sides' inputs and outputs.
+json pair_json(const LayerRow& row, Impl impl, const BlockCase& c, const std::string& path,
+               const Batch& xa, const BlockOutput& A, const Batch& xb, const BlockOutput& B) {
+  json e = case_json(row, impl, c, path);
+  e["input"] = side_json(xa, A);
+  e["related"] = side_json(xb, B);
+  return e;
+}
+
 std::string at(int b, int t, int e) {
   return "[" + std::to_string(b) + "," + std::to_string(t) + "," + std::to_string(e) + "]";
 }
@@ -198,9 +207,7 @@ CaseOutcome attention_weight_batch_independence(const LayerRow& row, Placement p
                            std::to_string(j) + " of a batch of " + std::to_string(B2) +
                            " (fresh neighbours); weights of the block's first attention";
   return check::outcome(d, note, [&] {
-    json e = case_json(row, impl, c, to_string(row_run(row).path));
-    e["input"] = side_json(c.x, A);
-    e["related"] = side_json(y, B);
+    json e = pair_json(row, impl, c, to_string(row_run(row).path), c.x, A, y, B);
     // the sequence's weight matrices [H][T][T] in both batches
     e["attention_weights_input"] = check::nested(A.attn_weights, {H, T, T}, std::size_t(b) * H * T * T);
     e["attention_weights_related"] = check::nested(B.attn_weights, {H, T, T}, std::size_t(j) * H * T * T);
@@ -218,10 +225,7 @@ CaseOutcome block_batch_independence(const LayerRow& row, Placement p, Impl impl
   const std::string note = "sequence " + std::to_string(b) + " moved to index " +
                            std::to_string(j) + " of a batch of " + std::to_string(B2);
   return check::outcome(d, note, [&] {
-    json e = case_json(row, impl, c, to_string(row_run(row).path));
-    e["input"] = side_json(c.x, A);
-    e["related"] = side_json(y, B);
-    return e;
+    return pair_json(row, impl, c, to_string(row_run(row).path), c.x, A, y, B);
   });
 }
 
@@ -241,10 +245,7 @@ CaseOutcome block_padding_invariance(const LayerRow& row, Placement p, Impl impl
   const std::string note = std::to_string(extra) + " padding positions appended, all padding set to " +
                            gen::to_string(poison);
   return check::outcome(d, note, [&] {
-    json e = case_json(row, impl, c, to_string(row_run(row).path));
-    e["input"] = side_json(c.x, A);
-    e["related"] = side_json(y, B);
-    return e;
+    return pair_json(row, impl, c, to_string(row_run(row).path), c.x, A, y, B);
   });
 }
 
@@ -263,10 +264,7 @@ CaseOutcome block_causality(const LayerRow& row, Placement p, Impl impl) {
   const std::string note = "tokens after position " + std::to_string(s) + " of sequence " +
                            std::to_string(b) + " replaced";
   return check::outcome(d, note, [&] {
-    json e = case_json(row, impl, c, to_string(row_run(row).path));
-    e["input"] = side_json(c.x, A);
-    e["related"] = side_json(y, B);
-    return e;
+    return pair_json(row, impl, c, to_string(row_run(row).path), c.x, A, y, B);
   });
 }
 
@@ -296,9 +294,7 @@ CaseOutcome decode_equivalence(const LayerRow& row, Placement p, Impl impl) {
       " (a) vs every sequence decoded alone, token by token, with a KV cache" +
       (stateful ? " in eval mode after " + std::to_string(warmup) + " training batches" : "") + " (b)";
   return check::outcome(d, note, [&] {
-    json e = case_json(row, impl, c, "teacher_forcing (a) vs decode (b)");
-    e["input"] = side_json(c.x, A);
-    e["related"] = side_json(c.x, B);
+    json e = pair_json(row, impl, c, "teacher_forcing (a) vs decode (b)", c.x, A, c.x, B);
     if (stateful)
       e["running_stats_after_training"] = {
           {"norm1", {{"mean", trained.norm1.running_mean}, {"var", trained.norm1.running_var}}},
