@@ -257,6 +257,20 @@ void tile_stats(const float* const* rows, int n, int f0, int w, double* __restri
   chan_merge(mean, m2, count, tmean, acc, n, w);
 }
 
+// Rows [r0, r1) of batch_norm_apply_kernel, dispatched once per range: AVX2 halves the
+// instructions per value, and without FMA both clones compute the same IEEE operations.
+__attribute__((target_clones("avx2", "default")))
+void apply_rows(float* out, const float* x, std::size_t r0, std::size_t r1, int T, int D,
+                const int* lengths, const float* mu, const float* a, const float* be,
+                bool stream) {
+  for (std::size_t r = r0; r < r1; ++r) {
+    if (lengths && int(r % T) >= lengths[r / T]) continue;
+    const float* xr = x + r * D;  // [D]
+    kernels::write_row(out + r * D, D, stream,
+                       [&](int d) { return (xr[d] - mu[d]) * a[d] + be[d]; });
+  }
+}
+
 // The raw kernels select positions by lengths (nullptr: every position).
 const int* selection(const Batch& in, TokenSet tokens) {
   return tokens == TokenSet::valid_tokens ? in.lengths.data() : nullptr;
@@ -342,11 +356,8 @@ void batch_norm_apply_kernel(float* out, const float* x, int B, int T, int D, co
   const std::size_t rows = std::size_t(B) * T;
   // large outputs through non-temporal stores (kernels.hpp): same values, no read of y
   const bool stream = rows * D * sizeof(float) >= kernels::kStreamMinBytes;
-  kernels::for_each_row(rows, std::size_t(D), [&](std::size_t r) {
-    const int b = int(r / T), t = int(r % T);
-    if (lengths && t >= lengths[b]) return;
-    const float* xr = x + r * D;  // [D]
-    kernels::write_row(out + r * D, D, stream, [&](int d) { return (xr[d] - mu[d]) * a[d] + be[d]; });
+  kernels::for_each_row_range(rows, std::size_t(D), [&](std::size_t r0, std::size_t r1) {
+    apply_rows(out, x, r0, r1, T, D, lengths, mu, a, be, stream);
   });
 }
 
