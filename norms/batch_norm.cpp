@@ -103,9 +103,9 @@ void batch_norm_reference(const Batch& in, const Params& p, Mode mode, State* st
 
 // ---------------------------------------------------------------------------------------------
 // optimized: float32 data. Statistics read x once from memory: the rows are cut into blocks of
-// R whole rows (R·D·4 ≤ kStatBlockBytes, so a block stays in L2), each block's mean and M2 are
-// computed two-pass in double per feature range (the second pass hits cache), and the blocks are
-// merged in a fixed order with Chan's formula. Then one OpenMP pass over independent rows
+// R ≥ 16 whole rows (R·D·4 ≤ kStatBlockBytes where D allows, so a block stays in L2), each
+// block's mean and M2 are computed two-pass in double per feature range (the second pass hits
+// cache), and the blocks are merged in a fixed order with Chan's formula. Then one OpenMP pass over independent rows
 // normalizes. The raw kernels are in kernels_api.hpp.
 //
 // Why the bits never depend on the thread count: R, the feature ranges, the segments (fixed
