@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include <omp.h>
 #include <xmmintrin.h>  // _mm_stream_ps, _mm_sfence (SSE: every x86-64)
 
 namespace normcheck::kernels {
@@ -118,5 +119,28 @@ inline void for_each_row(std::size_t n, std::size_t width, F&& body) {
     _mm_sfence();
   }
 }
+
+// Runs body(r0, r1) once per thread on a contiguous range of the rows [0, n) (the same split as
+// schedule(static)), so a kernel can dispatch once per range and overlap neighbouring rows.
+// The body must compute each row independently of the range it falls in: then the split,
+// and so the thread count, changes nothing. Fences like for_each_row.
+template <class F>
+inline void for_each_row_range(std::size_t n, std::size_t width, F&& body) {
+#pragma omp parallel if (n * width >= kParallelMinValues)
+  {
+    const std::size_t t = std::size_t(omp_get_thread_num()), nt = std::size_t(omp_get_num_threads());
+    const std::size_t r0 = n * t / nt, r1 = n * (t + 1) / nt;
+    if (r1 > r0) body(r0, r1);
+    _mm_sfence();
+  }
+}
+
+// Rows of at most this many values are normalized kRowGroup at a time: each phase (Σ, Σ(x−μ)²,
+// write) runs for the whole group before the next, so the group's independent reductions
+// overlap instead of each row's three dependent passes running alone. Longer rows go one by one
+// (a group of them would no longer fit in L1 between the passes). Each row's operations and
+// their order are the same either way.
+constexpr int kRowGroupMaxD = 512;
+constexpr int kRowGroup = 4;
 
 }  // namespace normcheck::kernels

@@ -22,6 +22,10 @@ void rms_norm_kernel(float* out, const float* x, const float* gamma, const float
 // every B·T position when `lengths` is nullptr, else t < lengths[b] (masked_batch_norm).
 // x: [B, T, D] read; lengths: [B] read, each in [0, T]; mean, var: [D] written (biased variance,
 // accumulated in double). Returns the number of selected positions (0: mean and var are 0).
+// x is read once from memory: blocks of whole rows (≤ 256 KB, so L2-resident) get a two-pass
+// mean and M2 per feature, merged in a fixed order with Chan's formula. The blocks, the
+// segments of blocks a thread takes and every merge order depend on (B·T, D) only, so the
+// result is bitwise the same at any thread count.
 long long batch_norm_statistics_kernel(double* mean, double* var, const float* x, int B, int T,
                                        int D, const int* lengths);
 
@@ -32,7 +36,7 @@ void batch_norm_apply_kernel(float* out, const float* x, int B, int T, int D, co
                              const float* mu, const float* a, const float* be);
 
 // BatchNorm's training forward over every row (no padding mask), for the benchmarks: the
-// statistics and apply kernels above, then the running statistics (double) updated as PyTorch
+// statistics and apply kernels above (apply writes outputs ≥ 8 MB with non-temporal stores), then the running statistics (double) updated as PyTorch
 // does: (1−momentum)·running + momentum·(μ, σ²·rows/(rows−1)). rows must be > 1.
 void batch_norm_train_kernel(float* out, double* running_mean, double* running_var,
                              const float* x, const float* gamma, const float* beta,

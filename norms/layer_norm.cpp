@@ -45,18 +45,15 @@ void layer_norm_reference(const Batch& in, const Params& p, Mode, State*, Output
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
-// optimized: float32, one OpenMP task per token, shifted two-pass statistics in registers
+// optimized: float32, one contiguous range of tokens per thread, shifted two-pass statistics
 
 namespace {
 
-// One token. Compiled twice, for AVX2 and for the baseline, picked at run time: AVX2 without
-// FMA, and the same operations in the same order (fixed 8-lane accumulators), so either path
-// gives the same bits.
-__attribute__((target_clones("avx2", "default")))
-void layer_norm_row(float* yr, const float* xr, const float* gamma, const float* beta, int D,
-                    float eps, bool stream) {
-  float mean, var;
-  kernels::mean_var(xr, D, mean, var);
+// One token whose statistics are already known; takes the overflow path when var is not finite
+// (and the row is), else y = (x − μ)·rstd·γ + β.
+[[gnu::always_inline]] inline void layer_norm_finish(float* yr, const float* xr, const float* gamma,
+                                                     const float* beta, int D, float eps,
+                                                     bool stream, float mean, float var) {
   if (!std::isfinite(var) && kernels::all_finite(xr, D)) {
     // |x| beyond ~1e19: the squares overflowed. Same two passes on x·s, written into yr
     // (x is not read again, so out == x still works).
@@ -79,6 +76,37 @@ void layer_norm_row(float* yr, const float* xr, const float* gamma, const float*
   });
 }
 
+// Tokens [r0, r1). Compiled twice, for AVX2 and for the baseline, picked at run time once per
+// range: AVX2 without FMA, and the same operations in the same order (fixed 8-lane
+// accumulators), so either path gives the same bits. Short rows go in groups of
+// kernels::kRowGroup, phase by phase (all shifted means, then all variances, then the
+// outputs); every row still runs exactly kernels::mean_var's operations, so its bits do not
+// depend on its neighbours or on where a range starts.
+__attribute__((target_clones("avx2", "default")))
+void layer_norm_rows(float* y, const float* x, const float* gamma, const float* beta,
+                     std::size_t r0, std::size_t r1, int D, float eps, bool stream) {
+  constexpr int G = kernels::kRowGroup;
+  std::size_t r = r0;
+  if (D <= kernels::kRowGroupMaxD)
+    for (; r + G <= r1; r += G) {
+      const float* xr = x + r * D;  // [G, D]
+      float mean[G], var[G];
+      for (int k = 0; k < G; ++k) {
+        const float shift = xr[k * D];
+        mean[k] = shift + kernels::sum_shifted(xr + k * D, D, shift) / float(D);
+      }
+      for (int k = 0; k < G; ++k) var[k] = kernels::sum_sq_dev(xr + k * D, D, mean[k]) / float(D);
+      for (int k = 0; k < G; ++k)
+        layer_norm_finish(y + (r + k) * D, xr + k * D, gamma, beta, D, eps, stream, mean[k],
+                          var[k]);
+    }
+  for (; r < r1; ++r) {
+    float mean, var;
+    kernels::mean_var(x + r * D, D, mean, var);
+    layer_norm_finish(y + r * D, x + r * D, gamma, beta, D, eps, stream, mean, var);
+  }
+}
+
 }  // namespace
 
 void layer_norm_kernel(float* out, const float* x, const float* gamma, const float* beta,
@@ -86,8 +114,8 @@ void layer_norm_kernel(float* out, const float* x, const float* gamma, const flo
   validate_rows("layer_norm_kernel", out, x, rows, D);
   validate_eps(eps);
   const bool stream = rows * D * sizeof(float) >= kernels::kStreamMinBytes;
-  kernels::for_each_row(rows, std::size_t(D), [&](std::size_t r) {
-    layer_norm_row(out + r * D, x + r * D, gamma, beta, D, eps, stream);  // [D] each
+  kernels::for_each_row_range(rows, std::size_t(D), [&](std::size_t r0, std::size_t r1) {
+    layer_norm_rows(out, x, gamma, beta, r0, r1, D, eps, stream);
   });
 }
 

@@ -41,15 +41,15 @@ void rms_norm_reference(const Batch& in, const Params& p, Mode, State*, Output& 
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
-// optimized: float32, one OpenMP task per token
+// optimized: float32, one contiguous range of tokens per thread
 
 namespace {
 
-// One token; AVX2 and baseline clones give the same bits (see layer_norm_row).
-__attribute__((target_clones("avx2", "default")))
-void rms_norm_row(float* yr, const float* xr, const float* gamma, const float* beta, int D,
-                  float eps, bool stream) {
-  const float ms = kernels::sum_sq_dev(xr, D, 0.0f) / float(D);
+// One token whose mean square is already known; takes the overflow path when it is not finite
+// (and the row is), else y = x·rrms·γ + β.
+[[gnu::always_inline]] inline void rms_norm_finish(float* yr, const float* xr, const float* gamma,
+                                                   const float* beta, int D, float eps,
+                                                   bool stream, float ms) {
   if (!std::isfinite(ms) && kernels::all_finite(xr, D)) {
     // |x| beyond ~1e19: x² overflowed float, but x/rms(x) is bounded by √D. The mean square
     // of x·s instead (the reference's double has the range), written into yr.
@@ -72,6 +72,28 @@ void rms_norm_row(float* yr, const float* xr, const float* gamma, const float* b
   });
 }
 
+// Tokens [r0, r1), dispatched once per range; AVX2 and baseline clones give the same bits (see
+// layer_norm_rows). Short rows go in groups of kernels::kRowGroup: all mean squares, then all
+// outputs; each row's operations are the same as alone.
+__attribute__((target_clones("avx2", "default")))
+void rms_norm_rows(float* y, const float* x, const float* gamma, const float* beta,
+                   std::size_t r0, std::size_t r1, int D, float eps, bool stream) {
+  constexpr int G = kernels::kRowGroup;
+  std::size_t r = r0;
+  if (D <= kernels::kRowGroupMaxD)
+    for (; r + G <= r1; r += G) {
+      const float* xr = x + r * D;  // [G, D]
+      float ms[G];
+      for (int k = 0; k < G; ++k) ms[k] = kernels::sum_sq_dev(xr + k * D, D, 0.0f) / float(D);
+      for (int k = 0; k < G; ++k)
+        rms_norm_finish(y + (r + k) * D, xr + k * D, gamma, beta, D, eps, stream, ms[k]);
+    }
+  for (; r < r1; ++r) {
+    const float ms = kernels::sum_sq_dev(x + r * D, D, 0.0f) / float(D);
+    rms_norm_finish(y + r * D, x + r * D, gamma, beta, D, eps, stream, ms);
+  }
+}
+
 }  // namespace
 
 void rms_norm_kernel(float* out, const float* x, const float* gamma, const float* beta,
@@ -79,8 +101,8 @@ void rms_norm_kernel(float* out, const float* x, const float* gamma, const float
   validate_rows("rms_norm_kernel", out, x, rows, D);
   validate_eps(eps);
   const bool stream = rows * D * sizeof(float) >= kernels::kStreamMinBytes;
-  kernels::for_each_row(rows, std::size_t(D), [&](std::size_t r) {
-    rms_norm_row(out + r * D, x + r * D, gamma, beta, D, eps, stream);  // [D] each
+  kernels::for_each_row_range(rows, std::size_t(D), [&](std::size_t r0, std::size_t r1) {
+    rms_norm_rows(out, x, gamma, beta, r0, r1, D, eps, stream);
   });
 }
 

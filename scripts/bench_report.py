@@ -107,8 +107,8 @@ def main():
              "(2·rows·D·4). batch_norm train must read x for the statistics, read it again to "
              "normalize (the statistics are complete only after the last row, and x does not fit "
              "in cache at these sizes) and write y: 3·rows·D·4 (γ, β, running statistics are O(D)). "
-             "The kernel itself reads x three times (two-pass statistics, see the analysis), so "
-             "its ceiling under this count is 3/4 of the copy's bandwidth.\n")
+             "The kernel reads x from memory exactly that often: the statistics are two-pass per "
+             "L2-resident block of rows (the second pass hits cache), see the analysis.\n")
 
     def ratio(runs, a, b):
         va, vb = best(runs, a), best(runs, b)
