@@ -37,10 +37,9 @@ void dyt_kernel(float* out, const float* x, const float* gamma, const float* bet
 
 void dyt_optimized(const Batch& in, const Params& p, Mode, State*, Output& out) {
   check_inputs(in, p);
-  std::vector<float> y(in.x.size());
-  dyt_kernel(y.data(), in.x.data(), p.gamma.empty() ? nullptr : p.gamma.data(),
-             p.beta.empty() ? nullptr : p.beta.data(), in.rows(), in.D, float(p.alpha));
-  out.assign(y.begin(), y.end());
+  run_affine_kernel(in, p, out, [&](float* y, const float* x, const float* g, const float* b) {
+    dyt_kernel(y, x, g, b, in.rows(), in.D, float(p.alpha));
+  });
 }
 
 }  // namespace

@@ -10,9 +10,7 @@ namespace normcheck {
 namespace {
 
 void check_inputs(const Batch& in, const Params& p) {
-  validate_batch(in);
-  validate_affine(p, in.D);
-  validate_eps(p.eps);
+  validate_affine_norm(in, p);
   if (p.groups <= 0 || in.D % p.groups != 0)
     throw InvalidInput("group_norm: groups = " + std::to_string(p.groups) +
                        " must be positive and divide D = " + std::to_string(in.D));
@@ -75,11 +73,9 @@ void group_norm_kernel(float* out, const float* x, const float* gamma, const flo
 
 void group_norm_optimized(const Batch& in, const Params& p, Mode, State*, Output& out) {
   check_inputs(in, p);
-  std::vector<float> y(in.x.size());
-  group_norm_kernel(y.data(), in.x.data(), p.gamma.empty() ? nullptr : p.gamma.data(),
-                    p.beta.empty() ? nullptr : p.beta.data(), in.rows(), in.D, p.groups,
-                    float(p.eps));
-  out.assign(y.begin(), y.end());
+  run_affine_kernel(in, p, out, [&](float* y, const float* x, const float* g, const float* b) {
+    group_norm_kernel(y, x, g, b, in.rows(), in.D, p.groups, float(p.eps));
+  });
 }
 
 }  // namespace

@@ -10,11 +10,6 @@
 namespace normcheck {
 namespace {
 
-void check_inputs(const Batch& in, const Params& p) {
-  validate_batch(in);
-  validate_affine(p, in.D);
-  validate_eps(p.eps);
-}
 
 using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
@@ -22,7 +17,7 @@ using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::Row
 // reference: double, each sequence's valid tokens as an L×D matrix, column statistics
 
 void instance_norm_reference(const Batch& in, const Params& p, Mode, State*, Output& out) {
-  check_inputs(in, p);
+  validate_affine_norm(in, p);
   const int D = in.D;
   out.assign(in.x.size(), 0.0);
   for (int b = 0; b < in.B; ++b) {
@@ -75,12 +70,10 @@ void instance_norm_kernel(float* out, const float* x, const int* lengths, const 
 }
 
 void instance_norm_optimized(const Batch& in, const Params& p, Mode, State*, Output& out) {
-  check_inputs(in, p);
-  std::vector<float> y(in.x.size());
-  instance_norm_kernel(y.data(), in.x.data(), in.lengths.data(),
-                       p.gamma.empty() ? nullptr : p.gamma.data(),
-                       p.beta.empty() ? nullptr : p.beta.data(), in.B, in.T, in.D, float(p.eps));
-  out.assign(y.begin(), y.end());
+  validate_affine_norm(in, p);
+  run_affine_kernel(in, p, out, [&](float* y, const float* x, const float* g, const float* b) {
+    instance_norm_kernel(y, x, in.lengths.data(), g, b, in.B, in.T, in.D, float(p.eps));
+  });
 }
 
 Conditioning instance_norm_conditioning(const Batch& in, const Params& p, Mode, const State*) {

@@ -11,17 +11,12 @@
 namespace normcheck {
 namespace {
 
-void check_inputs(const Batch& in, const Params& p) {
-  validate_batch(in);
-  validate_affine(p, in.D);
-  validate_eps(p.eps);
-}
 
 // ---------------------------------------------------------------------------------------------
 // reference: double
 
 void rms_norm_reference(const Batch& in, const Params& p, Mode, State*, Output& out) {
-  check_inputs(in, p);
+  validate_affine_norm(in, p);
   const int D = in.D;
   out.assign(in.x.size(), 0.0);
   for (std::size_t r = 0; r < in.rows(); ++r) {
@@ -109,11 +104,10 @@ void rms_norm_kernel(float* out, const float* x, const float* gamma, const float
 namespace {
 
 void rms_norm_optimized(const Batch& in, const Params& p, Mode, State*, Output& out) {
-  check_inputs(in, p);
-  std::vector<float> y(in.x.size());
-  rms_norm_kernel(y.data(), in.x.data(), p.gamma.empty() ? nullptr : p.gamma.data(),
-                  p.beta.empty() ? nullptr : p.beta.data(), in.rows(), in.D, float(p.eps));
-  out.assign(y.begin(), y.end());
+  validate_affine_norm(in, p);
+  run_affine_kernel(in, p, out, [&](float* y, const float* x, const float* g, const float* b) {
+    rms_norm_kernel(y, x, g, b, in.rows(), in.D, float(p.eps));
+  });
 }
 
 }  // namespace

@@ -88,6 +88,12 @@ void validate_affine(const Params& p, int D) {
                        std::to_string(D));
 }
 
+void validate_affine_norm(const Batch& in, const Params& p) {
+  validate_batch(in);
+  validate_affine(p, in.D);
+  validate_eps(p.eps);
+}
+
 void validate_eps(double eps) {
   // The optimized kernels add ε in float32: below FLT_MIN it would flush towards 0 (a constant
   // row would divide by 0) or lose its bits, above FLT_MAX it is inf. Both sides of the tolerance

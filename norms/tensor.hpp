@@ -76,6 +76,20 @@ void validate_affine(const Params& p, int D);
 void validate_eps(double eps);         // a normal, finite float32 value (the kernels add it in float)
 void validate_state(const State& s, int D, const char* layer);
 void validate_momentum(double m);      // in [0, 1]; NaN is rejected
+// The checks of a per-token affine norm (layer_norm, rms_norm, group_norm, instance_norm):
+// validate_batch, validate_affine and validate_eps.
+void validate_affine_norm(const Batch& in, const Params& p);
+
+// The optimized forward of an affine layer: runs a raw float32 kernel
+// kernel(y, x, gamma, beta) over the whole batch (gamma, beta: nullptr when the layer has none)
+// and widens y into `out`.
+template <class Kernel>
+void run_affine_kernel(const Batch& in, const Params& p, Output& out, Kernel&& kernel) {
+  std::vector<float> y(in.x.size());
+  kernel(y.data(), in.x.data(), p.gamma.empty() ? nullptr : p.gamma.data(),
+         p.beta.empty() ? nullptr : p.beta.data());
+  out.assign(y.begin(), y.end());
+}
 
 // The raw kernels' checks (kernels_api.hpp): D ≥ 1, rows·D values addressable, and `out`, `x`
 // not null when there is a row to compute.
