@@ -24,8 +24,8 @@ const std::vector<Mutant>& mutants();
 struct MutantResult {
   std::string id, imitates, bug;
   bool killed = false;
-  std::string killed_by;  // the first cell id or golden case that caught it
-  std::string evidence;   // that cell's message or the golden error
+  std::string killed_by = {};  // the first cell id or golden case that caught it
+  std::string evidence = {};  // that cell's message or the golden error
 };
 
 MutantResult run_mutant(const Mutant& m, const RunOptions& options);

@@ -46,7 +46,7 @@ struct ParamSpec {
   bool groups = false;      // G contiguous feature groups (must divide D)
   bool alpha = false;       // dyt's α
   bool momentum = false;    // stateful layers
-  std::vector<ExtraParam> extra;
+  std::vector<ExtraParam> extra = {};
 };
 
 // The expected profile of one row: the properties that must be violated. Every property not
