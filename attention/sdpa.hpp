@@ -67,6 +67,11 @@ void sdpa_optimized(std::vector<float>& out, std::vector<float>* weights,
                     const std::vector<float>& v, const SdpaShape& s, const SdpaMask& m,
                     double scale);
 
+// The optimized kernel's exp, exposed for its unit test: y[i] = e^x[i] for i < n, within 2 ulp
+// of std::exp (subnormal results included), e^−inf = 0, e^x = +inf past ln FLT_MAX, NaN → NaN.
+// A fixed polynomial evaluated lane by lane: the same bits on every path and for every n.
+void sdpa_exp(const float* x, float* y, std::size_t n);
+
 // The optimized kernel's fixed tile sizes (its only scratch: kQueryTile·dv floats of
 // accumulators per thread, a kQueryTile × kKeyTile score tile on the stack).
 constexpr int kSdpaQueryTile = 8;
