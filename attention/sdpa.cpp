@@ -106,8 +106,8 @@ template void sdpa_reference<double>(std::vector<double>&, std::vector<double>*,
 // Every value below is computed by a sequence of IEEE float operations fixed by the shapes and
 // by the row's own visible-key count, never by which rows share a tile or which thread runs it:
 //   score(i, j)  d-lane l of an 8-lane accumulator sums q[d]·k[d] over d ≡ l (mod 8) in d order;
-//                the lanes fold by ((0+4)+(1+5))+((2+6)+(3+7)), then + the scalar tail
-//                (d ≥ dh − dh mod 8, in d order), then × scale. A block of up to 8 scores
+//                the lanes fold by ((0+4)+(1+5))+((2+6)+(3+7)), then, if dh mod 8 ≠ 0, + the
+//                scalar tail (d ≥ dh − dh mod 8, in d order), then × scale. A block of up to 8 scores
 //                (rows × keys) folds its 8 accumulators together by a transpose whose every
 //                lane performs exactly that tree, so the block shape does not matter.
 //   key tiles    [j0, j0 + kSdpaKeyTile) with j0 = 0, 32, 64, … for every row (absolute key
@@ -148,7 +148,7 @@ NC_INLINE v8f load8(const float* p) {
   return r;
 }
 NC_INLINE void store8(float* p, v8f x) { std::memcpy(p, &x, sizeof x); }
-NC_INLINE v8f splat(float x) { return v8f{} + x; }
+NC_INLINE v8f splat(float x) { return v8f{x, x, x, x, x, x, x, x}; }
 NC_INLINE v8f iota8() { return v8f{0, 1, 2, 3, 4, 5, 6, 7}; }
 NC_INLINE v8f as_float(v8i x) {
   v8f r;
@@ -192,10 +192,11 @@ NC_INLINE v8f exp8(v8f x) {
 NC_INLINE float exp1(float x) { return exp8(splat(x))[0]; }
 
 NC_INLINE v8f vmax(v8f a, v8f b) { return b > a ? b : a; }
-NC_INLINE float hmax(v8f a) {
-  float m = a[0];
-  for (int l = 1; l < 8; ++l) m = a[l] > m ? a[l] : m;
-  return m;
+NC_INLINE float hmax(v8f a) {  // a fixed tree (max of non-NaN values does not depend on it)
+  a = vmax(a, __builtin_shuffle(a, v8i{4, 5, 6, 7, 0, 1, 2, 3}));
+  a = vmax(a, __builtin_shuffle(a, v8i{2, 3, 0, 1, 6, 7, 4, 5}));
+  a = vmax(a, __builtin_shuffle(a, v8i{1, 0, 3, 2, 5, 4, 7, 6}));
+  return a[0];
 }
 // ((a0+a4)+(a1+a5))+((a2+a6)+(a3+a7))
 NC_INLINE float fold(v8f a) {
@@ -231,13 +232,17 @@ NC_INLINE void score_block(float* S, const float* q, const float* k, int dh, flo
       for (int jj = 0; jj < J; ++jj) a[r * J + jj] += qv * kv[jj];
     }
   }
-  float tail[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  for (; d < dh; ++d)
-    for (int r = 0; r < R; ++r)
-      for (int jj = 0; jj < J; ++jj)
-        tail[r * J + jj] += q[std::size_t(r) * dh + d] * k[std::size_t(jj) * dh + d];
+  v8f f8 = fold8(a);
+  if (d < dh) {
+    float tail[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (; d < dh; ++d)
+      for (int r = 0; r < R; ++r)
+        for (int jj = 0; jj < J; ++jj)
+          tail[r * J + jj] += q[std::size_t(r) * dh + d] * k[std::size_t(jj) * dh + d];
+    f8 += load8(tail);
+  }
   float f[8];
-  store8(f, (fold8(a) + load8(tail)) * scale);
+  store8(f, f8 * scale);
   for (int r = 0; r < R; ++r) std::memcpy(S + r * kKT, f + r * J, sizeof(float) * J);
 }
 
@@ -282,22 +287,38 @@ NC_INLINE void pv_row(float* acc, const float* P, const float* v, int dv, int j_
 }
 
 // The online-softmax step of one row over a key tile whose first n scores it sees: turns the
-// scores S[0, kKT) into p (0 past n) in place and updates max, sum; returns the correction.
+// scores S[0, kKT) into p (0 past n) in place and updates max, sum; returns the correction
+// exp(old max − new max). When the max did not change that is exp(0) = 1 exactly, so it is
+// not evaluated (and the caller skips acc·1: the same bits).
 NC_INLINE float softmax_step(float* S, int n, float& mx, float& sum) {
-  v8f m8 = splat(-kInf);
-  for (int g = 0; g < kKT; g += 8) {
-    const v8f x = load8(S + g);
-    m8 = vmax(m8, iota8() + float(g) < float(n) ? x : splat(-kInf));
+  v8f m8 = load8(S);
+  if (n == kKT) {
+    for (int g = 8; g < kKT; g += 8) m8 = vmax(m8, load8(S + g));
+  } else {
+    m8 = iota8() < float(n) ? m8 : splat(-kInf);
+    for (int g = 8; g < kKT; g += 8)
+      m8 = vmax(m8, iota8() + float(g) < float(n) ? load8(S + g) : splat(-kInf));
   }
-  const float tile_max = hmax(m8);
-  const float new_max = std::max(mx, tile_max);
-  const float correction = exp1(mx - new_max);  // 0 on the first tile
-  v8f s8 = {};
-  for (int g = 0; g < kKT; g += 8) {
-    const v8f e = exp8(load8(S + g) - new_max);
-    const v8f p = iota8() + float(g) < float(n) ? e : v8f{};
-    store8(S + g, p);
-    s8 += p;
+  const float new_max = std::max(mx, hmax(m8));
+  const float shift = mx - new_max;
+  const float correction = shift == 0.0f ? 1.0f : exp1(shift);  // 0 on the first tile
+  v8f s8;
+  if (n == kKT) {
+    s8 = exp8(load8(S) - new_max);
+    store8(S, s8);
+    for (int g = 8; g < kKT; g += 8) {
+      const v8f p = exp8(load8(S + g) - new_max);
+      store8(S + g, p);
+      s8 += p;
+    }
+  } else {
+    s8 = v8f{};
+    for (int g = 0; g < kKT; g += 8) {
+      const v8f e = exp8(load8(S + g) - new_max);
+      const v8f p = iota8() + float(g) < float(n) ? e : v8f{};
+      store8(S + g, p);
+      s8 += p;
+    }
   }
   sum = sum * correction + fold(s8);
   mx = new_max;
@@ -347,6 +368,7 @@ void attention_tile(float* out, float* weights, const float* q, const float* k, 
     for (r = 0; r < rows; ++r) {
       if (n[r] == 0) continue;
       const float corr = softmax_step(S + r * kKT, n[r], mx[r], sum[r]);
+      if (corr == 1.0f) continue;
       float* a = acc + std::size_t(r) * dv;
       for (int c = 0; c < dv; ++c) a[c] *= corr;
     }

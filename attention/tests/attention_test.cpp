@@ -354,6 +354,12 @@ TEST(SdpaExp, WithinTwoUlpOfStdExpAndExactAtTheEdges) {
   EXPECT_EQ(y[x.size() - 3], inf);
   EXPECT_EQ(y[x.size() - 2], 0.0f);
   EXPECT_TRUE(std::isnan(y.back()));
+  // the kernel skips the online-softmax correction when the max did not change: e^±0 is 1
+  const float zeros[2] = {0.0f, -0.0f};
+  float ones[2];
+  sdpa_exp(zeros, ones, 2);
+  EXPECT_EQ(ones[0], 1.0f);
+  EXPECT_EQ(ones[1], 1.0f);
   // one value at a time (the scalar tail) gives the same bits as inside an 8-lane group
   for (std::size_t i = 0; i < x.size(); i += 97) {
     float one;
