@@ -107,24 +107,31 @@ template void sdpa_reference<double>(std::vector<double>&, std::vector<double>*,
 // by the row's own visible-key count, never by which rows share a tile or which thread runs it:
 //   score(i, j)  d-lane l of an 8-lane accumulator sums q[d]·k[d] over d ≡ l (mod 8) in d order;
 //                the lanes fold by ((0+4)+(1+5))+((2+6)+(3+7)), then, if dh mod 8 ≠ 0, + the
-//                scalar tail (d ≥ dh − dh mod 8, in d order), then × scale. A block of up to 8 scores
-//                (rows × keys) folds its 8 accumulators together by a transpose whose every
-//                lane performs exactly that tree, so the block shape does not matter.
+//                scalar tail (d ≥ dh − dh mod 8, in d order), then × scale. A block of up to 8
+//                scores (4 rows × 2 keys in a prefill, 1 row × 8 keys for a lone row or a
+//                decode query) folds its 8 accumulators together by a transpose whose every lane
+//                performs exactly that tree, so the block shape does not matter.
 //   key tiles    [j0, j0 + kSdpaKeyTile) with j0 = 0, 32, 64, … for every row (absolute key
 //                positions): a decode query and the same position inside a prefill see the
-//                same tiles.
-//   row (per tile)  tile max over its visible keys; new max; correction = exp(old − new);
-//                p_j = exp(s_j − new) (0 for keys it does not see); tile sum = 8 lanes
-//                (lane = j mod 8) summed over the tile's 4 groups in order, folded by the tree;
-//                sum = sum·correction + tile sum; acc = acc·correction, then acc_c += p_j·v_jc
-//                for the row's keys in increasing j.
-//   exp          sdpa_exp8 below: a fixed polynomial (Cephes expf) with Cody–Waite reduction,
-//                lane-wise, the same for a scalar call.
-// Register blocking only interleaves independent elements (several rows × keys of scores,
-// several rows × 16 columns of acc kept in registers across the keys); each element still sees
-// the operations listed above in the same order. GCC vector extensions lower to AVX2 in the
-// avx2 clone and to SSE pairs in the default one: the same IEEE operations, so the same bits
-// (AVX2 does not enable FMA, so nothing is contracted).
+//                same tiles, and a row sees the first n = min(32, visible − j0) keys of a tile.
+//   row (per tile)  tile max over its n keys (lane max, then a fixed shuffle tree); new max =
+//                max(old, tile max); correction = exp(old − new), or exactly 1 without calling
+//                exp when old == new (exp(0) is exactly 1, so this is the same value);
+//                p_j = exp(s_j − new) (0 past n); tile sum = 8 lanes (lane = j mod 8) summed
+//                over the tile's 4 groups in order, folded by the tree; sum = sum·correction +
+//                tile sum; acc = acc·correction (skipped when it is 1: x·1 = x), then
+//                acc_c += p_j·v_jc for the row's n keys in increasing j.
+//   output       acc_c · (1/sum); weights (when asked) recompute score(i, j) the same way and
+//                give exp(s_j − final max) · (1/sum).
+//   exp          exp8 below: Cephes expf's polynomial after a Cody–Waite reduction, lane-wise
+//                (a scalar is one lane of the same code).
+// Register blocking only interleaves independent elements (4 rows × 2 keys of scores; 4 rows ×
+// 16 columns of acc kept in registers across the keys all 4 rows see, then each row's own
+// remaining keys); each element still sees the operations listed above in the same order.
+// GCC vector extensions lower to AVX2 in the avx2 clone and to SSE pairs in the default one:
+// the same IEEE operations, so the same bits (AVX2 does not enable FMA, so nothing is
+// contracted; checked by building the kernel for SSE2 only and for -mavx2 and comparing
+// outputs and weights of 300 random shapes bit for bit).
 
 #pragma GCC diagnostic ignored "-Wpsabi"  // v8f is only passed between always-inline functions
 // (GCC reports it at the end of the file, for the clones' dispatcher: the push is never popped)
@@ -224,6 +231,13 @@ NC_INLINE void score_block(float* S, const float* q, const float* k, int dh, flo
   static_assert(R * J <= 8);
   v8f a[8] = {};
   int d = 0;
+  if constexpr (R == 1) {  // key after key: one sequential stream through K (decode reads K
+                           // from memory; 8 interleaved row streams defeat the prefetcher)
+    const int dh8 = dh & ~7;
+    for (int jj = 0; jj < J; ++jj)
+      for (int e = 0; e < dh8; e += 8) a[jj] += load8(q + e) * load8(k + std::size_t(jj) * dh + e);
+    d = dh8;
+  }
   for (; d + 8 <= dh; d += 8) {
     v8f kv[J];
     for (int jj = 0; jj < J; ++jj) kv[jj] = load8(k + std::size_t(jj) * dh + d);
