@@ -339,6 +339,38 @@ NC_INLINE float softmax_step(float* S, int n, float& mx, float& sum) {
   return correction;
 }
 
+// softmax_step of R rows that each see the whole key tile, interleaved so that the rows'
+// dependency chains (max → exp → sum) overlap; every row's operations are those above.
+template <int R>
+NC_INLINE void softmax_full_rows(float* S, float* mx, float* sum, float* correction) {
+  v8f m8[R], s8[R];
+  for (int r = 0; r < R; ++r) m8[r] = load8(S + r * kKT);
+  for (int g = 8; g < kKT; g += 8)
+    for (int r = 0; r < R; ++r) m8[r] = vmax(m8[r], load8(S + r * kKT + g));
+  float new_max[R];
+  v8f shift = {};
+  for (int r = 0; r < R; ++r) {
+    new_max[r] = std::max(mx[r], hmax(m8[r]));
+    shift[r] = mx[r] - new_max[r];
+  }
+  const v8f c8 = exp8(shift);
+  for (int r = 0; r < R; ++r) correction[r] = shift[r] == 0.0f ? 1.0f : c8[r];
+  for (int r = 0; r < R; ++r) {
+    s8[r] = exp8(load8(S + r * kKT) - new_max[r]);
+    store8(S + r * kKT, s8[r]);
+  }
+  for (int g = 8; g < kKT; g += 8)
+    for (int r = 0; r < R; ++r) {
+      const v8f p = exp8(load8(S + r * kKT + g) - new_max[r]);
+      store8(S + r * kKT + g, p);
+      s8[r] += p;
+    }
+  for (int r = 0; r < R; ++r) {
+    sum[r] = sum[r] * correction[r] + fold(s8[r]);
+    mx[r] = new_max[r];
+  }
+}
+
 // One tile of up to kSdpaQueryTile query rows of one (b, h). acc: [kSdpaQueryTile, dv] scratch.
 // Compiled twice, for AVX2 and for the baseline, chosen at run time: AVX2 without FMA, so the
 // same operations in the same order give the same bits on either path.
@@ -379,12 +411,20 @@ void attention_tile(float* out, float* weights, const float* q, const float* k, 
     }
     for (; r < rows; ++r) score_rows<1, 8>(S + r * kKT, qb + std::size_t(r) * dh, kt, dh, scale, n[r]);
     // softmax step per row; acc scaled by the correction
+    float corr[kQT];
+    for (r = 0; r < rows;) {
+      if (r + 4 <= rows && n[r] == kKT && n[r + 3] == kKT && n[r + 1] == kKT && n[r + 2] == kKT) {
+        softmax_full_rows<4>(S + r * kKT, mx + r, sum + r, corr + r);
+        r += 4;
+      } else {
+        corr[r] = n[r] == 0 ? 1.0f : softmax_step(S + r * kKT, n[r], mx[r], sum[r]);
+        ++r;
+      }
+    }
     for (r = 0; r < rows; ++r) {
-      if (n[r] == 0) continue;
-      const float corr = softmax_step(S + r * kKT, n[r], mx[r], sum[r]);
-      if (corr == 1.0f) continue;
+      if (corr[r] == 1.0f) continue;
       float* a = acc + std::size_t(r) * dv;
-      for (int c = 0; c < dv; ++c) a[c] *= corr;
+      for (int c = 0; c < dv; ++c) a[c] *= corr[r];
     }
     // p·v: blocks of 4 rows × 16 columns over the keys all 4 see, then each row's rest
     for (r = 0; r + 4 <= rows; r += 4) {
