@@ -224,12 +224,14 @@ NC_INLINE v8f fold8(const v8f* a) {
   return __builtin_shuffle(f, v8i{0, 4, 1, 5, 2, 6, 3, 7});
 }
 
-// Scores of R rows (q, row stride dh) × J consecutive keys (k, row stride dh), R·J ≤ 8, into
-// S[r·kKT + jj]: see the top of this section for the order of operations.
+// Scores of R rows (q, row stride dh) × J consecutive keys (k, row stride dh), R·J ≤ 16, into
+// S[r·kKT + jj]: see the top of this section for the order of operations. Each group of 8
+// accumulators folds together (fold8).
 template <int R, int J>
 NC_INLINE void score_block(float* S, const float* q, const float* k, int dh, float scale) {
-  static_assert(R * J <= 8);
-  v8f a[8] = {};
+  constexpr int G = (R * J + 7) / 8;
+  static_assert(R * J <= 16);
+  v8f a[8 * G] = {};
   int d = 0;
   if constexpr (R == 1) {  // key after key: one sequential stream through K (decode reads K
                            // from memory; 8 interleaved row streams defeat the prefetcher)
@@ -246,17 +248,18 @@ NC_INLINE void score_block(float* S, const float* q, const float* k, int dh, flo
       for (int jj = 0; jj < J; ++jj) a[r * J + jj] += qv * kv[jj];
     }
   }
-  v8f f8 = fold8(a);
+  v8f f8[G];
+  for (int g = 0; g < G; ++g) f8[g] = fold8(a + 8 * g);
   if (d < dh) {
-    float tail[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    float tail[8 * G] = {};
     for (; d < dh; ++d)
       for (int r = 0; r < R; ++r)
         for (int jj = 0; jj < J; ++jj)
           tail[r * J + jj] += q[std::size_t(r) * dh + d] * k[std::size_t(jj) * dh + d];
-    f8 += load8(tail);
+    for (int g = 0; g < G; ++g) f8[g] += load8(tail + 8 * g);
   }
-  float f[8];
-  store8(f, f8 * scale);
+  float f[8 * G];
+  for (int g = 0; g < G; ++g) store8(f + 8 * g, f8[g] * scale);
   for (int r = 0; r < R; ++r) std::memcpy(S + r * kKT, f + r * J, sizeof(float) * J);
 }
 
@@ -372,12 +375,12 @@ NC_INLINE void softmax_full_rows(float* S, float* mx, float* sum, float* correct
 }
 
 // One tile of up to kSdpaQueryTile query rows of one (b, h). acc: [kSdpaQueryTile, dv] scratch.
-// Compiled twice, for AVX2 and for the baseline, chosen at run time: AVX2 without FMA, so the
-// same operations in the same order give the same bits on either path.
-__attribute__((target_clones("avx2", "default")))
-void attention_tile(float* out, float* weights, const float* q, const float* k, const float* v,
-                    const SdpaShape& s, const SdpaMask& m, float scale, int b, int h, int i0,
-                    float* acc) {
+// SJ: keys per 4-row score block; PC: 8-column vectors per 4-row p·v block (the register
+// budget of the ISA; neither changes any element's operations).
+template <int SJ, int PC>
+NC_INLINE void tile_impl(float* out, float* weights, const float* q, const float* k,
+                         const float* v, const SdpaShape& s, const SdpaMask& m, float scale,
+                         int b, int h, int i0, float* acc) {
   const std::size_t bh = std::size_t(b) * s.H + h;
   const int dh = s.dh, dv = s.dv;
   const float* kb = k + bh * s.kv_rows() * dh;  // [Tk, dh]
@@ -407,7 +410,7 @@ void attention_tile(float* out, float* weights, const float* q, const float* k, 
     int r = 0;
     for (; r + 4 <= rows; r += 4) {
       const int w = std::max({n[r], n[r + 1], n[r + 2], n[r + 3]});
-      score_rows<4, 2>(S + r * kKT, qb + std::size_t(r) * dh, kt, dh, scale, w);
+      score_rows<4, SJ>(S + r * kKT, qb + std::size_t(r) * dh, kt, dh, scale, w);
     }
     for (; r < rows; ++r) score_rows<1, 8>(S + r * kKT, qb + std::size_t(r) * dh, kt, dh, scale, n[r]);
     // softmax step per row; acc scaled by the correction
@@ -433,6 +436,7 @@ void attention_tile(float* out, float* weights, const float* q, const float* k, 
       const float* P = S + r * kKT;
       if (common > 0) {
         int c = 0;
+        for (; c + 8 * PC <= dv8; c += 8 * PC) pv_block<4, PC>(a, P, vt, dv, c, 0, common);
         for (; c + 16 <= dv8; c += 16) pv_block<4, 2>(a, P, vt, dv, c, 0, common);
         for (; c < dv8; c += 8) pv_block<4, 1>(a, P, vt, dv, c, 0, common);
         for (int rr = 0; rr < 4; ++rr)
@@ -466,6 +470,33 @@ void attention_tile(float* out, float* weights, const float* q, const float* k, 
     }
   }
 }
+
+// The tile compiled three times, chosen once at run time: AVX-512 (VL: 32 ymm registers, so
+// 4 × 4 score blocks and 4 rows × 32 columns of p·v), AVX2 and the x86-64 baseline (16
+// registers: 4 × 2 and 4 × 16). None of them enables FMA (-mavx512vl does not imply it, and
+// this file is compiled with -ffp-contract=off as well), and the block shapes only interleave
+// independent elements, so all three give the same bits.
+#define NC_TILE_ARGS                                                                        \
+  float *out, float *weights, const float *q, const float *k, const float *v,               \
+      const SdpaShape &s, const SdpaMask &m, float scale, int b, int h, int i0, float *acc
+#define NC_TILE_CALL out, weights, q, k, v, s, m, scale, b, h, i0, acc
+__attribute__((target("avx512f,avx512vl"))) void attention_tile_avx512(NC_TILE_ARGS) {
+  tile_impl<4, 4>(NC_TILE_CALL);
+}
+__attribute__((target("avx2"))) void attention_tile_avx2(NC_TILE_ARGS) {
+  tile_impl<2, 2>(NC_TILE_CALL);
+}
+void attention_tile_baseline(NC_TILE_ARGS) { tile_impl<2, 2>(NC_TILE_CALL); }
+
+using TileFn = void (*)(NC_TILE_ARGS);
+TileFn pick_tile() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl"))
+    return attention_tile_avx512;
+  if (__builtin_cpu_supports("avx2")) return attention_tile_avx2;
+  return attention_tile_baseline;
+}
+const TileFn attention_tile = pick_tile();
 
 __attribute__((target_clones("avx2", "default")))
 void exp_values(const float* x, float* y, std::size_t n) {
