@@ -489,14 +489,19 @@ __attribute__((target("avx2"))) void attention_tile_avx2(NC_TILE_ARGS) {
 void attention_tile_baseline(NC_TILE_ARGS) { tile_impl<2, 2>(NC_TILE_CALL); }
 
 using TileFn = void (*)(NC_TILE_ARGS);
-TileFn pick_tile() {
+bool has_avx512() {
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl"))
-    return attention_tile_avx512;
-  if (__builtin_cpu_supports("avx2")) return attention_tile_avx2;
-  return attention_tile_baseline;
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
 }
-const TileFn attention_tile = pick_tile();
+bool has_avx2() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2");
+}
+TileFn best_tile() {
+  return has_avx512() ? attention_tile_avx512 : has_avx2() ? attention_tile_avx2
+                                                           : attention_tile_baseline;
+}
+TileFn attention_tile = best_tile();  // changed only by sdpa_use_path (tests)
 
 __attribute__((target_clones("avx2", "default")))
 void exp_values(const float* x, float* y, std::size_t n) {
@@ -508,6 +513,16 @@ void exp_values(const float* x, float* y, std::size_t n) {
 }  // namespace
 
 void sdpa_exp(const float* x, float* y, std::size_t n) { exp_values(x, y, n); }
+
+bool sdpa_use_path(SdpaPath path) {
+  switch (path) {
+    case SdpaPath::best: attention_tile = best_tile(); return true;
+    case SdpaPath::avx512: if (!has_avx512()) return false; attention_tile = attention_tile_avx512; return true;
+    case SdpaPath::avx2: if (!has_avx2()) return false; attention_tile = attention_tile_avx2; return true;
+    case SdpaPath::baseline: attention_tile = attention_tile_baseline; return true;
+  }
+  return false;
+}
 
 void sdpa_optimized(std::vector<float>& out, std::vector<float>* weights,
                     const std::vector<float>& q, const std::vector<float>& k,

@@ -80,6 +80,12 @@ void sdpa_optimized(std::vector<float>& out, std::vector<float>* weights,
 // A fixed polynomial evaluated lane by lane: the same bits on every path and for every n.
 void sdpa_exp(const float* x, float* y, std::size_t n);
 
+// Testing hook: the optimized kernel is compiled for AVX-512VL, AVX2 and the x86-64 baseline and
+// runs the best one this CPU supports; every path must give the same bits. Selects a path for
+// the calls that follow (not while a call runs); false (nothing changed) if the CPU lacks it.
+enum class SdpaPath { best, avx512, avx2, baseline };
+bool sdpa_use_path(SdpaPath path);
+
 // The optimized kernel's fixed tile sizes (its only scratch: kSdpaQueryTile·dv floats of
 // accumulators per thread, a kSdpaQueryTile × kSdpaKeyTile score tile on the stack). The key
 // tile is part of the numerics (the per-tile softmax rescaling and the 8-lane tile sums);
