@@ -108,9 +108,9 @@ template void sdpa_reference<double>(std::vector<double>&, std::vector<double>*,
 //   score(i, j)  d-lane l of an 8-lane accumulator sums q[d]·k[d] over d ≡ l (mod 8) in d order;
 //                the lanes fold by ((0+4)+(1+5))+((2+6)+(3+7)), then, if dh mod 8 ≠ 0, + the
 //                scalar tail (d ≥ dh − dh mod 8, in d order), then × scale. A block of up to 8
-//                scores (4 rows × 2 keys in a prefill, 1 row × 8 keys for a lone row or a
-//                decode query) folds its 8 accumulators together by a transpose whose every lane
-//                performs exactly that tree, so the block shape does not matter.
+//                scores (4 rows × 4 or × 2 keys in a prefill, 1 row × 8 keys for a lone row
+//                or a decode query) folds its 8 accumulators together by a transpose whose
+//                every lane performs exactly that tree, so the block shape does not matter.
 //   key tiles    [j0, j0 + kSdpaKeyTile) with j0 = 0, 32, 64, … for every row (absolute key
 //                positions): a decode query and the same position inside a prefill see the
 //                same tiles, and a row sees the first n = min(32, visible − j0) keys of a tile.
@@ -125,13 +125,13 @@ template void sdpa_reference<double>(std::vector<double>&, std::vector<double>*,
 //                give exp(s_j − final max) · (1/sum).
 //   exp          exp8 below: Cephes expf's polynomial after a Cody–Waite reduction, lane-wise
 //                (a scalar is one lane of the same code).
-// Register blocking only interleaves independent elements (4 rows × 2 keys of scores; 4 rows ×
-// 16 columns of acc kept in registers across the keys all 4 rows see, then each row's own
-// remaining keys); each element still sees the operations listed above in the same order.
-// GCC vector extensions lower to AVX2 in the avx2 clone and to SSE pairs in the default one:
-// the same IEEE operations, so the same bits (AVX2 does not enable FMA, so nothing is
-// contracted; checked by building the kernel for SSE2 only and for -mavx2 and comparing
-// outputs and weights of 300 random shapes bit for bit).
+// Register blocking only interleaves independent elements (4 rows × 4 or 2 keys of scores;
+// 4 rows × 32 or 16 columns of acc kept in registers across the keys all 4 rows see, then each
+// row's own remaining keys); each element still sees the operations listed above in the same
+// order. The tile is compiled for AVX-512VL (32 registers: the larger blocks), AVX2 and the
+// x86-64 baseline (see attention_tile_avx512 below); GCC vector extensions lower to ymm
+// operations or SSE pairs, the same IEEE operations, so the same bits (no path enables FMA,
+// and the file is compiled with -ffp-contract=off). Test: SdpaPaths.EveryCompiledPathGivesTheSameBits.
 
 #pragma GCC diagnostic ignored "-Wpsabi"  // v8f is only passed between always-inline functions
 // (GCC reports it at the end of the file, for the clones' dispatcher: the push is never popped)
