@@ -9,10 +9,18 @@
 // A query that sees no key (fully masked row) yields zeros, never NaN.
 //
 // reference: double, the scores of each (b, h) materialized as a [Tq, Tk] Eigen matrix.
-// optimized: float32, tiled over queries and keys with an online softmax (running max and sum
-//            per query row, no [Tq, Tk] buffer), OpenMP over (batch, head, query tile); each
-//            query row is reduced by one thread in key order, so results are bitwise the same
-//            for any thread count.
+// optimized: float32, tiled over queries (kSdpaQueryTile rows) and keys (kSdpaKeyTile keys at
+//            absolute positions 0, 32, 64, …) with an online softmax (running max and sum per
+//            query row, no [Tq, Tk] buffer), OpenMP over (batch, head, query tile). Scores are
+//            register-blocked (4 rows × 4 keys with AVX-512VL, × 2 otherwise; 8-lane
+//            accumulators over d), p·v keeps 4 rows × 32 (16) columns in registers across a
+//            key tile, exp is a vectorized fixed polynomial (sdpa_exp). Each element's operations and their order depend only on the shapes
+//            and its own row's visible keys — never on the thread count, on which rows share a
+//            tile or block, or on the ISA path (GCC vector code, no FMA) — so the results are
+//            bitwise the same for any thread count, batch composition or query split, and a
+//            decode query (Tq = 1) computes exactly what the same position computes in a
+//            prefill. Keys a row does not see may be multiplied for a neighbouring row of its
+//            block (causal), never past the sequence's key_lengths, and never enter its result.
 #pragma once
 
 #include <cstddef>
@@ -67,8 +75,21 @@ void sdpa_optimized(std::vector<float>& out, std::vector<float>* weights,
                     const std::vector<float>& v, const SdpaShape& s, const SdpaMask& m,
                     double scale);
 
-// The optimized kernel's fixed tile sizes (its only scratch: kQueryTile·dv floats of
-// accumulators per thread, a kQueryTile × kKeyTile score tile on the stack).
+// The optimized kernel's exp, exposed for its unit test: y[i] = e^x[i] for i < n, within 2 ulp
+// of std::exp (subnormal results included), e^−inf = 0, e^x = +inf past ln FLT_MAX, NaN → NaN.
+// A fixed polynomial evaluated lane by lane: the same bits on every path and for every n.
+void sdpa_exp(const float* x, float* y, std::size_t n);
+
+// Testing hook: the optimized kernel is compiled for AVX-512VL, AVX2 and the x86-64 baseline and
+// runs the best one this CPU supports; every path must give the same bits. Selects a path for
+// the calls that follow (not while a call runs); false (nothing changed) if the CPU lacks it.
+enum class SdpaPath { best, avx512, avx2, baseline };
+bool sdpa_use_path(SdpaPath path);
+
+// The optimized kernel's fixed tile sizes (its only scratch: kSdpaQueryTile·dv floats of
+// accumulators per thread, a kSdpaQueryTile × kSdpaKeyTile score tile on the stack). The key
+// tile is part of the numerics (the per-tile softmax rescaling and the 8-lane tile sums);
+// the query tile is not (rows are independent), it only sets the work per task.
 constexpr int kSdpaQueryTile = 8;
 constexpr int kSdpaKeyTile = 32;
 
