@@ -164,6 +164,20 @@ NC_INLINE v8f splat(float x) {
   std::memcpy(&t, &x, sizeof x);
   return __builtin_shuffle(t, v8i{});
 }
+// *p on every lane for the p·v loops. AVX paths: a memory-operand vbroadcastss (a load-port
+// uop; GCC 12 loads the scalar and broadcasts it register to register, a shuffle-pipe uop next
+// to every 8 multiply-adds). The inline asm is only instantiated for the AVX paths (the
+// baseline path gets splat); it is data movement, so the bits are the same.
+template <bool AVX>
+NC_INLINE v8f splat_at(const float* p) {
+  if constexpr (AVX) {
+    v8f r;
+    asm("vbroadcastss %1, %0" : "=v"(r) : "m"(*p));
+    return r;
+  } else {
+    return splat(*p);
+  }
+}
 NC_INLINE v8f iota8() { return v8f{0, 1, 2, 3, 4, 5, 6, 7}; }
 NC_INLINE v8f as_float(v8i x) {
   v8f r;
@@ -281,7 +295,7 @@ NC_INLINE void score_rows(float* S, const float* q, const float* k, int dh, floa
 
 // acc[r][c..c+8C) += P[r][jj]·v[jj][c..] for jj in [j_begin, j_end), in jj order, R rows
 // (acc row stride dv, P row stride kKT), kept in registers across the keys.
-template <int R, int C>
+template <bool AVX, int R, int C>
 NC_INLINE void pv_block(float* acc, const float* P, const float* v, int dv, int c, int j_begin,
                         int j_end) {
   v8f a[R][C];
@@ -291,7 +305,7 @@ NC_INLINE void pv_block(float* acc, const float* P, const float* v, int dv, int 
     v8f vv[C];
     for (int u = 0; u < C; ++u) vv[u] = load8(v + std::size_t(jj) * dv + c + 8 * u);
     for (int r = 0; r < R; ++r) {
-      const v8f p = splat(P[r * kKT + jj]);
+      const v8f p = splat_at<AVX>(P + r * kKT + jj);
       for (int u = 0; u < C; ++u) a[r][u] += p * vv[u];
     }
   }
@@ -300,13 +314,14 @@ NC_INLINE void pv_block(float* acc, const float* P, const float* v, int dv, int 
 }
 
 // One row's acc over keys [j_begin, j_end) of the tile, every column.
+template <bool AVX>
 NC_INLINE void pv_row(float* acc, const float* P, const float* v, int dv, int j_begin, int j_end) {
   if (j_begin >= j_end) return;
   const int dv8 = dv & ~7;
   int c = 0;
-  for (; c + 64 <= dv8; c += 64) pv_block<1, 8>(acc, P, v, dv, c, j_begin, j_end);
-  for (; c + 16 <= dv8; c += 16) pv_block<1, 2>(acc, P, v, dv, c, j_begin, j_end);
-  for (; c < dv8; c += 8) pv_block<1, 1>(acc, P, v, dv, c, j_begin, j_end);
+  for (; c + 64 <= dv8; c += 64) pv_block<AVX, 1, 8>(acc, P, v, dv, c, j_begin, j_end);
+  for (; c + 16 <= dv8; c += 16) pv_block<AVX, 1, 2>(acc, P, v, dv, c, j_begin, j_end);
+  for (; c < dv8; c += 8) pv_block<AVX, 1, 1>(acc, P, v, dv, c, j_begin, j_end);
   for (; c < dv; ++c)
     for (int jj = j_begin; jj < j_end; ++jj) acc[c] += P[jj] * v[std::size_t(jj) * dv + c];
 }
@@ -385,7 +400,7 @@ NC_INLINE void softmax_full_rows(float* S, float* mx, float* sum, float* correct
 // One tile of up to kSdpaQueryTile query rows of one (b, h). acc: [kSdpaQueryTile, dv] scratch.
 // SJ: keys per 4-row score block; PC: 8-column vectors per 4-row p·v block (the register
 // budget of the ISA; neither changes any element's operations).
-template <int SJ, int PC>
+template <bool AVX, int SJ, int PC>
 NC_INLINE void tile_impl(float* out, float* weights, const float* q, const float* k,
                          const float* v, const SdpaShape& s, const SdpaMask& m, float scale,
                          int b, int h, int i0, float* acc) {
@@ -444,18 +459,18 @@ NC_INLINE void tile_impl(float* out, float* weights, const float* q, const float
       const float* P = S + r * kKT;
       if (common > 0) {
         int c = 0;
-        for (; c + 8 * PC <= dv8; c += 8 * PC) pv_block<4, PC>(a, P, vt, dv, c, 0, common);
-        for (; c + 16 <= dv8; c += 16) pv_block<4, 2>(a, P, vt, dv, c, 0, common);
-        for (; c < dv8; c += 8) pv_block<4, 1>(a, P, vt, dv, c, 0, common);
+        for (; c + 8 * PC <= dv8; c += 8 * PC) pv_block<AVX, 4, PC>(a, P, vt, dv, c, 0, common);
+        for (; c + 16 <= dv8; c += 16) pv_block<AVX, 4, 2>(a, P, vt, dv, c, 0, common);
+        for (; c < dv8; c += 8) pv_block<AVX, 4, 1>(a, P, vt, dv, c, 0, common);
         for (int rr = 0; rr < 4; ++rr)
           for (c = dv8; c < dv; ++c)
             for (int jj = 0; jj < common; ++jj)
               a[std::size_t(rr) * dv + c] += P[rr * kKT + jj] * vt[std::size_t(jj) * dv + c];
       }
       for (int rr = 0; rr < 4; ++rr)
-        pv_row(a + std::size_t(rr) * dv, P + rr * kKT, vt, dv, std::max(common, 0), n[r + rr]);
+        pv_row<AVX>(a + std::size_t(rr) * dv, P + rr * kKT, vt, dv, std::max(common, 0), n[r + rr]);
     }
-    for (; r < rows; ++r) pv_row(acc + std::size_t(r) * dv, S + r * kKT, vt, dv, 0, n[r]);
+    for (; r < rows; ++r) pv_row<AVX>(acc + std::size_t(r) * dv, S + r * kKT, vt, dv, 0, n[r]);
   }
   for (int r = 0; r < rows; ++r) {
     if (end[r] == 0) continue;  // fully masked: the output stays zero
@@ -489,12 +504,12 @@ NC_INLINE void tile_impl(float* out, float* weights, const float* q, const float
       const SdpaShape &s, const SdpaMask &m, float scale, int b, int h, int i0, float *acc
 #define NC_TILE_CALL out, weights, q, k, v, s, m, scale, b, h, i0, acc
 __attribute__((target("avx512f,avx512vl"))) void attention_tile_avx512(NC_TILE_ARGS) {
-  tile_impl<4, 4>(NC_TILE_CALL);
+  tile_impl<true, 4, 4>(NC_TILE_CALL);
 }
 __attribute__((target("avx2"))) void attention_tile_avx2(NC_TILE_ARGS) {
-  tile_impl<2, 2>(NC_TILE_CALL);
+  tile_impl<true, 2, 2>(NC_TILE_CALL);
 }
-void attention_tile_baseline(NC_TILE_ARGS) { tile_impl<2, 2>(NC_TILE_CALL); }
+void attention_tile_baseline(NC_TILE_ARGS) { tile_impl<false, 2, 2>(NC_TILE_CALL); }
 
 using TileFn = void (*)(NC_TILE_ARGS);
 bool has_avx512() {
