@@ -132,6 +132,12 @@ template void sdpa_reference<double>(std::vector<double>&, std::vector<double>*,
 // x86-64 baseline (see attention_tile_avx512 below); GCC vector extensions lower to ymm
 // operations or SSE pairs, the same IEEE operations, so the same bits (no path enables FMA,
 // and the file is compiled with -ffp-contract=off). Test: SdpaPaths.EveryCompiledPathGivesTheSameBits.
+// Broadcasts: inside these target() functions GCC 12 lowers a v8f{x, …, x} initializer to a
+// chain of inserts, so splat goes through lane 0 + shuffle, and p·v uses a memory-operand
+// vbroadcastss on the AVX paths (splat_at); both are data movement only. Scores keep d along
+// the lanes: keys along the lanes (K tile packed transposed) was measured and dropped — no gain
+// for prefill with 8-row query tiles, and a lone decode row, which must use the same order,
+// paid the whole transpose (2–3.5× slower). bench/ANALYSIS.md, attention section.
 
 #pragma GCC diagnostic ignored "-Wpsabi"  // v8f is only passed between always-inline functions
 // (GCC reports it at the end of the file, for the clones' dispatcher: the push is never popped)

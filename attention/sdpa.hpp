@@ -14,7 +14,8 @@
 //            query row, no [Tq, Tk] buffer), OpenMP over (batch, head, query tile). Scores are
 //            register-blocked (4 rows × 4 keys with AVX-512VL, × 2 otherwise; 8-lane
 //            accumulators over d), p·v keeps 4 rows × 32 (16) columns in registers across a
-//            key tile, exp is a vectorized fixed polynomial (sdpa_exp). Each element's operations and their order depend only on the shapes
+//            key tile (p broadcast from memory on the AVX paths), exp is a vectorized fixed
+//            polynomial (sdpa_exp). Each element's operations and their order depend only on the shapes
 //            and its own row's visible keys — never on the thread count, on which rows share a
 //            tile or block, or on the ISA path (GCC vector code, no FMA) — so the results are
 //            bitwise the same for any thread count, batch composition or query split, and a
