@@ -20,34 +20,60 @@ constexpr int kLanes = 8;
 // (n < 32) take exactly the 8-lane path.
 constexpr int kWideLanes = 32;
 
-// Σ f(x[i]) in the fixed order above.
+// Eight floats as one GCC vector. Its operators are lane-wise IEEE operations, so a body
+// written with them gives the same bits in the AVX2 clone (one ymm op) and the baseline clone
+// (two xmm ops); GCC does not contract them into FMA without -mfma / fast-math.
+typedef float v8f __attribute__((vector_size(32)));
+// The helpers and the lane-wise lambdas passed to them inline, so the baseline clone never
+// passes a v8f by value across a call: GCC's note (emitted at the end of every including file)
+// that this would change the ABI without AVX does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+[[gnu::always_inline]] inline v8f load8(const float* p) {
+  v8f v;
+  __builtin_memcpy(&v, p, sizeof v);
+  return v;
+}
+[[gnu::always_inline]] inline v8f splat8(float a) { return v8f{a, a, a, a, a, a, a, a}; }
+
+// Σ f(x[i]) in the fixed order above. f must accept a float and a v8f and act lane-wise (the
+// same IEEE operations either way): the 32 partial sums are four v8f, the 8 lanes one, and
+// every fold below keeps the scalar operand order, so the bits are those of the plain loops
+// over wide[32] / acc[8] (which GCC folded with ~60 scalar shuffles and adds per call).
 template <class F>
-inline float fixed_order_sum(const float* x, int n, F f) {
-  float acc[kLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
+[[gnu::always_inline]] inline float fixed_order_sum(const float* x, int n, F f) {
+  v8f acc = splat8(0.0f);
   int i = 0;
   if (n >= kWideLanes) {
-    float wide[kWideLanes] = {};
-    for (; i + kWideLanes <= n; i += kWideLanes)
-      for (int l = 0; l < kWideLanes; ++l) wide[l] += f(x[i + l]);
-    for (int l = 0; l < kLanes; ++l)
-      acc[l] = (wide[l] + wide[l + 16]) + (wide[l + 8] + wide[l + 24]);
+    v8f w0 = acc, w1 = acc, w2 = acc, w3 = acc;  // wide[0..7], [8..15], [16..23], [24..31]
+    for (; i + kWideLanes <= n; i += kWideLanes) {
+      w0 += f(load8(x + i));
+      w1 += f(load8(x + i + 8));
+      w2 += f(load8(x + i + 16));
+      w3 += f(load8(x + i + 24));
+    }
+    acc = (w0 + w2) + (w1 + w3);  // (wide[l] + wide[l+16]) + (wide[l+8] + wide[l+24])
   }
-  for (; i + kLanes <= n; i += kLanes)
-    for (int l = 0; l < kLanes; ++l) acc[l] += f(x[i + l]);
+  for (; i + kLanes <= n; i += kLanes) acc += f(load8(x + i));
   float tail = 0;
   for (; i < n; ++i) tail += f(x[i]);
-  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail;
+  // ((a0 + a4) + (a1 + a5)) + ((a2 + a6) + (a3 + a7)) + tail
+  typedef float v4f __attribute__((vector_size(16)));
+  const v4f h = __builtin_shufflevector(acc, acc, 0, 1, 2, 3) +
+                __builtin_shufflevector(acc, acc, 4, 5, 6, 7);  // a_l + a_{l+4}
+  const v4f p = h + __builtin_shufflevector(h, h, 1, 0, 3, 2);  // lane 0: h0 + h1, lane 2: h2 + h3
+  return (p[0] + p[2]) + tail;
 }
 
 // Σ (x[i] - shift)
 inline float sum_shifted(const float* x, int n, float shift) {
-  return fixed_order_sum(x, n, [shift](float v) { return v - shift; });
+  return fixed_order_sum(x, n, [shift](auto v) { return v - shift; });
 }
 
 // Σ (x[i] - center)²
 inline float sum_sq_dev(const float* x, int n, float center) {
-  return fixed_order_sum(x, n, [center](float v) {
-    const float d = v - center;
+  return fixed_order_sum(x, n, [center](auto v) {
+    const auto d = v - center;
     return d * d;
   });
 }
@@ -103,6 +129,28 @@ inline void write_row(float* y, int n, bool stream, F&& f) {
     for (; d + 16 <= n; d += 16) {
       for (int l = 0; l < 16; ++l) buf[l] = f(d + l);
       for (int l = 0; l < 16; l += 4) _mm_stream_ps(y + d + l, _mm_load_ps(buf + l));
+    }
+  }
+  for (; d < n; ++d) y[d] = f(d);
+}
+
+// Like write_row, with fv(d) = {f(d), ..., f(d + 7)} as one v8f: written straight from the
+// registers (two 128-bit non-temporal stores per 8 values when `stream`) instead of through a
+// stack buffer. f handles the unaligned head and the tail; fv must give exactly f's values.
+template <class F, class FV>
+[[gnu::always_inline]] inline void write_row8(float* y, int n, bool stream, F&& f, FV&& fv) {
+  int d = 0;
+  if (stream) {
+    for (; d < n && (reinterpret_cast<std::uintptr_t>(y + d) & 15) != 0; ++d) y[d] = f(d);
+    for (; d + kLanes <= n; d += kLanes) {
+      const v8f v = fv(d);
+      _mm_stream_ps(y + d, __builtin_shufflevector(v, v, 0, 1, 2, 3));
+      _mm_stream_ps(y + d + 4, __builtin_shufflevector(v, v, 4, 5, 6, 7));
+    }
+  } else {
+    for (; d + kLanes <= n; d += kLanes) {
+      const v8f v = fv(d);
+      __builtin_memcpy(y + d, &v, sizeof v);
     }
   }
   for (; d < n; ++d) y[d] = f(d);
