@@ -156,6 +156,38 @@ template <class F, class FV>
   for (; d < n; ++d) y[d] = f(d);
 }
 
+// The output pass of a token norm: y[d] = (x[d] − center)·scale·γ[d] + β[d] (kCenter) or
+// x[d]·scale·γ[d] + β[d], in that order, through write_row8. γ = nullptr reads 1 from a constant
+// block and β = nullptr reads 0 (index masked to 0), so the loop has no branch and every case
+// does the same operations (·1 and +0, as the scalar form does).
+template <bool kCenter>
+[[gnu::always_inline]] inline void write_normalized(float* yr, const float* xr, const float* gamma,
+                                                    const float* beta, int D, bool stream,
+                                                    float center, float scale) {
+  static constexpr float kOnes[kLanes] = {1, 1, 1, 1, 1, 1, 1, 1};
+  static constexpr float kZeros[kLanes] = {};
+  const float* gp = gamma ? gamma : kOnes;
+  const float* bp = beta ? beta : kZeros;
+  const int gm = gamma ? -1 : 0, bm = beta ? -1 : 0;
+  const v8f vcenter = splat8(center), vscale = splat8(scale);
+  write_row8(
+      yr, D, stream,
+      [&](int d) {
+        const float g = gamma ? gamma[d] : 1.0f;
+        const float b = beta ? beta[d] : 0.0f;
+        if constexpr (kCenter)
+          return (xr[d] - center) * scale * g + b;
+        else
+          return xr[d] * scale * g + b;
+      },
+      [&](int d) {
+        if constexpr (kCenter)
+          return (load8(xr + d) - vcenter) * vscale * load8(gp + (d & gm)) + load8(bp + (d & bm));
+        else
+          return load8(xr + d) * vscale * load8(gp + (d & gm)) + load8(bp + (d & bm));
+      });
+}
+
 // Runs body(i) for i in [0, n) on independent rows of `width` values, statically scheduled.
 // Each thread fences its non-temporal stores before the team joins, so the caller sees them.
 template <class F>

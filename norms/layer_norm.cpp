@@ -64,25 +64,7 @@ namespace {
     return;
   }
   const float rstd = 1.0f / std::sqrt(var + eps);
-  // γ = nullptr reads 1 from a constant block and β = nullptr reads 0 (index masked to 0), so
-  // the loop has no branch and every case does the same four operations (·1 and +0 as before).
-  static constexpr float kOnes[kernels::kLanes] = {1, 1, 1, 1, 1, 1, 1, 1};
-  static constexpr float kZeros[kernels::kLanes] = {};
-  const float* gp = gamma ? gamma : kOnes;
-  const float* bp = beta ? beta : kZeros;
-  const int gm = gamma ? -1 : 0, bm = beta ? -1 : 0;
-  const kernels::v8f vmean = kernels::splat8(mean), vrstd = kernels::splat8(rstd);
-  kernels::write_row8(
-      yr, D, stream,
-      [&](int d) {
-        const float g = gamma ? gamma[d] : 1.0f;
-        const float b = beta ? beta[d] : 0.0f;
-        return (xr[d] - mean) * rstd * g + b;
-      },
-      [&](int d) {
-        return (kernels::load8(xr + d) - vmean) * vrstd * kernels::load8(gp + (d & gm)) +
-               kernels::load8(bp + (d & bm));
-      });
+  kernels::write_normalized<true>(yr, xr, gamma, beta, D, stream, mean, rstd);
 }
 
 // Tokens [r0, r1). Compiled twice, for AVX2 and for the baseline, picked at run time once per

@@ -60,25 +60,7 @@ namespace {
     return;
   }
   const float rrms = 1.0f / std::sqrt(ms + eps);
-  // As in layer_norm_finish: γ/β = nullptr read constant 1/0 blocks (·1 and +0 as before), and
-  // each 8 values go from registers to memory without a stack buffer.
-  static constexpr float kOnes[kernels::kLanes] = {1, 1, 1, 1, 1, 1, 1, 1};
-  static constexpr float kZeros[kernels::kLanes] = {};
-  const float* gp = gamma ? gamma : kOnes;
-  const float* bp = beta ? beta : kZeros;
-  const int gm = gamma ? -1 : 0, bm = beta ? -1 : 0;
-  const kernels::v8f vrrms = kernels::splat8(rrms);
-  kernels::write_row8(
-      yr, D, stream,
-      [&](int d) {
-        const float g = gamma ? gamma[d] : 1.0f;
-        const float b = beta ? beta[d] : 0.0f;
-        return xr[d] * rrms * g + b;
-      },
-      [&](int d) {
-        return kernels::load8(xr + d) * vrrms * kernels::load8(gp + (d & gm)) +
-               kernels::load8(bp + (d & bm));
-      });
+  kernels::write_normalized<false>(yr, xr, gamma, beta, D, stream, 0.0f, rrms);
 }
 
 // Tokens [r0, r1), dispatched once per range; AVX2 and baseline clones give the same bits (see
