@@ -28,16 +28,6 @@ std::string pad_right(const std::string& s, std::size_t w) {
   return n >= w ? s : s + std::string(w - n, ' ');
 }
 
-double value_of(const json& v) {
-  if (v.is_number()) return v.get<double>();
-  if (v.is_string()) {
-    const auto s = v.get<std::string>();
-    if (s == "inf") return INFINITY;
-    if (s == "-inf") return -INFINITY;
-  }
-  return NAN;
-}
-
 std::string short_number(const json& v) {
   if (!v.is_number()) return v.is_string() ? v.get<std::string>() : v.dump();
   return fmt::format("{:.4g}", v.get<double>());
@@ -277,6 +267,16 @@ std::size_t display_width(const std::string& s) {
   for (unsigned char c : s)
     if ((c & 0xC0) != 0x80) ++n;
   return n;
+}
+
+double value_of(const nlohmann::json& v) {
+  if (v.is_number()) return v.get<double>();
+  if (v.is_string()) {
+    const auto s = v.get<std::string>();
+    if (s == "inf") return INFINITY;
+    if (s == "-inf") return -INFINITY;
+  }
+  return NAN;
 }
 
 std::string format_number(double v) {

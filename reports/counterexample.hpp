@@ -20,6 +20,9 @@ std::string counterexample_text(const nlohmann::json& cx);
 // 6 significant digits; "NaN", "inf", "-inf" as the engine stores them.
 std::string format_number(double v);
 std::string format_number(const nlohmann::json& v);
+// The inverse for reading: a JSON number, or "inf"/"-inf" as the engine stores them; NaN for
+// "NaN" and anything else.
+double value_of(const nlohmann::json& v);
 
 // JSON with objects indented and arrays of scalars kept on one line.
 std::string compact_json(const nlohmann::json& j, int indent = 0);

@@ -48,16 +48,6 @@ double deviation_t(double dev) {
   return (std::log10(dev) - kLogMin) / (kLogMax - kLogMin);
 }
 
-double value_of(const json& v) {
-  if (v.is_number()) return v.get<double>();
-  if (v.is_string()) {
-    const auto s = v.get<std::string>();
-    if (s == "inf") return INFINITY;
-    if (s == "-inf") return -INFINITY;
-  }
-  return NAN;
-}
-
 // ✓ and ✗ drawn as paths, so the matrix never depends on the fonts of the viewer
 std::string symbol_path(const std::string& observed, double cx, double cy, double s,
                         const std::string& colour, double width) {
