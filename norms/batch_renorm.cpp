@@ -26,7 +26,7 @@ constexpr const char* kName = "batch_renorm";
 
 void clip_factors(const std::vector<double>& mean, const std::vector<double>& var, const State& s,
                   const Params& p, std::vector<double>& r, std::vector<double>& d) {
-  const double rmax = p.get("rmax", 3.0), dmax = p.get("dmax", 5.0);
+  const double rmax = p.get("rmax"), dmax = p.get("dmax");
   for (std::size_t i = 0; i < mean.size(); ++i) {
     const double sigma_b = std::sqrt(var[i] + p.eps), sigma_r = std::sqrt(s.running_var[i] + p.eps);
     r[i] = std::clamp(sigma_b / sigma_r, 1.0 / rmax, rmax);
@@ -43,9 +43,9 @@ void update_running(State& s, const std::vector<double>& mean, const std::vector
 }
 
 void check_clips(const Params& p) {
-  if (!(p.get("rmax", 3.0) >= 1.0) || !(p.get("dmax", 5.0) >= 0.0))
+  if (!(p.get("rmax") >= 1.0) || !(p.get("dmax") >= 0.0))
     throw InvalidInput("batch_renorm: rmax must be ≥ 1 and dmax ≥ 0, got rmax = " +
-                       std::to_string(p.get("rmax", 3.0)) + ", dmax = " + std::to_string(p.get("dmax", 5.0)));
+                       format_value(p.get("rmax")) + ", dmax = " + format_value(p.get("dmax")));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -117,8 +117,8 @@ LayerEntry batch_renorm_entry() {
   e.statistics_over = "valid tokens of the batch, per feature, corrected towards the running statistics";
   e.params = {.affine = true,
               .momentum = true,
-              .extra = {{"rmax", 1.0, 3.0, "clip of r = σ_B/σ_R (1: plain BatchNorm)"},
-                        {"dmax", 0.0, 5.0, "clip of d = (μ_B−μ_R)/σ_R (0: plain BatchNorm)"}}};
+              .named = {grid_param("rmax", 1.0, 3.0, "clip of r = σ_B/σ_R (1: plain BatchNorm)"),
+                        grid_param("dmax", 0.0, 5.0, "clip of d = (μ_B−μ_R)/σ_R (0: plain BatchNorm)")}};
   e.rows = {
       {Mode::train,
        {"batch_independence", "token_independence", "causality", "train_inference_equivalence",

@@ -10,18 +10,20 @@ namespace {
 void check_inputs(const Batch& in, const Params& p) {
   validate_batch(in);
   validate_affine(p, in.D);
-  if (!std::isfinite(p.alpha)) throw InvalidInput("dyt: alpha must be finite");
+  if (!std::isfinite(p.get("alpha")))
+    throw InvalidInput("dyt: alpha must be finite, got alpha = " + format_value(p.get("alpha")));
 }
 
 void dyt_reference(const Batch& in, const Params& p, Mode, State*, Output& out) {
   check_inputs(in, p);
   const int D = in.D;
+  const double alpha = p.get("alpha");
   out.assign(in.x.size(), 0.0);
   for (std::size_t i = 0; i < in.x.size(); ++i) {
     const int d = int(i % D);
     const double g = p.gamma.empty() ? 1.0 : p.gamma[d];
     const double b = p.beta.empty() ? 0.0 : p.beta[d];
-    out[i] = g * std::tanh(p.alpha * in.x[i]) + b;
+    out[i] = g * std::tanh(alpha * in.x[i]) + b;
   }
 }
 
@@ -38,7 +40,7 @@ void dyt_kernel(float* out, const float* x, const float* gamma, const float* bet
 void dyt_optimized(const Batch& in, const Params& p, Mode, State*, Output& out) {
   check_inputs(in, p);
   run_affine_kernel(in, p, out, [&](float* y, const float* x, const float* g, const float* b) {
-    dyt_kernel(y, x, g, b, in.rows(), in.D, float(p.alpha));
+    dyt_kernel(y, x, g, b, in.rows(), in.D, float(p.get("alpha")));
   });
 }
 
@@ -55,7 +57,7 @@ LayerEntry dyt_entry() {
   e.name = "dyt";
   e.formula = "γ·tanh(αx) + β";
   e.statistics_over = "none (elementwise)";
-  e.params = {.affine = true, .alpha = true};
+  e.params = {.named = {grid_param("alpha", 0.125, 2.0, "α, the slope of tanh at 0", 16)}};
   e.rows = {{Mode::none,
              {"token_scale_invariance", "global_scale_invariance", "token_shift_invariance",
               "feature_shift_invariance", "feature_scale_invariance"},

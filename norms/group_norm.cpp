@@ -11,9 +11,10 @@ namespace {
 
 void check_inputs(const Batch& in, const Params& p) {
   validate_affine_norm(in, p);
-  if (p.groups <= 0 || in.D % p.groups != 0)
-    throw InvalidInput("group_norm: groups = " + std::to_string(p.groups) +
-                       " must be positive and divide D = " + std::to_string(in.D));
+  const double G = p.get("groups");
+  if (!(G >= 1) || G != std::floor(G) || in.D % int(G) != 0)
+    throw InvalidInput("group_norm: groups = " + format_value(G) +
+                       " must be a positive whole number that divides D = " + std::to_string(in.D));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -21,10 +22,10 @@ void check_inputs(const Batch& in, const Params& p) {
 
 void group_norm_reference(const Batch& in, const Params& p, Mode, State*, Output& out) {
   check_inputs(in, p);
-  const int D = in.D, gs = D / p.groups;
+  const int D = in.D, G = int(p.get("groups")), gs = D / G;
   out.assign(in.x.size(), 0.0);
   for (std::size_t r = 0; r < in.rows(); ++r)
-    for (int g = 0; g < p.groups; ++g) {
+    for (int g = 0; g < G; ++g) {
       const float* x = &in.x[r * D + g * gs];  // [gs]
       double mean = 0, var = 0;
       for (int i = 0; i < gs; ++i) mean += x[i];
@@ -74,7 +75,7 @@ void group_norm_kernel(float* out, const float* x, const float* gamma, const flo
 void group_norm_optimized(const Batch& in, const Params& p, Mode, State*, Output& out) {
   check_inputs(in, p);
   run_affine_kernel(in, p, out, [&](float* y, const float* x, const float* g, const float* b) {
-    group_norm_kernel(y, x, g, b, in.rows(), in.D, p.groups, float(p.eps));
+    group_norm_kernel(y, x, g, b, in.rows(), in.D, int(p.get("groups")), float(p.eps));
   });
 }
 
@@ -85,14 +86,14 @@ LayerEntry group_norm_entry() {
   e.name = "group_norm";
   e.formula = "LN within each of G contiguous feature groups: γ·(x−μ_g)/√(σ_g²+ε) + β";
   e.statistics_over = "one token, G contiguous feature groups";
-  e.params = {.affine = true, .groups = true};
+  e.params = {.named = {groups_param("groups", "G contiguous feature groups (G divides D)")}};
   e.rows = {{Mode::none,
              {"feature_shift_invariance", "feature_scale_invariance"},
              "per-token group statistics: a per-feature shift or scale moves each group's μ, σ"}};
   e.reference = group_norm_reference;
   e.optimized = group_norm_optimized;
   e.conditioning = [](const Batch& in, const Params& p, Mode, const State*) {
-    return token_group_conditioning(in, p.eps, p.groups, true);
+    return token_group_conditioning(in, p.eps, int(p.get("groups")), true);
   };
   return e;
 }

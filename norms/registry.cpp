@@ -93,7 +93,10 @@ std::string LayerRow::id() const {
   return layer->name + "_" + to_string(mode());
 }
 
-std::string golden_op(const LayerRow& row) { return row.id(); }
+std::string golden_op(const LayerRow& row) {
+  const std::string& op = row.layer->op();
+  return row.mode() == Mode::none ? op : op + "_" + to_string(row.mode());
+}
 
 }  // namespace normcheck
 

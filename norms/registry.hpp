@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "norms/params.hpp"
 #include "norms/tensor.hpp"
 
 namespace normcheck {
@@ -29,24 +30,12 @@ using ForwardFn =
 using ConditioningFn =
     std::function<Conditioning(const Batch& in, const Params& p, Mode mode, const State* state)>;
 
-// A scalar parameter of a layer that the fixed Params fields do not name: the generators draw
-// it on a grid of 9 values in [min, max] (shrinking towards min); golden files give it in
-// "params".
-struct ExtraParam {
-  std::string name;
-  double min = 0, max = 0;
-  std::string meaning;
-};
-
 // Which parameters a layer takes (the generators draw them, golden files provide them).
 struct ParamSpec {
-  bool affine = true;       // per-feature γ
-  bool bias = true;         // per-feature β (with affine)
-  bool scalar_gain = false; // one scalar g (scale_norm), stored in gamma[0]
-  bool groups = false;      // G contiguous feature groups (must divide D)
-  bool alpha = false;       // dyt's α
-  bool momentum = false;    // stateful layers
-  std::vector<ExtraParam> extra = {};
+  bool affine = true;     // per-feature γ
+  bool bias = true;       // per-feature β (with affine)
+  bool momentum = false;  // stateful layers
+  std::vector<ParamDef> named = {};  // the layer's own parameters (norms/params.hpp)
 };
 
 // The expected profile of one row: the properties that must be violated. Every property not
@@ -67,14 +56,18 @@ struct LayerEntry {
   ForwardFn optimized;
   ConditioningFn conditioning;
   std::string origin = "builtin";  // builtin | external (registered at run time) | mutant
+  // The op this layer computes, for golden files: its own name unless it is another
+  // implementation of a built-in layer (an external library's, a mutant's).
+  std::string computes = {};
+  const std::string& op() const { return computes.empty() ? name : computes; }
   bool stateful() const { return rows.size() > 1 || rows.at(0).mode != Mode::none; }
   const ForwardFn& forward(Impl i) const { return i == Impl::reference ? reference : optimized; }
 };
 
 // A row of the matrix: a layer in one mode.
 struct LayerRow {
-  const LayerEntry* layer;
-  const RowProfile* profile;
+  const LayerEntry* layer = nullptr;
+  const RowProfile* profile = nullptr;
   Mode mode() const { return profile->mode; }
   std::string name() const;  // "layer_norm", "batch_norm [train]"
   std::string id() const;    // "layer_norm", "batch_norm_train"
@@ -92,7 +85,8 @@ std::vector<LayerRow> rows_of(const LayerEntry& l);
 // missing forward function or an empty profile list.
 const LayerEntry& register_layer(LayerEntry entry);
 
-// The golden-file op name of a row ("layer_norm", "batch_norm_train", "batch_norm_eval").
+// The golden-file op name of a row: the op its layer computes, with the mode ("layer_norm",
+// "batch_norm_train", "batch_norm_eval"; onednn_layer_norm: "layer_norm").
 std::string golden_op(const LayerRow& row);
 
 // Conditioning of token-wise layers: statistics over G contiguous feature groups of each valid

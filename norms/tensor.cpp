@@ -32,6 +32,12 @@ Impl impl_from_string(const std::string& s) {
   throw std::invalid_argument("implementation must be reference or optimized, got '" + s + "'");
 }
 
+double Params::get(const std::string& name) const {
+  const auto it = named.find(name);
+  if (it == named.end()) throw InvalidInput("parameter '" + name + "' is not set");
+  return it->second;
+}
+
 int Batch::valid_tokens() const {
   int n = 0;
   for (int b = 0; b < B; ++b) n += lengths[b];

@@ -44,18 +44,15 @@ struct Batch {
 };
 
 struct Params {
-  std::vector<float> gamma;  // [D], or empty for "no affine"; scale_norm: [1], the gain g
-  std::vector<float> beta;   // [D], or empty
+  std::vector<float> gamma;  // [D] per-feature scale, or empty for "no affine"
+  std::vector<float> beta;   // [D] per-feature shift, or empty
   double eps = 1e-5;
   double momentum = 0.1;  // stateful layers: new = (1 - momentum) * old + momentum * batch
-  int groups = 1;         // group_norm
-  double alpha = 0.5;     // dyt
-  // parameters of layers added later (declared in their ParamSpec::extra), by name
-  std::map<std::string, double> extra;
-  double get(const std::string& name, double fallback) const {
-    auto it = extra.find(name);
-    return it == extra.end() ? fallback : it->second;
-  }
+  // The layer's own parameters by name, as its ParamSpec::named declares them (groups, alpha,
+  // gain, rmax, ...).
+  std::map<std::string, double> named;
+  // The value of a named parameter; throws InvalidInput naming it when it is not set.
+  double get(const std::string& name) const;
 };
 
 // Running statistics of a stateful layer. Held in double so the reference is exact; the

@@ -152,20 +152,10 @@ Params params(const LayerEntry& layer, int D) {
     if (spec.bias)
       for (int k : ints(D, 8)) p.beta.push_back(float(k) / 8.0f);  // [-1, 1], shrinks to 0
   }
-  if (spec.scalar_gain) p.gamma = {float(8 + *centered(4)) / 8.0f};
   p.eps = *element(1e-5, 1e-6);
   if (spec.momentum) p.momentum = *element(0.1, 0.5, 1.0);
-  if (spec.alpha) p.alpha = float(*inRange(1, 17)) / 8.0f;
-  for (const auto& e : spec.extra)
-    p.extra[e.name] = e.min + (e.max - e.min) * double(*inRange(0, 9)) / 8.0;
-  if (spec.groups) {
-    // a divisor of D; groups of at least two features when D allows it (G = D is LN on
-    // single features, which is the constant β)
-    std::vector<int> divisors;
-    for (int g = 1; g <= D; ++g)
-      if (D % g == 0 && (D / g >= 2 || D == 1)) divisors.push_back(g);
-    p.groups = *rc::gen::elementOf(divisors);
-  }
+  const PickInt pick = [](int lo, int hi) { return *inRange(lo, hi + 1); };
+  for (const auto& def : spec.named) p.named[def.name] = def.draw(D, pick);
   return p;
 }
 
