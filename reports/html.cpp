@@ -286,18 +286,19 @@ std::string html_page(const std::string& title, const std::string& body) {
 std::string matrix_svg(const std::vector<CellResult>& results) {
   // columns: property order of the registry, then any other; rows: row label × implementation
   std::vector<std::string> cols;
-  for (const auto& p : all_properties())
-    if (std::any_of(results.begin(), results.end(), [&](const CellResult& r) { return r.property == p.id; }))
+  for (const auto& p : columns())
+    if (std::any_of(results.begin(), results.end(), [&](const CellResult& r) { return r.cell.prop.id == p.id; }))
       cols.push_back(p.id);
   for (const auto& r : results)
-    if (std::find(cols.begin(), cols.end(), r.property) == cols.end()) cols.push_back(r.property);
+    if (std::find(cols.begin(), cols.end(), r.cell.prop.id) == cols.end()) cols.push_back(r.cell.prop.id);
   std::vector<std::pair<std::string, Impl>> rows;
   for (const auto& r : results) {
-    const auto key = std::make_pair(row_label(r), r.impl);
+    const auto key = std::make_pair(row_label(r), r.cell.impl);
     if (std::find(rows.begin(), rows.end(), key) == rows.end()) rows.push_back(key);
   }
   std::map<std::string, std::string> short_names;
-  for (const auto& r : results) short_names[r.property] = r.info.short_name.empty() ? r.property : r.info.short_name;
+  for (const auto& r : results)
+    short_names[r.cell.prop.id] = r.cell.prop.column.empty() ? r.cell.prop.id : r.cell.prop.column;
   std::set<std::string> with_section;
   for (const auto& s : failure_sections(results)) with_section.insert(s.cell->id());
 
@@ -322,22 +323,22 @@ std::string matrix_svg(const std::vector<CellResult>& results) {
                      rows[r].second == Impl::reference ? "reference" : "optimized");
   }
   for (const auto& res : results) {
-    const std::size_t r = std::find(rows.begin(), rows.end(), std::make_pair(row_label(res), res.impl)) - rows.begin();
-    const std::size_t c = std::find(cols.begin(), cols.end(), res.property) - cols.begin();
+    const std::size_t r = std::find(rows.begin(), rows.end(), std::make_pair(row_label(res), res.cell.impl)) - rows.begin();
+    const std::size_t c = std::find(cols.begin(), cols.end(), res.cell.prop.id) - cols.begin();
     const double x = left + c * cell, y = top + r * cell;
     const bool na = res.observed == "not_applicable";
     const bool err = res.observed == "error";
     const Rgb fill = na ? Rgb{236, 236, 236} : err ? Rgb{208, 28, 139} : ramp(kViridis, deviation_t(res.max_deviation));
     const std::string ink = na ? "#9a9a9a" : luminance(fill) > 0.55 ? "#111" : "#fff";
     const std::string title = fmt::format("{} / {} / {}: expected {}, observed {}{}, {} cases, largest deviation {}",
-                                          row_label(res), to_string(res.impl), res.property,
-                                          to_string(res.expected), res.observed,
+                                          row_label(res), to_string(res.cell.impl), res.cell.prop.id,
+                                          to_string(res.cell.expected), res.observed,
                                           res.as_expected() ? "" : " (SURPRISE)", res.cases,
                                           format_number(res.max_deviation));
     const bool link = with_section.count(res.id()) > 0;
     if (link) s += fmt::format(R"~(<a href="#cell-{}">)~", gtest_name(res.id()));
     s += fmt::format(R"~(<g><title>{}</title><rect class="cell" data-cell="{}" data-expected="{}" data-observed="{}" x="{:.1f}" y="{:.1f}" width="{}" height="{}" rx="3" fill="{}"/>)~",
-                     html_escape(title), html_escape(res.id()), to_string(res.expected), res.observed,
+                     html_escape(title), html_escape(res.id()), to_string(res.cell.expected), res.observed,
                      x + gap / 2.0, y + gap / 2.0, cell - gap, cell - gap, hex(fill));
     s += symbol_path(res.observed, x + cell / 2.0, y + cell / 2.0, 14, ink, 2.6);
     if (!res.as_expected()) {
@@ -345,7 +346,7 @@ std::string matrix_svg(const std::vector<CellResult>& results) {
                        x + 2.5, y + 2.5, cell - 5, cell - 5);
       // the expected outcome, small, in the corner
       s += fmt::format(R"~(<rect x="{:.1f}" y="{:.1f}" width="12" height="12" fill="#fff" stroke="#e0001b"/>)~", x + cell - 14, y + 2);
-      s += symbol_path(to_string(res.expected), x + cell - 8, y + 8, 7, "#e0001b", 1.6);
+      s += symbol_path(to_string(res.cell.expected), x + cell - 8, y + 8, 7, "#e0001b", 1.6);
     }
     s += "</g>";
     if (link) s += "</a>";
