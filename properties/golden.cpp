@@ -1,5 +1,6 @@
 #include "properties/golden.hpp"
 
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstdlib>
@@ -233,6 +234,17 @@ NormCase read_norm_case(const json& c, const LayerRow& row) {
     if (!gain_in_gamma) nc.p.gamma = gamma;
   }
   if (c.contains("beta") && !c["beta"].is_null()) nc.p.beta = golden::float32s(c, "beta", D);
+  // every parameter a case gives must be one the layer takes: a misnamed or misplaced one would
+  // otherwise be ignored and the case checked with a default
+  if (c.contains("params") && c["params"].is_object())
+    for (auto it = c["params"].begin(); it != c["params"].end(); ++it) {
+      const std::string& k = it.key();
+      const bool known = k == "eps" || (k == "momentum" && spec.momentum) ||
+                         std::any_of(spec.named.begin(), spec.named.end(),
+                                     [&](const ParamDef& d) { return d.name == k && d.golden_field.empty(); });
+      if (!known)
+        throw InvalidInput(field_error("params." + k, row.layer->op() + " takes no parameter '" + k + "'"));
+    }
   nc.p.eps = param(c, "eps", nc.p.eps);
   nc.p.momentum = param(c, "momentum", nc.p.momentum);
   for (const auto& def : spec.named) {

@@ -52,9 +52,7 @@ struct BadCase {
 bool always(const LayerRow&) { return true; }
 bool stateful(const LayerRow& r) { return r.layer->stateful(); }
 bool train_row(const LayerRow& r) { return r.mode() == Mode::train; }
-bool per_feature_gamma(const LayerRow& r) {
-  return r.layer->params.affine && !r.layer->params.scalar_gain;
-}
+bool per_feature_gamma(const LayerRow& r) { return r.layer->params.affine; }
 bool per_feature_beta(const LayerRow& r) { return per_feature_gamma(r) && r.layer->params.bias; }
 bool has_momentum(const LayerRow& r) { return r.layer->params.momentum; }
 
@@ -91,8 +89,9 @@ std::vector<BadCase> bad_cases() {
                {"x has 25 values", "24"}});
   c.push_back({"gamma_size", per_feature_gamma, [](Input& in) { in.p.gamma.push_back(1); },
                {"gamma has 5 values", "D = 4"}});
-  c.push_back({"gamma_scalar_size", [](const LayerRow& r) { return r.layer->params.scalar_gain; },
-               [](Input& in) { in.p.gamma = {1, 1}; }, {"gamma has 2 values"}});
+  // a layer without per-feature γ (scale_norm's gain is a named parameter) refuses one
+  c.push_back({"gamma_not_taken", [](const LayerRow& r) { return !r.layer->params.affine; },
+               [](Input& in) { in.p.gamma = {1, 1}; }, {"2 gamma"}});
   c.push_back({"beta_size", per_feature_beta, [](Input& in) { in.p.beta.pop_back(); },
                {"beta has 3 values", "D = 4"}});
   c.push_back({"eps_zero", uses_eps, [](Input& in) { set_eps(in, 0); }, {"eps = 0"}});
@@ -231,6 +230,41 @@ TEST(Validation, BoundaryValuesAreAccepted) {
       two.x.x = {1, 2, 3, 4, 5, 6, 7, 8};
       EXPECT_NO_THROW(row.layer->forward(impl)(two.x, two.p, two.mode, &two.s, out)) << row.id();
     }
+}
+
+TEST(Validation, MismatchedShapesAreRejectedWithTheirNames) {
+  Batch x(2, 3, 4);
+  x.lengths = {3, 4};
+  Params p;
+  Output out;
+  try {
+    layer("layer_norm").optimized(x, p, Mode::none, nullptr, out);
+    FAIL();
+  } catch (const InvalidInput& e) {
+    EXPECT_NE(std::string(e.what()).find("lengths[1] = 4"), std::string::npos) << e.what();
+  }
+  x.lengths = {3, 3};
+  p.gamma.assign(5, 1.0f);
+  EXPECT_THROW(layer("rms_norm").reference(x, p, Mode::none, nullptr, out), InvalidInput);
+  p.gamma.clear();
+  p.eps = 0;
+  EXPECT_THROW(layer("layer_norm").reference(x, p, Mode::none, nullptr, out), InvalidInput);
+}
+
+TEST(Validation, GroupNormRejectsGroupsThatDoNotDivideD) {
+  Batch x(1, 2, 6);
+  Params p;
+  p.named["groups"] = 4;
+  Output out;
+  for (Impl impl : {Impl::reference, Impl::optimized}) {
+    try {
+      layer("group_norm").forward(impl)(x, p, Mode::none, nullptr, out);
+      FAIL() << "G = 4 does not divide D = 6";
+    } catch (const InvalidInput& e) {
+      EXPECT_NE(std::string(e.what()).find("groups = 4"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("D = 6"), std::string::npos) << e.what();
+    }
+  }
 }
 
 }  // namespace
