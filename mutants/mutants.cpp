@@ -253,12 +253,11 @@ const std::vector<Mutant>& mutants() {
   static const std::vector<Mutant> all = [] {
     std::vector<Mutant> out;
     for (auto& s : specs()) {
-      LayerEntry e = layer(s.imitates);  // the real layer's profile, parameters, conditioning
-      e.name = "mutant_" + s.id;
-      e.origin = "mutant";
-      e.computes = s.imitates;
+      // the real layer's profile, parameters and conditioning
+      const LayerEntry& real = layer(s.imitates);
+      LayerEntry e = implementation_of(real, "mutant_" + s.id, real.formula,
+                                       s.optimized ? s.optimized : real.optimized, "mutant");
       if (s.reference) e.reference = s.reference;
-      if (s.optimized) e.optimized = s.optimized;
       layers.push_back(std::move(e));
       out.push_back({s.id, s.imitates, s.bug, norm_rows(layers.back())});
     }

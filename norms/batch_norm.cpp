@@ -442,33 +442,41 @@ Conditioning batch_norm_conditioning(const Batch& in, const Params& p, Mode mode
   return c;
 }
 
+ForwardFn batch_norm_forward(Impl impl, TokenSet tokens) {
+  return [impl, tokens](const Batch& in, const Params& p, Mode m, State* s, Output& o) {
+    (impl == Impl::reference ? batch_norm_reference : batch_norm_optimized)(in, p, m, s, o, tokens);
+  };
+}
+
+ConditioningFn batch_norm_conditioning(TokenSet tokens) {
+  return [tokens](const Batch& in, const Params& p, Mode m, const State* s) {
+    return batch_norm_conditioning(in, p, m, s, tokens);
+  };
+}
+
+RowProfile frozen_affine_eval_row() {
+  return {Mode::eval, scale_and_shift_invariances(),
+          "a fixed per-feature affine map: nothing is re-normalized"};
+}
+
+LayerEntry batch_norm_family(std::string name, std::string formula, std::string statistics_over,
+                             TokenSet tokens, std::set<std::string> train, std::string why) {
+  return {.name = std::move(name), .formula = std::move(formula),
+          .statistics_over = std::move(statistics_over), .params = {.momentum = true},
+          .rows = {{Mode::train, std::move(train), std::move(why)}, frozen_affine_eval_row()},
+          .reference = batch_norm_forward(Impl::reference, tokens),
+          .optimized = batch_norm_forward(Impl::optimized, tokens),
+          .conditioning = batch_norm_conditioning(tokens)};
+}
+
 LayerEntry batch_norm_entry() {
-  LayerEntry e;
-  e.name = "batch_norm";
-  e.formula = "γ·(x−μ_d)/√(σ_d²+ε) + β; train: batch μ, σ² (biased); eval: running stats";
-  e.statistics_over = "all B·T tokens, padding included (the naive use)";
-  e.params = {.affine = true, .momentum = true};
-  e.rows = {
-      {Mode::train,
-       {"batch_independence", "padding_invariance", "token_independence", "causality",
-        "train_inference_equivalence", "streaming_equivalence", "token_scale_invariance",
-        "token_shift_invariance", "nan_containment"},
-       "batch statistics: every output depends on every position of the batch, padding included"},
-      {Mode::eval,
-       {"token_scale_invariance", "global_scale_invariance", "token_shift_invariance",
-        "feature_shift_invariance", "feature_scale_invariance"},
-       "a fixed per-feature affine map: nothing is re-normalized"},
-  };
-  e.reference = [](const Batch& in, const Params& p, Mode m, State* s, Output& o) {
-    batch_norm_reference(in, p, m, s, o, TokenSet::all_positions);
-  };
-  e.optimized = [](const Batch& in, const Params& p, Mode m, State* s, Output& o) {
-    batch_norm_optimized(in, p, m, s, o, TokenSet::all_positions);
-  };
-  e.conditioning = [](const Batch& in, const Params& p, Mode m, const State* s) {
-    return batch_norm_conditioning(in, p, m, s, TokenSet::all_positions);
-  };
-  return e;
+  return batch_norm_family(
+      "batch_norm", "γ·(x−μ_d)/√(σ_d²+ε) + β; train: batch μ, σ² (biased); eval: running stats",
+      "all B·T tokens, padding included (the naive use)", TokenSet::all_positions,
+      {"batch_independence", "padding_invariance", "token_independence", "causality",
+       "train_inference_equivalence", "streaming_equivalence", "token_scale_invariance",
+       "token_shift_invariance", "nan_containment"},
+      "batch statistics: every output depends on every position of the batch, padding included");
 }
 
 }  // namespace normcheck

@@ -27,4 +27,14 @@ void batch_feature_stats(const Batch& in, TokenSet tokens, long long n, std::vec
 Conditioning batch_norm_conditioning(const Batch& in, const Params& p, Mode mode,
                                      const State* state, TokenSet tokens);
 
+// The entry pieces of a BatchNorm-family layer over `tokens`: its forward functions, its
+// conditioning, and the eval row every member shares (a fixed per-feature affine map).
+ForwardFn batch_norm_forward(Impl impl, TokenSet tokens);
+ConditioningFn batch_norm_conditioning(TokenSet tokens);
+RowProfile frozen_affine_eval_row();
+// A BatchNorm over `tokens` whose train row violates `train` for the reason `why`; its eval row
+// is the frozen affine map.
+LayerEntry batch_norm_family(std::string name, std::string formula, std::string statistics_over,
+                             TokenSet tokens, std::set<std::string> train, std::string why);
+
 }  // namespace normcheck

@@ -82,20 +82,14 @@ void group_norm_optimized(const Batch& in, const Params& p, Mode, State*, Output
 }  // namespace
 
 LayerEntry group_norm_entry() {
-  LayerEntry e;
-  e.name = "group_norm";
-  e.formula = "LN within each of G contiguous feature groups: γ·(x−μ_g)/√(σ_g²+ε) + β";
-  e.statistics_over = "one token, G contiguous feature groups";
-  e.params = {.named = {groups_param("groups", "G contiguous feature groups (G divides D)")}};
-  e.rows = {{Mode::none,
-             {"feature_shift_invariance", "feature_scale_invariance"},
-             "per-token group statistics: a per-feature shift or scale moves each group's μ, σ"}};
-  e.reference = group_norm_reference;
-  e.optimized = group_norm_optimized;
-  e.conditioning = [](const Batch& in, const Params& p, Mode, const State*) {
-    return token_group_conditioning(in, p.eps, int(p.get("groups")), true);
-  };
-  return e;
+  return {.name = "group_norm",
+          .formula = "LN within each of G contiguous feature groups: γ·(x−μ_g)/√(σ_g²+ε) + β",
+          .statistics_over = "one token, G contiguous feature groups",
+          .params = {.named = {groups_param("groups", "G contiguous feature groups (G divides D)")}},
+          .rows = {{Mode::none, {"feature_shift_invariance", "feature_scale_invariance"},
+                    "per-token group statistics: a per-feature shift or scale moves each group's μ, σ"}},
+          .reference = group_norm_reference, .optimized = group_norm_optimized,
+          .conditioning = token_conditioning(true, "groups")};
 }
 
 }  // namespace normcheck

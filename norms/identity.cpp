@@ -32,19 +32,12 @@ void identity_optimized(const Batch& in, const Params& p, Mode, State*, Output& 
 }  // namespace
 
 LayerEntry identity_entry() {
-  LayerEntry e;
-  e.name = "identity";
-  e.formula = std::string(1, 'x');  // not = "x": GCC 12 warns falsely (-Wrestrict, PR 105329)
-  e.statistics_over = "none (control row)";
-  e.params = {.affine = false, .bias = false};
-  e.rows = {{Mode::none,
-             {"token_scale_invariance", "global_scale_invariance", "token_shift_invariance",
-              "feature_shift_invariance", "feature_scale_invariance"},
-             "the control: nothing is normalized"}};
-  e.reference = identity_forward;
-  e.optimized = identity_optimized;
-  e.conditioning = no_statistics;
-  return e;
+  // formula: std::string(1, 'x'), not "x": GCC 12 warns falsely (-Wrestrict, PR 105329)
+  return {.name = "identity", .formula = std::string(1, 'x'), .statistics_over = "none (control row)",
+          .params = {.affine = false, .bias = false},
+          .rows = {{Mode::none, scale_and_shift_invariances(), "the control: nothing is normalized"}},
+          .reference = identity_forward, .optimized = identity_optimized,
+          .conditioning = no_statistics};
 }
 
 }  // namespace normcheck

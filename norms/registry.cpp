@@ -64,6 +64,17 @@ const LayerEntry& register_layer(LayerEntry entry) {
   return registry().back();
 }
 
+LayerEntry implementation_of(const LayerEntry& base, std::string name, std::string formula,
+                             ForwardFn optimized, std::string origin) {
+  LayerEntry e = base;
+  e.name = std::move(name);
+  e.formula = std::move(formula);
+  e.optimized = std::move(optimized);
+  e.origin = std::move(origin);
+  e.computes = base.op();
+  return e;
+}
+
 const LayerEntry& layer(const std::string& name) {
   for (const auto& l : layers())
     if (l.name == name) return l;
@@ -101,6 +112,20 @@ std::string golden_op(const LayerRow& row) {
 }  // namespace normcheck
 
 namespace normcheck {
+
+ConditioningFn token_conditioning(bool centered, std::string groups_param) {
+  return [centered, groups_param](const Batch& in, const Params& p, Mode, const State*) {
+    return token_group_conditioning(in, p.eps, groups_param.empty() ? 1 : int(p.get(groups_param)),
+                                    centered);
+  };
+}
+
+const std::set<std::string>& scale_and_shift_invariances() {
+  static const std::set<std::string> all = {"token_scale_invariance", "global_scale_invariance",
+                                            "token_shift_invariance", "feature_shift_invariance",
+                                            "feature_scale_invariance"};
+  return all;
+}
 
 Conditioning token_group_conditioning(const Batch& in, double eps, int groups, bool centered) {
   validate_batch(in);

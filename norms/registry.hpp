@@ -47,14 +47,14 @@ struct RowProfile {
 };
 
 struct LayerEntry {
-  std::string name;
-  std::string formula;
-  std::string statistics_over;
-  ParamSpec params;
-  std::vector<RowProfile> rows;  // {Mode::none} for stateless layers; {train, eval} otherwise
-  ForwardFn reference;
-  ForwardFn optimized;
-  ConditioningFn conditioning;
+  std::string name = {};
+  std::string formula = {};
+  std::string statistics_over = {};
+  ParamSpec params = {};
+  std::vector<RowProfile> rows = {};  // {Mode::none} for stateless layers; {train, eval} otherwise
+  ForwardFn reference = {};
+  ForwardFn optimized = {};
+  ConditioningFn conditioning = {};
   std::string origin = "builtin";  // builtin | external (registered at run time) | mutant
   // The op this layer computes, for golden files: its own name unless it is another
   // implementation of a built-in layer (an external library's, a mutant's).
@@ -80,6 +80,12 @@ const LayerEntry& layer(const std::string& name);  // throws std::invalid_argume
 std::vector<LayerRow> layer_rows();
 std::vector<LayerRow> rows_of(const LayerEntry& l);
 
+// Another implementation of a layer (an external library's kernel, a mutant, a user's own): the
+// base's reference, parameters, conditioning and profile, computing the base's golden op, with
+// its own name, formula and optimized forward.
+LayerEntry implementation_of(const LayerEntry& base, std::string name, std::string formula,
+                             ForwardFn optimized, std::string origin = "external");
+
 // Adds a layer at run time (an out-of-tree project's kernel, an external library). Call before
 // the matrix or the tests are enumerated. Throws std::invalid_argument for a duplicate name, a
 // missing forward function or an empty profile list.
@@ -92,6 +98,13 @@ std::string golden_op(const LayerRow& row);
 // Conditioning of token-wise layers: statistics over G contiguous feature groups of each valid
 // token (G = 1: the whole token). `centered` = false for RMS-style layers (no mean subtracted).
 Conditioning token_group_conditioning(const Batch& in, double eps, int groups, bool centered);
+// The same as a layer's ConditioningFn: over whole tokens, or over the groups its named parameter
+// `groups_param` says.
+ConditioningFn token_conditioning(bool centered, std::string groups_param = {});
+
+// The five scale and shift invariances (token and global scale, token shift, feature shift and
+// scale): what a map that normalizes nothing, or a fixed one, keeps none of.
+const std::set<std::string>& scale_and_shift_invariances();
 
 // Conditioning of layers without statistics (elementwise): all zero.
 Conditioning no_statistics(const Batch& in, const Params& p, Mode mode, const State* state);

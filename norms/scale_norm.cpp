@@ -16,8 +16,7 @@ void check_inputs(const Batch& in, const Params& p) {
     throw InvalidInput("scale_norm has no per-feature gamma or beta (its scalar gain is the "
                        "parameter 'gain'); got " + std::to_string(p.gamma.size()) + " gamma and " +
                        std::to_string(p.beta.size()) + " beta values");
-  if (!std::isfinite(p.get("gain")))
-    throw InvalidInput("scale_norm: gain must be finite, got gain = " + format_value(p.get("gain")));
+  validate_finite(p, "scale_norm", "gain");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -84,20 +83,15 @@ Conditioning scale_norm_conditioning(const Batch& in, const Params& p, Mode, con
 }  // namespace
 
 LayerEntry scale_norm_entry() {
-  LayerEntry e;
-  e.name = "scale_norm";
-  e.formula = "g·x/max(‖x‖₂, ε), scalar g";
-  e.statistics_over = "one token";
   ParamDef gain = gain_param("gain", "the scalar gain g");
   gain.golden_field = "gamma[0]";  // the golden format stores g as a one-element gamma
-  e.params = {.affine = false, .bias = false, .named = {gain}};
-  e.rows = {{Mode::none,
-             {"token_shift_invariance", "feature_shift_invariance", "feature_scale_invariance"},
-             "projection on the sphere: no re-centring, one norm per token"}};
-  e.reference = scale_norm_reference;
-  e.optimized = scale_norm_optimized;
-  e.conditioning = scale_norm_conditioning;
-  return e;
+  return {.name = "scale_norm", .formula = "g·x/max(‖x‖₂, ε), scalar g", .statistics_over = "one token",
+          .params = {.affine = false, .bias = false, .named = {gain}},
+          .rows = {{Mode::none,
+                    {"token_shift_invariance", "feature_shift_invariance", "feature_scale_invariance"},
+                    "projection on the sphere: no re-centring, one norm per token"}},
+          .reference = scale_norm_reference, .optimized = scale_norm_optimized,
+          .conditioning = scale_norm_conditioning};
 }
 
 }  // namespace normcheck

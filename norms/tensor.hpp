@@ -73,6 +73,8 @@ void validate_affine(const Params& p, int D);
 void validate_eps(double eps);         // a normal, finite float32 value (the kernels add it in float)
 void validate_state(const State& s, int D, const char* layer);
 void validate_momentum(double m);      // in [0, 1]; NaN is rejected
+// A named parameter (Params::named) that must be set and finite.
+void validate_finite(const Params& p, const std::string& layer, const std::string& name);
 // The checks of a per-token affine norm (layer_norm, rms_norm, group_norm, instance_norm):
 // validate_batch, validate_affine and validate_eps.
 void validate_affine_norm(const Batch& in, const Params& p);

@@ -322,34 +322,29 @@ CaseOutcome decode_equivalence(const Row& row, Impl impl) {
 // the union below equals streaming_equivalence for a consistent profile and says why. It is
 // mode-comparing like the norm's: an eval row has no train mode to compare.
 std::vector<Property> block_properties() {
-  return {
+  const char* moved = "sequence b placed at any index of a batch of 1 to 4 with fresh neighbours";
+  std::vector<Property> all = {
       {.info = {"attention_weight_batch_independence", "attn_w_batch",
                 "the attention weights of a sequence do not depend on the batch it sits in",
-                "sequence b placed at any index of a batch of 1 to 4 with fresh neighbours",
-                "the weights of the block's first attention for b's valid queries and keys",
+                moved, "the weights of the block's first attention for b's valid queries and keys",
                 "a norm before attention must not let the batch steer what a token attends to"},
-       .family = Family::block,
        .derived = {.from = {"batch_independence"}, .pre_ln_only = true},
        .check = attention_weight_batch_independence},
       {.info = {"block_batch_independence", "blk_batch",
-                "a sequence's block output does not depend on the other sequences of its batch",
-                "sequence b placed at any index of a batch of 1 to 4 with fresh neighbours",
+                "a sequence's block output does not depend on the other sequences of its batch", moved,
                 "b's valid outputs", "a sample's result must not depend on its neighbours"},
-       .family = Family::block,
        .derived = {.from = {"batch_independence"}},
        .check = block_batch_independence},
       {.info = {"block_padding_invariance", "blk_padding",
                 "appending padding and changing its contents does not change the block's valid outputs",
                 "extra padding appended, all padding filled with poison (0, 1e30, -inf, NaN)",
                 "valid outputs", "padding must not pollute a block"},
-       .family = Family::block,
        .derived = {.from = {"padding_invariance"}},
        .check = block_padding_invariance},
       {.info = {"block_causality", "blk_causal",
                 "block outputs at positions ≤ s do not depend on tokens after s",
                 "tokens after position s of one sequence replaced", "that sequence's positions ≤ s",
                 "no look-ahead through the norm: required for autoregressive training"},
-       .family = Family::block,
        .derived = {.from = {"causality"}},
        .check = block_causality},
       {.info = {"decode_equivalence", "decode",
@@ -359,11 +354,12 @@ std::vector<Property> block_properties() {
                 "statistics were trained on batches of the same shape",
                 "all valid outputs",
                 "what a model learns in training is what it computes when it generates"},
-       .family = Family::block,
        .applies = {.mode_comparing = true},
        .derived = {.from = {"causality", "streaming_equivalence", "train_inference_equivalence"}},
        .check = decode_equivalence},
   };
+  for (auto& p : all) p.family = Family::block;
+  return all;
 }
 
 }  // namespace normcheck

@@ -12,21 +12,13 @@ namespace normcheck {
 // the model's small functions
 
 const char* to_string(Family f) {
-  switch (f) {
-    case Family::norm: return "norm";
-    case Family::attention: return "attention";
-    case Family::block: return "block";
-  }
-  return "?";
+  static constexpr const char* names[] = {"norm", "attention", "block"};
+  return names[int(f)];
 }
 
 const char* to_string(Expect e) {
-  switch (e) {
-    case Expect::holds: return "holds";
-    case Expect::violated: return "violated";
-    case Expect::not_applicable: return "not_applicable";
-  }
-  return "?";
+  static constexpr const char* names[] = {"holds", "violated", "not_applicable"};
+  return names[int(e)];
 }
 
 Expect expected(const Row& row, Impl impl, const Property& prop) {

@@ -10,24 +10,14 @@ using rc::gen::inRange;
 using rc::gen::weightedElement;
 
 const char* to_string(Regime r) {
-  switch (r) {
-    case Regime::normal: return "normal";
-    case Regime::large_offset: return "large_offset";
-    case Regime::tiny_variance: return "tiny_variance";
-    case Regime::constant_rows: return "constant_rows";
-    case Regime::dense: return "dense";
-  }
-  return "?";
+  static constexpr const char* names[] = {"normal", "large_offset", "tiny_variance", "constant_rows",
+                                          "dense"};
+  return names[int(r)];
 }
 
 const char* to_string(Poison p) {
-  switch (p) {
-    case Poison::zero: return "0";
-    case Poison::huge: return "1e30";
-    case Poison::neg_inf: return "-inf";
-    case Poison::nan: return "NaN";
-  }
-  return "?";
+  static constexpr const char* names[] = {"0", "1e30", "-inf", "NaN"};
+  return names[int(p)];
 }
 
 float poison_value(Poison p) {
@@ -117,6 +107,13 @@ std::vector<float> token(Regime r, int D) {
     }
   }
   return v;
+}
+
+void replace_after(Batch& x, int b, int s) {
+  for (int t = s + 1; t < x.lengths[b]; ++t) {
+    const auto v = token(Regime::normal, x.D);
+    std::copy(v.begin(), v.end(), &x.at(b, t, 0));
+  }
 }
 
 void fill_padding(Batch& x, Poison p) {

@@ -48,6 +48,17 @@ struct Scenario {
   std::string note;            // what the related input is, in words and numbers
 };
 
+// A norm property: its words, the scenario that draws one case, and how the two sides compare.
+using ScenarioFn = Scenario (*)(const LayerRow&);
+
+struct NormProperty {
+  PropertyInfo info;
+  ScenarioFn scenario;
+  Comparison comparison = Comparison::values;
+  bool eps_sensitive = false;
+  Applicability applies = {};
+};
+
 // Every valid token of `x` (call ca) paired with the same token of call cb.
 std::vector<std::pair<TokenPos, TokenPos>> valid_pairs(const Batch& x, int ca = 0, int cb = 0) {
   std::vector<std::pair<TokenPos, TokenPos>> pairs;
@@ -88,6 +99,13 @@ Scenario same_input(const Base& base, Mode mode) {
   return s;
 }
 
+// The input, and `related` as side b (one call in the same mode); every valid token compared.
+Scenario related(const Base& base, Mode mode, Batch related) {
+  Scenario s = same_input(base, mode);
+  s.b.calls = {{std::move(related), mode}};
+  return s;
+}
+
 std::string fmt_list(const std::vector<float>& v) {
   std::string s = "[";
   for (std::size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
@@ -106,13 +124,20 @@ Scenario batch_independence(const LayerRow& row) {
   y.lengths[j] = base.x.lengths[b];
   for (int t = 0; t < base.shape.T; ++t)
     for (int d = 0; d < base.shape.D; ++d) y.at(j, t, d) = base.x.at(b, t, d);
-  Scenario s = same_input(base, row.mode());
-  s.b.calls = {{y, row.mode()}};
+  Scenario s = related(base, row.mode(), y);
   s.pairs.clear();
   for (int t = 0; t < base.x.lengths[b]; ++t) s.pairs.push_back({{0, b, t}, {0, j, t}});
   s.note = "sequence " + std::to_string(b) + " moved to index " + std::to_string(j) +
            " of a batch of " + std::to_string(B2);
   return s;
+}
+
+NormProperty batch_independence_property() {
+  return {.info = {"batch_independence", "batch_ind",
+                   "a sequence's outputs do not depend on the other sequences of its batch",
+                   "sequence b placed in a different batch (other sequences fresh, any batch size ≥ 1, any index)",
+                   "b's valid outputs", "a sample's result must not depend on its neighbours"},
+          .scenario = batch_independence};
 }
 
 Scenario padding_invariance(const LayerRow& row) {
@@ -125,47 +150,49 @@ Scenario padding_invariance(const LayerRow& row) {
     for (int t = 0; t < base.shape.T; ++t)
       for (int d = 0; d < y.D; ++d) y.at(b, t, d) = base.x.at(b, t, d);
   gen::fill_padding(y, p);
-  Scenario s = same_input(base, row.mode());
-  s.b.calls = {{y, row.mode()}};
+  Scenario s = related(base, row.mode(), y);
   s.note = std::to_string(extra) + " padding positions appended, all padding set to " +
            gen::to_string(p);
   return s;
 }
 
-Scenario token_independence(const LayerRow& row) {
+NormProperty padding_invariance_property() {
+  return {.info = {"padding_invariance", "padding",
+                   "appending padding and changing its contents does not change valid outputs",
+                   "extra padding appended, all padding filled with poison (0, 1e30, -inf, NaN)",
+                   "valid outputs", "padding must not pollute statistics"},
+          .scenario = padding_invariance};
+}
+
+// One sequence b of the input with fresh valid tokens in place of its own: token t alone
+// (token_independence: every other token compared) or every token after t (causality: b's
+// tokens up to t compared).
+enum class Replace { one_token, the_future };
+
+Scenario replaced(const LayerRow& row, Replace what) {
   Base base = draw_base(row);
   const int b = *inRange(0, base.shape.B);
-  const int t0 = *inRange(0, base.x.lengths[b]);
+  const int t = *inRange(0, base.x.lengths[b]);
   Batch y = base.x;
+  if (what == Replace::the_future) {
+    gen::replace_after(y, b, t);
+    Scenario s = related(base, row.mode(), y);
+    s.pairs.clear();
+    for (int k = 0; k <= t; ++k) s.pairs.push_back({{0, b, k}, {0, b, k}});
+    s.note = "tokens after position " + std::to_string(t) + " of sequence " + std::to_string(b) +
+             " replaced";
+    return s;
+  }
   const auto v = gen::token(gen::Regime::normal, base.shape.D);
-  std::copy(v.begin(), v.end(), &y.at(b, t0, 0));
-  Scenario s = same_input(base, row.mode());
-  s.b.calls = {{y, row.mode()}};
-  s.pairs.erase(std::remove_if(s.pairs.begin(), s.pairs.end(),
-                               [&](const auto& pr) { return pr.first.b == b && pr.first.t == t0; }),
-                s.pairs.end());
-  s.note = "token (" + std::to_string(b) + ", " + std::to_string(t0) + ") replaced by " +
-           fmt_list(v);
+  std::copy(v.begin(), v.end(), &y.at(b, t, 0));
+  Scenario s = related(base, row.mode(), y);
+  std::erase_if(s.pairs, [&](const auto& pr) { return pr.first.b == b && pr.first.t == t; });
+  s.note = "token (" + std::to_string(b) + ", " + std::to_string(t) + ") replaced by " + fmt_list(v);
   return s;
 }
 
-Scenario causality(const LayerRow& row) {
-  Base base = draw_base(row);
-  const int b = *inRange(0, base.shape.B);
-  const int s0 = *inRange(0, base.x.lengths[b]);
-  Batch y = base.x;
-  for (int t = s0 + 1; t < base.x.lengths[b]; ++t) {
-    const auto v = gen::token(gen::Regime::normal, base.shape.D);
-    std::copy(v.begin(), v.end(), &y.at(b, t, 0));
-  }
-  Scenario s = same_input(base, row.mode());
-  s.b.calls = {{y, row.mode()}};
-  s.pairs.clear();
-  for (int t = 0; t <= s0; ++t) s.pairs.push_back({{0, b, t}, {0, b, t}});
-  s.note = "tokens after position " + std::to_string(s0) + " of sequence " + std::to_string(b) +
-           " replaced";
-  return s;
-}
+Scenario token_independence(const LayerRow& row) { return replaced(row, Replace::one_token); }
+Scenario causality(const LayerRow& row) { return replaced(row, Replace::the_future); }
 
 // Training batches from the same distribution (same shape and regime), run in train mode.
 std::vector<Batch> training_batches(const Base& base) {
@@ -175,22 +202,49 @@ std::vector<Batch> training_batches(const Base& base) {
   return w;
 }
 
-Scenario train_inference_equivalence(const LayerRow& row) {
-  Base base = draw_base(row);
+NormProperty causality_property() {
+  return {.info = {"causality", "causality", "outputs at positions ≤ s do not depend on tokens after s",
+                   "tokens after position s of one sequence replaced", "that sequence's positions ≤ s",
+                   "no look-ahead: required for autoregressive training"},
+          .scenario = causality};
+}
+
+NormProperty token_independence_property() {
+  return {.info = {"token_independence", "token_ind",
+                   "replacing one valid token does not change the other tokens' outputs",
+                   "one valid token replaced", "every other valid token", "token-wise modelling"},
+          .scenario = token_independence};
+}
+
+// The input in train mode on both sides, after the same training batches: the mode-comparing
+// properties then change side b.
+Scenario after_training(const LayerRow& row, Base& base) {
+  base = draw_base(row);
   base.x = gen::batch(base.shape, gen::Regime::normal, gen::poison(), base.min_len);
   Scenario s = same_input(base, Mode::train);
   s.a.warmup = s.b.warmup = training_batches(base);
+  return s;
+}
+
+Scenario train_inference_equivalence(const LayerRow& row) {
+  Base base;
+  Scenario s = after_training(row, base);
   s.b.calls = {{base.x, Mode::eval}};
   s.note = "train-mode output vs eval-mode output after " + std::to_string(s.a.warmup.size()) +
            " training batches";
   return s;
 }
 
+NormProperty train_inference_equivalence_property() {
+  return {.info = {"train_inference_equivalence", "train≡inf", "train mode and eval mode give the same outputs",
+                   "same input in eval mode, after the running stats were trained on batches from the same distribution",
+                   "all valid outputs", "train and inference behave the same"},
+          .scenario = train_inference_equivalence, .applies = {.mode_comparing = true}};
+}
+
 Scenario streaming_equivalence(const LayerRow& row) {
-  Base base = draw_base(row);
-  base.x = gen::batch(base.shape, gen::Regime::normal, gen::poison(), base.min_len);
-  Scenario s = same_input(base, Mode::train);
-  s.a.warmup = s.b.warmup = training_batches(base);
+  Base base;
+  Scenario s = after_training(row, base);
   s.b.calls.clear();
   s.pairs.clear();
   for (int b = 0; b < base.x.B; ++b)
@@ -204,20 +258,86 @@ Scenario streaming_equivalence(const LayerRow& row) {
   return s;
 }
 
-Scenario token_scale_invariance(const LayerRow& row) {
+NormProperty streaming_equivalence_property() {
+  return {.info = {"streaming_equivalence", "streaming",
+                   "a token fed alone in eval mode gets its full-batch train-mode output",
+                   "every token fed alone (batch of one, one token) in eval mode",
+                   "vs. full batch in train mode", "autoregressive decoding with batch size 1"},
+          .scenario = streaming_equivalence, .applies = {.mode_comparing = true}};
+}
+
+// The input and a related input that is the input with `op` applied: per valid token (each its
+// own drawn value) or per feature (each its own value, at every position).
+enum class Each { token, feature };
+
+template <class Draw, class Op>
+Scenario transformed(const LayerRow& row, Each each, Draw draw, Op op, const std::string& what) {
   Base base = draw_base(row);
   Batch y = base.x;
-  std::vector<float> alphas;
-  for (int b = 0; b < y.B; ++b)
-    for (int t = 0; t < y.lengths[b]; ++t) {
-      const float a = gen::scale_factor();
-      alphas.push_back(a);
-      for (int d = 0; d < y.D; ++d) y.at(b, t, d) *= a;
-    }
-  Scenario s = same_input(base, row.mode());
-  s.b.calls = {{y, row.mode()}};
-  s.note = "valid tokens scaled by " + fmt_list(alphas);
+  std::vector<float> drawn;
+  if (each == Each::feature) {
+    for (int d = 0; d < y.D; ++d) drawn.push_back(draw());
+    for (std::size_t i = 0; i < y.x.size(); ++i) op(y.x[i], drawn[i % y.D]);
+  } else {
+    for (int b = 0; b < y.B; ++b)
+      for (int t = 0; t < y.lengths[b]; ++t) {
+        drawn.push_back(draw());
+        for (int d = 0; d < y.D; ++d) op(y.at(b, t, d), drawn.back());
+      }
+  }
+  Scenario s = related(base, row.mode(), y);
+  s.note = (each == Each::token ? "valid tokens " : "features ") + what + " " + fmt_list(drawn) +
+           (each == Each::feature ? " at every position" : "");
   return s;
+}
+
+void scale(float& v, float a) { v *= a; }
+void shift(float& v, float c) { v += c; }
+
+Scenario token_scale_invariance(const LayerRow& row) {
+  return transformed(row, Each::token, gen::scale_factor, scale, "scaled by");
+}
+
+NormProperty token_scale_invariance_property() {
+  return {.info = {"token_scale_invariance", "tok_scale", "multiplying a token by α > 0 does not change outputs",
+                   "each token multiplied by its own α > 0", "valid outputs",
+                   "a token's scale carries no information"},
+          .scenario = token_scale_invariance, .eps_sensitive = true};
+}
+
+Scenario token_shift_invariance(const LayerRow& row) {
+  return transformed(row, Each::token, gen::shift_amount, shift, "shifted by");
+}
+
+NormProperty token_shift_invariance_property() {
+  return {.info = {"token_shift_invariance", "tok_shift",
+                   "adding a constant to every feature of a token does not change outputs",
+                   "each token plus its own constant (same for all features)", "valid outputs", "re-centring"},
+          .scenario = token_shift_invariance};
+}
+
+Scenario feature_scale_invariance(const LayerRow& row) {
+  return transformed(row, Each::feature, gen::scale_factor, scale, "scaled by");
+}
+
+NormProperty feature_scale_invariance_property() {
+  return {.info = {"feature_scale_invariance", "feat_scale",
+                   "multiplying each feature by its own α > 0 everywhere does not change outputs",
+                   "each feature times its own α > 0, at every position", "valid outputs",
+                   "per-feature normalization (the batch axis)"},
+          .scenario = feature_scale_invariance, .eps_sensitive = true};
+}
+
+Scenario feature_shift_invariance(const LayerRow& row) {
+  return transformed(row, Each::feature, gen::shift_amount, shift, "shifted by");
+}
+
+NormProperty feature_shift_invariance_property() {
+  return {.info = {"feature_shift_invariance", "feat_shift",
+                   "adding a per-feature constant everywhere does not change outputs",
+                   "each feature plus its own constant, at every position", "valid outputs",
+                   "the batch axis of BatchNorm"},
+          .scenario = feature_shift_invariance};
 }
 
 Scenario global_scale_invariance(const LayerRow& row) {
@@ -225,50 +345,17 @@ Scenario global_scale_invariance(const LayerRow& row) {
   Batch y = base.x;
   const float a = gen::scale_factor();
   for (auto& v : y.x) v *= a;
-  Scenario s = same_input(base, row.mode());
-  s.b.calls = {{y, row.mode()}};
+  Scenario s = related(base, row.mode(), y);
   s.note = "every position scaled by " + std::to_string(a);
   return s;
 }
 
-Scenario token_shift_invariance(const LayerRow& row) {
-  Base base = draw_base(row);
-  Batch y = base.x;
-  std::vector<float> shifts;
-  for (int b = 0; b < y.B; ++b)
-    for (int t = 0; t < y.lengths[b]; ++t) {
-      const float c = gen::shift_amount();
-      shifts.push_back(c);
-      for (int d = 0; d < y.D; ++d) y.at(b, t, d) += c;
-    }
-  Scenario s = same_input(base, row.mode());
-  s.b.calls = {{y, row.mode()}};
-  s.note = "valid tokens shifted by " + fmt_list(shifts);
-  return s;
-}
-
-Scenario feature_shift_invariance(const LayerRow& row) {
-  Base base = draw_base(row);
-  Batch y = base.x;
-  std::vector<float> c(base.shape.D);
-  for (auto& v : c) v = gen::shift_amount();
-  for (std::size_t i = 0; i < y.x.size(); ++i) y.x[i] += c[i % y.D];
-  Scenario s = same_input(base, row.mode());
-  s.b.calls = {{y, row.mode()}};
-  s.note = "features shifted by " + fmt_list(c) + " at every position";
-  return s;
-}
-
-Scenario feature_scale_invariance(const LayerRow& row) {
-  Base base = draw_base(row);
-  Batch y = base.x;
-  std::vector<float> a(base.shape.D);
-  for (auto& v : a) v = gen::scale_factor();
-  for (std::size_t i = 0; i < y.x.size(); ++i) y.x[i] *= a[i % y.D];
-  Scenario s = same_input(base, row.mode());
-  s.b.calls = {{y, row.mode()}};
-  s.note = "features scaled by " + fmt_list(a) + " at every position";
-  return s;
+NormProperty global_scale_invariance_property() {
+  return {.info = {"global_scale_invariance", "glob_scale",
+                   "multiplying the whole batch by α > 0 does not change outputs",
+                   "whole batch multiplied by one α > 0", "valid outputs",
+                   "the overall scale of activations carries no information"},
+          .scenario = global_scale_invariance, .eps_sensitive = true};
 }
 
 Scenario batch_permutation_equivariance(const LayerRow& row) {
@@ -283,8 +370,7 @@ Scenario batch_permutation_equivariance(const LayerRow& row) {
     for (int t = 0; t < y.T; ++t)
       for (int d = 0; d < y.D; ++d) y.at(i, t, d) = base.x.at(perm[i], t, d);
   }
-  Scenario s = same_input(base, row.mode());
-  s.b.calls = {{y, row.mode()}};
+  Scenario s = related(base, row.mode(), y);
   s.pairs.clear();
   for (int i = 0; i < B; ++i)
     for (int t = 0; t < y.lengths[i]; ++t) s.pairs.push_back({{0, perm[i], t}, {0, i, t}});
@@ -292,6 +378,13 @@ Scenario batch_permutation_equivariance(const LayerRow& row) {
   for (int i = 0; i < B; ++i) p += (i ? ", " : "") + std::to_string(perm[i]);
   s.note = "sequences permuted: new order " + p + "]";
   return s;
+}
+
+NormProperty batch_permutation_equivariance_property() {
+  return {.info = {"batch_permutation_equivariance", "batch_perm",
+                   "permuting the sequences permutes the outputs alike", "sequences permuted",
+                   "outputs permuted alike", "order of samples does not matter"},
+          .scenario = batch_permutation_equivariance};
 }
 
 Scenario nan_containment(const LayerRow& row) {
@@ -302,14 +395,20 @@ Scenario nan_containment(const LayerRow& row) {
   const int d = *inRange(0, base.shape.D);
   Batch y = base.x;
   y.at(b, t, d) = std::numeric_limits<float>::quiet_NaN();
-  Scenario s = same_input(base, row.mode());
-  s.b.calls = {{y, row.mode()}};
+  Scenario s = related(base, row.mode(), y);
   s.pairs.erase(std::remove_if(s.pairs.begin(), s.pairs.end(),
                                [&](const auto& pr) { return pr.first.b == b; }),
                 s.pairs.end());
   s.note = "NaN written at (" + std::to_string(b) + ", " + std::to_string(t) + ", " +
            std::to_string(d) + ")";
   return s;
+}
+
+NormProperty nan_containment_property() {
+  return {.info = {"nan_containment", "nan_contain", "a NaN in one sequence leaves every other sequence finite",
+                   "one NaN written into one valid token of sequence b",
+                   "valid outputs of every other sequence", "one bad request must not poison a served batch"},
+          .scenario = nan_containment, .comparison = Comparison::containment};
 }
 
 Scenario reference_agreement(const LayerRow& row) {
@@ -327,6 +426,14 @@ Scenario reference_agreement(const LayerRow& row) {
   s.compare_state = row.layer->stateful();
   s.note = "optimized (a) vs reference (b)";
   return s;
+}
+
+NormProperty reference_agreement_property() {
+  return {.info = {"reference_agreement", "ref_agree",
+                   "the optimized kernel agrees with the reference within the tolerance rule",
+                   "the same input through the double-precision reference (hard inputs: large offsets, tiny variance, constant rows, odd D)",
+                   "all valid outputs and running statistics", "the fast kernel computes the same function"},
+          .scenario = reference_agreement, .applies = {.optimized_only = true}};
 }
 
 Scenario thread_determinism(const LayerRow& row) {
@@ -351,6 +458,16 @@ Scenario thread_determinism(const LayerRow& row) {
   return s;
 }
 
+NormProperty thread_determinism_property() {
+  return {.info = {"thread_determinism", "threads",
+                   "the optimized output is bitwise the same for 1, 2, 3 and 4 OpenMP threads and on a repeat",
+                   "the same input run with another thread count",
+                   "all valid outputs and running statistics, bitwise",
+                   "results never depend on the machine's parallelism"},
+          .scenario = thread_determinism, .comparison = Comparison::bitwise,
+          .applies = {.optimized_only = true}};
+}
+
 // A sequence alone, then inside a batch of 1 to 512 tokens at any index: the optimized output
 // must be bitwise the same, whatever the chunking of the rows over threads.
 Scenario batch_invariance_bitwise(const LayerRow& row) {
@@ -373,6 +490,16 @@ Scenario batch_invariance_bitwise(const LayerRow& row) {
   s.note = "a sequence of " + std::to_string(L) + " tokens alone vs at index " + std::to_string(j) +
            " of a batch of " + std::to_string(B2 * T2) + " positions";
   return s;
+}
+
+NormProperty batch_invariance_bitwise_property() {
+  return {.info = {"batch_invariance_bitwise", "batch_bits",
+                   "a sequence's optimized output is bitwise the same alone and inside batches of 1 to 512 tokens",
+                   "the sequence alone (batch of one) vs inside a larger batch at any index",
+                   "the sequence's valid outputs, bitwise",
+                   "serving results do not change with the batch a request lands in"},
+          .scenario = batch_invariance_bitwise, .comparison = Comparison::bitwise,
+          .applies = {.optimized_only = true, .needs = "batch_independence"}};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -489,16 +616,6 @@ CaseOutcome run_scenario(const LayerRow& row, Impl impl, Comparison how, bool ep
 // ---------------------------------------------------------------------------------------------
 // the registry of norm properties
 
-using ScenarioFn = Scenario (*)(const LayerRow&);
-
-struct NormProperty {
-  PropertyInfo info;
-  ScenarioFn scenario;
-  Comparison comparison = Comparison::values;
-  bool eps_sensitive = false;
-  Applicability applies = {};
-};
-
 Property make(NormProperty n) {
   const ScenarioFn scenario = n.scenario;
   const Comparison how = n.comparison;
@@ -516,96 +633,16 @@ Property make(NormProperty n) {
 }  // namespace
 
 std::vector<Property> norm_properties() {
-  std::vector<NormProperty> all = {
-      {.info = {"batch_independence", "batch_ind",
-                "a sequence's outputs do not depend on the other sequences of its batch",
-                "sequence b placed in a different batch (other sequences fresh, any batch size ≥ 1, any index)",
-                "b's valid outputs", "a sample's result must not depend on its neighbours"},
-       .scenario = batch_independence},
-      {.info = {"padding_invariance", "padding",
-                "appending padding and changing its contents does not change valid outputs",
-                "extra padding appended, all padding filled with poison (0, 1e30, -inf, NaN)",
-                "valid outputs", "padding must not pollute statistics"},
-       .scenario = padding_invariance},
-      {.info = {"token_independence", "token_ind",
-                "replacing one valid token does not change the other tokens' outputs",
-                "one valid token replaced", "every other valid token", "token-wise modelling"},
-       .scenario = token_independence},
-      {.info = {"causality", "causality", "outputs at positions ≤ s do not depend on tokens after s",
-                "tokens after position s of one sequence replaced", "that sequence's positions ≤ s",
-                "no look-ahead: required for autoregressive training"},
-       .scenario = causality},
-      {.info = {"train_inference_equivalence", "train≡inf", "train mode and eval mode give the same outputs",
-                "same input in eval mode, after the running stats were trained on batches from the same distribution",
-                "all valid outputs", "train and inference behave the same"},
-       .scenario = train_inference_equivalence,
-       .applies = {.mode_comparing = true}},
-      {.info = {"streaming_equivalence", "streaming",
-                "a token fed alone in eval mode gets its full-batch train-mode output",
-                "every token fed alone (batch of one, one token) in eval mode",
-                "vs. full batch in train mode", "autoregressive decoding with batch size 1"},
-       .scenario = streaming_equivalence,
-       .applies = {.mode_comparing = true}},
-      {.info = {"token_scale_invariance", "tok_scale", "multiplying a token by α > 0 does not change outputs",
-                "each token multiplied by its own α > 0", "valid outputs",
-                "a token's scale carries no information"},
-       .scenario = token_scale_invariance,
-       .eps_sensitive = true},
-      {.info = {"global_scale_invariance", "glob_scale",
-                "multiplying the whole batch by α > 0 does not change outputs",
-                "whole batch multiplied by one α > 0", "valid outputs",
-                "the overall scale of activations carries no information"},
-       .scenario = global_scale_invariance,
-       .eps_sensitive = true},
-      {.info = {"token_shift_invariance", "tok_shift",
-                "adding a constant to every feature of a token does not change outputs",
-                "each token plus its own constant (same for all features)", "valid outputs", "re-centring"},
-       .scenario = token_shift_invariance},
-      {.info = {"feature_shift_invariance", "feat_shift",
-                "adding a per-feature constant everywhere does not change outputs",
-                "each feature plus its own constant, at every position", "valid outputs",
-                "the batch axis of BatchNorm"},
-       .scenario = feature_shift_invariance},
-      {.info = {"feature_scale_invariance", "feat_scale",
-                "multiplying each feature by its own α > 0 everywhere does not change outputs",
-                "each feature times its own α > 0, at every position", "valid outputs",
-                "per-feature normalization (the batch axis)"},
-       .scenario = feature_scale_invariance,
-       .eps_sensitive = true},
-      {.info = {"batch_permutation_equivariance", "batch_perm",
-                "permuting the sequences permutes the outputs alike", "sequences permuted",
-                "outputs permuted alike", "order of samples does not matter"},
-       .scenario = batch_permutation_equivariance},
-      {.info = {"nan_containment", "nan_contain", "a NaN in one sequence leaves every other sequence finite",
-                "one NaN written into one valid token of sequence b",
-                "valid outputs of every other sequence", "one bad request must not poison a served batch"},
-       .scenario = nan_containment,
-       .comparison = Comparison::containment},
-      {.info = {"reference_agreement", "ref_agree",
-                "the optimized kernel agrees with the reference within the tolerance rule",
-                "the same input through the double-precision reference (hard inputs: large offsets, tiny variance, constant rows, odd D)",
-                "all valid outputs and running statistics", "the fast kernel computes the same function"},
-       .scenario = reference_agreement,
-       .applies = {.optimized_only = true}},
-      {.info = {"thread_determinism", "threads",
-                "the optimized output is bitwise the same for 1, 2, 3 and 4 OpenMP threads and on a repeat",
-                "the same input run with another thread count",
-                "all valid outputs and running statistics, bitwise",
-                "results never depend on the machine's parallelism"},
-       .scenario = thread_determinism,
-       .comparison = Comparison::bitwise,
-       .applies = {.optimized_only = true}},
-      {.info = {"batch_invariance_bitwise", "batch_bits",
-                "a sequence's optimized output is bitwise the same alone and inside batches of 1 to 512 tokens",
-                "the sequence alone (batch of one) vs inside a larger batch at any index",
-                "the sequence's valid outputs, bitwise",
-                "serving results do not change with the batch a request lands in"},
-       .scenario = batch_invariance_bitwise,
-       .comparison = Comparison::bitwise,
-       .applies = {.optimized_only = true, .needs = "batch_independence"}},
-  };
   std::vector<Property> out;
-  for (auto& n : all) out.push_back(make(std::move(n)));
+  for (auto def : {
+       batch_independence_property, padding_invariance_property, token_independence_property,
+       causality_property, train_inference_equivalence_property, streaming_equivalence_property,
+       token_scale_invariance_property, global_scale_invariance_property,
+       token_shift_invariance_property, feature_shift_invariance_property,
+       feature_scale_invariance_property, batch_permutation_equivariance_property,
+       nan_containment_property, reference_agreement_property, thread_determinism_property,
+       batch_invariance_bitwise_property})
+    out.push_back(make(def()));
   return out;
 }
 

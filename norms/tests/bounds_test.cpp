@@ -213,7 +213,7 @@ TEST_P(BatchNormKernelBounds, StatisticsAndApplyStayInsideTheirBuffers) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Bounds, BatchNormKernelBounds, ::testing::ValuesIn(kWidths),
-                         [](const auto& info) { return "D" + std::to_string(info.param); });
+                         [](const auto& info) { return std::string("D") + std::to_string(info.param); });
 
 // The raw kernels are public entry points too: they reject what they cannot address.
 TEST(KernelValidation, RawKernelsRejectBadSizesAndPointers) {

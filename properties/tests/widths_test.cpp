@@ -49,7 +49,7 @@ TEST_P(LayerWidths, EveryRowAgreesWithItsReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Bounds, LayerWidths, ::testing::ValuesIn(kWidths),
-                         [](const auto& info) { return "D" + std::to_string(info.param); });
+                         [](const auto& info) { return std::string("D") + std::to_string(info.param); });
 
 }  // namespace
 }  // namespace normcheck
