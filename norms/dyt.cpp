@@ -7,14 +7,14 @@
 namespace normcheck {
 namespace {
 
-void check_inputs(const Batch& in, const Params& p) {
+void check_dyt_inputs(const Batch& in, const Params& p) {
   validate_batch(in);
   validate_affine(p, in.D);
   validate_finite(p, "dyt", "alpha");
 }
 
 void dyt_reference(const Batch& in, const Params& p, Mode, State*, Output& out) {
-  check_inputs(in, p);
+  check_dyt_inputs(in, p);
   out.assign(in.x.size(), 0.0);
   for (std::size_t r = 0; r < in.rows(); ++r)
     for (int d = 0; d < in.D; ++d) {
@@ -35,7 +35,7 @@ void dyt_kernel(float* out, const float* x, const float* gamma, const float* bet
 }
 
 void dyt_optimized(const Batch& in, const Params& p, Mode, State*, Output& out) {
-  check_inputs(in, p);
+  check_dyt_inputs(in, p);
   run_affine_kernel(in, p, out, [&](float* y, const float* x, const float* g, const float* b) {
     dyt_kernel(y, x, g, b, in.rows(), in.D, float(p.get("alpha")));
   });

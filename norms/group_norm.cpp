@@ -9,7 +9,7 @@
 namespace normcheck {
 namespace {
 
-void check_inputs(const Batch& in, const Params& p) {
+void check_group_norm_inputs(const Batch& in, const Params& p) {
   validate_affine_norm(in, p);
   const double G = p.get("groups");
   if (!(G >= 1) || G != std::floor(G) || in.D % int(G) != 0)
@@ -21,7 +21,7 @@ void check_inputs(const Batch& in, const Params& p) {
 // reference: double, two passes per group
 
 void group_norm_reference(const Batch& in, const Params& p, Mode, State*, Output& out) {
-  check_inputs(in, p);
+  check_group_norm_inputs(in, p);
   const int D = in.D, G = int(p.get("groups")), gs = D / G;
   out.assign(in.x.size(), 0.0);
   for (std::size_t r = 0; r < in.rows(); ++r)
@@ -73,7 +73,7 @@ void group_norm_kernel(float* out, const float* x, const float* gamma, const flo
 }
 
 void group_norm_optimized(const Batch& in, const Params& p, Mode, State*, Output& out) {
-  check_inputs(in, p);
+  check_group_norm_inputs(in, p);
   run_affine_kernel(in, p, out, [&](float* y, const float* x, const float* g, const float* b) {
     group_norm_kernel(y, x, g, b, in.rows(), in.D, int(p.get("groups")), float(p.eps));
   });

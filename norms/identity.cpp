@@ -9,7 +9,7 @@ namespace normcheck {
 namespace {
 
 // identity takes no parameter: a γ or β given to it is a mistake, not something to ignore
-void check_inputs(const Batch& in, const Params& p) {
+void check_identity_inputs(const Batch& in, const Params& p) {
   validate_batch(in);
   if (!p.gamma.empty() || !p.beta.empty())
     throw InvalidInput("identity takes no gamma or beta; got " + std::to_string(p.gamma.size()) +
@@ -17,13 +17,13 @@ void check_inputs(const Batch& in, const Params& p) {
 }
 
 void identity_forward(const Batch& in, const Params& p, Mode, State*, Output& out) {
-  check_inputs(in, p);
+  check_identity_inputs(in, p);
   out.assign(in.x.begin(), in.x.end());
 }
 
 // The "optimized" identity copies float32 rows, as a kernel would.
 void identity_optimized(const Batch& in, const Params& p, Mode, State*, Output& out) {
-  check_inputs(in, p);
+  check_identity_inputs(in, p);
   std::vector<float> y(in.x.size());
   std::copy(in.x.begin(), in.x.end(), y.begin());
   out.assign(y.begin(), y.end());

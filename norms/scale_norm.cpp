@@ -9,7 +9,7 @@
 namespace normcheck {
 namespace {
 
-void check_inputs(const Batch& in, const Params& p) {
+void check_scale_norm_inputs(const Batch& in, const Params& p) {
   validate_batch(in);
   validate_eps(p.eps);
   if (!p.gamma.empty() || !p.beta.empty())
@@ -23,7 +23,7 @@ void check_inputs(const Batch& in, const Params& p) {
 // reference: double
 
 void scale_norm_reference(const Batch& in, const Params& p, Mode, State*, Output& out) {
-  check_inputs(in, p);
+  check_scale_norm_inputs(in, p);
   const int D = in.D;
   const double g = p.get("gain");
   out.assign(in.x.size(), 0.0);
@@ -58,7 +58,7 @@ void scale_norm_kernel(float* out, const float* x, float g, std::size_t rows, in
 }
 
 void scale_norm_optimized(const Batch& in, const Params& p, Mode, State*, Output& out) {
-  check_inputs(in, p);
+  check_scale_norm_inputs(in, p);
   std::vector<float> y(in.x.size());
   scale_norm_kernel(y.data(), in.x.data(), float(p.get("gain")), in.rows(), in.D,
                     float(p.eps));
