@@ -7,15 +7,19 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstdio>
 #include <fstream>
-#include <optional>
+#include <functional>
 #include <map>
+#include <mutex>
+#include <optional>
 #include <random>
-#include <set>
 #include <regex>
+#include <set>
 #include <sstream>
+#include <thread>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -51,6 +55,63 @@ std::string command_line(int argc, char** argv) {
 
 double since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The watchdog. The engine's budgets stop a cell between two cases; a case that never returns
+// (a kernel stuck in a loop or a lock) is stopped here: past the hard limit the watchdog thread
+// calls `fire` with the stuck cell, which reports it and ends the process (the main thread is
+// still inside the kernel, so the process cannot return normally).
+
+class Watchdog {
+ public:
+  using Fire = std::function<void(const nc::Cell& cell, double seconds)>;
+  Watchdog(double limit, Fire fire) : limit_(limit), fire_(std::move(fire)), thread_([this] { loop(); }) {}
+  ~Watchdog() {
+    {
+      std::lock_guard lock(m_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  void enter(const nc::Cell& cell) {
+    std::lock_guard lock(m_);
+    cell_ = &cell;
+    start_ = std::chrono::steady_clock::now();
+  }
+  void leave() {
+    std::lock_guard lock(m_);
+    cell_ = nullptr;
+  }
+
+ private:
+  void loop() {
+    std::unique_lock lock(m_);
+    while (!stop_) {
+      cv_.wait_for(lock, std::chrono::milliseconds(100));
+      if (stop_ || !cell_ || since(start_) < limit_) continue;
+      fire_(*cell_, since(start_));  // does not return
+    }
+  }
+  double limit_;
+  Fire fire_;
+  std::mutex m_;
+  std::condition_variable cv_;
+  const nc::Cell* cell_ = nullptr;
+  std::chrono::steady_clock::time_point start_;
+  bool stop_ = false;
+  std::thread thread_;  // last: starts once the members above exist
+};
+
+nc::CellResult stuck_cell(const nc::Cell& cell, double seconds, double limit) {
+  nc::CellResult r{.cell = cell.info};
+  r.observed = "error";
+  r.seconds = seconds;
+  r.message = fmt::format("{} / {} / {}: a case did not return within the watchdog's hard limit of {:.0f} s "
+                          "(a kernel that never returns?): the run stops here",
+                          cell.info.row.name, nc::to_string(cell.info.impl), cell.info.prop.id, limit);
+  return r;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -107,6 +168,7 @@ int cmd_list(bool markdown) {
   for (const auto& row : nc::layer_rows()) {
     std::string v;
     for (const auto& p : row.profile->violated) v += (v.empty() ? "" : ", ") + p;
+    for (const auto& p : row.profile->optimized_violates) v += (v.empty() ? "" : ", ") + p + " (optimized)";
     fmt::print("  {:<28} {}\n", row.name(), row.layer->formula);
     fmt::print("  {:<28} expected violations: {}\n", "", v.empty() ? "none" : v);
   }
@@ -129,12 +191,37 @@ int cmd_list(bool markdown) {
 // ---------------------------------------------------------------------------------------------
 // matrix and merge
 
+struct Budgets {
+  double cell = nc::RunOptions{}.cell_budget;
+  double shrink = nc::RunOptions{}.shrink_budget;
+  double watchdog = 0;
+  void apply(nc::RunOptions& o) const {
+    o.cell_budget = cell;
+    o.shrink_budget = shrink;
+    o.watchdog = watchdog;
+  }
+};
+
+void add_budget_options(CLI::App* app, Budgets& b) {
+  app->add_option("--cell-budget", b.cell,
+                  "Seconds a cell may search; past it the cell is an error and the run goes on (default 60)")
+      ->check(CLI::Range(0.001, 1e6));
+  app->add_option("--shrink-budget", b.shrink,
+                  "Seconds a cell may shrink its counterexample; past it the smallest found so far is reported (default 30)")
+      ->check(CLI::Range(0.001, 1e6));
+  app->add_option("--watchdog", b.watchdog,
+                  "Hard limit, seconds, for one cell (a kernel that never returns): the cell is an error, the "
+                  "reports are written and the run exits 1 (default: both budgets + 30)")
+      ->check(CLI::Range(0.001, 1e6));
+}
+
 struct MatrixArgs {
   std::string json_path, out_dir, layer_re = ".*", property_re = ".*", impl = "both", reproduce, shard;
   int cases = 100;
   int search_factor = 10;
   int threads = 0;
   std::optional<uint64_t> seed;
+  Budgets budgets;
 };
 
 void write_outputs(const std::vector<nc::CellResult>& results, const nc::RunMeta& meta,
@@ -207,36 +294,58 @@ int cmd_matrix(const MatrixArgs& a, const std::string& command) {
   opt.seed = seed;
   opt.reproduce = a.reproduce;
   opt.use_rc_params_reproduce = false;
+  a.budgets.apply(opt);
   nc::RunMeta meta;
   meta.started_at = nc::utc_now();
   const auto start = std::chrono::steady_clock::now();
+  auto finish_meta = [&] {
+    meta.seed = seed;
+    meta.cases = a.cases;
+    meta.threads = omp_get_max_threads();
+    meta.seconds = since(start);
+    meta.command = command;
+    meta.layer_filter = a.layer_re;
+    meta.property_filter = a.property_re;
+    meta.implementation = a.impl;
+    if (shard) {
+      meta.shard_index = shard->index;
+      meta.shard_count = shard->count;
+    }
+    meta.total_cells = int(selected.size());
+    meta.versions = nc::build_versions();
+  };
   std::vector<nc::CellResult> results;
+  std::mutex results_mutex;  // the watchdog reads them from its thread
+  Watchdog watchdog(opt.hard_limit(), [&](const nc::Cell& stuck, double seconds) {
+    std::lock_guard lock(results_mutex);
+    results.push_back(stuck_cell(stuck, seconds, opt.hard_limit()));
+    finish_meta();
+    print_and_exit_code(results, meta);
+    write_outputs(results, meta, a.json_path, a.out_dir);
+    std::fflush(stdout);
+    std::fflush(stderr);
+    std::_Exit(1);
+  });
   Progress progress(cells.size());
   for (std::size_t i = 0; i < cells.size(); ++i) {
+    watchdog.enter(cells[i]);
+    nc::CellResult r;
     try {
-      results.push_back(nc::run_cell(cells[i], opt));
+      r = nc::run_cell(cells[i], opt);
     } catch (const std::invalid_argument& e) {  // a reproduce string for another cell
       throw UsageError(e.what());
+    }
+    watchdog.leave();
+    {
+      std::lock_guard lock(results_mutex);
+      results.push_back(std::move(r));
     }
     const bool row_finished = i + 1 == cells.size() ||
                               cells[i + 1].info.row.id != cells[i].info.row.id ||
                               cells[i + 1].info.impl != cells[i].info.impl;
     progress.cell_done(results.back(), row_finished, since(start));
   }
-  meta.seed = seed;
-  meta.cases = a.cases;
-  meta.threads = omp_get_max_threads();
-  meta.seconds = since(start);
-  meta.command = command;
-  meta.layer_filter = a.layer_re;
-  meta.property_filter = a.property_re;
-  meta.implementation = a.impl;
-  if (shard) {
-    meta.shard_index = shard->index;
-    meta.shard_count = shard->count;
-  }
-  meta.total_cells = int(selected.size());
-  meta.versions = nc::build_versions();
+  finish_meta();
   const int code = print_and_exit_code(results, meta);
   write_outputs(results, meta, a.json_path, a.out_dir);
   return code;
@@ -344,13 +453,21 @@ int cmd_golden(const std::vector<std::string>& files, const std::string& impl,
   return run.failed == 0 ? 0 : 1;
 }
 
-int cmd_mutants(int cases, std::optional<uint64_t> seed_opt) {
+int cmd_mutants(int cases, std::optional<uint64_t> seed_opt, const Budgets& budgets) {
   const uint64_t seed = seed_opt ? *seed_opt : std::random_device{}() * 4294967296ULL + std::random_device{}();
   nc::RunOptions opt;
   opt.cases = cases;
   opt.seed = seed;
+  opt.use_rc_params_reproduce = false;  // the seed given: RapidCheck's own configuration stays unloaded
+  budgets.apply(opt);
   fmt::print(stderr, "normcheck mutants: {} mutants, {} cases per cell, seed {}\n", nc::mutants().size(),
              cases, seed);
+  Watchdog watchdog(opt.hard_limit(), [&](const nc::Cell& stuck, double seconds) {
+    fmt::print("{}\nmutation score: incomplete\n", stuck_cell(stuck, seconds, opt.hard_limit()).message);
+    std::fflush(stdout);
+    std::_Exit(1);
+  });
+  opt.on_cell = [&](const nc::Cell* c) { c ? watchdog.enter(*c) : watchdog.leave(); };
   int killed = 0;
   for (const auto& m : nc::mutants()) {
     const auto r = nc::run_mutant(m, opt);
@@ -402,6 +519,7 @@ int normcheck::cli_main(int argc, char** argv) {
   matrix->add_option("--reproduce", m.reproduce, "Replay one failing case: the 'reproduce=...' string of its report");
   matrix->add_option("--out", m.out_dir, "Write report.md, report.json and report.html into DIR (replaced atomically)");
   matrix->add_option("--json", m.json_path, "Also write the JSON report to FILE");
+  add_budget_options(matrix, m.budgets);
   matrix->footer("Exit codes: 0 every cell as expected, 1 a surprise, 2 a usage or input error.");
 
   std::vector<std::string> merge_files;
@@ -426,6 +544,8 @@ int normcheck::cli_main(int argc, char** argv) {
   auto* mut = app.add_subcommand("mutants", "Run the deliberately broken layers through the suite and print the mutation score");
   mut->add_option("--cases", mutant_cases, "Generated cases per cell")->check(CLI::Range(1, 10000000));
   mut->add_option("--seed", mutant_seed, "RapidCheck seed (default: fresh, always printed)");
+  Budgets mutant_budgets;
+  add_budget_options(mut, mutant_budgets);
 
   try {
     app.parse(argc, argv);
@@ -438,7 +558,7 @@ int normcheck::cli_main(int argc, char** argv) {
     if (list->parsed()) return cmd_list(list_markdown);
     if (matrix->parsed()) return cmd_matrix(m, command);
     if (merge->parsed()) return cmd_merge(merge_files, merge_out, merge_json, command);
-    if (mut->parsed()) return cmd_mutants(mutant_cases, mutant_seed);
+    if (mut->parsed()) return cmd_mutants(mutant_cases, mutant_seed, mutant_budgets);
     if (golden->parsed()) return cmd_golden(golden_files, golden_impl, golden_out, command);
   } catch (const std::exception& e) {
     fmt::print(stderr, "normcheck: {}\n", e.what());
