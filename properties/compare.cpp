@@ -99,11 +99,13 @@ bool Diff::compare(double a, double b, double tol, int pair, int element,
       note(finite ? std::abs(a - b) : INFINITY, a, b, 0, pair, element, where);
       return true;
     }
-    case Comparison::values: break;
+    case Comparison::values:
+    case Comparison::range: break;
   }
   if (a == b || (std::isnan(a) && std::isnan(b))) return false;
   if (!std::isfinite(a) || !std::isfinite(b)) {
-    nonfinite_ = true;
+    // a finite value lost to overflow is what a range property looks for
+    (how_ == Comparison::range && std::isfinite(a) != std::isfinite(b) ? finite_ : nonfinite_) = true;
     note(INFINITY, a, b, tol, pair, element, where);
     return true;
   }
@@ -118,13 +120,16 @@ bool Diff::compare(double a, double b, double tol, int pair, int element,
 void Diff::rows(const RowPos& pa, const RowPos& pb, RowView ya, RowView yb,
                 const std::function<double(int k)>& tol, RowView xa, RowView xb) {
   Pair p{pa, pb, xa, xb, ya, yb, std::vector<double>(std::size_t(ya.n), 0.0), {}};
-  const int index = int(pairs_.size());
+  const int index = int(count_++);
   for (int k = 0; k < ya.n; ++k) {
-    if (how_ == Comparison::values) p.tol[k] = tol(k);
+    if (how_ == Comparison::values || how_ == Comparison::range) p.tol[k] = tol(k);
     if (compare(ya[k], yb[k], p.tol[k], index, k, [&] { return labels_.output; }))
       p.mismatch.push_back(k);
   }
-  pairs_.push_back(std::move(p));
+  if (pairs_.size() < kKeptPairs)
+    pairs_.push_back(std::move(p));
+  else if (worst_.pair == index)
+    worst_pair_.assign(1, std::move(p));
 }
 
 void Diff::value(const std::string& where, double a, double b, double tol) {
@@ -145,7 +150,7 @@ json Diff::worst_json(std::size_t max_pairs) const {
             {"deviation", number_json(std::abs(worst_.a - worst_.b))},
             {"tolerance", worst_.tol}};
   if (worst_.pair >= 0) {
-    const Pair& p = pairs_[worst_.pair];
+    const Pair& p = pair_at(worst_.pair);
     w["position_a"] = pos_json(p.pa, worst_.element);
     w["position_b"] = pos_json(p.pb, worst_.element);
     // its place in compared_json(max_pairs), which appends it when it is not among the first
@@ -170,7 +175,7 @@ json Diff::compared_json(std::size_t max_pairs) const {
     out.push_back(std::move(j));
   };
   for (std::size_t i = 0; i < pairs_.size() && out.size() < max_pairs; ++i) add(pairs_[i]);
-  if (worst_.pair >= int(max_pairs)) add(pairs_[worst_.pair]);
+  if (worst_.pair >= int(max_pairs)) add(pair_at(worst_.pair));
   return out;
 }
 

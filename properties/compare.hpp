@@ -41,6 +41,8 @@ enum class Comparison {
   values,       // the tolerance rule
   bitwise,      // identical bits
   containment,  // a finite output must stay finite (the spread of NaN is the subject)
+  range,        // the tolerance rule, and a finite value on one side that is NaN or ±inf on the
+                // other is a counterexample too (the numerical range is the subject)
 };
 
 // JSON of a number: NaN and ±inf as the strings "NaN", "inf", "-inf".
@@ -103,10 +105,13 @@ class Diff {
   int mismatches() const { return mismatches_; }
   Comparison comparison() const { return how_; }
 
-  nlohmann::json worst_json(std::size_t max_pairs = 32) const;
+  // The evidence keeps the first kKeptPairs pairs and the worst one: a large case (millions of
+  // values) costs no more memory than a small one.
+  static constexpr std::size_t kKeptPairs = 32;
+  nlohmann::json worst_json(std::size_t max_pairs = kKeptPairs) const;
   nlohmann::json labels_json() const;
-  nlohmann::json compared_json(std::size_t max_pairs = 32) const;
-  std::size_t compared_count() const { return pairs_.size(); }
+  nlohmann::json compared_json(std::size_t max_pairs = kKeptPairs) const;
+  std::size_t compared_count() const { return count_; }
 
  private:
   struct Worst {
@@ -132,7 +137,12 @@ class Diff {
   int mismatches_ = 0;
   double max_dev_ = 0;
   Worst worst_;
-  std::vector<Pair> pairs_;
+  std::vector<Pair> pairs_;       // the first kKeptPairs
+  std::vector<Pair> worst_pair_;  // the worst pair when it is not among them (0 or 1)
+  std::size_t count_ = 0;
+  const Pair& pair_at(int index) const {
+    return std::size_t(index) < pairs_.size() ? pairs_[index] : worst_pair_.at(0);
+  }
 };
 
 // The outcome of one generated case of a cell.
@@ -142,7 +152,10 @@ struct CaseOutcome {
   double max_dev = 0;               // largest finite deviation seen in this case
   std::string summary;              // one line: what differs, where
   nlohmann::json evidence;          // the case in the schema above; filled when anything differs
-  bool any() const { return finite_violation || nonfinite_mismatch; }
+  // non-empty: an implementation threw InvalidInput on an input the other accepts (rejection.hpp);
+  // a failure of every cell, never a demonstration of a ✗ cell's property
+  std::string rejection = {};
+  bool any() const { return finite_violation || nonfinite_mismatch || !rejection.empty(); }
 };
 
 // What a case shows besides the comparison: filled only when something differs.

@@ -438,6 +438,12 @@ std::string counterexample_text(const json& cx) {
     out += "        " + side_summary(rel, "b (related input)") + "\n";
   if (cx.contains("params") && cx["params"].is_object() && !cx["params"].empty())
     out += params_text(cx["params"]);
+  if (cx.contains("rejected") && cx["rejected"].is_object()) {
+    const json& rj = cx["rejected"];
+    out += fmt::format("rejected: the {} implementation throws InvalidInput on this input, which the {} accepts: {}\n",
+                       rj.value("implementation", std::string("?")), rj.value("accepted_by", std::string("?")),
+                       rj.value("message", std::string("?")));
+  }
 
   const json& compared = cx["compared"];
   const std::size_t total_pairs = cx.value("compared_count", compared.size());
