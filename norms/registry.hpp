@@ -44,6 +44,9 @@ struct RowProfile {
   Mode mode = Mode::none;
   std::set<std::string> violated;
   std::string why;  // one line: the mechanism behind the ✗ cells
+  // Violated by the optimized implementation only: an external kernel's finding, where the
+  // reference (normcheck's own) keeps the property.
+  std::set<std::string> optimized_violates = {};
 };
 
 struct LayerEntry {

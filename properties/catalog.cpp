@@ -51,6 +51,7 @@ std::vector<Row> norm_rows(const LayerEntry& layer) {
                              .mode = r.mode(),
                              .origin = layer.origin},
                     .violated = r.profile->violated,
+                    .optimized_violates = r.profile->optimized_violates,
                     .why = r.profile->why,
                     .norm = r});
   return rows;

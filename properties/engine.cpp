@@ -1,9 +1,11 @@
 #include "properties/engine.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <sstream>
 
+#include "properties/coverage.hpp"
 #include "properties/search.hpp"
 
 namespace normcheck {
@@ -26,8 +28,12 @@ Expect expected(const Row& row, Impl impl, const Property& prop) {
   if (prop.applies.mode_comparing && row.info.mode == Mode::eval) return Expect::not_applicable;
   if (!prop.applies.needs.empty() && row.violated.count(prop.applies.needs))
     return Expect::not_applicable;
+  const auto& any = prop.applies.needs_one_of;
+  if (!any.empty() && std::all_of(any.begin(), any.end(), [&](const std::string& id) { return row.violated.count(id) > 0; }))
+    return Expect::not_applicable;
   // a must-hold property listed in a row's profile is a declared, explained exception (an
   // external kernel that is not thread-deterministic, say)
+  if (impl == Impl::optimized && row.optimized_violates.count(prop.id())) return Expect::violated;
   return row.violated.count(prop.id()) ? Expect::violated : Expect::holds;
 }
 
@@ -77,7 +83,21 @@ bool CellResult::as_expected() const {
   return observed == to_string(cell.expected);
 }
 
+namespace {
+CellResult run_cell_unwatched(const Cell& cell, const RunOptions& options);
+}
+
 CellResult run_cell(const Cell& cell, const RunOptions& options) {
+  if (!options.on_cell) return run_cell_unwatched(cell, options);
+  options.on_cell(&cell);
+  CellResult r = run_cell_unwatched(cell, options);
+  options.on_cell(nullptr);
+  return r;
+}
+
+namespace {
+
+CellResult run_cell_unwatched(const Cell& cell, const RunOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   CellResult r{.cell = cell.info};
   if (r.cell.expected == Expect::not_applicable) {
@@ -88,19 +108,29 @@ CellResult run_cell(const Cell& cell, const RunOptions& options) {
 
   std::optional<CaseOutcome> last_failure;
   double max_dev = 0;
+  bool failed_once = false;
+  coverage::start_cell();
   auto one_case = [&](std::string& why) {
     CaseOutcome o;
+    // shrink candidates are not draws of the search: only the search's cases are counted
+    coverage::start_case(!failed_once);
     try {
       o = cell.property->check(cell.row, cell.info.impl);
     } catch (const InvalidInput& e) {
+      // both implementations reject it (rejection.hpp): not an input of this layer
+      coverage::end_case();
       why = std::string("the row rejects this input: ") + e.what();
       return CaseVerdict::discard;
     }
+    coverage::end_case();
     max_dev = std::max(max_dev, o.max_dev);
-    // A ✗ cell counts only a finite counterexample (never one made of NaN alone); a ✓ cell
-    // fails on any disagreement.
-    if (want_violation ? !o.finite_violation : !o.any()) return CaseVerdict::fine;
+    // A ✗ cell counts only a finite counterexample (never one made of NaN alone) — or a
+    // rejected valid input, which is shrunk like a counterexample and reported as an error; a
+    // ✓ cell fails on any disagreement.
+    const bool fails = want_violation ? o.finite_violation || !o.rejection.empty() : o.any();
+    if (!fails) return CaseVerdict::fine;
     why = o.summary;
+    failed_once = true;
     last_failure = std::move(o);
     return CaseVerdict::counterexample;
   };
@@ -110,10 +140,13 @@ CellResult run_cell(const Cell& cell, const RunOptions& options) {
                    .max_size = options.max_size,
                    .seed = options.seed ? *options.seed : rc_params().seed,
                    .reproduce = options.reproduce,
-                   .use_rc_params_reproduce = options.use_rc_params_reproduce};
+                   .use_rc_params_reproduce = options.use_rc_params_reproduce,
+                   .search_budget = options.cell_budget,
+                   .shrink_budget = options.shrink_budget};
   r.seed = so.seed;
   const SearchResult found = search(one_case, so);
   r.max_deviation = max_dev;
+  r.drawn = coverage::cell_counts();
 
   const std::string name = cell_name(r.cell);
   switch (found.kind) {
@@ -126,22 +159,34 @@ CellResult run_cell(const Cell& cell, const RunOptions& options) {
                     "). Either the row keeps this invariant or the generators cannot reach the "
                     "inputs that break it.";
       break;
-    case SearchResult::Kind::failed:
-      r.observed = "violated";
+    case SearchResult::Kind::failed: {
       r.cases = found.cases + 1;
       r.reproduce = found.reproduce;
+      r.shrink_budget_spent = found.shrink_budget_spent;
       // the last counterexample RapidCheck saw is the shrunk one it reports
       if (last_failure) r.counterexample = last_failure->evidence;
-      if (!want_violation)
-        r.message = name + ": expected to hold, but a counterexample was found after " +
-                    plural(r.cases, "case", "cases") + " and shrunk: " +
+      const bool rejected = last_failure && !last_failure->rejection.empty();
+      // a rejected valid input is no evidence for a ✗ cell: the row failed otherwise
+      r.observed = rejected && want_violation ? "error" : "violated";
+      const std::string shrunk =
+          found.shrink_budget_spent
+              ? " and shrunk until the shrink budget (" + fmt_double(options.shrink_budget) +
+                    " s) was spent: the smallest counterexample found so far"
+              : " and shrunk";
+      if (!want_violation || rejected)
+        r.message = name + ": expected " + (want_violation ? "a violation" : "to hold") +
+                    ", but " + (rejected ? "an implementation rejects a valid input" : "a counterexample was found") +
+                    " after " + plural(r.cases, "case", "cases") + shrunk + ": " +
                     (last_failure ? last_failure->summary : std::string("?")) +
                     "\n  replay: " + replay_command(r) + "\n      or  " + rc_params_command(r);
+      else if (found.shrink_budget_spent)
+        r.message = name + ": counterexample found after " + plural(r.cases, "case", "cases") + shrunk;
       break;
+    }
     case SearchResult::Kind::gave_up:
       r.observed = "error";
       r.cases = found.cases;
-      r.message = name + ": gave up: " + found.description;
+      r.message = name + (found.search_budget_spent ? ": " : ": gave up: ") + found.description;
       break;
     case SearchResult::Kind::error:
       r.observed = "error";
@@ -151,6 +196,8 @@ CellResult run_cell(const Cell& cell, const RunOptions& options) {
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return r;
 }
+
+}  // namespace
 
 std::string replay_command(const CellResult& r) {
   if (r.reproduce.empty()) return "";
@@ -185,6 +232,8 @@ nlohmann::json to_json(const CellResult& r) {
   if (!row.placement.empty()) j["placement"] = row.placement;
   if (row.origin != "builtin") j["origin"] = row.origin;
   if (!r.message.empty()) j["message"] = r.message;
+  if (r.shrink_budget_spent) j["shrink_budget_spent"] = true;
+  if (!r.drawn.empty()) j["drawn"] = r.drawn;
   return j;
 }
 

@@ -3,7 +3,10 @@
 // string that replays it.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <optional>
 #include <string>
 
@@ -23,6 +26,19 @@ struct RunOptions {
   // off: with it off and a seed given, RapidCheck's global configuration is never loaded (and
   // never prints its own, unrelated, seed).
   bool use_rc_params_reproduce = true;
+  // Wall-clock budgets, seconds (≤ 0: none). Past `cell_budget` a cell still searching ends as
+  // `error` and the run goes on; past `shrink_budget` after its first counterexample a cell
+  // reports the smallest counterexample shrunk so far. A case already running is not
+  // interrupted: the watchdog (cli) ends a run whose cell passes hard_limit() (a kernel that
+  // never returns): `watchdog` seconds, or when ≤ 0 both budgets plus 30 s.
+  double cell_budget = 60;
+  double shrink_budget = 30;
+  double watchdog = 0;
+  // Called as each cell starts (with the cell) and ends (nullptr): the CLI's watchdog.
+  std::function<void(const Cell*)> on_cell = {};
+  double hard_limit() const {
+    return watchdog > 0 ? watchdog : std::max(cell_budget, 0.0) + std::max(shrink_budget, 0.0) + 30;
+  }
 };
 
 // RunOptions from RapidCheck's global configuration (RC_PARAMS: seed, max_success, reproduce).
@@ -38,6 +54,10 @@ struct CellResult {
   std::string message = {};       // one paragraph a person reads
   uint64_t seed = 0;
   double seconds = 0;
+  bool shrink_budget_spent = false;  // the counterexample is the smallest found within the budget
+  // What the cell's cases drew, by class (generators.hpp, gen::Coverage): sizes relative to each
+  // kernel threshold, data regimes, poison, ... (successful and failing cases alike).
+  std::map<std::string, int> drawn = {};
 
   std::string id() const { return cell.id(); }
   bool as_expected() const;

@@ -42,6 +42,7 @@ struct RowInfo {
 struct Row {
   RowInfo info;
   std::set<std::string> violated = {};
+  std::set<std::string> optimized_violates = {};  // RowProfile::optimized_violates
   std::string why = {};
   LayerRow norm = {};
   Placement placement = Placement::pre;
@@ -63,6 +64,7 @@ struct Applicability {
   bool optimized_only = false;  // compares the optimized kernel with something else
   bool mode_comparing = false;  // compares train with eval: not for eval rows
   std::string needs = {};       // only for rows that keep this property ("batch_independence")
+  std::vector<std::string> needs_one_of = {};  // only for rows that keep one of these at least
 };
 
 // A block property inherits its expectation from the norm inside the block: it is violated

@@ -369,6 +369,10 @@ CellResult cell_from_json(const json& c) {
   r.message = c.value("message", std::string());
   r.seed = c.value("seed", uint64_t(0));
   r.seconds = c.value("seconds", 0.0);
+  r.shrink_budget_spent = c.value("shrink_budget_spent", false);
+  if (c.contains("drawn") && c["drawn"].is_object())
+    for (const auto& [cls, n] : c["drawn"].items())
+      if (n.is_number_integer()) r.drawn[cls] = n.get<int>();
   const json& p = field(c, "property_info");
   r.cell.prop = {property, p.value("column", property), p.value("statement", ""),
                  p.value("related_input", ""), p.value("compared", ""), p.value("claim", "")};
