@@ -114,17 +114,11 @@ void batch_norm_reference(const Batch& in, const Params& p, Mode mode, State* st
 
 namespace {
 
-// A block of whole rows that stays in L2 between the two passes over it.
-constexpr std::size_t kStatBlockBytes = std::size_t(256) << 10;
-// Features summed at once: the per-feature accumulators (3 arrays of doubles) stay in L1.
-constexpr int kStatFeatures = 512;
-// Consecutive blocks merged into one partial; the partials are merged in order at the end.
-// Fixed, so the thread count only decides who computes a segment, never what it computes.
-constexpr int kStatSegments = 16;
-
-int stat_block_rows(int D) {
-  return int(std::clamp<std::size_t>(kStatBlockBytes / (std::size_t(D) * sizeof(float)), 16, 4096));
-}
+// The statistics' blocking (kernels.hpp, where the generators read it too).
+using kernels::kStatBlockBytes;
+using kernels::kStatFeatures;
+using kernels::kStatSegments;
+using kernels::stat_block_rows;
 
 // Chan's parallel update of (na, mean, m2) with a part of nb values, its mean mb and M2 m2b,
 // feature by feature (no lane depends on another: the vector and scalar code give the same
@@ -141,7 +135,9 @@ inline void chan_merge(double* __restrict mean, double* __restrict m2, long long
   const double wb = double(nb) / n, wab = double(na) * double(nb) / n;
   for (int d = 0; d < w; ++d) {
     const double delta = mb[d] - mean[d];
-    mean[d] = mean[d] + delta * wb;
+    // a part holding ±inf: the mean of all values is that infinity (or NaN for both signs),
+    // as a plain sum gives it; the update below would make ∞ − ∞ of it
+    mean[d] = std::isfinite(mean[d]) && std::isfinite(mb[d]) ? mean[d] + delta * wb : mean[d] + mb[d];
     m2[d] = (m2[d] + m2b[d]) + delta * delta * wab;
   }
 }

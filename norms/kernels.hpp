@@ -223,4 +223,21 @@ inline void for_each_row_range(std::size_t n, std::size_t width, F&& body) {
 constexpr int kRowGroupMaxD = 512;
 constexpr int kRowGroup = 4;
 
+// BatchNorm's statistics (batch_norm_statistics_kernel): blocks of whole rows of at most this
+// many bytes (at least kStatMinBlockRows, at most kStatMaxBlockRows rows) stay in L2 between
+// their two passes; kStatFeatures features are summed at once (the accumulators stay in L1);
+// consecutive blocks are merged into kStatSegments partials, merged in order at the end.
+// Fixed, so the thread count only decides who computes a segment, never what it computes.
+constexpr std::size_t kStatBlockBytes = std::size_t(256) << 10;
+constexpr int kStatMinBlockRows = 16;
+constexpr int kStatMaxBlockRows = 4096;
+constexpr int kStatFeatures = 512;
+constexpr int kStatSegments = 16;
+
+// Rows of D features in one statistics block.
+inline int stat_block_rows(int D) {
+  return int(std::clamp<std::size_t>(kStatBlockBytes / (std::size_t(D) * sizeof(float)),
+                                     kStatMinBlockRows, kStatMaxBlockRows));
+}
+
 }  // namespace normcheck::kernels
