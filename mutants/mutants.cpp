@@ -104,6 +104,116 @@ void rms_batch_path(const float* x, float* y, const Params& p, int D, std::size_
   for (int d = 0; d < D; ++d) y[d] = x[d] * r * g_at(p, d);
 }
 
+// float32 two-pass statistics without the overflow guard: (x − μ)² of |x| ≈ 1e30 overflows, σ²
+// becomes inf and the token comes out as β (PyTorch #162489: LayerNorm variance overflow on
+// float32 inputs near 1e30)
+void ln_unguarded(const float* x, float* y, const Params& p, int D, std::size_t, std::size_t) {
+  float mean, var;
+  kernels::mean_var(x, D, mean, var);
+  ln_row(x, y, p, D, mean, var);
+}
+
+// a separate kernel for rows wider than the row-group limit that forgets ε: 1/√σ², so a
+// constant (or nearly constant) wide token gives NaN or huge values
+void ln_wide_no_eps(const float* x, float* y, const Params& p, int D, std::size_t, std::size_t) {
+  float mean, var;
+  kernels::mean_var(x, D, mean, var);
+  if (D > kernels::kRowGroupMaxD) {
+    const float rstd = 1.0f / std::sqrt(var);
+    for (int d = 0; d < D; ++d) y[d] = (x[d] - mean) * rstd * g_at(p, d) + b_at(p, d);
+    return;
+  }
+  ln_row(x, y, p, D, mean, var);
+}
+
+// a batch-size-selected kernel: when the row count is a multiple of 16 the statistics are
+// summed back to front (another tiling), so a token's bits depend on the batch it lands in
+void ln_multiple_of_16(const float* x, float* y, const Params& p, int D, std::size_t,
+                       std::size_t rows) {
+  if (rows % 16 != 0) return ln_correct(x, y, p, D, 0, rows);
+  float s = 0;
+  for (int d = D - 1; d >= 0; --d) s += x[d];
+  const float mean = s / float(D);
+  float v = 0;
+  for (int d = D - 1; d >= 0; --d) v += (x[d] - mean) * (x[d] - mean);
+  ln_row(x, y, p, D, mean, v / float(D));
+}
+
+// the reduction order follows the row's place in its row group: rows in a full group of
+// kernels::kRowGroup sum front to back, the leftover rows back to front
+void ln_position_order(const float* x, float* y, const Params& p, int D, std::size_t row,
+                       std::size_t rows) {
+  const std::size_t grouped = rows - rows % kernels::kRowGroup;
+  if (row < grouped) return ln_correct(x, y, p, D, row, rows);
+  return ln_multiple_of_16(x, y, p, D, row, 16);
+}
+
+// x² overflows float32 beyond |x| ≈ 1.8e19: the mean square is inf and every output 0
+// (tt-metal #55159: rms_norm broke scale invariance beyond 1.84e19)
+void rms_square_overflow(const float* x, float* y, const Params& p, int D, std::size_t, std::size_t) {
+  const float ms = kernels::sum_sq_dev(x, D, 0.0f) / float(D);
+  const float r = 1.0f / std::sqrt(ms + float(p.eps));
+  for (int d = 0; d < D; ++d) y[d] = x[d] * r * g_at(p, d);
+}
+
+// LayerNorm whose vector loop runs over whole 8-lane vectors: the last vector of a row whose D
+// is not a multiple of 8 reads the first features of the next row (or the buffer's padding),
+// and they enter the row's sums
+void ln_tail_overread(const Batch& in, const Params& p, Mode, State*, Output& out) {
+  validate_affine_norm(in, p);
+  const int D = in.D, lanes = kernels::kLanes;
+  const int Dv = (D + lanes - 1) / lanes * lanes;
+  std::vector<float> x(in.x);
+  x.resize(in.x.size() + std::size_t(lanes), 0.0f);  // the allocator's slack after the buffer
+  std::vector<float> y(in.x.size());
+  kernels::for_each_row(in.rows(), std::size_t(D), [&](std::size_t r) {
+    const float* xr = &x[r * D];
+    float s = 0;
+    for (int d = 0; d < Dv; ++d) s += xr[d];
+    const float mean = s / float(D);
+    float v = 0;
+    for (int d = 0; d < Dv; ++d) v += (xr[d] - mean) * (xr[d] - mean);
+    ln_row(xr, &y[r * D], p, D, mean, v / float(D));
+  });
+  out.assign(y.begin(), y.end());
+}
+
+// a fused kernel that asserts a minimum problem size: it throws on a batch of one token, which
+// is a valid input (vendor kernels that reject small or odd shapes instead of falling back)
+void ln_rejects_one_token(const Batch& in, const Params& p, Mode m, State* s, Output& out) {
+  if (in.rows() == 1)
+    throw InvalidInput("layer_norm kernel: needs at least 2 rows, got B = 1, T = 1");
+  layer("layer_norm").optimized(in, p, m, s, out);
+}
+
+// GroupNorm with a one-pass E[x²] − E[x]² variance per group in float32: at a large offset the
+// two terms cancel, σ² is 0 or negative and the output NaN (TVM #19592 / ONNX Runtime #28463:
+// LayerNormalization of [40000, 40001, 40002, 40003] returned NaN)
+void gn_one_pass(const Batch& in, const Params& p, Mode, State*, Output& out) {
+  validate_affine_norm(in, p);
+  const int D = in.D, G = int(p.get("groups"));
+  if (G <= 0 || D % G) throw InvalidInput("group_norm: groups must divide D");
+  const int gs = D / G;
+  std::vector<float> y(in.x.size());
+  kernels::for_each_row(in.rows(), std::size_t(D), [&](std::size_t r) {
+    const float* x = &in.x[r * D];
+    for (int g = 0; g < G; ++g) {
+      float s1 = 0, s2 = 0;
+      for (int i = 0; i < gs; ++i) {
+        s1 += x[g * gs + i];
+        s2 += x[g * gs + i] * x[g * gs + i];
+      }
+      const float mean = s1 / float(gs), var = s2 / float(gs) - mean * mean;
+      const float rstd = 1.0f / std::sqrt(var + float(p.eps));
+      for (int i = 0; i < gs; ++i) {
+        const int d = g * gs + i;
+        y[r * D + d] = (x[d] - mean) * rstd * g_at(p, d) + b_at(p, d);
+      }
+    }
+  });
+  out.assign(y.begin(), y.end());
+}
+
 // GroupNorm with interleaved (strided) groups instead of contiguous ones
 void gn_strided(const Batch& in, const Params& p, Mode, State*, Output& out) {
   validate_batch(in);
@@ -129,7 +239,70 @@ void gn_strided(const Batch& in, const Params& p, Mode, State*, Output& out) {
 }
 
 // BatchNorm-family kernels with a twist, in double (the bug is in the maths, not the precision)
-enum class BnBug { swapped_variances, momentum_reversed, eval_uses_batch, masked_counts_padding };
+enum class BnBug {
+  swapped_variances, momentum_reversed, eval_uses_batch, masked_counts_padding,
+  block_merge_weight,  // blocks' partial statistics merged with the other part's weight
+  float_statistics,    // statistics accumulated in float32
+};
+
+// Per-feature statistics of the selected rows in blocks of kernels::stat_block_rows(D) rows
+// (two passes in double per block), merged block after block with Chan's formula — but with
+// the running part's weight na/n where the new block's nb/n belongs: right while every block
+// has the same count, wrong once the last block is partial (PyTorch/oneDNN-style parallel
+// Welford merges with a swapped weight)
+void blocked_stats_wrong_weight(const Batch& in, TokenSet tokens, std::vector<double>& mean,
+                                std::vector<double>& var) {
+  const int D = in.D, R = kernels::stat_block_rows(D);
+  std::vector<const float*> sel;
+  for (int b = 0; b < in.B; ++b)
+    for (int t = 0; t < in.T; ++t)
+      if (tokens == TokenSet::all_positions || in.valid(b, t)) sel.push_back(&in.x[in.index(b, t, 0)]);
+  std::fill(mean.begin(), mean.end(), 0.0);
+  std::vector<double> m2(D, 0.0), bm(D), b2(D);
+  long long na = 0;
+  for (std::size_t r0 = 0; r0 < sel.size(); r0 += std::size_t(R)) {
+    const std::size_t r1 = std::min(sel.size(), r0 + std::size_t(R));
+    const long long nb = (long long)(r1 - r0);
+    std::fill(bm.begin(), bm.end(), 0.0);
+    std::fill(b2.begin(), b2.end(), 0.0);
+    for (std::size_t r = r0; r < r1; ++r)
+      for (int d = 0; d < D; ++d) bm[d] += sel[r][d];
+    for (int d = 0; d < D; ++d) bm[d] /= double(nb);
+    for (std::size_t r = r0; r < r1; ++r)
+      for (int d = 0; d < D; ++d) b2[d] += (sel[r][d] - bm[d]) * (sel[r][d] - bm[d]);
+    const double n = double(na + nb);
+    for (int d = 0; d < D; ++d) {
+      const double delta = bm[d] - mean[d];
+      mean[d] = na == 0 ? bm[d] : mean[d] + delta * (double(na) / n);
+      m2[d] = na == 0 ? b2[d] : m2[d] + b2[d] + delta * delta * double(na) * double(nb) / n;
+    }
+    na += nb;
+  }
+  for (int d = 0; d < D; ++d) var[d] = na ? m2[d] / double(na) : 0.0;
+}
+
+// Per-feature statistics summed in float32 (two passes): the squares of 1e30 values overflow to
+// inf and the batch comes out as β (oneDNN-style float accumulation; PyTorch #162489 for BN)
+void float_stats(const Batch& in, TokenSet tokens, std::vector<double>& mean, std::vector<double>& var) {
+  const int D = in.D;
+  std::vector<float> s(D, 0.0f), q(D, 0.0f);
+  long long n = 0;
+  for (int b = 0; b < in.B; ++b)
+    for (int t = 0; t < in.T; ++t)
+      if (tokens == TokenSet::all_positions || in.valid(b, t)) {
+        ++n;
+        for (int d = 0; d < D; ++d) s[d] += in.at(b, t, d);
+      }
+  for (int d = 0; d < D; ++d) s[d] /= float(n);
+  for (int b = 0; b < in.B; ++b)
+    for (int t = 0; t < in.T; ++t)
+      if (tokens == TokenSet::all_positions || in.valid(b, t))
+        for (int d = 0; d < D; ++d) q[d] += (in.at(b, t, d) - s[d]) * (in.at(b, t, d) - s[d]);
+  for (int d = 0; d < D; ++d) {
+    mean[d] = s[d];
+    var[d] = q[d] / float(n);
+  }
+}
 
 void bn_buggy(const Batch& in, const Params& p, Mode mode, State* s, Output& out, TokenSet tokens,
               BnBug bug) {
@@ -139,7 +312,11 @@ void bn_buggy(const Batch& in, const Params& p, Mode mode, State* s, Output& out
   const int D = in.D;
   std::vector<double> mean(D), var(D);
   const bool batch_stats = mode == Mode::train || bug == BnBug::eval_uses_batch;
-  if (batch_stats)
+  if (batch_stats && bug == BnBug::block_merge_weight)
+    blocked_stats_wrong_weight(in, stats_tokens, mean, var);
+  else if (batch_stats && bug == BnBug::float_statistics)
+    float_stats(in, stats_tokens, mean, var);
+  else if (batch_stats)
     batch_feature_stats(in, stats_tokens, n, mean, var);
   else {
     mean = s->running_mean;
@@ -242,6 +419,17 @@ std::vector<Spec> specs() {
       {"masked_bn_counts_padding", "masked_batch_norm", "the masked layer's statistics include the padding, both implementations", bn(valid, BnBug::masked_counts_padding), bn(valid, BnBug::masked_counts_padding)},
       {"instance_norm_counts_padding", "instance_norm", "instance statistics over all T positions, padding included, both implementations", in_over_padding, in_over_padding},
       {"group_norm_strided_groups", "group_norm", "groups interleaved (feature d in group d mod G) instead of contiguous", {}, gn_strided},
+      // bug classes from public trackers, each in the optimized kernel where the generators must reach it
+      {"ln_variance_overflow", "layer_norm", "float32 variance without an overflow guard: tokens near ±1e30 come out as β (PyTorch #162489)", {}, rows(ln_unguarded)},
+      {"ln_wide_rows_drop_eps", "layer_norm", "the kernel for rows wider than the row-group limit drops ε: 1/√σ² (ε-handling bugs of specialized kernels)", {}, rows(ln_wide_no_eps)},
+      {"ln_batch_multiple_of_16_path", "layer_norm", "a kernel chosen by batch size (rows a multiple of 16) reduces in another order: bits depend on the batch (batch-invariance bugs of inference servers)", {}, rows(ln_multiple_of_16)},
+      {"ln_reduction_order_by_position", "layer_norm", "the reduction order depends on the row's place in its row group (grouped vs leftover rows)", {}, rows(ln_position_order)},
+      {"ln_simd_tail_overread", "layer_norm", "the vector loop's last 8 lanes read past the row (next row or padding) into the sums: an unmasked SIMD tail", {}, ln_tail_overread},
+      {"ln_rejects_valid_input", "layer_norm", "the optimized kernel throws InvalidInput on a valid one-token batch (a fused kernel asserting a minimum size)", {}, ln_rejects_one_token},
+      {"rms_square_overflow", "rms_norm", "x² summed in float32 without rescaling: beyond |x| ≈ 1.8e19 every output is 0 (tt-metal #55159)", {}, rows(rms_square_overflow)},
+      {"group_norm_one_pass_variance", "group_norm", "one-pass E[x²]−E[x]² per group in float32: NaN at a large offset (TVM #19592, ONNX Runtime #28463)", {}, gn_one_pass},
+      {"bn_block_merge_wrong_weight", "batch_norm", "per-block statistics merged with the wrong weight (na/n for nb/n): wrong once the last block is partial (parallel Welford merge bugs)", {}, bn(all, BnBug::block_merge_weight)},
+      {"bn_float32_statistics", "batch_norm", "batch statistics accumulated in float32: the variance of ±1e30 values overflows (oneDNN-style accumulation, PyTorch #162489)", {}, bn(all, BnBug::float_statistics)},
   };
 }
 
