@@ -84,7 +84,15 @@ int min_len(const LayerRow& row) { return row.mode() == Mode::train ? 2 : 1; }
 // (with empty sequences now and then when `allow_empty`: properties that pick a valid token of
 // a sequence do not allow them).
 Base draw_base(const LayerRow& row, gen::Reach reach, int min_B = 1, bool allow_empty = false,
-               gen::Regime regime = gen::Regime::normal, bool draw_regime = true) {
+               gen::Regime regime = gen::Regime::normal, bool draw_regime = true,
+               bool external_medium = false) {
+  // Medium cases aim at normcheck's own kernels' thresholds. An external kernel is held over
+  // many rows by reference_agreement, thread_determinism and the numerical-range properties;
+  // in the metamorphic ones its float32 sums over thousands of rows (oneDNN's batch
+  // normalization) drift to about the tolerance rule's bound, so a medium case would make each
+  // such cell a coin toss rather than a finding.
+  if (reach == gen::Reach::medium && row.layer->origin == "external" && !external_medium)
+    reach = gen::Reach::small;
   Base base;
   base.min_len = min_len(row);
   base.shape = gen::shape(base.min_len, reach);
@@ -441,7 +449,7 @@ Scenario reference_agreement(const LayerRow& row) {
 NormProperty reference_agreement_property() {
   return {.info = {"reference_agreement", "ref_agree",
                    "the optimized kernel agrees with the reference within the tolerance rule",
-                   "the same input through the double-precision reference (hard inputs: large offsets, tiny variance, constant rows, odd D)",
+                   "the same input through the double-precision reference (hard inputs: large offsets, tiny variance, constant rows, sizes across every kernel threshold, one past the 8 MB streaming threshold)",
                    "all valid outputs and running statistics", "the fast kernel computes the same function"},
           .scenario = reference_agreement, .applies = {.optimized_only = true}};
 }
@@ -582,7 +590,8 @@ NormProperty constant_token_property() {
 }
 
 Scenario offset_invariance(const LayerRow& row) {
-  Base base = draw_base(row, gen::Reach::medium, 1, true, gen::Regime::normal, false);
+  // medium cases for external rows too: the cancellation at a large offset grows with the rows
+  Base base = draw_base(row, gen::Reach::medium, 1, true, gen::Regime::normal, false, true);
   // 2^m·(1 + j/8), 8192 ≤ offset < 2^20: on the k/16 grid every x + offset is exact
   const int m = *inRange(13, 19), j = *inRange(0, 8);
   const float offset = std::ldexp(1.0f + float(j) / 8.0f, m);
