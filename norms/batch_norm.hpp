@@ -14,6 +14,13 @@ void batch_norm_reference(const Batch& in, const Params& p, Mode mode, State* st
                           TokenSet tokens);
 void batch_norm_optimized(const Batch& in, const Params& p, Mode mode, State* state, Output& out,
                           TokenSet tokens);
+// Backward of the two above: train through the batch statistics over the selected tokens, eval
+// elementwise; dx = 0 at positions not selected, dγ/dβ over the selected ones. Never updates
+// `state`.
+void batch_norm_backward_reference(const Batch& in, const Params& p, Mode mode, const State* state,
+                                   const std::vector<float>& dy, Grads& out, TokenSet tokens);
+void batch_norm_backward_optimized(const Batch& in, const Params& p, Mode mode, const State* state,
+                                   const std::vector<float>& dy, Grads& out, TokenSet tokens);
 // Validates a BatchNorm-family call (shapes, γ/β, ε, momentum, mode, state, more than one
 // selected token in train mode) and returns the number of selected tokens. Nothing is written.
 long long check_batch_norm_inputs(const Batch& in, const Params& p, Mode mode, const State* state,

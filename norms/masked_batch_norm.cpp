@@ -1,5 +1,8 @@
 // masked_batch_norm: BatchNorm whose statistics count valid tokens only (padding excluded), the
 // careful way to use BatchNorm on padded sequences. Padding outputs are 0.
+// Backward (batch_norm.cpp): statistics and dγ/dβ over valid tokens only; dx is 0 at padding,
+// whose output is the constant 0 (dy there reaches nothing), as in PyTorch's autograd of the
+// masked computation (golden/pytorch_grad_golden.json).
 #include "norms/batch_norm.hpp"
 
 namespace normcheck {
@@ -26,6 +29,14 @@ LayerEntry masked_batch_norm_entry() {
   };
   e.optimized = [](const Batch& in, const Params& p, Mode m, State* s, Output& o) {
     batch_norm_optimized(in, p, m, s, o, TokenSet::valid_tokens);
+  };
+  e.backward_reference = [](const Batch& in, const Params& p, Mode m, const State* s,
+                            const std::vector<float>& dy, Grads& g) {
+    batch_norm_backward_reference(in, p, m, s, dy, g, TokenSet::valid_tokens);
+  };
+  e.backward_optimized = [](const Batch& in, const Params& p, Mode m, const State* s,
+                            const std::vector<float>& dy, Grads& g) {
+    batch_norm_backward_optimized(in, p, m, s, dy, g, TokenSet::valid_tokens);
   };
   e.conditioning = [](const Batch& in, const Params& p, Mode m, const State* s) {
     return batch_norm_conditioning(in, p, m, s, TokenSet::valid_tokens);

@@ -100,6 +100,7 @@ LayerEntry onednn_layer_norm_entry() {
   e.name = "onednn_layer_norm";
   e.formula = "oneDNN layer_normalization_forward (forward_inference, scale and shift)";
   e.optimized = onednn_layer_norm;
+  e.backward_reference = e.backward_optimized = {};  // no oneDNN backward is wired in
   e.origin = "external";
   return e;
 }
@@ -109,6 +110,7 @@ LayerEntry onednn_batch_norm_entry() {
   e.name = "onednn_batch_norm";
   e.formula = "oneDNN batch_normalization_forward (training: batch stats; inference: global stats)";
   e.optimized = onednn_batch_norm;
+  e.backward_reference = e.backward_optimized = {};  // no oneDNN backward is wired in
   e.origin = "external";
   // What the matrix found: oneDNN accumulates the variance in float32, so a batch holding
   // finite values of 1e30 (poison in its padding) overflows σ² to inf, where the double

@@ -57,6 +57,9 @@ const LayerEntry& register_layer(LayerEntry entry) {
   if (!entry.reference || !entry.optimized || !entry.conditioning)
     throw std::invalid_argument("register_layer: '" + entry.name +
                                 "' needs reference, optimized and conditioning functions");
+  if (bool(entry.backward_reference) != bool(entry.backward_optimized))
+    throw std::invalid_argument("register_layer: '" + entry.name +
+                                "' needs both backward functions (reference and optimized) or neither");
   if (entry.rows.empty())
     throw std::invalid_argument("register_layer: '" + entry.name + "' declares no row profile");
   if (entry.origin == "builtin") entry.origin = "external";
@@ -95,6 +98,31 @@ std::string LayerRow::id() const {
 
 std::string golden_op(const LayerRow& row) { return row.id(); }
 
+double GradTolerance::bound(double reference) const { return atol + rtol * std::abs(reference); }
+
+bool GradTolerance::agree(double a, double b) const {
+  if (std::isnan(a) || std::isnan(b)) return std::isnan(a) && std::isnan(b);
+  return std::abs(a - b) <= bound(b);
+}
+
+double gradient_scale(const Grads& reference, const Conditioning& c, const Params& p,
+                      const std::vector<float>& dy, int D) {
+  double m = 0;
+  for (const auto* v : {&reference.dx, &reference.dgamma, &reference.dbeta})
+    for (double e : *v) m = std::max(m, std::abs(e));
+  for (std::size_t i = 0; i < c.inv_std.size() && i < dy.size(); ++i) {
+    const double g = p.gamma.size() == std::size_t(D) ? std::abs(double(p.gamma[i % D])) : 1.0;
+    m = std::max(m, c.inv_std[i] * g * std::abs(double(dy[i])));
+  }
+  return m;
+}
+
+GradTolerance gradient_tolerance(double cond, double max_abs_grad, Impl impl) {
+  const double atol = 2e-6 * (1 + cond) * max_abs_grad;
+  if (impl == Impl::reference) return {.atol = 1e-4 * atol, .rtol = 1e-9};
+  return {.atol = atol, .rtol = 1e-4};
+}
+
 }  // namespace normcheck
 
 namespace normcheck {
@@ -107,6 +135,7 @@ Conditioning token_group_conditioning(const Batch& in, double eps, int groups, b
   Conditioning c;
   c.cond.assign(in.x.size(), 0.0);
   c.eps_rel.assign(in.x.size(), 0.0);
+  c.inv_std.assign(in.x.size(), 0.0);
   const int gs = in.D / groups;
   for (int b = 0; b < in.B; ++b)
     for (int t = 0; t < in.lengths[b]; ++t)
@@ -122,9 +151,11 @@ Conditioning token_group_conditioning(const Batch& in, double eps, int groups, b
         sq /= gs;
         const double cond = centered ? std::abs(mean) / std::sqrt(sq + eps) : 0.0;
         const double eps_rel = sq > 0 ? std::min(1.0, eps / (2 * sq)) : 1.0;
+        const double inv_std = 1.0 / std::sqrt(sq + eps);
         for (int i = 0; i < gs; ++i) {
           c.cond[base + i] = cond;
           c.eps_rel[base + i] = eps_rel;
+          c.inv_std[base + i] = inv_std;
         }
       }
   return c;
