@@ -70,6 +70,18 @@ inline double tolerance(double cond, double reference) {
   return 1e-5 + 2e-6 * cond + 1e-5 * std::abs(reference);
 }
 
+// "(b, t, d)" for messages (built with +=: GCC 12 warns falsely, -Wrestrict, on "(" + std::string).
+inline std::string position(int b, int t, int d) {
+  std::string s = "(";
+  s += std::to_string(b);
+  s += ", ";
+  s += std::to_string(t);
+  s += ", ";
+  s += std::to_string(d);
+  s += ")";
+  return s;
+}
+
 inline bool same_bits(double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0; }
 
 inline std::string test_name(std::string s) {
