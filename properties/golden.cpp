@@ -123,6 +123,80 @@ double param(const json& c, const std::string& name, double fallback) {
 
 }  // namespace
 
+namespace golden {
+
+Batch batch(const json& c) {
+  if (!c.contains("shape")) throw InvalidInput(field_error("shape", "missing"));
+  const json& shape = c["shape"];
+  if (!shape.is_array() || shape.size() != 3)
+    throw InvalidInput(field_error("shape", "must be an array [B, T, D]"));
+  const long long B = whole_number(shape[0], "shape[0]", 1, 1e6);
+  const long long T = whole_number(shape[1], "shape[1]", 1, 1e6);
+  const long long D = whole_number(shape[2], "shape[2]", 1, 1e6);
+  const std::size_t n = std::size_t(B) * std::size_t(T) * std::size_t(D);  // < 2^60
+  if (n > kMaxValues)
+    throw InvalidInput(field_error("shape", "[" + std::to_string(B) + ", " + std::to_string(T) +
+                                                ", " + std::to_string(D) + "] declares " +
+                                                std::to_string(n) + " values, more than the limit " +
+                                                std::to_string(kMaxValues)));
+  if (!c.contains("lengths")) throw InvalidInput(field_error("lengths", "missing"));
+  const json& l = c["lengths"];
+  if (!l.is_array() || l.size() != std::size_t(B))
+    throw InvalidInput(field_error("lengths", "must be an array of B = " + std::to_string(B) +
+                                                  " whole numbers"));
+  std::vector<int> lengths(B);
+  for (long long b = 0; b < B; ++b)
+    lengths[b] = int(whole_number(l[b], "lengths[" + std::to_string(b) + "]", 0, double(T)));
+  auto x = float32s(c, "x", n);  // the size is checked before anything is allocated
+  Batch in = Batch(int(B), int(T), int(D));
+  in.lengths = lengths;
+  in.x = std::move(x);
+  return in;
+}
+
+Params params(const json& c, const LayerEntry& layer, int D) {
+  Params p;
+  const auto& spec = layer.params;
+  if (c.contains("gamma") && !c["gamma"].is_null())
+    p.gamma = float32s(c, "gamma", spec.scalar_gain ? 1 : std::size_t(D));
+  if (c.contains("beta") && !c["beta"].is_null()) p.beta = float32s(c, "beta", D);
+  p.eps = param(c, "eps", p.eps);
+  p.momentum = param(c, "momentum", p.momentum);
+  p.alpha = param(c, "alpha", p.alpha);
+  for (const auto& e : spec.extra) p.extra[e.name] = param(c, e.name, e.min);
+  if (c.contains("params") && c["params"].is_object() && c["params"].contains("groups"))
+    p.groups = int(whole_number(c["params"]["groups"], "params.groups", 1, 1e6));
+  return p;
+}
+
+// Built with += : GCC 12 warns falsely (-Wrestrict) on "[" + std::to_string(…) here.
+std::string position(std::size_t i, int T, int D) {
+  std::string s = "[";
+  s += std::to_string(i / D / T);
+  s += ",";
+  s += std::to_string(i / D % T);
+  s += ",";
+  s += std::to_string(i % D);
+  s += "]";
+  return s;
+}
+
+std::string feature(std::size_t i) {
+  std::string s = "[";
+  s += std::to_string(i);
+  s += "]";
+  return s;
+}
+
+bool valid_only(const json& c) {
+  if (!c.contains("valid_only")) return false;
+  if (!c["valid_only"].is_boolean())
+    throw InvalidInput(field_error("valid_only", "must be true or false"));
+  return c["valid_only"].get<bool>();
+}
+
+}  // namespace golden
+
 bool norm_golden_op(const std::string& op) { return row_for_op(op) != nullptr; }
 
 // The source tree's copy when it is there (a build tree), else the installed one.
@@ -164,43 +238,10 @@ struct NormCase {
 
 NormCase read_norm_case(const json& c, const LayerRow& row) {
   NormCase nc;
-  if (!c.contains("shape")) throw InvalidInput(field_error("shape", "missing"));
-  const json& shape = c["shape"];
-  if (!shape.is_array() || shape.size() != 3)
-    throw InvalidInput(field_error("shape", "must be an array [B, T, D]"));
-  const long long B = whole_number(shape[0], "shape[0]", 1, 1e6);
-  const long long T = whole_number(shape[1], "shape[1]", 1, 1e6);
-  const long long D = whole_number(shape[2], "shape[2]", 1, 1e6);
-  const std::size_t n = std::size_t(B) * std::size_t(T) * std::size_t(D);  // < 2^60
-  if (n > golden::kMaxValues)
-    throw InvalidInput(field_error("shape", "[" + std::to_string(B) + ", " + std::to_string(T) +
-                                                ", " + std::to_string(D) + "] declares " +
-                                                std::to_string(n) + " values, more than the limit " +
-                                                std::to_string(golden::kMaxValues)));
-  if (!c.contains("lengths")) throw InvalidInput(field_error("lengths", "missing"));
-  const json& l = c["lengths"];
-  if (!l.is_array() || l.size() != std::size_t(B))
-    throw InvalidInput(field_error("lengths", "must be an array of B = " + std::to_string(B) +
-                                                  " whole numbers"));
-  std::vector<int> lengths(B);
-  for (long long b = 0; b < B; ++b)
-    lengths[b] = int(whole_number(l[b], "lengths[" + std::to_string(b) + "]", 0, double(T)));
-  auto x = golden::float32s(c, "x", n);  // the size is checked before anything is allocated
-  nc.y = numbers(c, "y", n);
-  nc.x = Batch(int(B), int(T), int(D));
-  nc.x.lengths = lengths;
-  nc.x.x = std::move(x);
-
-  const auto& spec = row.layer->params;
-  if (c.contains("gamma") && !c["gamma"].is_null())
-    nc.p.gamma = golden::float32s(c, "gamma", spec.scalar_gain ? 1 : std::size_t(D));
-  if (c.contains("beta") && !c["beta"].is_null()) nc.p.beta = golden::float32s(c, "beta", D);
-  nc.p.eps = param(c, "eps", nc.p.eps);
-  nc.p.momentum = param(c, "momentum", nc.p.momentum);
-  nc.p.alpha = param(c, "alpha", nc.p.alpha);
-  for (const auto& e : row.layer->params.extra) nc.p.extra[e.name] = param(c, e.name, e.min);
-  if (c.contains("params") && c["params"].is_object() && c["params"].contains("groups"))
-    nc.p.groups = int(whole_number(c["params"]["groups"], "params.groups", 1, 1e6));
+  nc.x = golden::batch(c);
+  nc.y = numbers(c, "y", nc.x.x.size());
+  nc.p = golden::params(c, *row.layer, nc.x.D);
+  const int D = nc.x.D;
   if (row.layer->stateful()) {
     nc.state.running_mean = numbers(c, "running_mean", D);
     nc.state.running_var = numbers(c, "running_var", D);
@@ -209,11 +250,7 @@ NormCase read_norm_case(const json& c, const LayerRow& row) {
     nc.new_mean = numbers(c, "new_running_mean", D);
     nc.new_var = numbers(c, "new_running_var", D);
   }
-  if (c.contains("valid_only")) {
-    if (!c["valid_only"].is_boolean())
-      throw InvalidInput(field_error("valid_only", "must be true or false"));
-    nc.valid_only = c["valid_only"].get<bool>();
-  }
+  nc.valid_only = golden::valid_only(c);
   return nc;
 }
 
@@ -262,15 +299,13 @@ GoldenOutcome check_norm_golden_case(const json& c, Impl impl, const LayerRow& r
     golden::compare(
         o, "y", out, nc.y, tol,
         [&](std::size_t i) { return !nc.valid_only || x.valid(int(i / D / T), int(i / D % T)); },
-        [&](std::size_t i) {
-          return "[" + std::to_string(i / D / T) + "," + std::to_string(i / D % T) + "," +
-                 std::to_string(i % D) + "]";
-        });
+        [&](std::size_t i) { return golden::position(i, T, D); });
     if (row->mode() == Mode::train) {
       const auto all = [](std::size_t) { return true; };
-      const auto at = [](std::size_t i) { return "[" + std::to_string(i) + "]"; };
-      golden::compare(o, "new_running_mean", nc.state.running_mean, nc.new_mean, tol, all, at);
-      golden::compare(o, "new_running_var", nc.state.running_var, nc.new_var, tol, all, at);
+      golden::compare(o, "new_running_mean", nc.state.running_mean, nc.new_mean, tol, all,
+                      golden::feature);
+      golden::compare(o, "new_running_var", nc.state.running_var, nc.new_var, tol, all,
+                      golden::feature);
     }
     o.passed = o.error.empty();
   } catch (const InvalidInput& e) {
