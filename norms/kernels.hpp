@@ -247,7 +247,7 @@ constexpr int kRowSegments = 24;
 
 // Runs body(r0, r1, acc) on every segment, acc = m zeroed doubles of its own, and writes the
 // segments' acc, added in segment order, to total[0, m). body must add its rows in order into
-// acc. OpenMP over segments; each thread fences its non-temporal stores like for_each_row.
+// acc. OpenMP over segments.
 template <class F>
 inline void reduce_row_segments(std::size_t n, std::size_t width, std::size_t m, double* total,
                                 F&& body) {
@@ -258,7 +258,6 @@ inline void reduce_row_segments(std::size_t n, std::size_t width, std::size_t m,
 #pragma omp for schedule(static)
     for (long long s = 0; s < (long long)S; ++s)
       body(n * std::size_t(s) / S, n * std::size_t(s + 1) / S, part.data() + std::size_t(s) * m);
-    _mm_sfence();
   }
   std::fill(total, total + m, 0.0);
   for (std::size_t s = 0; s < S; ++s)

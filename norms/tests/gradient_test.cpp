@@ -586,6 +586,58 @@ TEST(GradientValidation, RawKernelsRejectBadArgumentsNamingThem) {
   expect_rejects([&] { batch_norm_backward_kernel(dx.data(), dg.data(), db.data(), dy.data(), x.data(), nullptr, 1, 2, 4, bad, mean.data(), var.data(), 1e-5, false); }, "lengths[0] = 3");
 }
 
+// The raw kernels may write dx over dy or over x (kernels_api.hpp): the same bits as into a
+// buffer of its own, on the serial and the OpenMP path, with and without γ.
+TEST(GradientKernels, InPlaceGivesTheSameBits) {
+  using Kernel = std::function<void(float* dx, const float* dy, const float* x, const float* g,
+                                    float* dg, float* db, std::size_t rows, int D)>;
+  const std::vector<std::pair<const char*, Kernel>> kernels = {
+      {"layer_norm", [](float* dx, const float* dy, const float* x, const float* g, float* dg,
+                        float* db, std::size_t rows, int D) {
+         layer_norm_backward_kernel(dx, dg, db, dy, x, g, rows, D, 1e-5f);
+       }},
+      {"rms_norm", [](float* dx, const float* dy, const float* x, const float* g, float* dg,
+                      float* db, std::size_t rows, int D) {
+         rms_norm_backward_kernel(dx, dg, db, dy, x, g, rows, D, 1e-5f);
+       }},
+      {"group_norm", [](float* dx, const float* dy, const float* x, const float* g, float* dg,
+                        float* db, std::size_t rows, int D) {
+         group_norm_backward_kernel(dx, dg, db, dy, x, g, rows, D, D % 3 == 0 ? 3 : 1, 1e-5f);
+       }},
+      {"batch_norm", [](float* dx, const float* dy, const float* x, const float* g, float* dg,
+                        float* db, std::size_t rows, int D) {
+         std::vector<double> mean(D), var(D);
+         batch_norm_statistics_kernel(mean.data(), var.data(), x, 1, int(rows), D, nullptr);
+         batch_norm_backward_kernel(dx, dg, db, dy, x, g, 1, int(rows), D, nullptr, mean.data(),
+                                    var.data(), 1e-5, true);
+       }},
+  };
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(-2.0f, 2.0f);
+  for (const auto& [name, kernel] : kernels)
+    for (int D : {7, 33, 96})
+      for (std::size_t rows : {std::size_t(3), kernels::kParallelMinValues / std::size_t(D) + 5})
+        for (bool affine : {false, true}) {
+          SCOPED_TRACE(std::string(name) + " D " + std::to_string(D) + " rows " + std::to_string(rows));
+          std::vector<float> x(rows * D), dy(rows * D), g(D);
+          for (auto& v : x) v = u(rng);
+          for (auto& v : dy) v = u(rng);
+          for (auto& v : g) v = u(rng);
+          const float* gp = affine ? g.data() : nullptr;
+          std::vector<float> want(rows * D), dg(D), db(D);
+          kernel(want.data(), dy.data(), x.data(), gp, dg.data(), db.data(), rows, D);
+          for (bool over_dy : {true, false}) {
+            std::vector<float> dy2 = dy, x2 = x, dg2(D), db2(D);
+            float* dx = over_dy ? dy2.data() : x2.data();
+            kernel(dx, dy2.data(), x2.data(), gp, dg2.data(), db2.data(), rows, D);
+            const char* where = over_dy ? "dx over dy" : "dx over x";
+            EXPECT_EQ(0, std::memcmp(dx, want.data(), want.size() * sizeof(float))) << where;
+            EXPECT_EQ(0, std::memcmp(dg2.data(), dg.data(), D * sizeof(float))) << where;
+            EXPECT_EQ(0, std::memcmp(db2.data(), db.data(), D * sizeof(float))) << where;
+          }
+        }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The geometry of normalization, on both implementations. Each identity holds for the exact
 // gradient; a computed one may miss it by the error the tolerance rule allows each value, so
