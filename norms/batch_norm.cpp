@@ -72,8 +72,9 @@ namespace {
 
 // The statistics a call normalizes with, [D] each: train: mean and biased variance over the n
 // selected tokens, two passes in double; eval: the running statistics.
-void reference_statistics(const Batch& in, Mode mode, const State* state, TokenSet tokens,
-                          long long n, std::vector<double>& mean, std::vector<double>& var) {
+void batch_norm_reference_statistics(const Batch& in, Mode mode, const State* state,
+                                     TokenSet tokens, long long n, std::vector<double>& mean,
+                                     std::vector<double>& var) {
   const int D = in.D;
   if (mode != Mode::train) {
     mean = state->running_mean;
@@ -101,7 +102,7 @@ void batch_norm_reference(const Batch& in, const Params& p, Mode mode, State* st
   const long long n = check_inputs(in, p, mode, state, tokens);
   const int D = in.D;
   std::vector<double> mean, var;
-  reference_statistics(in, mode, state, tokens, n, mean, var);
+  batch_norm_reference_statistics(in, mode, state, tokens, n, mean, var);
   out.assign(in.x.size(), 0.0);
   for (int b = 0; b < in.B; ++b)
     for (int t = 0; t < in.T; ++t) {
@@ -132,7 +133,7 @@ void batch_norm_backward_reference(const Batch& in, const Params& p, Mode mode, 
   validate_dy(in, dy);
   const int D = in.D;
   std::vector<double> mean, var;
-  reference_statistics(in, mode, state, tokens, n, mean, var);
+  batch_norm_reference_statistics(in, mode, state, tokens, n, mean, var);
   std::vector<double> rstd(D), sum_dy(D, 0.0), sum_dy_xhat(D, 0.0);  // [D] each
   for (int d = 0; d < D; ++d) rstd[d] = 1.0 / std::sqrt(var[d] + p.eps);
   for (int b = 0; b < in.B; ++b)
@@ -487,7 +488,7 @@ namespace {
 // Adds Σ dy·(x − μ) to acc_c and Σ dy to acc_b [D] over the selected rows of [r0, r1), in row
 // order. Lane-wise over features, so the AVX2 and baseline clones give the same bits.
 __attribute__((target_clones("avx2", "default")))
-void backward_sums_rows(const float* dy, const float* x, std::size_t r0, std::size_t r1, int T,
+void batch_norm_backward_sums_rows(const float* dy, const float* x, std::size_t r0, std::size_t r1, int T,
                         int D, const int* lengths, const double* mean, double* acc_c,
                         double* acc_b) {
   for (std::size_t r = r0; r < r1; ++r) {
@@ -504,7 +505,7 @@ void backward_sums_rows(const float* dy, const float* x, std::size_t r0, std::si
 
 // dx of the rows [r0, r1); 0 at rows that are not selected.
 __attribute__((target_clones("avx2", "default")))
-void backward_apply_rows(float* dx, const float* dy, const float* x, std::size_t r0,
+void batch_norm_backward_apply_rows(float* dx, const float* dy, const float* x, std::size_t r0,
                          std::size_t r1, int T, int D, const int* lengths, const float* mu,
                          const float* a, const float* c1, const float* c2, bool train) {
   for (std::size_t r = r0; r < r1; ++r) {
@@ -541,7 +542,7 @@ void batch_norm_backward_kernel(float* dx, float* dgamma, float* dbeta, const fl
   std::vector<double> sums(2 * std::size_t(D));  // [2, D]: Σ dy·(x − μ), Σ dy
   kernels::reduce_row_segments(rows, D, sums.size(), sums.data(),
                                [&](std::size_t r0, std::size_t r1, double* acc) {
-                                 backward_sums_rows(dy, x, r0, r1, T, D, lengths, mean, acc,
+                                 batch_norm_backward_sums_rows(dy, x, r0, r1, T, D, lengths, mean, acc,
                                                     acc + D);
                                });
   std::vector<float> mu(D), a(D), c1(D, 0.0f), c2(D, 0.0f);  // [D] each
@@ -558,7 +559,7 @@ void batch_norm_backward_kernel(float* dx, float* dgamma, float* dbeta, const fl
     if (dbeta) dbeta[d] = float(db);
   }
   kernels::for_each_row_range(rows, std::size_t(D), [&](std::size_t r0, std::size_t r1) {
-    backward_apply_rows(dx, dy, x, r0, r1, T, D, lengths, mu.data(), a.data(), c1.data(),
+    batch_norm_backward_apply_rows(dx, dy, x, r0, r1, T, D, lengths, mu.data(), a.data(), c1.data(),
                         c2.data(), train);
   });
 }
@@ -617,41 +618,51 @@ Conditioning batch_norm_conditioning(const Batch& in, const Params& p, Mode mode
   return c;
 }
 
+ForwardFn batch_norm_forward(Impl impl, TokenSet tokens) {
+  return [impl, tokens](const Batch& in, const Params& p, Mode m, State* s, Output& o) {
+    (impl == Impl::reference ? batch_norm_reference : batch_norm_optimized)(in, p, m, s, o, tokens);
+  };
+}
+
+BackwardFn batch_norm_backward(Impl impl, TokenSet tokens) {
+  return [impl, tokens](const Batch& in, const Params& p, Mode m, const State* s,
+                        const std::vector<float>& dy, Grads& g) {
+    (impl == Impl::reference ? batch_norm_backward_reference
+                             : batch_norm_backward_optimized)(in, p, m, s, dy, g, tokens);
+  };
+}
+
+ConditioningFn batch_norm_conditioning(TokenSet tokens) {
+  return [tokens](const Batch& in, const Params& p, Mode m, const State* s) {
+    return batch_norm_conditioning(in, p, m, s, tokens);
+  };
+}
+
+RowProfile frozen_affine_eval_row() {
+  return {Mode::eval, scale_and_shift_invariances(),
+          "a fixed per-feature affine map: nothing is re-normalized"};
+}
+
+LayerEntry batch_norm_family(std::string name, std::string formula, std::string statistics_over,
+                             TokenSet tokens, std::set<std::string> train, std::string why) {
+  return {.name = std::move(name), .formula = std::move(formula),
+          .statistics_over = std::move(statistics_over), .params = {.momentum = true},
+          .rows = {{Mode::train, std::move(train), std::move(why)}, frozen_affine_eval_row()},
+          .reference = batch_norm_forward(Impl::reference, tokens),
+          .optimized = batch_norm_forward(Impl::optimized, tokens),
+          .conditioning = batch_norm_conditioning(tokens),
+          .backward_reference = batch_norm_backward(Impl::reference, tokens),
+          .backward_optimized = batch_norm_backward(Impl::optimized, tokens)};
+}
+
 LayerEntry batch_norm_entry() {
-  LayerEntry e;
-  e.name = "batch_norm";
-  e.formula = "γ·(x−μ_d)/√(σ_d²+ε) + β; train: batch μ, σ² (biased); eval: running stats";
-  e.statistics_over = "all B·T tokens, padding included (the naive use)";
-  e.params = {.affine = true, .momentum = true};
-  e.rows = {
-      {Mode::train,
-       {"batch_independence", "padding_invariance", "token_independence", "causality",
-        "train_inference_equivalence", "streaming_equivalence", "token_scale_invariance",
-        "token_shift_invariance", "nan_containment"},
-       "batch statistics: every output depends on every position of the batch, padding included"},
-      {Mode::eval,
-       {"token_scale_invariance", "global_scale_invariance", "token_shift_invariance",
-        "feature_shift_invariance", "feature_scale_invariance"},
-       "a fixed per-feature affine map: nothing is re-normalized"},
-  };
-  e.reference = [](const Batch& in, const Params& p, Mode m, State* s, Output& o) {
-    batch_norm_reference(in, p, m, s, o, TokenSet::all_positions);
-  };
-  e.optimized = [](const Batch& in, const Params& p, Mode m, State* s, Output& o) {
-    batch_norm_optimized(in, p, m, s, o, TokenSet::all_positions);
-  };
-  e.backward_reference = [](const Batch& in, const Params& p, Mode m, const State* s,
-                            const std::vector<float>& dy, Grads& g) {
-    batch_norm_backward_reference(in, p, m, s, dy, g, TokenSet::all_positions);
-  };
-  e.backward_optimized = [](const Batch& in, const Params& p, Mode m, const State* s,
-                            const std::vector<float>& dy, Grads& g) {
-    batch_norm_backward_optimized(in, p, m, s, dy, g, TokenSet::all_positions);
-  };
-  e.conditioning = [](const Batch& in, const Params& p, Mode m, const State* s) {
-    return batch_norm_conditioning(in, p, m, s, TokenSet::all_positions);
-  };
-  return e;
+  return batch_norm_family(
+      "batch_norm", "γ·(x−μ_d)/√(σ_d²+ε) + β; train: batch μ, σ² (biased); eval: running stats",
+      "all B·T tokens, padding included (the naive use)", TokenSet::all_positions,
+      {"batch_independence", "padding_invariance", "token_independence", "causality",
+       "train_inference_equivalence", "streaming_equivalence", "token_scale_invariance",
+       "token_shift_invariance", "nan_containment"},
+      "batch statistics: every output depends on every position of the batch, padding included");
 }
 
 }  // namespace normcheck

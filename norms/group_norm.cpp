@@ -13,22 +13,23 @@
 namespace normcheck {
 namespace {
 
-void check_inputs(const Batch& in, const Params& p) {
+void check_group_norm_inputs(const Batch& in, const Params& p) {
   validate_affine_norm(in, p);
-  if (p.groups <= 0 || in.D % p.groups != 0)
-    throw InvalidInput("group_norm: groups = " + std::to_string(p.groups) +
-                       " must be positive and divide D = " + std::to_string(in.D));
+  const double G = p.get("groups");
+  if (!(G >= 1) || G != std::floor(G) || in.D % int(G) != 0)
+    throw InvalidInput("group_norm: groups = " + format_value(G) +
+                       " must be a positive whole number that divides D = " + std::to_string(in.D));
 }
 
 // ---------------------------------------------------------------------------------------------
 // reference: double, two passes per group
 
 void group_norm_reference(const Batch& in, const Params& p, Mode, State*, Output& out) {
-  check_inputs(in, p);
-  const int D = in.D, gs = D / p.groups;
+  check_group_norm_inputs(in, p);
+  const int D = in.D, G = int(p.get("groups")), gs = D / G;
   out.assign(in.x.size(), 0.0);
   for (std::size_t r = 0; r < in.rows(); ++r)
-    for (int g = 0; g < p.groups; ++g) {
+    for (int g = 0; g < G; ++g) {
       const float* x = &in.x[r * D + g * gs];  // [gs]
       double mean = 0, var = 0;
       for (int i = 0; i < gs; ++i) mean += x[i];
@@ -76,9 +77,9 @@ void group_norm_kernel(float* out, const float* x, const float* gamma, const flo
 }
 
 void group_norm_optimized(const Batch& in, const Params& p, Mode, State*, Output& out) {
-  check_inputs(in, p);
+  check_group_norm_inputs(in, p);
   run_affine_kernel(in, p, out, [&](float* y, const float* x, const float* g, const float* b) {
-    group_norm_kernel(y, x, g, b, in.rows(), in.D, p.groups, float(p.eps));
+    group_norm_kernel(y, x, g, b, in.rows(), in.D, int(p.get("groups")), float(p.eps));
   });
 }
 
@@ -87,15 +88,15 @@ void group_norm_optimized(const Batch& in, const Params& p, Mode, State*, Output
 
 void group_norm_backward_reference(const Batch& in, const Params& p, Mode, const State*,
                                    const std::vector<float>& dy, Grads& out) {
-  check_inputs(in, p);
+  check_group_norm_inputs(in, p);
   validate_dy(in, dy);
-  const int D = in.D, gs = D / p.groups;
+  const int D = in.D, G = int(p.get("groups")), gs = D / G;
   Grads gr;
   gr.dx.assign(in.x.size(), 0.0);
   gr.dgamma.assign(p.gamma.size(), 0.0);
   gr.dbeta.assign(p.beta.size(), 0.0);
   for (std::size_t r = 0; r < in.rows(); ++r)
-    for (int g = 0; g < p.groups; ++g) {
+    for (int g = 0; g < G; ++g) {
       const int d0 = g * gs;
       const float* x = &in.x[r * D + d0];    // [gs]
       const float* dyg = &dy[r * D + d0];    // [gs]
@@ -170,33 +171,27 @@ namespace {
 
 void group_norm_backward_optimized(const Batch& in, const Params& p, Mode, const State*,
                                    const std::vector<float>& dy, Grads& out) {
-  check_inputs(in, p);
+  check_group_norm_inputs(in, p);
   validate_dy(in, dy);
   run_affine_backward(p, in.x.size(), out, [&](float* dx, float* dg, float* db, const float* g) {
-    group_norm_backward_kernel(dx, dg, db, dy.data(), in.x.data(), g, in.rows(), in.D, p.groups,
-                               float(p.eps));
+    group_norm_backward_kernel(dx, dg, db, dy.data(), in.x.data(), g, in.rows(), in.D,
+                               int(p.get("groups")), float(p.eps));
   });
 }
 
 }  // namespace
 
 LayerEntry group_norm_entry() {
-  LayerEntry e;
-  e.name = "group_norm";
-  e.formula = "LN within each of G contiguous feature groups: γ·(x−μ_g)/√(σ_g²+ε) + β";
-  e.statistics_over = "one token, G contiguous feature groups";
-  e.params = {.affine = true, .groups = true};
-  e.rows = {{Mode::none,
-             {"feature_shift_invariance", "feature_scale_invariance"},
-             "per-token group statistics: a per-feature shift or scale moves each group's μ, σ"}};
-  e.reference = group_norm_reference;
-  e.optimized = group_norm_optimized;
-  e.backward_reference = group_norm_backward_reference;
-  e.backward_optimized = group_norm_backward_optimized;
-  e.conditioning = [](const Batch& in, const Params& p, Mode, const State*) {
-    return token_group_conditioning(in, p.eps, p.groups, true);
-  };
-  return e;
+  return {.name = "group_norm",
+          .formula = "LN within each of G contiguous feature groups: γ·(x−μ_g)/√(σ_g²+ε) + β",
+          .statistics_over = "one token, G contiguous feature groups",
+          .params = {.named = {groups_param("groups", "G contiguous feature groups (G divides D)")}},
+          .rows = {{Mode::none, {"feature_shift_invariance", "feature_scale_invariance"},
+                    "per-token group statistics: a per-feature shift or scale moves each group's μ, σ"}},
+          .reference = group_norm_reference, .optimized = group_norm_optimized,
+          .conditioning = token_conditioning(true, "groups"),
+          .backward_reference = group_norm_backward_reference,
+          .backward_optimized = group_norm_backward_optimized};
 }
 
 }  // namespace normcheck

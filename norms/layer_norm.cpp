@@ -227,23 +227,17 @@ void layer_norm_backward_optimized(const Batch& in, const Params& p, Mode, const
 }  // namespace
 
 LayerEntry layer_norm_entry() {
-  LayerEntry e;
-  e.name = "layer_norm";
-  e.formula = "γ·(x−μ)/√(σ²+ε) + β";
-  e.statistics_over = "one token, all D features";
-  e.params = {.affine = true};
-  e.rows = {{Mode::none,
-             {"feature_shift_invariance", "feature_scale_invariance"},
-             "per-token statistics: a per-feature shift or scale changes each token's μ and σ "
-             "differently"}};
-  e.reference = layer_norm_reference;
-  e.optimized = layer_norm_optimized;
-  e.backward_reference = layer_norm_backward_reference;
-  e.backward_optimized = layer_norm_backward_optimized;
-  e.conditioning = [](const Batch& in, const Params& p, Mode, const State*) {
-    return token_group_conditioning(in, p.eps, 1, true);
-  };
-  return e;
+  return {.name = "layer_norm",
+          .formula = "γ·(x−μ)/√(σ²+ε) + β",
+          .statistics_over = "one token, all D features",
+          .rows = {{Mode::none, {"feature_shift_invariance", "feature_scale_invariance"},
+                    "per-token statistics: a per-feature shift or scale changes each token's μ "
+                    "and σ differently"}},
+          .reference = layer_norm_reference,
+          .optimized = layer_norm_optimized,
+          .conditioning = token_conditioning(true),
+          .backward_reference = layer_norm_backward_reference,
+          .backward_optimized = layer_norm_backward_optimized};
 }
 
 }  // namespace normcheck

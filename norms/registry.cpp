@@ -67,6 +67,18 @@ const LayerEntry& register_layer(LayerEntry entry) {
   return registry().back();
 }
 
+LayerEntry implementation_of(const LayerEntry& base, std::string name, std::string formula,
+                             ForwardFn optimized, std::string origin) {
+  LayerEntry e = base;
+  e.name = std::move(name);
+  e.formula = std::move(formula);
+  e.optimized = std::move(optimized);
+  e.backward_reference = e.backward_optimized = {};
+  e.origin = std::move(origin);
+  e.computes = base.op();
+  return e;
+}
+
 const LayerEntry& layer(const std::string& name) {
   for (const auto& l : layers())
     if (l.name == name) return l;
@@ -96,36 +108,28 @@ std::string LayerRow::id() const {
   return layer->name + "_" + to_string(mode());
 }
 
-std::string golden_op(const LayerRow& row) { return row.id(); }
-
-double GradTolerance::bound(double reference) const { return atol + rtol * std::abs(reference); }
-
-bool GradTolerance::agree(double a, double b) const {
-  if (std::isnan(a) || std::isnan(b)) return std::isnan(a) && std::isnan(b);
-  return std::abs(a - b) <= bound(b);
-}
-
-double gradient_scale(const Grads& reference, const Conditioning& c, const Params& p,
-                      const std::vector<float>& dy, int D) {
-  double m = 0;
-  for (const auto* v : {&reference.dx, &reference.dgamma, &reference.dbeta})
-    for (double e : *v) m = std::max(m, std::abs(e));
-  for (std::size_t i = 0; i < c.inv_std.size() && i < dy.size(); ++i) {
-    const double g = p.gamma.size() == std::size_t(D) ? std::abs(double(p.gamma[i % D])) : 1.0;
-    m = std::max(m, c.inv_std[i] * g * std::abs(double(dy[i])));
-  }
-  return m;
-}
-
-GradTolerance gradient_tolerance(double cond, double max_abs_grad, Impl impl) {
-  const double atol = 2e-6 * (1 + cond) * max_abs_grad;
-  if (impl == Impl::reference) return {.atol = 1e-4 * atol, .rtol = 1e-9};
-  return {.atol = atol, .rtol = 1e-4};
+std::string golden_op(const LayerRow& row) {
+  const std::string& op = row.layer->op();
+  return row.mode() == Mode::none ? op : op + "_" + to_string(row.mode());
 }
 
 }  // namespace normcheck
 
 namespace normcheck {
+
+ConditioningFn token_conditioning(bool centered, std::string groups_param) {
+  return [centered, groups_param](const Batch& in, const Params& p, Mode, const State*) {
+    return token_group_conditioning(in, p.eps, groups_param.empty() ? 1 : int(p.get(groups_param)),
+                                    centered);
+  };
+}
+
+const std::set<std::string>& scale_and_shift_invariances() {
+  static const std::set<std::string> all = {"token_scale_invariance", "global_scale_invariance",
+                                            "token_shift_invariance", "feature_shift_invariance",
+                                            "feature_scale_invariance"};
+  return all;
+}
 
 Conditioning token_group_conditioning(const Batch& in, double eps, int groups, bool centered) {
   validate_batch(in);

@@ -201,22 +201,15 @@ void rms_norm_backward_optimized(const Batch& in, const Params& p, Mode, const S
 }  // namespace
 
 LayerEntry rms_norm_entry() {
-  LayerEntry e;
-  e.name = "rms_norm";
-  e.formula = "γ·x/√(mean(x²)+ε)";
-  e.statistics_over = "one token";
-  e.params = {.affine = true, .bias = false};
-  e.rows = {{Mode::none,
-             {"token_shift_invariance", "feature_shift_invariance", "feature_scale_invariance"},
-             "no re-centring: a shift changes the root mean square; per-token statistics"}};
-  e.reference = rms_norm_reference;
-  e.optimized = rms_norm_optimized;
-  e.backward_reference = rms_norm_backward_reference;
-  e.backward_optimized = rms_norm_backward_optimized;
-  e.conditioning = [](const Batch& in, const Params& p, Mode, const State*) {
-    return token_group_conditioning(in, p.eps, 1, false);
-  };
-  return e;
+  return {.name = "rms_norm", .formula = "γ·x/√(mean(x²)+ε)", .statistics_over = "one token",
+          .params = {.bias = false},
+          .rows = {{Mode::none,
+                    {"token_shift_invariance", "feature_shift_invariance", "feature_scale_invariance"},
+                    "no re-centring: a shift changes the root mean square; per-token statistics"}},
+          .reference = rms_norm_reference, .optimized = rms_norm_optimized,
+          .conditioning = token_conditioning(false),
+          .backward_reference = rms_norm_backward_reference,
+          .backward_optimized = rms_norm_backward_optimized};
 }
 
 }  // namespace normcheck

@@ -9,12 +9,8 @@
 namespace normcheck {
 
 const char* to_string(Mode m) {
-  switch (m) {
-    case Mode::none: return "none";
-    case Mode::train: return "train";
-    case Mode::eval: return "eval";
-  }
-  return "?";
+  static constexpr const char* names[] = {"none", "train", "eval"};
+  return names[int(m)];
 }
 
 const char* to_string(Impl i) { return i == Impl::reference ? "reference" : "optimized"; }
@@ -30,6 +26,12 @@ Impl impl_from_string(const std::string& s) {
   if (s == "reference") return Impl::reference;
   if (s == "optimized") return Impl::optimized;
   throw std::invalid_argument("implementation must be reference or optimized, got '" + s + "'");
+}
+
+double Params::get(const std::string& name) const {
+  const auto it = named.find(name);
+  if (it == named.end()) throw InvalidInput("parameter '" + name + "' is not set");
+  return it->second;
 }
 
 int Batch::valid_tokens() const {
@@ -116,6 +118,12 @@ void validate_eps(double eps) {
     throw InvalidInput("eps must be positive, finite and a normal float32 value (in [" +
                        format_value(FLT_MIN) + ", " + format_value(FLT_MAX) + "]), got eps = " +
                        format_value(eps));
+}
+
+void validate_finite(const Params& p, const std::string& layer, const std::string& name) {
+  const double v = p.get(name);
+  if (!std::isfinite(v))
+    throw InvalidInput(layer + ": " + name + " must be finite, got " + name + " = " + format_value(v));
 }
 
 void validate_momentum(double m) {

@@ -9,11 +9,11 @@ namespace {
 
 using nlohmann::json;
 
-std::string field_error(const std::string& field, const std::string& what) {
+std::string grad_field_error(const std::string& field, const std::string& what) {
   return "field '" + field + "': " + what;
 }
 
-std::string string_field(const json& c, const char* name) {
+std::string grad_string_field(const json& c, const char* name) {
   return c.is_object() && c.contains(name) && c[name].is_string() ? c[name].get<std::string>()
                                                                   : std::string();
 }
@@ -31,14 +31,15 @@ struct GradCase {
 
 // An expected per-feature gradient: null (the layer has none) or [D] numbers; it must be given
 // exactly when the case has the parameter.
-std::optional<std::vector<double>> feature_grad(const json& c, const std::string& field,
-                                                bool has_param, const char* param, int D) {
-  if (!c.contains(field)) throw InvalidInput(field_error(field, "missing (null when the case has no " + std::string(param) + ")"));
+std::optional<std::vector<double>> grad_feature_field(const json& c, const std::string& field,
+                                                      bool has_param, const char* param, int D) {
+  if (!c.contains(field))
+    throw InvalidInput(grad_field_error(field, std::string("missing (null when the case has no ") + param + ")"));
   if (c[field].is_null()) {
-    if (has_param) throw InvalidInput(field_error(field, std::string("null, but the case has ") + param));
+    if (has_param) throw InvalidInput(grad_field_error(field, std::string("null, but the case has ") + param));
     return std::nullopt;
   }
-  if (!has_param) throw InvalidInput(field_error(field, std::string("given, but the case has no ") + param));
+  if (!has_param) throw InvalidInput(grad_field_error(field, std::string("given, but the case has no ") + param));
   return golden::numbers(c, field, D);
 }
 
@@ -50,8 +51,8 @@ GradCase read_grad_case(const json& c, const LayerRow& row) {
   g.p = golden::params(c, *row.layer, D);
   g.dy = golden::float32s(c, "dy", n);
   g.dx = golden::numbers(c, "dx", n);
-  g.dgamma = feature_grad(c, "dgamma", !g.p.gamma.empty(), "gamma", D);
-  g.dbeta = feature_grad(c, "dbeta", !g.p.beta.empty(), "beta", D);
+  g.dgamma = grad_feature_field(c, "dgamma", !g.p.gamma.empty(), "gamma", D);
+  g.dbeta = grad_feature_field(c, "dbeta", !g.p.beta.empty(), "beta", D);
   if (row.layer->stateful()) {
     // eval normalizes with the running statistics; train reads none (the forward would update
     // them), so the file need not carry them
@@ -77,7 +78,7 @@ const LayerRow* backward_row_for_op(const std::string& op) {
 }  // namespace
 
 bool is_grad_golden(const json& file) {
-  return file.is_object() && string_field(file, "format") == kGradGoldenFormat;
+  return file.is_object() && grad_string_field(file, "format") == kGradGoldenFormat;
 }
 
 json load_grad_golden(const std::string& path) {
@@ -94,12 +95,12 @@ std::string default_grad_golden_path() {
 }
 
 GoldenOutcome check_grad_golden_case(const json& c, Impl impl) {
-  const std::string op = string_field(c, "op");
+  const std::string op = grad_string_field(c, "op");
   if (const LayerRow* row = backward_row_for_op(op)) return check_grad_golden_case(c, impl, *row);
   GoldenOutcome o;
   o.impl = impl;
   o.op = op;
-  o.id = string_field(c, "id");
+  o.id = grad_string_field(c, "id");
   if (!c.is_object()) {
     o.malformed = true;
     o.error = std::string("a case must be a JSON object, got ") + c.type_name();
@@ -114,46 +115,24 @@ GoldenOutcome check_grad_golden_case(const json& c, Impl impl) {
 }
 
 GoldenOutcome check_grad_golden_case(const json& c, Impl impl, const LayerRow& row) {
-  GoldenOutcome o;
-  o.impl = impl;
-  try {
-    if (!c.is_object()) throw InvalidInput("a case must be a JSON object");
-    if (!c.contains("id")) throw InvalidInput(field_error("id", "missing"));
-    if (!c["id"].is_string()) throw InvalidInput(field_error("id", "must be a string"));
-    o.id = c["id"].get<std::string>();
-    if (!c.contains("op") || !c["op"].is_string())
-      throw InvalidInput(field_error("op", "missing or not a string"));
-    o.op = c["op"].get<std::string>();
+  return golden::run_case(c, impl, [&](GoldenOutcome& o) {
     if (!row.layer->has_backward())
       throw InvalidInput(row.layer->name + " has no backward pass in this build");
     const GradCase g = read_grad_case(c, row);
     const auto tol = golden::tolerance(c, impl);
     Grads out;
-    try {
-      row.layer->backward(impl)(g.x, g.p, row.mode(), &g.state, g.dy, out);
-    } catch (const InvalidInput& e) {
-      throw InvalidInput(o.op + " rejects the input: " + e.what());
-    }
+    golden::run_kernel(o.op, [&] { row.layer->backward(impl)(g.x, g.p, row.mode(), &g.state, g.dy, out); });
     const Batch& x = g.x;
     const int T = x.T, D = x.D;
     golden::compare(
         o, "dx", out.dx, g.dx, tol,
         [&](std::size_t i) { return !g.valid_only || x.valid(int(i / D / T), int(i / D % T)); },
-        [&](std::size_t i) { return golden::position(i, T, D); });
+        [&](std::size_t i) { return golden::position(i, {x.B, T, D}); });
     const auto all = [](std::size_t) { return true; };
-    if (g.dgamma) golden::compare(o, "dgamma", out.dgamma, *g.dgamma, tol, all, golden::feature);
-    if (g.dbeta) golden::compare(o, "dbeta", out.dbeta, *g.dbeta, tol, all, golden::feature);
-    o.passed = o.error.empty();
-  } catch (const InvalidInput& e) {
-    o.passed = false;
-    o.malformed = true;
-    o.error = e.what();
-  } catch (const json::exception& e) {
-    o.passed = false;
-    o.malformed = true;
-    o.error = std::string("malformed case: ") + e.what();
-  }
-  return o;
+    const auto at = [D](std::size_t i) { return golden::position(i, {D}); };
+    if (g.dgamma) golden::compare(o, "dgamma", out.dgamma, *g.dgamma, tol, all, at);
+    if (g.dbeta) golden::compare(o, "dbeta", out.dbeta, *g.dbeta, tol, all, at);
+  });
 }
 
 }  // namespace normcheck

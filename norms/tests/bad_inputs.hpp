@@ -53,9 +53,7 @@ struct BadCase {
 inline bool always(const LayerRow&) { return true; }
 inline bool stateful(const LayerRow& r) { return r.layer->stateful(); }
 inline bool train_row(const LayerRow& r) { return r.mode() == Mode::train; }
-inline bool per_feature_gamma(const LayerRow& r) {
-  return r.layer->params.affine && !r.layer->params.scalar_gain;
-}
+inline bool per_feature_gamma(const LayerRow& r) { return r.layer->params.affine; }
 inline bool per_feature_beta(const LayerRow& r) { return per_feature_gamma(r) && r.layer->params.bias; }
 inline bool has_momentum(const LayerRow& r) { return r.layer->params.momentum; }
 
@@ -92,8 +90,9 @@ inline std::vector<BadCase> bad_cases() {
                {"x has 25 values", "24"}});
   c.push_back({"gamma_size", per_feature_gamma, [](Input& in) { in.p.gamma.push_back(1); },
                {"gamma has 5 values", "D = 4"}});
-  c.push_back({"gamma_scalar_size", [](const LayerRow& r) { return r.layer->params.scalar_gain; },
-               [](Input& in) { in.p.gamma = {1, 1}; }, {"gamma has 2 values"}});
+  // a layer without per-feature γ (scale_norm's gain is a named parameter) refuses one
+  c.push_back({"gamma_not_taken", [](const LayerRow& r) { return !r.layer->params.affine; },
+               [](Input& in) { in.p.gamma = {1, 1}; }, {"2 gamma"}});
   c.push_back({"beta_size", per_feature_beta, [](Input& in) { in.p.beta.pop_back(); },
                {"beta has 3 values", "D = 4"}});
   c.push_back({"eps_zero", uses_eps, [](Input& in) { set_eps(in, 0); }, {"eps = 0"}});

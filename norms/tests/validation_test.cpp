@@ -120,5 +120,40 @@ TEST(Validation, BoundaryValuesAreAccepted) {
     }
 }
 
+TEST(Validation, MismatchedShapesAreRejectedWithTheirNames) {
+  Batch x(2, 3, 4);
+  x.lengths = {3, 4};
+  Params p;
+  Output out;
+  try {
+    layer("layer_norm").optimized(x, p, Mode::none, nullptr, out);
+    FAIL();
+  } catch (const InvalidInput& e) {
+    EXPECT_NE(std::string(e.what()).find("lengths[1] = 4"), std::string::npos) << e.what();
+  }
+  x.lengths = {3, 3};
+  p.gamma.assign(5, 1.0f);
+  EXPECT_THROW(layer("rms_norm").reference(x, p, Mode::none, nullptr, out), InvalidInput);
+  p.gamma.clear();
+  p.eps = 0;
+  EXPECT_THROW(layer("layer_norm").reference(x, p, Mode::none, nullptr, out), InvalidInput);
+}
+
+TEST(Validation, GroupNormRejectsGroupsThatDoNotDivideD) {
+  Batch x(1, 2, 6);
+  Params p;
+  p.named["groups"] = 4;
+  Output out;
+  for (Impl impl : {Impl::reference, Impl::optimized}) {
+    try {
+      layer("group_norm").forward(impl)(x, p, Mode::none, nullptr, out);
+      FAIL() << "G = 4 does not divide D = 6";
+    } catch (const InvalidInput& e) {
+      EXPECT_NE(std::string(e.what()).find("groups = 4"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("D = 6"), std::string::npos) << e.what();
+    }
+  }
+}
+
 }  // namespace
 }  // namespace normcheck
