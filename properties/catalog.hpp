@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "properties/engine.hpp"
-#include "properties/golden.hpp"
+#include <normcheck/properties/engine.hpp>
+#include <normcheck/properties/golden.hpp>
 
 namespace normcheck {
 
