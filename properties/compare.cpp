@@ -1,7 +1,10 @@
 #include "properties/compare.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+
+#include "properties/counterexample.hpp"
 
 namespace normcheck {
 
@@ -16,6 +19,11 @@ double tolerance(double b, double cond) {
 double composite_tolerance(double b) { return 1e-4 + 1e-4 * (std::isfinite(b) ? std::abs(b) : 0.0); }
 
 bool same_bits(double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0; }
+
+double worse_deviation(double a, double b) {
+  if (std::isnan(a) || std::isnan(b)) return NAN;
+  return std::max(a, b);
+}
 
 json number_json(double v) {
   if (std::isnan(v)) return "NaN";
@@ -86,8 +94,8 @@ bool Diff::compare(double a, double b, double tol, int pair, int element,
     case Comparison::containment:
       if (std::isfinite(a) && !std::isfinite(b)) {
         finite_ = true;  // the mechanism is the spread of NaN itself
-        max_dev_ += 1;
-        note(max_dev_, a, b, 0, pair, element, where);
+        nonfinite_dev_ = worse_deviation(nonfinite_dev_, std::abs(a - b));
+        note(double(mismatches_ + 1), a, b, 0, pair, element, where);  // the latest is the worst
         return true;
       }
       return false;
@@ -95,6 +103,7 @@ bool Diff::compare(double a, double b, double tol, int pair, int element,
       if (same_bits(a, b)) return false;
       const bool finite = std::isfinite(a) && std::isfinite(b);
       if (finite) max_dev_ = std::max(max_dev_, std::abs(a - b));
+      else nonfinite_dev_ = worse_deviation(nonfinite_dev_, std::abs(a - b));
       (finite ? finite_ : nonfinite_) = true;
       note(finite ? std::abs(a - b) : INFINITY, a, b, 0, pair, element, where);
       return true;
@@ -104,6 +113,7 @@ bool Diff::compare(double a, double b, double tol, int pair, int element,
   if (a == b || (std::isnan(a) && std::isnan(b))) return false;
   if (!std::isfinite(a) || !std::isfinite(b)) {
     nonfinite_ = true;
+    nonfinite_dev_ = worse_deviation(nonfinite_dev_, std::abs(a - b));
     note(INFINITY, a, b, tol, pair, element, where);
     return true;
   }
@@ -134,6 +144,7 @@ void Diff::value(const std::string& where, double a, double b, double tol) {
 void Diff::fail(const std::string& where, double a, double b) {
   const bool finite = std::isfinite(a) && std::isfinite(b);
   if (finite) max_dev_ = std::max(max_dev_, std::abs(a - b));
+  else nonfinite_dev_ = worse_deviation(nonfinite_dev_, std::abs(a - b));
   (finite ? finite_ : nonfinite_) = true;
   note(INFINITY, a, b, 0, -1, -1, [&] { return where; });
 }
@@ -191,11 +202,9 @@ CaseOutcome outcome(const Diff& d, const std::string& related_input,
                 {"compared_count", d.compared_count()},
                 {"mismatches", d.mismatches()},
                 {"worst", d.worst_json()}};
-  json w = o.evidence["worst"];
-  w.erase("pair");
-  w.erase("position_b");
   o.summary = related_input + "; " + std::to_string(d.mismatches()) +
-              (d.mismatches() == 1 ? " value differs" : " values differ") + ", worst " + w.dump();
+              (d.mismatches() == 1 ? " value differs" : " values differ") + "; worst " +
+              worst_text(o.evidence);
   return o;
 }
 
