@@ -6,7 +6,7 @@
 //   name its programs normcheck::set_replay_programs({.cli = ..., .tests = ...}): the binaries
 //                     that hold the project's cells, which replay commands name
 //   get its command   return normcheck::cli_main(argc, argv);  (every `normcheck` subcommand)
-//   or run cells      norm_cells(layers), run_matrix(cells, options) → results and run metadata;
+//   or run cells      layer_cells(layers), run_matrix(cells, options) → results and run metadata;
 //                     write_report(dir, run) writes report.md, report.json and report.html
 //
 // One ctest test per cell: <normcheck/gtest.hpp>. Only <normcheck/...> headers are installed.
