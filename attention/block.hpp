@@ -18,8 +18,8 @@
 
 #include <vector>
 
-#include "attention/mha.hpp"
-#include "norms/registry.hpp"
+#include <normcheck/attention/mha.hpp>
+#include <normcheck/norms/registry.hpp>
 
 namespace normcheck {
 

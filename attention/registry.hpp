@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "attention/mha.hpp"
-#include "attention/sdpa.hpp"
+#include <normcheck/attention/mha.hpp>
+#include <normcheck/attention/sdpa.hpp>
 
 namespace normcheck {
 

@@ -27,7 +27,7 @@
 #include <cstddef>
 #include <vector>
 
-#include "norms/tensor.hpp"
+#include <normcheck/norms/tensor.hpp>
 
 namespace normcheck {
 

@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "norms/params.hpp"
-#include "norms/tensor.hpp"
+#include <normcheck/norms/params.hpp>
+#include <normcheck/norms/tensor.hpp>
 
 namespace normcheck {
 

@@ -141,6 +141,15 @@ std::vector<Cell> norm_cells(const std::vector<const LayerEntry*>& layer_list) {
   return cells_of(rows);
 }
 
+std::vector<Cell> layer_cells(const std::vector<const LayerEntry*>& layer_list) {
+  std::vector<Row> rows;
+  for (const LayerEntry* l : layer_list)
+    for (auto& r : norm_rows(*l)) rows.push_back(std::move(r));
+  for (const LayerEntry* l : layer_list)
+    for (auto& r : block_rows(*l)) rows.push_back(std::move(r));
+  return cells_of(rows);
+}
+
 // ---------------------------------------------------------------------------------------------
 // golden ops
 

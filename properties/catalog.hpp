@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "properties/engine.hpp"
-#include "properties/golden.hpp"
+#include <normcheck/properties/engine.hpp>
+#include <normcheck/properties/golden.hpp>
 
 namespace normcheck {
 
@@ -35,6 +35,9 @@ std::vector<Cell> cells_of(const std::vector<Row>& rows);
 std::vector<Cell> all_cells();
 // The norm cells of the given layers (an out-of-tree project's own kernels).
 std::vector<Cell> norm_cells(const std::vector<const LayerEntry*>& layers);
+// Every cell of the given layers: their norm rows, then their rows inside Pre-LN and Post-LN
+// blocks, as all_cells() holds them — what a project's test binary instantiates.
+std::vector<Cell> layer_cells(const std::vector<const LayerEntry*>& layers);
 
 using GoldenFn = std::function<GoldenOutcome(const nlohmann::json& c, Impl impl)>;
 // op name → checker: one per norm row's op, plus the attention ops.

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "properties/counterexample.hpp"
+
 namespace normcheck {
 
 using nlohmann::json;
@@ -41,6 +43,11 @@ double gradient_scale(const Grads& reference, const Conditioning& c, const Param
     m = std::max(m, c.inv_std[i] * g * std::abs(double(dy[i])));
   }
   return m;
+}
+
+double worse_deviation(double a, double b) {
+  if (std::isnan(a) || std::isnan(b)) return NAN;
+  return std::max(a, b);
 }
 
 json number_json(double v) {
@@ -112,8 +119,8 @@ bool Diff::compare(double a, double b, double tol, int pair, int element,
     case Comparison::containment:
       if (std::isfinite(a) && !std::isfinite(b)) {
         finite_ = true;  // the mechanism is the spread of NaN itself
-        max_dev_ += 1;
-        note(max_dev_, a, b, 0, pair, element, where);
+        nonfinite_dev_ = worse_deviation(nonfinite_dev_, std::abs(a - b));
+        note(double(mismatches_ + 1), a, b, 0, pair, element, where);  // the latest is the worst
         return true;
       }
       return false;
@@ -121,6 +128,7 @@ bool Diff::compare(double a, double b, double tol, int pair, int element,
       if (same_bits(a, b)) return false;
       const bool finite = std::isfinite(a) && std::isfinite(b);
       if (finite) max_dev_ = std::max(max_dev_, std::abs(a - b));
+      else nonfinite_dev_ = worse_deviation(nonfinite_dev_, std::abs(a - b));
       (finite ? finite_ : nonfinite_) = true;
       note(finite ? std::abs(a - b) : INFINITY, a, b, 0, pair, element, where);
       return true;
@@ -132,6 +140,7 @@ bool Diff::compare(double a, double b, double tol, int pair, int element,
   if (!std::isfinite(a) || !std::isfinite(b)) {
     // a finite value lost to overflow is what a range property looks for
     (how_ == Comparison::range && std::isfinite(a) != std::isfinite(b) ? finite_ : nonfinite_) = true;
+    nonfinite_dev_ = worse_deviation(nonfinite_dev_, std::abs(a - b));
     note(INFINITY, a, b, tol, pair, element, where);
     return true;
   }
@@ -165,6 +174,7 @@ void Diff::value(const std::string& where, double a, double b, double tol) {
 void Diff::fail(const std::string& where, double a, double b) {
   const bool finite = std::isfinite(a) && std::isfinite(b);
   if (finite) max_dev_ = std::max(max_dev_, std::abs(a - b));
+  else nonfinite_dev_ = worse_deviation(nonfinite_dev_, std::abs(a - b));
   (finite ? finite_ : nonfinite_) = true;
   note(INFINITY, a, b, 0, -1, -1, [&] { return where; });
 }
@@ -222,11 +232,9 @@ CaseOutcome outcome(const Diff& d, const std::string& related_input,
                 {"compared_count", d.compared_count()},
                 {"mismatches", d.mismatches()},
                 {"worst", d.worst_json()}};
-  json w = o.evidence["worst"];
-  w.erase("pair");
-  w.erase("position_b");
   o.summary = related_input + "; " + std::to_string(d.mismatches()) +
-              (d.mismatches() == 1 ? " value differs" : " values differ") + ", worst " + w.dump();
+              (d.mismatches() == 1 ? " value differs" : " values differ") + "; worst " +
+              worst_text(o.evidence);
   return o;
 }
 

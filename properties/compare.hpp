@@ -38,6 +38,9 @@ double tolerance(double b, double cond);
 // bound over the ten float32 stages a token passes, each passing an error on with gain ≲ 1.
 double composite_tolerance(double b);
 bool same_bits(double a, double b);
+// The worse of two deviations |a − b|: NaN (a value NaN on one side only) above inf (infinite on
+// one side only) above any number. A deviation is never summarised as smaller than it was.
+double worse_deviation(double a, double b);
 
 // The tolerance rule for gradients, float32 against double (the rule the golden gradients were
 // built with, golden/README.md): |a − b| ≤ atol + rtol·|b| with atol = 2e-6·(1 + cond)·scale,
@@ -125,7 +128,9 @@ class Diff {
   bool finite_violation() const { return finite_; }
   bool nonfinite_mismatch() const { return nonfinite_; }
   bool any() const { return finite_ || nonfinite_; }
-  double max_dev() const { return max_dev_; }
+  // The largest deviation of any compared value: NaN or inf when a value was NaN or infinite on
+  // one side only (worse_deviation), else the largest finite |a − b|.
+  double max_dev() const { return worse_deviation(max_dev_, nonfinite_dev_); }
   int mismatches() const { return mismatches_; }
   Comparison comparison() const { return how_; }
 
@@ -159,7 +164,8 @@ class Diff {
   Comparison how_;
   bool finite_ = false, nonfinite_ = false;
   int mismatches_ = 0;
-  double max_dev_ = 0;
+  double max_dev_ = 0;        // finite deviations
+  double nonfinite_dev_ = 0;  // deviations with NaN or ±inf on one side: NaN or inf
   Worst worst_;
   std::vector<Pair> pairs_;       // the first kKeptPairs
   std::vector<Pair> worst_pair_;  // the worst pair when it is not among them (0 or 1)
@@ -173,7 +179,8 @@ class Diff {
 struct CaseOutcome {
   bool finite_violation = false;    // a real, finite counterexample
   bool nonfinite_mismatch = false;  // NaN/inf on one side only (a failure for ✓ cells only)
-  double max_dev = 0;               // largest finite deviation seen in this case
+  double max_dev = 0;               // largest deviation in this case (Diff::max_dev: NaN or inf
+                                    // when a value was NaN or infinite on one side only)
   std::string summary;              // one line: what differs, where
   nlohmann::json evidence;          // the case in the schema above; filled when anything differs
   // non-empty: an implementation threw InvalidInput on an input the other accepts (rejection.hpp);

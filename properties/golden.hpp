@@ -8,8 +8,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "attention/registry.hpp"
-#include "norms/registry.hpp"
+#include <normcheck/attention/registry.hpp>
+#include <normcheck/norms/registry.hpp>
 
 namespace normcheck {
 

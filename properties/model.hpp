@@ -12,10 +12,10 @@
 #include <string>
 #include <vector>
 
-#include "attention/block.hpp"
-#include "attention/registry.hpp"
-#include "norms/registry.hpp"
-#include "properties/compare.hpp"
+#include <normcheck/attention/block.hpp>
+#include <normcheck/attention/registry.hpp>
+#include <normcheck/norms/registry.hpp>
+#include <normcheck/properties/compare.hpp>
 
 namespace normcheck {
 
