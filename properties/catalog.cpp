@@ -160,6 +160,9 @@ const std::map<std::string, GoldenFn>& golden_ops() {
                                               : check_mha_golden_case(c, impl, *entry);
       });
     }
+    m.emplace("block", [](const nlohmann::json& c, Impl impl) {
+      return check_block_golden_case(c, impl, block_entry());
+    });
     return m;
   }();
   return ops;
