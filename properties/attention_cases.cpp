@@ -15,9 +15,9 @@ rc::Gen<int> centered(int m) {
   return rc::gen::map(inRange(0, 2 * m + 1), [](int k) { return k % 2 ? (k + 1) / 2 : -(k / 2); });
 }
 
-rc::Gen<bool> one_in(int n) {
-  return rc::Gen<bool>([n](const rc::Random& random, int) {
-    if (rc::Random(random).next() % std::uint64_t(n) != 0) return rc::shrinkable::just(false);
+rc::Gen<bool> chance(int k, int n) {
+  return rc::Gen<bool>([k, n](const rc::Random& random, int) {
+    if (rc::Random(random).next() % std::uint64_t(n) >= std::uint64_t(k)) return rc::shrinkable::just(false);
     return rc::shrinkable::just(true, rc::seq::just(rc::shrinkable::just(false)));
   });
 }
@@ -58,19 +58,29 @@ std::vector<int> key_lengths(int B, int Tk) {
   return l;
 }
 
-std::pair<int, int> tiled_keys() { return {kSdpaKeyTile + 1, 3 * kSdpaKeyTile + kSdpaKeyTile / 4}; }
-std::pair<int, int> tiled_queries() { return {kSdpaQueryTile + 1, 3 * kSdpaQueryTile}; }
+namespace {
+
+// (tiles − 1) full tiles and a last one of 1 to `tile` elements, tiles 2 or 3 (the count does
+// not scale with RapidCheck's size, so large cases come at every size)
+int over_tiles(int tile) {
+  const int tiles = *rc::gen::element(2, 3);
+  return (tiles - 1) * tile + *inRange(1, tile + 1);
+}
+
+}  // namespace
+
+int tiled_keys() { return over_tiles(kSdpaKeyTile); }
+int tiled_queries() { return over_tiles(kSdpaQueryTile); }
 
 Tokens draw_tokens(const TokenRanges& r) {
   Tokens t;
-  const bool tiled = r.tiles && *one_in(kTilesOneIn);
-  const auto keys = tiled ? tiled_keys() : r.T, queries = tiled ? tiled_queries() : r.T;
+  const bool tiled = r.tiles_one_in > 0 && *one_in(r.tiles_one_in);
   t.B = *inRange(r.B.first, r.B.second + 1);
-  t.Tk = *inRange(keys.first, keys.second + 1);
+  t.Tk = tiled ? tiled_keys() : *inRange(r.T.first, r.T.second + 1);
   switch (r.queries) {
     case Queries::self: t.Tq = t.Tk; break;
     case Queries::at_most_keys: t.Tq = *inRange(1, t.Tk + 1); break;
-    case Queries::any: t.Tq = *inRange(queries.first, queries.second + 1); break;
+    case Queries::any: t.Tq = tiled ? tiled_queries() : *inRange(r.T.first, r.T.second + 1); break;
   }
   t.m.causal = r.causal == Causal::always || (r.causal == Causal::maybe && *rc::gen::arbitrary<bool>());
   if (r.padding) t.m.key_lengths = key_lengths(t.B, t.Tk);

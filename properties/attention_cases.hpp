@@ -128,8 +128,9 @@ Poison draw_poison();
 // generators: values on exact float grids, drawn from integers that shrink towards 0
 
 rc::Gen<int> centered(int m);
-// true one time in n; shrinks to false (a case drawn on the rare branch shrinks off it first)
-rc::Gen<bool> one_in(int n);
+// true k times in n; shrinks to false (a case drawn on the true branch shrinks off it first)
+rc::Gen<bool> chance(int k, int n);
+inline rc::Gen<bool> one_in(int n) { return chance(1, n); }
 std::vector<int> ints(std::size_t n, int m);
 // n values k/16 in [-4, 4]
 std::vector<float> values(std::size_t n);
@@ -148,6 +149,8 @@ enum class Causal { never, maybe, always };
 // self: Tq = Tk (the queries are the key positions: self-attention); at_most_keys: Tq ≤ Tk
 enum class Queries { any, self, at_most_keys };
 
+inline constexpr int kTilesOneIn = 4;
+
 // The batch, the token counts and the mask of a case, for both ops. Ranges are inclusive.
 struct TokenRanges {
   std::pair<int, int> B = {1, 3};
@@ -155,17 +158,16 @@ struct TokenRanges {
   Causal causal = Causal::maybe;
   Queries queries = Queries::any;
   bool padding = true;  // draw key lengths; false: no key-padding mask
-  // One case in kTilesOneIn draws Tk over two to three of the optimized kernel's key tiles
-  // (kSdpaKeyTile) and Tq over its query tiles (kSdpaQueryTile) instead of from T: the kernel's
-  // tiling is then compared with the reference and every property. Such a case shrinks towards
-  // the small range first, so a counterexample is large only when it must be.
-  bool tiles = true;
+  // One case in `tiles_one_in` (0: never) draws Tk over two or three of the optimized kernel's
+  // key tiles (kSdpaKeyTile) and Tq over its query tiles (kSdpaQueryTile) instead of from T: the
+  // kernel's tiling is then compared with the reference and every property. Such a case shrinks
+  // towards the small range first, so a counterexample is large only when it must be.
+  int tiles_one_in = kTilesOneIn;
 };
-inline constexpr int kTilesOneIn = 5;
-// The token ranges of a large case: Tk past one key tile up to 3¼ tiles (a partial last tile
-// is common), Tq past one query tile up to 3 tiles (queries `any`).
-std::pair<int, int> tiled_keys();
-std::pair<int, int> tiled_queries();
+// Tk of a large case: 2 or 3 key tiles, the last one holding 1 to kSdpaKeyTile keys (mostly
+// partial; its size shrinks towards one key). Tq (queries `any`): 2 or 3 query tiles alike.
+int tiled_keys();
+int tiled_queries();
 
 struct Tokens {
   int B = 1, Tq = 1, Tk = 1;

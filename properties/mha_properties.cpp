@@ -326,8 +326,8 @@ CaseOutcome causality(const AttentionEntry& e, Impl impl) {
   const MhaCase c = draw({.causal = Causal::always, .queries = Queries::self});
   const int b = *inRange(0, c.B);
   const int s = *inRange(0, c.Tq);
-  // the future: fresh tokens one time in four, else poison (its queries, keys and values too)
-  const bool fresh = *one_in(4);
+  // the future: fresh tokens one time in five, else poison (its queries, keys and values too)
+  const bool fresh = *one_in(5);
   const Poison poison = fresh ? Poison::nan : draw_poison();
   MhaCase c2 = c;
   for (int t = s + 1; t < c.Tq; ++t) {
@@ -516,10 +516,19 @@ CaseOutcome large_logit_stability(const AttentionEntry& e, Impl impl) {
   return outcome(d, note, [&] { return record(A, B); });
 }
 
-// Memory tokens rising along feature 0 (token j plus j/2): every query whose key projection
-// weighs feature 0 positively (half of the rows, by sign) sees its logits climb across the key
-// tiles, the FlashAttention rescale regime. Exact in float32 for the drawn values.
+// Logits rising with the memory position (the FlashAttention rescale regime: every later key
+// tile raises each row's running maximum): feature 0 of memory token j plus j/2; in every head,
+// key dimension 0 reads feature 0 with weight 1/2 and query dimension 0 is the constant 2 (its
+// W_q row zero, its bias 2), so each logit climbs by j/2/√dh on top of the drawn ones. Exact in
+// float32 for the drawn values.
 void rising_memory(MhaCase& c) {
+  const int E = c.E(), dh = c.w.head_dim();
+  for (int h = 0; h < c.w.H; ++h) {
+    const int q = h * dh, k = E + h * dh;
+    std::fill_n(&c.w.in_proj_weight[std::size_t(q) * E], E, 0.0f);
+    c.w.in_proj_bias[q] = 2.0f;
+    c.w.in_proj_weight[std::size_t(k) * E] = 0.5f;
+  }
   for (int b = 0; b < c.B; ++b)
     for (int j = 0; j < c.Tk; ++j) c.m_tok(b, j)[0] += float(j) / 2.0f;
   if (c.self) c.query = c.memory;
@@ -544,8 +553,10 @@ void classify_rising(const MhaCase& c) {
 }
 
 CaseOutcome reference_agreement(const AttentionEntry& e, Impl) {
-  MhaCase c = draw();
-  const bool rising = c.Tk > kSdpaKeyTile && *rc::gen::arbitrary<bool>();
+  // the kernel's tiling is what this compares: half the cases over several tiles, one in eight
+  // a single query against a single token
+  MhaCase c = *one_in(8) ? draw({.T = {1, 1}, .tiles_one_in = 0}) : draw({.tiles_one_in = 2});
+  const bool rising = c.Tk > kSdpaKeyTile && *chance(3, 4);
   if (rising) rising_memory(c);
   const bool rough = *rc::gen::arbitrary<bool>();
   if (rough) {
@@ -555,7 +566,7 @@ CaseOutcome reference_agreement(const AttentionEntry& e, Impl) {
     c.sync();
   }
   classify_rising(c);
-  const bool poisoned = *rc::gen::arbitrary<bool>();
+  const bool poisoned = *chance(3, 4);
   const Poison poison = poisoned ? draw_poison() : Poison::nan;
   if (poisoned)
     for (int b = 0; b < c.B; ++b)
@@ -683,7 +694,7 @@ CaseOutcome causal_mask_semantics(const AttentionEntry& e, Impl impl) {
   // queries against Tk ≥ Tq memory tokens (bottom-right)
   const bool self = *rc::gen::arbitrary<bool>();
   const MhaCase c = draw({.causal = Causal::always, .queries = self ? Queries::self : Queries::at_most_keys,
-                          .padding = false});
+                          .padding = false, .tiles_one_in = 3});
   return against_prefixes(e, impl, c,
                           "causal attention of " + std::to_string(c.Tq) + " queries against " + std::to_string(c.Tk) +
                               " memory tokens",
@@ -692,7 +703,7 @@ CaseOutcome causal_mask_semantics(const AttentionEntry& e, Impl impl) {
 
 CaseOutcome key_padding_semantics(const AttentionEntry& e, Impl impl) {
   const bool self = *rc::gen::arbitrary<bool>();
-  MhaCase c = draw({.queries = self ? Queries::self : Queries::at_most_keys});
+  MhaCase c = draw({.queries = self ? Queries::self : Queries::at_most_keys, .tiles_one_in = 3});
   const Poison poison = draw_poison();
   for (int b = 0; b < c.B; ++b)
     for (int t = c.m.key_lengths[b]; t < c.Tk; ++t) std::fill_n(c.m_tok(b, t), c.E(), poison_value(poison));

@@ -277,13 +277,15 @@ CaseOutcome row_stochastic(const AttentionEntry& e, Impl impl) {
 }
 
 CaseOutcome causality(const AttentionEntry& e, Impl impl) {
-  const SdpaCase c = draw({.causal = Causal::always, .queries = Queries::at_most_keys});
+  // self-attention one time in two: a query tile's rows then see different numbers of keys
+  const bool self = *rc::gen::arbitrary<bool>();
+  const SdpaCase c = draw({.causal = Causal::always, .queries = self ? Queries::self : Queries::at_most_keys});
   const int b = *inRange(0, c.s.B);
   const int s = *inRange(0, c.s.Tq);
   const int pos = c.s.Tk - c.s.Tq + s;  // absolute position of query s (bottom-right)
-  // the future: fresh values one time in four, else poison (what a kernel must never read, or
+  // the future: fresh values one time in five, else poison (what a kernel must never read, or
   // multiply by a zero weight: 0·NaN is NaN)
-  const bool fresh = *one_in(4);
+  const bool fresh = *one_in(5);
   const Poison poison = fresh ? Poison::nan : draw_poison();
   const float pv = poison_value(poison);
   SdpaCase c2 = c;
@@ -531,14 +533,16 @@ void classify_rising(const SdpaCase& c) {
 }
 
 CaseOutcome reference_agreement(const AttentionEntry& e, Impl) {
-  SdpaCase c = draw();
+  // the kernel's tiling is what this compares: half the cases over several tiles, one in eight
+  // a single query against a single key
+  SdpaCase c = *one_in(8) ? draw({.T = {1, 1}, .tiles_one_in = 0}) : draw({.tiles_one_in = 2});
   // hard inputs: larger magnitudes (sharper softmax), maxima rising across key tiles, poison in
   // the padded keys and values
   const float mag = *rc::gen::element(1.0f, 4.0f, 16.0f);
   for (auto& x : c.q) x *= mag;
-  const bool rising = c.s.Tk > kSdpaKeyTile && *rc::gen::arbitrary<bool>();
+  const bool rising = c.s.Tk > kSdpaKeyTile && *chance(3, 4);
   if (rising) rising_logits(c);
-  const bool poisoned = *rc::gen::arbitrary<bool>();
+  const bool poisoned = *chance(3, 4);
   const Poison poison = poisoned ? draw_poison() : Poison::nan;
   if (poisoned)
     for (int b = 0; b < c.s.B; ++b)
@@ -646,13 +650,13 @@ CaseOutcome causal_mask_semantics(const AttentionEntry& e, Impl impl) {
   // else Tq ≤ Tk (a block of queries against a longer cache: bottom-right alignment)
   const bool self = *rc::gen::arbitrary<bool>();
   const SdpaCase c = draw({.causal = Causal::always, .queries = self ? Queries::self : Queries::at_most_keys,
-                           .padding = false});
+                           .padding = false, .tiles_one_in = 3});
   return against_prefixes(e, impl, c, "causal attention of " + std::to_string(c.s.Tq) + " queries against " +
                                           std::to_string(c.s.Tk) + " keys");
 }
 
 CaseOutcome key_padding_semantics(const AttentionEntry& e, Impl impl) {
-  SdpaCase c = draw({.queries = Queries::at_most_keys});
+  SdpaCase c = draw({.queries = Queries::at_most_keys, .tiles_one_in = 3});
   const Poison poison = draw_poison();
   for (int b = 0; b < c.s.B; ++b)
     for (int h = 0; h < c.s.H; ++h)
