@@ -22,6 +22,7 @@
 
 #include "cli/cli.hpp"
 #include "mutants/mutants.hpp"
+#include "properties/golden_grad.hpp"
 #include "reports/golden_report.hpp"
 #include "reports/report.hpp"
 #include "reports/shard.hpp"
@@ -311,11 +312,13 @@ int cmd_golden(const std::vector<std::string>& files, const std::string& impl,
       continue;
     }
     const auto& cases = file["cases"];
+    const bool grad = nc::is_grad_golden(file);  // gradient cases go through the backward passes
     for (std::size_t k = 0; k < cases.size(); ++k) {
       bool ok = true, bad_input = false;
       for (nc::Impl i : {nc::Impl::reference, nc::Impl::optimized}) {
         if (impl != "both" && impl != nc::to_string(i)) continue;
-        const auto o = nc::check_golden_case(cases[k], i);
+        const auto o = grad ? nc::check_grad_golden_case(cases[k], i)
+                            : nc::check_golden_case(cases[k], i);
         if (o.input_error()) {  // the same for both implementations: one line
           fmt::print(stderr, "normcheck golden: {}: {}: {}\n", one_line(path), case_name(o, k),
                      one_line(o.error));

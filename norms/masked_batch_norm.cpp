@@ -1,5 +1,8 @@
 // masked_batch_norm: BatchNorm whose statistics count valid tokens only (padding excluded), the
 // careful way to use BatchNorm on padded sequences. Padding outputs are 0.
+// Backward (batch_norm.cpp): statistics and dγ/dβ over valid tokens only; dx is 0 at padding,
+// whose output is the constant 0 (dy there reaches nothing), as in PyTorch's autograd of the
+// masked computation (golden/pytorch_grad_golden.json).
 #include "norms/batch_norm.hpp"
 
 namespace normcheck {

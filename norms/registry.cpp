@@ -57,6 +57,9 @@ const LayerEntry& register_layer(LayerEntry entry) {
   if (!entry.reference || !entry.optimized || !entry.conditioning)
     throw std::invalid_argument("register_layer: '" + entry.name +
                                 "' needs reference, optimized and conditioning functions");
+  if (bool(entry.backward_reference) != bool(entry.backward_optimized))
+    throw std::invalid_argument("register_layer: '" + entry.name +
+                                "' needs both backward functions (reference and optimized) or neither");
   if (entry.rows.empty())
     throw std::invalid_argument("register_layer: '" + entry.name + "' declares no row profile");
   if (entry.origin == "builtin") entry.origin = "external";
@@ -70,6 +73,7 @@ LayerEntry implementation_of(const LayerEntry& base, std::string name, std::stri
   e.name = std::move(name);
   e.formula = std::move(formula);
   e.optimized = std::move(optimized);
+  e.backward_reference = e.backward_optimized = {};
   e.origin = std::move(origin);
   e.computes = base.op();
   return e;
@@ -135,6 +139,7 @@ Conditioning token_group_conditioning(const Batch& in, double eps, int groups, b
   Conditioning c;
   c.cond.assign(in.x.size(), 0.0);
   c.eps_rel.assign(in.x.size(), 0.0);
+  c.inv_std.assign(in.x.size(), 0.0);
   const int gs = in.D / groups;
   for (int b = 0; b < in.B; ++b)
     for (int t = 0; t < in.lengths[b]; ++t)
@@ -150,9 +155,11 @@ Conditioning token_group_conditioning(const Batch& in, double eps, int groups, b
         sq /= gs;
         const double cond = centered ? std::abs(mean) / std::sqrt(sq + eps) : 0.0;
         const double eps_rel = sq > 0 ? std::min(1.0, eps / (2 * sq)) : 1.0;
+        const double inv_std = 1.0 / std::sqrt(sq + eps);
         for (int i = 0; i < gs; ++i) {
           c.cond[base + i] = cond;
           c.eps_rel[base + i] = eps_rel;
+          c.inv_std[base + i] = inv_std;
         }
       }
   return c;

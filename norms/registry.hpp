@@ -18,15 +18,46 @@ namespace normcheck {
 // `cond` = |mean|/√(var+ε) of the statistics set the element depends on (the tolerance rule's
 // conditioning), `eps_rel` = ε/(2·s²) (capped at 1), a bound on how much ε moves that element
 // relative to its size, for properties that are exact only as ε → 0.
+// `inv_std` (optional: empty when the layer does not say) = 1/√(var+ε) of that set (1/√(ms+ε)
+// for RMS-style sets, the running statistics' in eval): how much the normalization amplifies a
+// change of x, the scale of a gradient's terms (gradient_scale, properties/compare.hpp).
 struct Conditioning {
   std::vector<double> cond;
   std::vector<double> eps_rel;
+  std::vector<double> inv_std = {};
 };
 
 // Forward pass: reads `in`, `p`, and for stateful layers reads (eval) or updates (train) `state`;
 // writes out[B*T*D]. Throws InvalidInput for input the layer rejects.
 using ForwardFn =
     std::function<void(const Batch& in, const Params& p, Mode mode, State* state, Output& out)>;
+// Gradients of a forward call: dx [B*T*D] (widened to double, as Output); dgamma, dbeta [D], or
+// empty when the call has no γ / β (Params::gamma / beta empty).
+struct Grads {
+  Output dx = {};
+  std::vector<double> dgamma = {}, dbeta = {};
+};
+
+// Backward pass of the forward in `mode` at input `in`, for the upstream gradient dy [B*T*D]:
+// writes `out`. Reads `state` (eval: the running statistics) but never updates it. Validates
+// everything the forward validates, and dy's size, throwing InvalidInput before writing anything.
+using BackwardFn = std::function<void(const Batch& in, const Params& p, Mode mode,
+                                      const State* state, const std::vector<float>& dy,
+                                      Grads& out)>;
+
+// The optimized backward of an affine layer: runs a raw float32 kernel
+// kernel(dx, dgamma, dbeta, gamma) over the whole batch — dgamma, dbeta: nullptr when the call
+// has no γ / β (nothing to compute), gamma: nullptr when it has none — and widens into `out`.
+template <class Kernel>
+void run_affine_backward(const Params& p, std::size_t size, Grads& out, Kernel&& kernel) {
+  std::vector<float> dx(size), dgamma(p.gamma.size()), dbeta(p.beta.size());
+  kernel(dx.data(), p.gamma.empty() ? nullptr : dgamma.data(),
+         p.beta.empty() ? nullptr : dbeta.data(), p.gamma.empty() ? nullptr : p.gamma.data());
+  out.dx.assign(dx.begin(), dx.end());
+  out.dgamma.assign(dgamma.begin(), dgamma.end());
+  out.dbeta.assign(dbeta.begin(), dbeta.end());
+}
+
 using ConditioningFn =
     std::function<Conditioning(const Batch& in, const Params& p, Mode mode, const State* state)>;
 
@@ -55,6 +86,10 @@ struct LayerEntry {
   ForwardFn reference = {};
   ForwardFn optimized = {};
   ConditioningFn conditioning = {};
+  // Optional: the backward of `reference` and of `optimized` (both or neither; empty: the layer
+  // has no gradient).
+  BackwardFn backward_reference = {};
+  BackwardFn backward_optimized = {};
   std::string origin = "builtin";  // builtin | external (registered at run time) | mutant
   // The op this layer computes, for golden files: its own name unless it is another
   // implementation of a built-in layer (an external library's, a mutant's).
@@ -62,6 +97,10 @@ struct LayerEntry {
   const std::string& op() const { return computes.empty() ? name : computes; }
   bool stateful() const { return rows.size() > 1 || rows.at(0).mode != Mode::none; }
   const ForwardFn& forward(Impl i) const { return i == Impl::reference ? reference : optimized; }
+  bool has_backward() const { return bool(backward_reference); }
+  const BackwardFn& backward(Impl i) const {
+    return i == Impl::reference ? backward_reference : backward_optimized;
+  }
 };
 
 // A row of the matrix: a layer in one mode.
@@ -82,7 +121,8 @@ std::vector<LayerRow> rows_of(const LayerEntry& l);
 
 // Another implementation of a layer (an external library's kernel, a mutant, a user's own): the
 // base's reference, parameters, conditioning and profile, computing the base's golden op, with
-// its own name, formula and optimized forward.
+// its own name, formula and optimized forward, and no backward pass (the base's would not be the
+// backward of this forward; set both backward functions to give it one).
 LayerEntry implementation_of(const LayerEntry& base, std::string name, std::string formula,
                              ForwardFn optimized, std::string origin = "external");
 

@@ -72,6 +72,12 @@ void validate_batch(const Batch& in) {
                        std::to_string(in.rows() * in.D));
 }
 
+void validate_dy(const Batch& in, const std::vector<float>& dy) {
+  if (dy.size() != in.rows() * std::size_t(in.D))
+    throw InvalidInput("dy has " + std::to_string(dy.size()) + " values, expected B*T*D = " +
+                       std::to_string(in.rows() * std::size_t(in.D)));
+}
+
 void validate_rows(const char* kernel, const float* out, const float* x, std::size_t rows, int D) {
   if (D <= 0) throw InvalidInput(std::string(kernel) + ": D must be positive, got D = " + std::to_string(D));
   if (rows > SIZE_MAX / std::size_t(D))
@@ -79,6 +85,14 @@ void validate_rows(const char* kernel, const float* out, const float* x, std::si
                        std::to_string(D) + " overflows");
   if (rows > 0 && (!out || !x))
     throw InvalidInput(std::string(kernel) + ": " + (!out ? "out" : "x") + " is null");
+}
+
+void validate_backward_rows(const char* kernel, const float* dx, const float* dy, const float* x,
+                            std::size_t rows, int D) {
+  static const float any = 0;  // D and the size as validate_rows checks them; the pointers by name
+  validate_rows(kernel, &any, &any, rows, D);
+  if (rows > 0 && (!dx || !dy || !x))
+    throw InvalidInput(std::string(kernel) + ": " + (!dx ? "dx" : !dy ? "dy" : "x") + " is null");
 }
 
 void validate_affine(const Params& p, int D) {

@@ -73,6 +73,7 @@ void validate_affine(const Params& p, int D);
 void validate_eps(double eps);         // a normal, finite float32 value (the kernels add it in float)
 void validate_state(const State& s, int D, const char* layer);
 void validate_momentum(double m);      // in [0, 1]; NaN is rejected
+void validate_dy(const Batch& in, const std::vector<float>& dy);  // a backward's dy: B·T·D values
 // A named parameter (Params::named) that must be set and finite.
 void validate_finite(const Params& p, const std::string& layer, const std::string& name);
 // The checks of a per-token affine norm (layer_norm, rms_norm, group_norm, instance_norm):
@@ -93,6 +94,11 @@ void run_affine_kernel(const Batch& in, const Params& p, Output& out, Kernel&& k
 // The raw kernels' checks (kernels_api.hpp): D ≥ 1, rows·D values addressable, and `out`, `x`
 // not null when there is a row to compute.
 void validate_rows(const char* kernel, const float* out, const float* x, std::size_t rows, int D);
+
+// The backward raw kernels' checks: D ≥ 1, rows·D values addressable, and dx, dy, x not null
+// when there is a row to compute.
+void validate_backward_rows(const char* kernel, const float* dx, const float* dy, const float* x,
+                            std::size_t rows, int D);
 
 // A double as the shortest text that reads back as the same value (for messages).
 std::string format_value(double v);

@@ -1,5 +1,6 @@
 #include "properties/compare.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -16,6 +17,31 @@ double tolerance(double b, double cond) {
 double composite_tolerance(double b) { return 1e-4 + 1e-4 * (std::isfinite(b) ? std::abs(b) : 0.0); }
 
 bool same_bits(double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0; }
+
+double GradTolerance::bound(double b) const { return atol + rtol * std::abs(b); }
+
+bool GradTolerance::agree(double a, double b) const {
+  if (std::isnan(a) || std::isnan(b)) return std::isnan(a) && std::isnan(b);
+  return std::abs(a - b) <= bound(b);
+}
+
+GradTolerance gradient_tolerance(double cond, double scale, Impl impl) {
+  const double atol = 2e-6 * (1 + cond) * scale;
+  if (impl == Impl::reference) return {.atol = 1e-4 * atol, .rtol = 1e-9};
+  return {.atol = atol, .rtol = 1e-4};
+}
+
+double gradient_scale(const Grads& reference, const Conditioning& c, const Params& p,
+                      const std::vector<float>& dy, int D) {
+  double m = 0;
+  for (const auto* v : {&reference.dx, &reference.dgamma, &reference.dbeta})
+    for (double e : *v) m = std::max(m, std::abs(e));
+  for (std::size_t i = 0; i < c.inv_std.size() && i < dy.size(); ++i) {
+    const double g = p.gamma.size() == std::size_t(D) ? std::abs(double(p.gamma[i % D])) : 1.0;
+    m = std::max(m, c.inv_std[i] * g * std::abs(double(dy[i])));
+  }
+  return m;
+}
 
 json number_json(double v) {
   if (std::isnan(v)) return "NaN";

@@ -26,6 +26,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "norms/registry.hpp"
+
 namespace normcheck {
 
 // The tolerance rule of docs/PROPERTIES.md: |a − b| ≤ atol + rtol·|b| with rtol = 1e-5 and
@@ -36,6 +38,28 @@ double tolerance(double b, double cond);
 // bound over the ten float32 stages a token passes, each passing an error on with gain ≲ 1.
 double composite_tolerance(double b);
 bool same_bits(double a, double b);
+
+// The tolerance rule for gradients, float32 against double (the rule the golden gradients were
+// built with, golden/README.md): |a − b| ≤ atol + rtol·|b| with atol = 2e-6·(1 + cond)·scale,
+// rtol = 1e-4. `cond` is the largest |mean|/std of a statistics set the gradients read, `scale`
+// the gradients' (gradient_scale). A gradient's error scales with the whole gradient (dx mixes
+// every dy of a statistics set), hence an atol relative to its largest terms rather than to 1.
+// Impl::reference: a double computation agrees to 1e-4 of atol, rtol 1e-9 (as the golden
+// checkers ask of the reference).
+struct GradTolerance {
+  double atol = 0, rtol = 0;
+  double bound(double b) const;  // atol + rtol·|b|
+  // NaN on both sides agrees; NaN on one side, or further apart than bound(b), does not
+  bool agree(double a, double b) const;
+};
+GradTolerance gradient_tolerance(double cond, double scale, Impl impl = Impl::optimized);
+// The scale of a call's gradients: the largest |value| of the reference gradients and of the
+// terms dx is made of, inv_std·|γ·dy| (c: the call's conditioning; dy [B*T*D]). dx =
+// inv_std·(γ·dy − mean terms) cancels to exactly 0 for dy in the span of 1 and x̂ of a set
+// while the float32 error of its terms does not, so the largest |grad| alone is no scale for its
+// error; for the golden cases (random dy) the two agree.
+double gradient_scale(const Grads& reference, const Conditioning& c, const Params& p,
+                      const std::vector<float>& dy, int D);
 
 enum class Comparison {
   values,       // the tolerance rule

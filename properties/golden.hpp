@@ -62,6 +62,15 @@ std::vector<double> numbers(const nlohmann::json& c, const std::string& field, s
 std::vector<float> float32s(const nlohmann::json& c, const std::string& field, std::size_t size);
 // A whole number in [lo, hi] (checked before any conversion to an integer type).
 long long whole_number(const nlohmann::json& v, const std::string& field, double lo, double hi);
+// A norm case's forward input: `shape` [B, T, D] (at most kMaxValues values, checked first),
+// `lengths` [B] in [0, T] and `x` (float32 values); throws InvalidInput naming the field.
+Batch batch(const nlohmann::json& c);
+// Its parameters for `layer` at width D: `gamma`, `beta` (absent or null: none), `params.eps`,
+// `params.momentum` and the layer's named parameters (absent: their fallbacks); a parameter the
+// layer does not take is an error.
+Params params(const nlohmann::json& c, const LayerEntry& layer, int D);
+// `valid_only`: compare valid positions only (absent: false).
+bool valid_only(const nlohmann::json& c);
 // The largest number of values a case may declare (a shape's product): 2^26, 256 MiB of float.
 constexpr std::size_t kMaxValues = std::size_t(1) << 26;
 struct Tolerance {

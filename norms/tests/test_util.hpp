@@ -57,6 +57,18 @@ inline Output run(const LayerRow& row, Impl impl, const Batch& x, const Params& 
   return out;
 }
 
+// "(b, t, d)" for messages (built with +=: GCC 12 warns falsely, -Wrestrict, on "(" + std::string).
+inline std::string position(int b, int t, int d) {
+  std::string s = "(";
+  s += std::to_string(b);
+  s += ", ";
+  s += std::to_string(t);
+  s += ", ";
+  s += std::to_string(d);
+  s += ")";
+  return s;
+}
+
 inline bool same_bits(double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0; }
 
 inline std::string test_name(std::string s) {
