@@ -353,35 +353,6 @@ void in_over_padding(const Batch& in, const Params& p, Mode, State*, Output& out
       for (int d = 0; d < in.D; ++d) out[in.index(b, t, d)] = all[in.index(b, t, d)];
 }
 
-// SDPA with the causal mask aligned top-left: query i of a block of Tq queries against Tk
-// cached keys sees keys [0, i] instead of [0, Tk − Tq + i] — a single decode query sees only
-// key 0. Identical to the real kernel when Tq = Tk (a full forward), wrong in decode.
-void sdpa_top_left(Output& out, std::vector<double>* weights, const std::vector<float>& q,
-                   const std::vector<float>& k, const std::vector<float>& v, const SdpaShape& s,
-                   const SdpaMask& m, double scale) {
-  const AttentionEntry real = sdpa_entry();
-  if (!m.causal || s.Tq == s.Tk) return real.sdpa_optimized(out, weights, q, k, v, s, m, scale);
-  out.assign(s.out_size(), 0.0);
-  if (weights) weights->assign(s.weights_size(), 0.0);
-  for (int b = 0; b < s.B; ++b)
-    for (int h = 0; h < s.H; ++h)
-      for (int i = 0; i < s.Tq; ++i) {
-        int end = std::min(i + 1, s.Tk);
-        if (!m.key_lengths.empty()) end = std::min(end, m.key_lengths[b]);
-        if (end <= 0) continue;  // fully masked: zeros
-        const std::size_t bh = std::size_t(b) * s.H + h;
-        SdpaShape one{1, 1, 1, end, s.dh, s.dv, 0};
-        const std::vector<float> qq(q.begin() + (bh * s.Tq + i) * s.dh, q.begin() + (bh * s.Tq + i + 1) * s.dh);
-        const std::vector<float> kk(k.begin() + bh * s.kv_rows() * s.dh, k.begin() + (bh * s.kv_rows() + end) * s.dh);
-        const std::vector<float> vv(v.begin() + bh * s.kv_rows() * s.dv, v.begin() + (bh * s.kv_rows() + end) * s.dv);
-        Output o;
-        std::vector<double> w;
-        real.sdpa_optimized(o, weights ? &w : nullptr, qq, kk, vv, one, SdpaMask{}, scale);
-        std::copy(o.begin(), o.end(), out.begin() + (bh * s.Tq + i) * s.dv);
-        if (weights) std::copy(w.begin(), w.end(), weights->begin() + (bh * s.Tq + i) * s.Tk);
-      }
-}
-
 // ---------------------------------------------------------------------------------------------
 
 struct Spec {
@@ -437,7 +408,6 @@ std::vector<Spec> specs() {
 
 const std::vector<Mutant>& mutants() {
   static std::deque<LayerEntry> layers;          // stable addresses: rows point into them
-  static std::deque<AttentionEntry> attention;
   static const std::vector<Mutant> all = [] {
     std::vector<Mutant> out;
     for (auto& s : specs()) {
@@ -449,17 +419,7 @@ const std::vector<Mutant>& mutants() {
       layers.push_back(std::move(e));
       out.push_back({s.id, s.imitates, s.bug, norm_rows(layers.back())});
     }
-    // an attention variant: an entry with two implementations, like any attention row
-    AttentionEntry sdpa = sdpa_entry();
-    sdpa.name = "mutant_sdpa_top_left_causal";
-    sdpa.origin = "mutant";
-    sdpa.computes = "sdpa";
-    sdpa.sdpa_optimized = sdpa_top_left;
-    validate_attention_entry(sdpa);
-    attention.push_back(std::move(sdpa));
-    out.push_back({"sdpa_top_left_causal", "sdpa",
-                   "causal mask aligned top-left: a decode query against a cache of L keys sees only key 0",
-                   {attention_row(attention.back())}});
+    for (auto& m : attention_mutants()) out.push_back(std::move(m));  // attention_mutants.cpp
     return out;
   }();
   return all;
@@ -477,15 +437,25 @@ MutantResult run_mutant(const Mutant& m, const RunOptions& options) {
       return r;
     }
   }
-  // then the golden vectors of the imitated op, through the mutant's rows
-  const auto file = load_golden(default_golden_path());
-  for (const auto& row : m.rows)
+  // then the golden vectors of the imitated op, through the mutant's rows (a block row: the
+  // block cases of its norm and placement)
+  for (const auto& row : m.rows) {
+    const auto file =
+        load_golden(row.info.family == Family::block ? default_block_golden_path() : default_golden_path());
     for (const auto& c : file["cases"]) {
-      const bool norm = row.info.family == Family::norm;
-      if (c.value("op", "") != (norm ? golden_op(row.norm) : row.attention->golden_op())) continue;
+      const Family family = row.info.family;
+      const std::string op = family == Family::norm        ? golden_op(row.norm)
+                             : family == Family::attention ? row.attention->golden_op()
+                                                           : "block";
+      if (c.value("op", "") != op) continue;
+      if (family == Family::block &&
+          (c.value("norm", "") != row.norm.layer->op() || c.value("placement", "") != row.info.placement))
+        continue;
       for (Impl impl : {Impl::reference, Impl::optimized}) {
-        const auto g = norm ? check_norm_golden_case(c, impl, row.norm)
-                            : check_sdpa_golden_case(c, impl, *row.attention);
+        const auto g = family == Family::norm   ? check_norm_golden_case(c, impl, row.norm)
+                       : family == Family::block ? check_block_golden_case(c, impl, *row.block)
+                       : row.attention->op == AttentionOp::sdpa ? check_sdpa_golden_case(c, impl, *row.attention)
+                                                                : check_mha_golden_case(c, impl, *row.attention);
         if (!g.passed) {
           r.killed = true;
           r.killed_by = "golden " + g.id + " (" + to_string(impl) + ")";
@@ -494,6 +464,7 @@ MutantResult run_mutant(const Mutant& m, const RunOptions& options) {
         }
       }
     }
+  }
   return r;
 }
 

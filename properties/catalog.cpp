@@ -71,19 +71,22 @@ bool block_violates(const LayerRow& norm, Placement placement, const Property& p
 
 }  // namespace
 
-std::vector<Row> block_rows(const LayerEntry& layer) {
+std::vector<Row> block_rows(const LayerEntry& layer, const BlockEntry& block) {
   std::vector<Row> rows;
+  const bool builtin = block.origin == "builtin";
   for (const LayerRow& r : rows_of(layer))
     for (Placement placement : {Placement::pre, Placement::post}) {
       Row row{.info = {.family = Family::block,
-                       .id = std::string("block_") + to_string(placement) + "_" + r.id(),
-                       .name = r.name() + " [" + to_string(placement) + "-LN block]",
+                       .id = block.name + "_" + to_string(placement) + "_" + r.id(),
+                       .name = r.name() + " [" + to_string(placement) + "-LN " +
+                               (builtin ? std::string("block") : block.name) + "]",
                        .layer = layer.name,
                        .mode = r.mode(),
                        .placement = to_string(placement),
-                       .origin = layer.origin},
+                       .origin = builtin ? layer.origin : block.origin},
               .norm = r,
-              .placement = placement};
+              .placement = placement,
+              .block = &block};
       for (const auto& p : properties())
         if (p.family == Family::block && block_violates(r, placement, p)) row.violated.insert(p.id());
       row.why = row.violated.empty() ? "" : "inherited from the norm: " + r.profile->why;
@@ -167,6 +170,9 @@ const std::map<std::string, GoldenFn>& golden_ops() {
                                               : check_mha_golden_case(c, impl, *entry);
       });
     }
+    m.emplace("block", [](const nlohmann::json& c, Impl impl) {
+      return check_block_golden_case(c, impl, block_entry());
+    });
     return m;
   }();
   return ops;

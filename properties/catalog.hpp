@@ -24,7 +24,8 @@ const PropertyInfo& column(const std::string& id);  // throws std::invalid_argum
 // Rows. A norm entry gives one row per mode; each of those rows sits in a Pre-LN and a Post-LN
 // block row, whose profile is derived from it.
 std::vector<Row> norm_rows(const LayerEntry& layer);
-std::vector<Row> block_rows(const LayerEntry& layer);
+// `block`: the block implementation the rows run (a mutant's); the built-in one by default.
+std::vector<Row> block_rows(const LayerEntry& layer, const BlockEntry& block = block_entry());
 Row attention_row(const AttentionEntry& entry);
 // Every registered row: norm rows, attention rows, block rows (registry order).
 std::vector<Row> all_rows();
@@ -40,7 +41,7 @@ std::vector<Cell> norm_cells(const std::vector<const LayerEntry*>& layers);
 std::vector<Cell> layer_cells(const std::vector<const LayerEntry*>& layers);
 
 using GoldenFn = std::function<GoldenOutcome(const nlohmann::json& c, Impl impl)>;
-// op name → checker: one per norm row's op, plus the attention ops.
+// op name → checker: one per norm row's op, plus the attention ops and the block.
 const std::map<std::string, GoldenFn>& golden_ops();
 bool golden_op_known(const std::string& op);
 // Checks a case of any op; never throws. An unknown op comes back with known = false, a

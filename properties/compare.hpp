@@ -26,7 +26,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "norms/registry.hpp"
+#include <normcheck/norms/registry.hpp>
 
 namespace normcheck {
 

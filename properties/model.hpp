@@ -47,6 +47,7 @@ struct Row {
   LayerRow norm = {};
   Placement placement = Placement::pre;
   const AttentionEntry* attention = nullptr;
+  const BlockEntry* block = nullptr;  // block rows: the block they run (null: the built-in one)
 };
 
 // What a report says about a property.
