@@ -162,11 +162,13 @@ json side(Impl impl, const Batch& x, const BlockOutput& o, bool weights = false,
 
 const Labels kTokenLabels{{"b", "t"}, "e", "x", "y"};
 
+// `cond`: the conditioning of what the two runs computed differently (0 for two runs of the
+// block; a formula's, see Amplification), added as the tolerance rule's float32 term 2e-6·cond.
 void compare_tokens(Diff& d, const Batch& xa, const BlockOutput& A, int b, int t, const Batch& xb,
-                    const BlockOutput& B, int b2, int t2) {
+                    const BlockOutput& B, int b2, int t2, double cond = 0) {
   const std::size_t ia = xa.index(b, t, 0), ib = xb.index(b2, t2, 0);
   d.rows({0, {b, t}}, {0, {b2, t2}}, RowView(&A.y[ia], xa.D), RowView(&B.y[ib], xb.D),
-         [&](int e) { return composite_tolerance(B.y[ib + e]); }, RowView(&xa.x[ia], xa.D),
+         [&](int e) { return composite_tolerance(B.y[ib + e]) + 2e-6 * cond; }, RowView(&xa.x[ia], xa.D),
          RowView(&xb.x[ib], xb.D));
 }
 
@@ -310,12 +312,41 @@ CaseOutcome decode_equivalence(const Row& row, Impl impl) {
 
 // The norm row on a whole padded batch act [B, T, E] in the row's mode, as the block calls it:
 // its input rounded to float32 (the norm API), its output as the norm gives it.
+//
+// A formula evaluates the block's float32 stages in its own order, so the two differ by rounding
+// errors, and a norm multiplies the relative error of its input by up to |x|/σ (|x|·inv_std of
+// the row's Conditioning, or 1 + cond when the row gives no inv_std): an input set of nearly
+// equal values (σ ≪ |x|, a small ε) makes rounding noise of order u·|x| an output of order 1.
+// Amplification collects, per norm call, the largest such factor over the valid elements; a
+// formula's conditioning is their product (the second norm amplifies what the first left).
+struct Amplification {
+  double product = 1;
+  void add(const Row& row, const Params& p, const State* state, const Batch& in) {
+    const auto& conditioning = row.norm.layer->conditioning;
+    if (!conditioning) return;
+    const Conditioning c = conditioning(in, p, row_run(row.norm).mode, state);
+    double worst = 1;
+    for (int b = 0; b < in.B; ++b)
+      for (int t = 0; t < in.lengths[b]; ++t)
+        for (int e = 0; e < in.D; ++e) {
+          const std::size_t i = in.index(b, t, e);
+          const double a = c.inv_std.empty() ? 1 + c.cond[i] : std::abs(double(in.x[i])) * c.inv_std[i];
+          if (std::isfinite(a)) worst = std::max(worst, a);
+        }
+    product *= worst;
+  }
+  // the tolerance rule's cond for the formula (about |x|/σ squared for two well-conditioned
+  // norms: a few units, so the term adds little to composite_tolerance's 1e-4)
+  double cond() const { return product; }
+};
+
 template <class T>
 std::vector<T> norm_of(const Row& row, Impl impl, const Params& p, State* state, const Batch& x,
-                       const std::vector<T>& act) {
+                       const std::vector<T>& act, Amplification* amp = nullptr) {
   Batch in(x.B, x.T, x.D);
   in.lengths = x.lengths;
   for (std::size_t i = 0; i < act.size(); ++i) in.x[i] = float(act[i]);
+  if (amp) amp->add(row, p, state, in);  // before a train-mode call updates the state
   Output out;
   row.norm.layer->forward(impl)(in, p, row_run(row.norm).mode, state, out);
   return std::vector<T>(out.begin(), out.end());
@@ -356,7 +387,8 @@ std::vector<T> plus(const std::vector<T>& a, const std::vector<T>& b) {
 // Eval rows decode in the block; here they run over the whole batch: their norms are token-wise
 // in eval mode and causal attention over the batch is what decoding with a KV cache computes.
 template <class T>
-Output composed(const Row& row, Impl impl, const BlockWeights& w, BlockState st, const Batch& x) {
+Output composed(const Row& row, Impl impl, const BlockWeights& w, BlockState st, const Batch& x,
+                Amplification* amp) {
   const std::vector<T> in(x.x.begin(), x.x.end());
   const SdpaMask mask{x.lengths, true};
   auto mha = [&](const std::vector<T>& a) {
@@ -369,11 +401,11 @@ Output composed(const Row& row, Impl impl, const BlockWeights& w, BlockState st,
   };
   std::vector<T> y;
   if (w.placement == Placement::pre) {
-    const auto h = plus(in, mha(norm_of(row, impl, w.norm1, &st.norm1, x, in)));
-    y = plus(h, mlp_formula(w, norm_of(row, impl, w.norm2, &st.norm2, x, h), x.rows()));
+    const auto h = plus(in, mha(norm_of(row, impl, w.norm1, &st.norm1, x, in, amp)));
+    y = plus(h, mlp_formula(w, norm_of(row, impl, w.norm2, &st.norm2, x, h, amp), x.rows()));
   } else {
-    const auto h = norm_of(row, impl, w.norm1, &st.norm1, x, plus(in, mha(in)));
-    y = norm_of(row, impl, w.norm2, &st.norm2, x, plus(h, mlp_formula(w, h, x.rows())));
+    const auto h = norm_of(row, impl, w.norm1, &st.norm1, x, plus(in, mha(in)), amp);
+    y = norm_of(row, impl, w.norm2, &st.norm2, x, plus(h, mlp_formula(w, h, x.rows())), amp);
   }
   return Output(y.begin(), y.end());
 }
@@ -386,16 +418,17 @@ json formula_side(const std::string& what, const Batch& x, const Output& y) {
                                                 {{"lengths", x.lengths}})}));
 }
 
-// Valid tokens of the block's output (a) against the formula's (b), under composite_tolerance:
-// the formula evaluates the same float32 stages in its own order, which is what the bound of two
-// runs covers (compare.hpp).
+// Valid tokens of the block's output (a) against the formula's (b), under composite_tolerance
+// plus the rule's conditioning term for the formula's norms (Amplification): the formula
+// evaluates the same float32 stages in its own order.
 CaseOutcome against_formula(const Row& row, Impl impl, const BlockCase& c, const BlockOutput& A,
-                            const Output& want, const std::string& formula, const std::string& note) {
+                            const Output& want, const Amplification& amp, const std::string& formula,
+                            const std::string& note) {
   BlockOutput B;
   B.y = want;
   Diff d(kTokenLabels);
   for (int b = 0; b < c.x.B; ++b)
-    for (int t = 0; t < c.x.lengths[b]; ++t) compare_tokens(d, c.x, A, b, t, c.x, B, b, t);
+    for (int t = 0; t < c.x.lengths[b]; ++t) compare_tokens(d, c.x, A, b, t, c.x, B, b, t, amp.cond());
   return outcome(d, note, [&] {
     return CaseRecord{.params = case_params(row, c, to_string(row_run(row.norm).path)),
                       .input = side(impl, c.x, A),
@@ -414,26 +447,28 @@ CaseOutcome block_zero_branches(const Row& row, Impl impl) {
   std::fill(c.w.b2.begin(), c.w.b2.end(), 0.0f);
   const BlockOutput A = run(row, impl, c, c.x, false);
   Output want(c.x.x.begin(), c.x.x.end());  // Pre-LN: x itself
+  Amplification amp;
   std::string formula = "x (Pre-LN with both branches zero)";
   if (row.placement == Placement::post) {  // N2(N1(x)), the norm row called directly
     BlockState st = c.state;
     const std::vector<double> x(c.x.x.begin(), c.x.x.end());
-    want = norm_of(row, impl, c.w.norm2, &st.norm2, c.x, norm_of(row, impl, c.w.norm1, &st.norm1, c.x, x));
+    want = norm_of(row, impl, c.w.norm2, &st.norm2, c.x, norm_of(row, impl, c.w.norm1, &st.norm1, c.x, x, &amp), &amp);
     formula = "N2(N1(x)) through the norm row (Post-LN with both branches zero)";
   }
-  return against_formula(row, impl, c, A, want, formula,
+  return against_formula(row, impl, c, A, want, amp, formula,
                          "out_proj, b_o, W2 and b2 set to zero: the block (a) vs " + formula + " (b)");
 }
 
 CaseOutcome block_composition(const Row& row, Impl impl) {
   const BlockCase c = draw_block(row.norm, row.placement);
   const BlockOutput A = run(row, impl, c, c.x, false);
-  const Output want = impl == Impl::reference ? composed<double>(row, impl, c.w, c.state, c.x)
-                                              : composed<float>(row, impl, c.w, c.state, c.x);
+  Amplification amp;
+  const Output want = impl == Impl::reference ? composed<double>(row, impl, c.w, c.state, c.x, &amp)
+                                              : composed<float>(row, impl, c.w, c.state, c.x, &amp);
   const std::string formula = row.placement == Placement::pre
                                   ? "h = x + MHA(N1(x)), y = h + MLP(N2(h)), step by step"
                                   : "h = N1(x + MHA(x)), y = N2(h + MLP(h)), step by step";
-  return against_formula(row, impl, c, A, want, formula, "the block (a) vs its formula " + formula + " (b)");
+  return against_formula(row, impl, c, A, want, amp, formula, "the block (a) vs its formula " + formula + " (b)");
 }
 
 }  // namespace
