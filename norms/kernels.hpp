@@ -8,8 +8,10 @@
 #include <cstddef>
 #include <cstdint>
 
+#include <immintrin.h>
 #include <omp.h>
-#include <xmmintrin.h>  // _mm_stream_ps, _mm_sfence (SSE: every x86-64)
+
+#include "norms/kernels_api.hpp"
 
 namespace normcheck::kernels {
 
@@ -224,3 +226,153 @@ constexpr int kRowGroupMaxD = 512;
 constexpr int kRowGroup = 4;
 
 }  // namespace normcheck::kernels
+
+// ---------------------------------------------------------------------------------------------
+// AVX-512 building blocks (with FMA). Everything in this region is compiled for that target and
+// only ever called from functions of the same target, after kernel_path() chose it.
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,fma")
+
+namespace normcheck::kernels::avx512 {
+
+constexpr int W = 16;
+
+// Lanes [0, n) set, n in [0, 16].
+[[gnu::always_inline]] inline __mmask16 head_mask(int n) {
+  return __mmask16((1u << n) - 1u);
+}
+
+// The sum of the 16 lanes by the fixed tree h_l = a_l + a_{l+8}, q_l = h_l + h_{l+4},
+// (q_0 + q_2) + (q_1 + q_3): the one every row reduction of this path uses (hsum16x16 below
+// performs the same tree for 16 rows at once).
+[[gnu::always_inline]] inline float hsum(__m512 a) {
+  const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1));
+  __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+  q = _mm_add_ps(q, _mm_movehl_ps(q, q));        // lane 0: q0 + q2, lane 1: q1 + q3
+  q = _mm_add_ss(q, _mm_movehdup_ps(q));          // lane 0: (q0 + q2) + (q1 + q3)
+  return _mm_cvtss_f32(q);
+}
+
+// Lane r of the result = hsum(v[r]), for 16 vectors at once: the same pairs are added in the
+// same order (a + b and b + a are the same IEEE value), transposed as they go, ~3 operations a
+// row instead of 8.
+[[gnu::always_inline]] inline __m512 hsum16x16(const __m512* v) {
+  __m512 s1[8], s2[4], s3[2];
+  for (int k = 0; k < 8; ++k)  // rows 2k, 2k+1: lanes 0-7 = h of row 2k, 8-15 = h of row 2k+1
+    s1[k] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * k], v[2 * k + 1], 0x44),
+                          _mm512_shuffle_f32x4(v[2 * k], v[2 * k + 1], 0xEE));
+  for (int k = 0; k < 4; ++k)  // quads: q of rows 4k, 4k+1, 4k+2, 4k+3
+    s2[k] = _mm512_add_ps(_mm512_shuffle_f32x4(s1[2 * k], s1[2 * k + 1], 0x88),
+                          _mm512_shuffle_f32x4(s1[2 * k], s1[2 * k + 1], 0xDD));
+  for (int k = 0; k < 2; ++k)  // per quad: q0 + q2, q1 + q3 of two rows
+    s3[k] = _mm512_add_ps(_mm512_shuffle_ps(s2[2 * k], s2[2 * k + 1], 0x44),
+                          _mm512_shuffle_ps(s2[2 * k], s2[2 * k + 1], 0xEE));
+  const __m512 s4 = _mm512_add_ps(_mm512_shuffle_ps(s3[0], s3[1], 0x88),
+                                  _mm512_shuffle_ps(s3[0], s3[1], 0xDD));
+  // s4 lane 4j + m holds row j + 4m; put row r in lane r
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  return _mm512_permutexvar_ps(order, s4);
+}
+
+// Σ f(x[i]) over a row of n values as 16 lane partial sums (lane l: the i ≡ l mod 16 terms),
+// for the caller to fold with hsum or hsum16x16. Vectors k = 0, 1, … of the row; four chains
+// (k mod 4) when there are at least 4, added as (c0 + c1) + (c2 + c3), then the vectors left
+// over in order; the last vector is masked (lanes past n contribute f_masked's 0). The order
+// depends on n only. f(v, mask) must return 0 in the lanes outside mask.
+template <class F>
+[[gnu::always_inline]] inline __m512 row_partial(const float* x, int n, F f) {
+  const int full = n / W, rem = n % W;
+  __m512 acc;
+  int k = 0;
+  if (full >= 4) {
+    __m512 c0 = f(_mm512_loadu_ps(x), 0xFFFF), c1 = f(_mm512_loadu_ps(x + W), 0xFFFF),
+           c2 = f(_mm512_loadu_ps(x + 2 * W), 0xFFFF), c3 = f(_mm512_loadu_ps(x + 3 * W), 0xFFFF);
+    for (k = 4; k + 4 <= full; k += 4) {
+      c0 = _mm512_add_ps(c0, f(_mm512_loadu_ps(x + k * W), 0xFFFF));
+      c1 = _mm512_add_ps(c1, f(_mm512_loadu_ps(x + (k + 1) * W), 0xFFFF));
+      c2 = _mm512_add_ps(c2, f(_mm512_loadu_ps(x + (k + 2) * W), 0xFFFF));
+      c3 = _mm512_add_ps(c3, f(_mm512_loadu_ps(x + (k + 3) * W), 0xFFFF));
+    }
+    acc = _mm512_add_ps(_mm512_add_ps(c0, c1), _mm512_add_ps(c2, c3));
+  } else {
+    acc = _mm512_setzero_ps();
+  }
+  for (; k < full; ++k) acc = _mm512_add_ps(acc, f(_mm512_loadu_ps(x + k * W), 0xFFFF));
+  if (rem) {
+    const __mmask16 m = head_mask(rem);
+    acc = _mm512_add_ps(acc, f(_mm512_maskz_loadu_ps(m, x + full * W), m));
+  }
+  return acc;
+}
+
+// The same for a sum of squares g(v)², accumulated with FMA (acc = g·g + acc).
+template <class G>
+[[gnu::always_inline]] inline __m512 row_partial_sq(const float* x, int n, G g) {
+  const int full = n / W, rem = n % W;
+  __m512 acc;
+  int k = 0;
+  auto sq = [&](const float* p, __m512 a) {
+    const __m512 d = g(_mm512_loadu_ps(p), 0xFFFF);
+    return _mm512_fmadd_ps(d, d, a);
+  };
+  if (full >= 4) {
+    const __m512 z = _mm512_setzero_ps();
+    __m512 c0 = sq(x, z), c1 = sq(x + W, z), c2 = sq(x + 2 * W, z), c3 = sq(x + 3 * W, z);
+    for (k = 4; k + 4 <= full; k += 4) {
+      c0 = sq(x + k * W, c0);
+      c1 = sq(x + (k + 1) * W, c1);
+      c2 = sq(x + (k + 2) * W, c2);
+      c3 = sq(x + (k + 3) * W, c3);
+    }
+    acc = _mm512_add_ps(_mm512_add_ps(c0, c1), _mm512_add_ps(c2, c3));
+  } else {
+    acc = _mm512_setzero_ps();
+  }
+  for (; k < full; ++k) acc = sq(x + k * W, acc);
+  if (rem) {
+    const __mmask16 m = head_mask(rem);
+    const __m512 d = g(_mm512_maskz_loadu_ps(m, x + full * W), m);
+    acc = _mm512_fmadd_ps(d, d, acc);
+  }
+  return acc;
+}
+
+// y[d] = f(x[d..], γ[d..], β[d..]) for d in [0, n), 16 at a time: f gets the x vector and the γ
+// and β vectors (1 and 0 when the pointer is null: the same operations, ·1 and +0). Through
+// non-temporal stores when `stream` and y is 4-byte aligned: a masked head up to the next
+// 64-byte boundary, aligned streamed vectors, a masked tail. The values are elementwise, so
+// they do not depend on where y's boundaries fall.
+template <class F>
+[[gnu::always_inline]] inline void write_row(float* y, const float* x, const float* gamma,
+                                             const float* beta, int n, bool stream, F f) {
+  const __m512 one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
+  auto value = [&](int d, __mmask16 m) {
+    const __m512 xv = _mm512_maskz_loadu_ps(m, x + d);
+    const __m512 g = gamma ? _mm512_maskz_loadu_ps(m, gamma + d) : one;
+    const __m512 b = beta ? _mm512_maskz_loadu_ps(m, beta + d) : zero;
+    return f(xv, g, b);
+  };
+  auto full = [&](int d) {
+    const __m512 xv = _mm512_loadu_ps(x + d);
+    const __m512 g = gamma ? _mm512_loadu_ps(gamma + d) : one;
+    const __m512 b = beta ? _mm512_loadu_ps(beta + d) : zero;
+    return f(xv, g, b);
+  };
+  int d = 0;
+  const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(y);
+  if (stream && (a & 3) == 0) {
+    const int head = std::min(n, int(((64 - (a & 63)) & 63) / 4));
+    if (head) _mm512_mask_storeu_ps(y, head_mask(head), value(0, head_mask(head)));
+    for (d = head; d + W <= n; d += W) _mm512_stream_ps(y + d, full(d));
+  } else {
+    for (; d + W <= n; d += W) _mm512_storeu_ps(y + d, full(d));
+  }
+  if (d < n) {
+    const __mmask16 m = head_mask(n - d);
+    _mm512_mask_storeu_ps(y + d, m, value(d, m));
+  }
+}
+
+}  // namespace normcheck::kernels::avx512
+
+#pragma GCC pop_options

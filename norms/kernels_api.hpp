@@ -6,8 +6,39 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdlib>
+#include <cstring>
 
 namespace normcheck {
+
+// The instruction-set path of the optimized kernels (the norm kernels below and attention),
+// chosen once per process: the widest this CPU has — AVX-512 with FMA, AVX2 with FMA, or the
+// x86-64 baseline (SSE2) — unless the environment variable NORMCHECK_KERNEL_PATH names a
+// narrower one (avx2 or baseline), which runs that path's code on a wider machine for testing.
+// Each path computes every value by operations whose order is fixed by the shapes, so on one
+// path the results are bitwise the same for any thread count, batch composition, alignment or
+// tiling. Different paths round differently (FMA, lane counts): they agree with each other and
+// with the reference within the tolerance rule, not bitwise.
+enum class KernelPath { avx512, avx2, baseline };
+
+inline KernelPath detect_kernel_path() {
+  __builtin_cpu_init();
+  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+                      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+                      __builtin_cpu_supports("fma");
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  KernelPath p = avx512 ? KernelPath::avx512 : avx2 ? KernelPath::avx2 : KernelPath::baseline;
+  if (const char* e = std::getenv("NORMCHECK_KERNEL_PATH")) {
+    if (std::strcmp(e, "avx2") == 0 && avx2) p = KernelPath::avx2;
+    if (std::strcmp(e, "baseline") == 0) p = KernelPath::baseline;
+  }
+  return p;
+}
+
+inline KernelPath kernel_path() {
+  static const KernelPath p = detect_kernel_path();
+  return p;
+}
 
 // layer_norm over `rows` independent tokens of D features. `out` may equal `x` (in place).
 // out: [rows, D] written; x: [rows, D] read; gamma, beta: [D] read, or nullptr (1 and 0).
