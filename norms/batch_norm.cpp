@@ -105,8 +105,10 @@ void batch_norm_reference(const Batch& in, const Params& p, Mode mode, State* st
 // optimized: float32 data. Statistics read x once from memory: the rows are cut into blocks of
 // R ≥ 16 whole rows (R·D·4 ≤ kStatBlockBytes where D allows, so a block stays in L2), each
 // block's mean and M2 are computed two-pass in double per feature range (the second pass hits
-// cache), and the blocks are merged in a fixed order with Chan's formula. Then one OpenMP pass over independent rows
-// normalizes. The raw kernels are in kernels_api.hpp.
+// cache), and the blocks are merged in a fixed order with Chan's formula. Then one OpenMP pass
+// over independent rows normalizes. The raw kernels are in kernels_api.hpp; three
+// instruction-set paths (kernel_path()): AVX-512 with FMA, the 8-lane code for AVX2 with FMA
+// and for the baseline.
 //
 // Why the bits never depend on the thread count: R, the feature ranges, the segments (fixed
 // runs of consecutive blocks) and every merge order are functions of (B·T, D) only; a thread
@@ -146,13 +148,13 @@ inline void chan_merge(double* __restrict mean, double* __restrict m2, long long
   }
 }
 
-// 4 doubles / 8 floats as GCC vector types: AVX2 registers in the avx2 clone, SSE2 registers
-// in the default one; either way lane-wise IEEE operations, so the same bits.
+// 4 doubles / 8 floats as GCC vector types: AVX2 registers on the AVX2 path, SSE2 registers on
+// the baseline; lane-wise IEEE operations either way.
 typedef double v4d __attribute__((vector_size(32)));
 typedef double v8d __attribute__((vector_size(64)));
 typedef float v8f __attribute__((vector_size(32)));
 
-// x[0..8) as doubles, lo = x[0..4), hi = x[4..8). Inlined into each clone; converting 8 floats
+// x[0..8) as doubles, lo = x[0..4), hi = x[4..8). Inlined into each path; converting 8 floats
 // at once is what lets GCC 12 emit one vcvtps2pd ymm per 4 values (it splits a 4-float one).
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"
@@ -171,12 +173,12 @@ typedef float v8f __attribute__((vector_size(32)));
 // the caller. acc, tmean: scratch of w doubles, 32-byte aligned. While the first pass reads
 // the tile from memory, the same tile `pf` floats further (the next block; 0: none) is
 // prefetched into L2: without it the first pass of a 512-byte-row tile ran at half the speed.
-// AVX2 and baseline clones give the same bits (no FMA, lane-wise operations, a feature's
-// operations the same in the 8-wide body and in the scalar tail).
-__attribute__((target_clones("avx2", "default")))
-void tile_stats(const float* const* rows, int n, int f0, int w, double* __restrict acc,
-                double* __restrict tmean, long long count, double* mean, double* m2,
-                std::ptrdiff_t pf) {
+// The 8-lane body of the AVX2 path (FMA by contraction: GCC fuses the e·e + acc of each
+// feature, the same expression in the vector body and the scalar tail) and of the baseline.
+[[gnu::always_inline]] inline void tile_stats_v8(const float* const* rows, int n, int f0, int w,
+                                                double* __restrict acc, double* __restrict tmean,
+                                                long long count, double* mean, double* m2,
+                                                std::ptrdiff_t pf) {
   const int w8 = w / 8, wv = 8 * w8;  // features [0, wv) in vectors, [wv, w) one by one
   v4d* va = reinterpret_cast<v4d*>(acc);  // GCC vector types alias their element type
   v4d* vm = reinterpret_cast<v4d*>(tmean);
@@ -257,12 +259,24 @@ void tile_stats(const float* const* rows, int n, int f0, int w, double* __restri
   chan_merge(mean, m2, count, tmean, acc, n, w);
 }
 
-// Rows [r0, r1) of batch_norm_apply_kernel, dispatched once per range: AVX2 halves the
-// instructions per value, and without FMA both clones compute the same IEEE operations.
-__attribute__((target_clones("avx2", "default")))
-void apply_rows(float* out, const float* x, std::size_t r0, std::size_t r1, int T, int D,
-                const int* lengths, const float* mu, const float* a, const float* be,
-                bool stream) {
+__attribute__((target("avx2,fma"))) void tile_stats_avx2(const float* const* rows, int n, int f0,
+                                                        int w, double* acc, double* tmean,
+                                                        long long count, double* mean, double* m2,
+                                                        std::ptrdiff_t pf) {
+  tile_stats_v8(rows, n, f0, w, acc, tmean, count, mean, m2, pf);
+}
+void tile_stats_baseline(const float* const* rows, int n, int f0, int w, double* acc,
+                         double* tmean, long long count, double* mean, double* m2,
+                         std::ptrdiff_t pf) {
+  tile_stats_v8(rows, n, f0, w, acc, tmean, count, mean, m2, pf);
+}
+
+// Rows [r0, r1) of batch_norm_apply_kernel, dispatched once per range: y = (x − mu)·a + be
+// (an FMA on the AVX2 path, by contraction).
+[[gnu::always_inline]] inline void apply_rows_v8(float* out, const float* x, std::size_t r0,
+                                                 std::size_t r1, int T, int D, const int* lengths,
+                                                 const float* mu, const float* a, const float* be,
+                                                 bool stream) {
   for (std::size_t r = r0; r < r1; ++r) {
     if (lengths && int(r % T) >= lengths[r / T]) continue;
     const float* xr = x + r * D;  // [D]
@@ -270,6 +284,124 @@ void apply_rows(float* out, const float* x, std::size_t r0, std::size_t r1, int 
                        [&](int d) { return (xr[d] - mu[d]) * a[d] + be[d]; });
   }
 }
+__attribute__((target("avx2,fma"))) void apply_rows_avx2(float* out, const float* x,
+                                                        std::size_t r0, std::size_t r1, int T,
+                                                        int D, const int* lengths, const float* mu,
+                                                        const float* a, const float* be,
+                                                        bool stream) {
+  apply_rows_v8(out, x, r0, r1, T, D, lengths, mu, a, be, stream);
+}
+void apply_rows_baseline(float* out, const float* x, std::size_t r0, std::size_t r1, int T, int D,
+                         const int* lengths, const float* mu, const float* a, const float* be,
+                         bool stream) {
+  apply_rows_v8(out, x, r0, r1, T, D, lengths, mu, a, be, stream);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// AVX-512 path (FMA): the same blocks, segments, feature tiles and merges; within a tile the
+// first pass converts each value to double once and keeps the tile's doubles (≤ 512 KB, L2) for
+// the second pass, which then costs a subtraction and an FMA per value instead of a second
+// conversion. Each feature is still summed over the rows in index order, and Σ(x − m)² by FMA
+// in the same order. While the second pass runs on cached data, the next block is prefetched
+// into L2, so memory is busy during both passes.
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,fma")
+#pragma GCC diagnostic push
+// GCC 12 warns about the deliberately undefined pass-through operand inside its own AVX-512
+// intrinsics: a false positive.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+
+namespace {
+
+namespace v16 = kernels::avx512;
+
+// tile: scratch of n·w16 doubles (w16 = w rounded up to 16), acc and tmean of w16 doubles, all
+// 64-byte aligned.
+void tile_stats_avx512(const float* const* rows, int n, int f0, int w, double* __restrict tile,
+                       double* __restrict acc, double* __restrict tmean, long long count,
+                       double* mean, double* m2, std::ptrdiff_t pf) {
+  const int w16 = (w + 15) / 16 * 16;
+  const __m512d zero = _mm512_setzero_pd();
+  for (int c = 0; c < w16; c += 8) _mm512_store_pd(acc + c, zero);
+  auto convert = [&](int i, int c, __m512d& lo, __m512d& hi) {  // features [c, c + 16) of row i
+    const __mmask16 k = c + 16 <= w ? __mmask16(0xFFFF) : v16::head_mask(w - c);
+    const __m512 v = _mm512_maskz_loadu_ps(k, rows[i] + f0 + c);
+    lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+    hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    double* t = tile + std::size_t(i) * w16 + c;
+    _mm512_store_pd(t, lo);
+    _mm512_store_pd(t + 8, hi);
+  };
+  int i = 0;
+  for (; i + 4 <= n; i += 4)
+    for (int c = 0; c < w16; c += 16) {
+      __m512d l0, h0, l1, h1, l2, h2, l3, h3;
+      convert(i, c, l0, h0);
+      convert(i + 1, c, l1, h1);
+      convert(i + 2, c, l2, h2);
+      convert(i + 3, c, l3, h3);
+      __m512d al = _mm512_load_pd(acc + c), ah = _mm512_load_pd(acc + c + 8);
+      al = _mm512_add_pd(_mm512_add_pd(_mm512_add_pd(_mm512_add_pd(al, l0), l1), l2), l3);
+      ah = _mm512_add_pd(_mm512_add_pd(_mm512_add_pd(_mm512_add_pd(ah, h0), h1), h2), h3);
+      _mm512_store_pd(acc + c, al);
+      _mm512_store_pd(acc + c + 8, ah);
+    }
+  for (; i < n; ++i)
+    for (int c = 0; c < w16; c += 16) {
+      __m512d l, h;
+      convert(i, c, l, h);
+      _mm512_store_pd(acc + c, _mm512_add_pd(_mm512_load_pd(acc + c), l));
+      _mm512_store_pd(acc + c + 8, _mm512_add_pd(_mm512_load_pd(acc + c + 8), h));
+    }
+  const __m512d nb = _mm512_set1_pd(double(n));
+  for (int c = 0; c < w16; c += 8) {
+    _mm512_store_pd(tmean + c, _mm512_div_pd(_mm512_load_pd(acc + c), nb));
+    _mm512_store_pd(acc + c, zero);
+  }
+  // second pass, on the doubles of the first; the next block goes to L2 meanwhile (one line of
+  // each row every 16 features)
+  auto sq = [&](int r, int c, __m512d a) {
+    const __m512d e = _mm512_sub_pd(_mm512_load_pd(tile + std::size_t(r) * w16 + c), _mm512_load_pd(tmean + c));
+    return _mm512_fmadd_pd(e, e, a);
+  };
+  for (i = 0; i + 4 <= n; i += 4)
+    for (int c = 0; c < w16; c += 16) {
+      if (pf)
+        for (int r = 0; r < 4; ++r) _mm_prefetch(reinterpret_cast<const char*>(rows[i + r] + f0 + c + pf), _MM_HINT_T1);
+      for (int h = 0; h < 16; h += 8) {
+        __m512d a = _mm512_load_pd(acc + c + h);
+        a = sq(i + 3, c + h, sq(i + 2, c + h, sq(i + 1, c + h, sq(i, c + h, a))));
+        _mm512_store_pd(acc + c + h, a);
+      }
+    }
+  for (; i < n; ++i)
+    for (int c = 0; c < w16; c += 8) _mm512_store_pd(acc + c, sq(i, c, _mm512_load_pd(acc + c)));
+  chan_merge(mean, m2, count, tmean, acc, n, w);
+}
+
+void apply_rows_avx512(float* out, const float* x, std::size_t r0, std::size_t r1, int T, int D,
+                       const int* lengths, const float* mu, const float* a, const float* be,
+                       bool stream) {
+  for (std::size_t r = r0; r < r1; ++r) {
+    if (lengths && int(r % T) >= lengths[r / T]) continue;
+    const float* xr = x + r * D;  // [D]
+    v16::write_row(out + r * D, D, stream, [&](int d, __mmask16 k) {
+      const __m512 xv = _mm512_maskz_loadu_ps(k, xr + d);
+      return _mm512_fmadd_ps(_mm512_sub_ps(xv, _mm512_maskz_loadu_ps(k, mu + d)),
+                             _mm512_maskz_loadu_ps(k, a + d), _mm512_maskz_loadu_ps(k, be + d));
+    });
+  }
+}
+
+}  // namespace
+
+#pragma GCC diagnostic pop
+#pragma GCC pop_options
+
+namespace {
 
 // The raw kernels select positions by lengths (nullptr: every position).
 const int* selection(const Batch& in, TokenSet tokens) {
@@ -305,10 +437,15 @@ long long batch_norm_statistics_kernel(double* mean, double* var, const float* x
   // per segment: count of selected rows, mean[D], M2[D]
   std::vector<long long> seg_n(S, 0);
   std::vector<double> seg_mean(std::size_t(S) * D), seg_m2(std::size_t(S) * D);
+  const KernelPath path = kernel_path();
 #pragma omp parallel if (rows * D >= kernels::kParallelMinValues)
   {
     std::vector<const float*> sel(R);  // the block's selected rows
     alignas(64) double acc[kStatFeatures], tmean[kStatFeatures];
+    // AVX-512 path: the tile's values as doubles, [R, w rounded up to 16], 64-byte aligned
+    const std::size_t tw = std::min<std::size_t>((std::size_t(D) + 15) / 16 * 16, kStatFeatures);
+    std::vector<double> tile_buf(path == KernelPath::avx512 ? std::size_t(R) * tw + 8 : 0);
+    double* tile = reinterpret_cast<double*>((reinterpret_cast<std::uintptr_t>(tile_buf.data()) + 63) & ~std::uintptr_t(63));
 #pragma omp for schedule(static)
     for (int s = 0; s < S; ++s) {
       double* sm = seg_mean.data() + std::size_t(s) * D;  // [D]
@@ -324,8 +461,15 @@ long long batch_norm_statistics_kernel(double* mean, double* var, const float* x
           if (!lengths || int(r % T) < lengths[r / T]) sel[k++] = x + r * D;
         if (k == 0) continue;
         for (int f0 = 0; f0 < D; f0 += kStatFeatures)
-          tile_stats(sel.data(), k, f0, std::min(kStatFeatures, D - f0), acc, tmean, count,
-                     sm + f0, s2 + f0, pf);
+          if (path == KernelPath::avx512)
+            tile_stats_avx512(sel.data(), k, f0, std::min(kStatFeatures, D - f0), tile, acc, tmean,
+                              count, sm + f0, s2 + f0, pf);
+          else if (path == KernelPath::avx2)
+            tile_stats_avx2(sel.data(), k, f0, std::min(kStatFeatures, D - f0), acc, tmean, count,
+                            sm + f0, s2 + f0, pf);
+          else
+            tile_stats_baseline(sel.data(), k, f0, std::min(kStatFeatures, D - f0), acc, tmean,
+                                count, sm + f0, s2 + f0, pf);
         count += k;
       }
       seg_n[s] = count;
@@ -356,8 +500,14 @@ void batch_norm_apply_kernel(float* out, const float* x, int B, int T, int D, co
   const std::size_t rows = std::size_t(B) * T;
   // large outputs through non-temporal stores (kernels.hpp): same values, no read of y
   const bool stream = rows * D * sizeof(float) >= kernels::kStreamMinBytes;
+  const KernelPath path = kernel_path();
   kernels::for_each_row_range(rows, std::size_t(D), [&](std::size_t r0, std::size_t r1) {
-    apply_rows(out, x, r0, r1, T, D, lengths, mu, a, be, stream);
+    if (path == KernelPath::avx512)
+      apply_rows_avx512(out, x, r0, r1, T, D, lengths, mu, a, be, stream);
+    else if (path == KernelPath::avx2)
+      apply_rows_avx2(out, x, r0, r1, T, D, lengths, mu, a, be, stream);
+    else
+      apply_rows_baseline(out, x, r0, r1, T, D, lengths, mu, a, be, stream);
   });
 }
 

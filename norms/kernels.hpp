@@ -1,6 +1,8 @@
 // Building blocks shared by the optimized (float32) kernels: fixed-shape reductions whose order
-// depends only on the row length (never on the thread count or the batch), written so that GCC
-// vectorizes the 8-lane body, and the OpenMP loop over independent rows.
+// depends only on the row length (never on the thread count or the batch) — an 8-lane form in
+// GCC vector code (the AVX2 and baseline paths, and the layers that have no AVX-512 path) and a
+// 16-lane AVX-512 form with FMA (namespace avx512 below) — and the OpenMP loop over independent
+// rows. Which path runs: kernel_path() (kernels_api.hpp).
 #pragma once
 
 #include <algorithm>
@@ -22,11 +24,12 @@ constexpr int kLanes = 8;
 // (n < 32) take exactly the 8-lane path.
 constexpr int kWideLanes = 32;
 
-// Eight floats as one GCC vector. Its operators are lane-wise IEEE operations, so a body
-// written with them gives the same bits in the AVX2 clone (one ymm op) and the baseline clone
-// (two xmm ops); GCC does not contract them into FMA without -mfma / fast-math.
+// Eight floats as one GCC vector. Its operators are lane-wise IEEE operations: one ymm op in an
+// AVX2 function, two xmm ops in a baseline one. In a function compiled with FMA (the AVX2 path)
+// GCC contracts each a·b + c into one FMA; the helpers' expressions are the same in every
+// inlined copy, so a path still computes each value the same way wherever it is called.
 typedef float v8f __attribute__((vector_size(32)));
-// The helpers and the lane-wise lambdas passed to them inline, so the baseline clone never
+// The helpers and the lane-wise lambdas passed to them inline, so the baseline path never
 // passes a v8f by value across a call: GCC's note (emitted at the end of every including file)
 // that this would change the ABI without AVX does not apply.
 #pragma GCC diagnostic ignored "-Wpsabi"
@@ -337,40 +340,36 @@ template <class G>
   return acc;
 }
 
-// y[d] = f(x[d..], γ[d..], β[d..]) for d in [0, n), 16 at a time: f gets the x vector and the γ
-// and β vectors (1 and 0 when the pointer is null: the same operations, ·1 and +0). Through
-// non-temporal stores when `stream` and y is 4-byte aligned: a masked head up to the next
-// 64-byte boundary, aligned streamed vectors, a masked tail. The values are elementwise, so
-// they do not depend on where y's boundaries fall.
+// y[d, d + 16) = f(d, mask) for d = 0, 16, … < n, where f returns the 16 values at [d, d + 16)
+// (lanes outside mask are not stored; f loads with _mm512_maskz_loadu_ps(mask, …), which reads
+// nothing outside the mask). Through non-temporal stores when `stream` and y is 4-byte
+// aligned: a masked head up to the next 64-byte boundary, aligned streamed vectors, a masked
+// tail; f is then called at offsets shifted by the head. The values must be elementwise (lane
+// d depends only on position d), so they do not depend on where y's boundaries fall.
 template <class F>
-[[gnu::always_inline]] inline void write_row(float* y, const float* x, const float* gamma,
-                                             const float* beta, int n, bool stream, F f) {
-  const __m512 one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
-  auto value = [&](int d, __mmask16 m) {
-    const __m512 xv = _mm512_maskz_loadu_ps(m, x + d);
-    const __m512 g = gamma ? _mm512_maskz_loadu_ps(m, gamma + d) : one;
-    const __m512 b = beta ? _mm512_maskz_loadu_ps(m, beta + d) : zero;
-    return f(xv, g, b);
-  };
-  auto full = [&](int d) {
-    const __m512 xv = _mm512_loadu_ps(x + d);
-    const __m512 g = gamma ? _mm512_loadu_ps(gamma + d) : one;
-    const __m512 b = beta ? _mm512_loadu_ps(beta + d) : zero;
-    return f(xv, g, b);
-  };
+[[gnu::always_inline]] inline void write_row(float* y, int n, bool stream, F f) {
   int d = 0;
   const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(y);
   if (stream && (a & 3) == 0) {
     const int head = std::min(n, int(((64 - (a & 63)) & 63) / 4));
-    if (head) _mm512_mask_storeu_ps(y, head_mask(head), value(0, head_mask(head)));
-    for (d = head; d + W <= n; d += W) _mm512_stream_ps(y + d, full(d));
+    if (head) _mm512_mask_storeu_ps(y, head_mask(head), f(0, head_mask(head)));
+    for (d = head; d + W <= n; d += W) _mm512_stream_ps(y + d, f(d, __mmask16(0xFFFF)));
   } else {
-    for (; d + W <= n; d += W) _mm512_storeu_ps(y + d, full(d));
+    for (; d + W <= n; d += W) _mm512_storeu_ps(y + d, f(d, __mmask16(0xFFFF)));
   }
   if (d < n) {
     const __mmask16 m = head_mask(n - d);
-    _mm512_mask_storeu_ps(y + d, m, value(d, m));
+    _mm512_mask_storeu_ps(y + d, m, f(d, m));
   }
+}
+
+// The γ, β of a token norm's output at [d, d + 16): loaded, or 1 and 0 when the pointer is null
+// (the same operations either way: ·1 and +0).
+[[gnu::always_inline]] inline __m512 gamma_at(const float* gamma, int d, __mmask16 m) {
+  return gamma ? _mm512_maskz_loadu_ps(m, gamma + d) : _mm512_set1_ps(1.0f);
+}
+[[gnu::always_inline]] inline __m512 beta_at(const float* beta, int d, __mmask16 m) {
+  return beta ? _mm512_maskz_loadu_ps(m, beta + d) : _mm512_setzero_ps();
 }
 
 }  // namespace normcheck::kernels::avx512

@@ -123,8 +123,10 @@ void layer_norm_rows_baseline(float* y, const float* x, const float* gamma, cons
 #pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,fma")
 #pragma GCC diagnostic push
 // GCC 12 warns about the deliberately undefined pass-through operand inside its own AVX-512
-// intrinsics (_mm512_undefined_ps in shuffle_f32x4, sqrt, permutexvar): a false positive.
+// intrinsics (_mm512_undefined_ps in shuffle_f32x4, sqrt, permutexvar, reduce_max): a false
+// positive.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 
 namespace {
 
@@ -143,8 +145,10 @@ constexpr int kGroupMaxD = 256;
                                                     const float* beta, int D, bool stream,
                                                     float mean, float rstd) {
   const __m512 m = _mm512_set1_ps(mean), s = _mm512_set1_ps(rstd);
-  v16::write_row(yr, xr, gamma, beta, D, stream, [&](__m512 xv, __m512 g, __m512 b) {
-    return _mm512_fmadd_ps(_mm512_mul_ps(_mm512_sub_ps(xv, m), s), g, b);
+  v16::write_row(yr, D, stream, [&](int d, __mmask16 k) {
+    const __m512 xv = _mm512_maskz_loadu_ps(k, xr + d);
+    return _mm512_fmadd_ps(_mm512_mul_ps(_mm512_sub_ps(xv, m), s), v16::gamma_at(gamma, d, k),
+                           v16::beta_at(beta, d, k));
   });
 }
 
