@@ -791,7 +791,10 @@ void prefill_task(Prefill& t, float* out, float* weights, int Tk) {
   int d = 0;
   for (; d + 16 <= dh; d += 16) {
     const __m512 qd = _mm512_loadu_ps(q + d);
-    for (int kk = 0; kk < 16; ++kk) acc[kk] = _mm512_fmadd_ps(qd, _mm512_loadu_ps(kr[kk] + d), acc[kk]);
+    for (int kk = 0; kk < 16; ++kk) {
+      kernels::avx512::prefetch_ahead(kr[kk] + d);
+      acc[kk] = _mm512_fmadd_ps(qd, _mm512_loadu_ps(kr[kk] + d), acc[kk]);
+    }
   }
   if (d < dh) {
     const __mmask16 mk = kernels::avx512::head_mask(dh - d);
@@ -851,8 +854,10 @@ void decode_row(float* out, float* weights, const float* q, const float* k, cons
     const float* vj = v + std::size_t(j0) * dv;
     for (int j = 0; j < nk; ++j, vj += dv) {
       const __m512 pj = _mm512_set1_ps(S[j]);
-      for (int u = 0; u < NV; ++u)
+      for (int u = 0; u < NV; ++u) {
+        kernels::avx512::prefetch_ahead(vj + 16 * u);
         o[u] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(cm[u], vj + 16 * u), pj, o[u]);
+      }
     }
   }
   const float inv = 1.0f / kernels::avx512::hsum(l);

@@ -324,20 +324,28 @@ void tile_stats_avx512(const float* const* rows, int n, int f0, int w, double* _
                        double* __restrict acc, double* __restrict tmean, long long count,
                        double* mean, double* m2, std::ptrdiff_t pf) {
   const int w16 = (w + 15) / 16 * 16;
+  const std::size_t ts = std::size_t(w16) + 8;  // tile row stride: off a 4 KB multiple
   const __m512d zero = _mm512_setzero_pd();
   for (int c = 0; c < w16; c += 8) _mm512_store_pd(acc + c, zero);
   auto convert = [&](int i, int c, __m512d& lo, __m512d& hi) {  // features [c, c + 16) of row i
     const __mmask16 k = c + 16 <= w ? __mmask16(0xFFFF) : v16::head_mask(w - c);
-    const __m512 v = _mm512_maskz_loadu_ps(k, rows[i] + f0 + c);
-    lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
-    hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
-    double* t = tile + std::size_t(i) * w16 + c;
+    const float* p = rows[i] + f0 + c;
+    lo = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(__mmask8(k), p));
+    hi = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(__mmask8(k >> 8), p + 8));
+    double* t = tile + std::size_t(i) * ts + c;
     _mm512_store_pd(t, lo);
     _mm512_store_pd(t + 8, hi);
+  };
+  // the same tile of the next block (pf floats on; 0: none) goes to L2 while this one is
+  // processed: rows i and i + 2 of each step during the first pass, i + 1 and i + 3 during the
+  // second, one line per row every 16 features
+  auto prefetch = [&](int r, int c) {
+    _mm_prefetch(reinterpret_cast<const char*>(rows[r] + f0 + c + pf), _MM_HINT_T1);
   };
   int i = 0;
   for (; i + 4 <= n; i += 4)
     for (int c = 0; c < w16; c += 16) {
+      if (pf) prefetch(i, c), prefetch(i + 2, c);
       __m512d l0, h0, l1, h1, l2, h2, l3, h3;
       convert(i, c, l0, h0);
       convert(i + 1, c, l1, h1);
@@ -351,6 +359,7 @@ void tile_stats_avx512(const float* const* rows, int n, int f0, int w, double* _
     }
   for (; i < n; ++i)
     for (int c = 0; c < w16; c += 16) {
+      if (pf) prefetch(i, c);
       __m512d l, h;
       convert(i, c, l, h);
       _mm512_store_pd(acc + c, _mm512_add_pd(_mm512_load_pd(acc + c), l));
@@ -361,16 +370,14 @@ void tile_stats_avx512(const float* const* rows, int n, int f0, int w, double* _
     _mm512_store_pd(tmean + c, _mm512_div_pd(_mm512_load_pd(acc + c), nb));
     _mm512_store_pd(acc + c, zero);
   }
-  // second pass, on the doubles of the first; the next block goes to L2 meanwhile (one line of
-  // each row every 16 features)
+  // second pass, on the doubles of the first
   auto sq = [&](int r, int c, __m512d a) {
-    const __m512d e = _mm512_sub_pd(_mm512_load_pd(tile + std::size_t(r) * w16 + c), _mm512_load_pd(tmean + c));
+    const __m512d e = _mm512_sub_pd(_mm512_load_pd(tile + std::size_t(r) * ts + c), _mm512_load_pd(tmean + c));
     return _mm512_fmadd_pd(e, e, a);
   };
   for (i = 0; i + 4 <= n; i += 4)
     for (int c = 0; c < w16; c += 16) {
-      if (pf)
-        for (int r = 0; r < 4; ++r) _mm_prefetch(reinterpret_cast<const char*>(rows[i + r] + f0 + c + pf), _MM_HINT_T1);
+      if (pf) prefetch(i + 1, c), prefetch(i + 3, c);
       for (int h = 0; h < 16; h += 8) {
         __m512d a = _mm512_load_pd(acc + c + h);
         a = sq(i + 3, c + h, sq(i + 2, c + h, sq(i + 1, c + h, sq(i, c + h, a))));
@@ -389,6 +396,7 @@ void apply_rows_avx512(float* out, const float* x, std::size_t r0, std::size_t r
     if (lengths && int(r % T) >= lengths[r / T]) continue;
     const float* xr = x + r * D;  // [D]
     v16::write_row(out + r * D, D, stream, [&](int d, __mmask16 k) {
+      v16::prefetch_ahead(xr + d);
       const __m512 xv = _mm512_maskz_loadu_ps(k, xr + d);
       return _mm512_fmadd_ps(_mm512_sub_ps(xv, _mm512_maskz_loadu_ps(k, mu + d)),
                              _mm512_maskz_loadu_ps(k, a + d), _mm512_maskz_loadu_ps(k, be + d));
@@ -442,9 +450,12 @@ long long batch_norm_statistics_kernel(double* mean, double* var, const float* x
   {
     std::vector<const float*> sel(R);  // the block's selected rows
     alignas(64) double acc[kStatFeatures], tmean[kStatFeatures];
-    // AVX-512 path: the tile's values as doubles, [R, w rounded up to 16], 64-byte aligned
+    // AVX-512 path: the tile's values as doubles, [R, w rounded up to 16], 64-byte aligned; kept
+    // by the thread between calls (≤ 512 KB: a fresh one per call cost a page fault per 4 KB)
     const std::size_t tw = std::min<std::size_t>((std::size_t(D) + 15) / 16 * 16, kStatFeatures);
-    std::vector<double> tile_buf(path == KernelPath::avx512 ? std::size_t(R) * tw + 8 : 0);
+    thread_local std::vector<double> tile_buf;
+    if (path == KernelPath::avx512 && tile_buf.size() < std::size_t(R) * (tw + 8) + 8)
+      tile_buf.resize(std::size_t(R) * (tw + 8) + 8);
     double* tile = reinterpret_cast<double*>((reinterpret_cast<std::uintptr_t>(tile_buf.data()) + 63) & ~std::uintptr_t(63));
 #pragma omp for schedule(static)
     for (int s = 0; s < S; ++s) {

@@ -146,6 +146,7 @@ constexpr int kGroupMaxD = 256;
                                                     float mean, float rstd) {
   const __m512 m = _mm512_set1_ps(mean), s = _mm512_set1_ps(rstd);
   v16::write_row(yr, D, stream, [&](int d, __mmask16 k) {
+    v16::prefetch_ahead(xr + d);
     const __m512 xv = _mm512_maskz_loadu_ps(k, xr + d);
     return _mm512_fmadd_ps(_mm512_mul_ps(_mm512_sub_ps(xv, m), s), v16::gamma_at(gamma, d, k),
                            v16::beta_at(beta, d, k));

@@ -127,6 +127,7 @@ constexpr int kGroupMaxD = 256;
                                                   float rrms) {
   const __m512 s = _mm512_set1_ps(rrms);
   v16::write_row(yr, D, stream, [&](int d, __mmask16 k) {
+    v16::prefetch_ahead(xr + d);
     const __m512 xv = _mm512_maskz_loadu_ps(k, xr + d);
     return _mm512_fmadd_ps(_mm512_mul_ps(xv, s), v16::gamma_at(gamma, d, k), v16::beta_at(beta, d, k));
   });
