@@ -300,12 +300,8 @@ void apply_rows_baseline(float* out, const float* x, std::size_t r0, std::size_t
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
-// AVX-512 path (FMA): the same blocks, segments, feature tiles and merges; within a tile the
-// first pass converts each value to double once and keeps the tile's doubles (≤ 512 KB, L2) for
-// the second pass, which then costs a subtraction and an FMA per value instead of a second
-// conversion. Each feature is still summed over the rows in index order, and Σ(x − m)² by FMA
-// in the same order. While the second pass runs on cached data, the next block is prefetched
-// into L2, so memory is busy during both passes.
+// AVX-512 path (FMA): the same blocks, segments and merges; each block's statistics in one
+// streaming pass (block_stats_avx512), the apply pass through the shared streaming writer.
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,fma")
 #pragma GCC diagnostic push
@@ -318,75 +314,79 @@ namespace {
 
 namespace v16 = kernels::avx512;
 
-// tile: scratch of n·w16 doubles (w16 = w rounded up to 16), acc and tmean of w16 doubles, all
-// 64-byte aligned.
-void tile_stats_avx512(const float* const* rows, int n, int f0, int w, double* __restrict tile,
-                       double* __restrict acc, double* __restrict tmean, long long count,
-                       double* mean, double* m2, std::ptrdiff_t pf) {
-  const int w16 = (w + 15) / 16 * 16;
-  const std::size_t ts = std::size_t(w16) + 8;  // tile row stride: off a 4 KB multiple
+// The mean and M2 of every feature over one block's n selected rows (rows[0..n), D features
+// each), merged into the running (count, mean[D], m2[D]) of the caller. One pass over the rows in
+// memory order, in double, each sum over the rows in index order, eight rows per step:
+// s0 = Σx gives the mean (s0·fl(1/n): summed as the reference sums, so ±1e30 values that cancel
+// leave the small ones in, which a shifted sum would absorb); with p the block's first row,
+// s1 = Σ(x − p) and s2 = Σ(x − p)² (FMA) give M2 = max(0, fma(−s1·s1, fl(1/n), s2)). Shifting by
+// one of the block's own values bounds the cancellation in s2 − s1²/n ((mean − p)² ≤ M2: at most
+// a factor n on double's rounding), a constant feature gives exactly 0, and the block is read
+// once, as one stream. sc: scratch of 4·D16 doubles (D16 = D rounded up to 16), 64-byte aligned.
+void block_stats_avx512(const float* const* rows, int n, int D, double* __restrict sc,
+                        long long count, double* mean, double* m2) {
+  const int D16 = (D + 15) / 16 * 16;
+  double* __restrict piv = sc;
+  double* __restrict s0 = sc + D16;
+  double* __restrict s1 = sc + 2 * D16;
+  double* __restrict s2 = sc + 3 * D16;
+  auto load = [&](const float* p, int c, __m512d& lo, __m512d& hi) {  // [c, c + 16) of a row
+    const __mmask16 k = c + 16 <= D ? __mmask16(0xFFFF) : v16::head_mask(D - c);
+    lo = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(__mmask8(k), p + c));
+    hi = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(__mmask8(k >> 8), p + c + 8));
+  };
   const __m512d zero = _mm512_setzero_pd();
-  for (int c = 0; c < w16; c += 8) _mm512_store_pd(acc + c, zero);
-  auto convert = [&](int i, int c, __m512d& lo, __m512d& hi) {  // features [c, c + 16) of row i
-    const __mmask16 k = c + 16 <= w ? __mmask16(0xFFFF) : v16::head_mask(w - c);
-    const float* p = rows[i] + f0 + c;
-    lo = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(__mmask8(k), p));
-    hi = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(__mmask8(k >> 8), p + 8));
-    double* t = tile + std::size_t(i) * ts + c;
-    _mm512_store_pd(t, lo);
-    _mm512_store_pd(t + 8, hi);
-  };
-  // the same tile of the next block (pf floats on; 0: none) goes to L2 while this one is
-  // processed: rows i and i + 2 of each step during the first pass, i + 1 and i + 3 during the
-  // second, one line per row every 16 features
-  auto prefetch = [&](int r, int c) {
-    _mm_prefetch(reinterpret_cast<const char*>(rows[r] + f0 + c + pf), _MM_HINT_T1);
-  };
-  int i = 0;
-  for (; i + 4 <= n; i += 4)
-    for (int c = 0; c < w16; c += 16) {
-      if (pf) prefetch(i, c), prefetch(i + 2, c);
-      __m512d l0, h0, l1, h1, l2, h2, l3, h3;
-      convert(i, c, l0, h0);
-      convert(i + 1, c, l1, h1);
-      convert(i + 2, c, l2, h2);
-      convert(i + 3, c, l3, h3);
-      __m512d al = _mm512_load_pd(acc + c), ah = _mm512_load_pd(acc + c + 8);
-      al = _mm512_add_pd(_mm512_add_pd(_mm512_add_pd(_mm512_add_pd(al, l0), l1), l2), l3);
-      ah = _mm512_add_pd(_mm512_add_pd(_mm512_add_pd(_mm512_add_pd(ah, h0), h1), h2), h3);
-      _mm512_store_pd(acc + c, al);
-      _mm512_store_pd(acc + c + 8, ah);
+  for (int c = 0; c < D16; c += 16) {
+    __m512d lo, hi;
+    load(rows[0], c, lo, hi);
+    _mm512_store_pd(piv + c, lo);
+    _mm512_store_pd(piv + c + 8, hi);
+    for (double* a : {s0, s1, s2}) {
+      _mm512_store_pd(a + c, zero);
+      _mm512_store_pd(a + c + 8, zero);
     }
-  for (; i < n; ++i)
-    for (int c = 0; c < w16; c += 16) {
-      if (pf) prefetch(i, c);
-      __m512d l, h;
-      convert(i, c, l, h);
-      _mm512_store_pd(acc + c, _mm512_add_pd(_mm512_load_pd(acc + c), l));
-      _mm512_store_pd(acc + c + 8, _mm512_add_pd(_mm512_load_pd(acc + c + 8), h));
-    }
-  const __m512d nb = _mm512_set1_pd(double(n));
-  for (int c = 0; c < w16; c += 8) {
-    _mm512_store_pd(tmean + c, _mm512_div_pd(_mm512_load_pd(acc + c), nb));
-    _mm512_store_pd(acc + c, zero);
   }
-  // second pass, on the doubles of the first
-  auto sq = [&](int r, int c, __m512d a) {
-    const __m512d e = _mm512_sub_pd(_mm512_load_pd(tile + std::size_t(r) * ts + c), _mm512_load_pd(tmean + c));
-    return _mm512_fmadd_pd(e, e, a);
+  // one half (8 features) of a step: m rows added to s0, their x − p to s1 and squared into s2
+  auto step = [&](const __m512d* x, int m, int c) {
+    const __m512d p = _mm512_load_pd(piv + c);
+    __m512d a0 = _mm512_load_pd(s0 + c), a1 = _mm512_load_pd(s1 + c), a2 = _mm512_load_pd(s2 + c);
+    for (int r = 0; r < m; ++r) {
+      const __m512d e = _mm512_sub_pd(x[r], p);
+      a0 = _mm512_add_pd(a0, x[r]);
+      a1 = _mm512_add_pd(a1, e);
+      a2 = _mm512_fmadd_pd(e, e, a2);
+    }
+    _mm512_store_pd(s0 + c, a0);
+    _mm512_store_pd(s1 + c, a1);
+    _mm512_store_pd(s2 + c, a2);
   };
-  for (i = 0; i + 4 <= n; i += 4)
-    for (int c = 0; c < w16; c += 16) {
-      if (pf) prefetch(i + 1, c), prefetch(i + 3, c);
-      for (int h = 0; h < 16; h += 8) {
-        __m512d a = _mm512_load_pd(acc + c + h);
-        a = sq(i + 3, c + h, sq(i + 2, c + h, sq(i + 1, c + h, sq(i, c + h, a))));
-        _mm512_store_pd(acc + c + h, a);
+  constexpr int kStep = 8;
+  int i = 0;
+  for (; i + kStep <= n; i += kStep)
+    for (int c = 0; c < D16; c += 16) {
+      __m512d lo[kStep], hi[kStep];
+      for (int r = 0; r < kStep; ++r) {
+        v16::prefetch_ahead(rows[i + r] + c);
+        load(rows[i + r], c, lo[r], hi[r]);
       }
+      step(lo, kStep, c);
+      step(hi, kStep, c + 8);
     }
   for (; i < n; ++i)
-    for (int c = 0; c < w16; c += 8) _mm512_store_pd(acc + c, sq(i, c, _mm512_load_pd(acc + c)));
-  chan_merge(mean, m2, count, tmean, acc, n, w);
+    for (int c = 0; c < D16; c += 16) {
+      __m512d lo, hi;
+      load(rows[i], c, lo, hi);
+      step(&lo, 1, c);
+      step(&hi, 1, c + 8);
+    }
+  const __m512d inv = _mm512_set1_pd(1.0 / double(n));  // a multiply: blocks of 16 rows at
+  for (int c = 0; c < D16; c += 8) {                      // D = 4096 spent ~40% in divisions
+    const __m512d a = _mm512_load_pd(s1 + c);
+    _mm512_store_pd(s2 + c, _mm512_max_pd(zero, _mm512_fnmadd_pd(_mm512_mul_pd(a, a), inv,
+                                                                 _mm512_load_pd(s2 + c))));
+    _mm512_store_pd(s0 + c, _mm512_mul_pd(_mm512_load_pd(s0 + c), inv));
+  }
+  chan_merge(mean, m2, count, s0, s2, n, D);
 }
 
 void apply_rows_avx512(float* out, const float* x, std::size_t r0, std::size_t r1, int T, int D,
@@ -450,13 +450,10 @@ long long batch_norm_statistics_kernel(double* mean, double* var, const float* x
   {
     std::vector<const float*> sel(R);  // the block's selected rows
     alignas(64) double acc[kStatFeatures], tmean[kStatFeatures];
-    // AVX-512 path: the tile's values as doubles, [R, w rounded up to 16], 64-byte aligned; kept
-    // by the thread between calls (≤ 512 KB: a fresh one per call cost a page fault per 4 KB)
-    const std::size_t tw = std::min<std::size_t>((std::size_t(D) + 15) / 16 * 16, kStatFeatures);
-    thread_local std::vector<double> tile_buf;
-    if (path == KernelPath::avx512 && tile_buf.size() < std::size_t(R) * (tw + 8) + 8)
-      tile_buf.resize(std::size_t(R) * (tw + 8) + 8);
-    double* tile = reinterpret_cast<double*>((reinterpret_cast<std::uintptr_t>(tile_buf.data()) + 63) & ~std::uintptr_t(63));
+    // AVX-512 path: pivot, s0, s1, s2 of D16 doubles each, 64-byte aligned
+    const std::size_t D16 = (std::size_t(D) + 15) / 16 * 16;
+    std::vector<double> sc_buf(path == KernelPath::avx512 ? 4 * D16 + 8 : 0);
+    double* sc = reinterpret_cast<double*>((reinterpret_cast<std::uintptr_t>(sc_buf.data()) + 63) & ~std::uintptr_t(63));
 #pragma omp for schedule(static)
     for (int s = 0; s < S; ++s) {
       double* sm = seg_mean.data() + std::size_t(s) * D;  // [D]
@@ -471,16 +468,17 @@ long long batch_norm_statistics_kernel(double* mean, double* var, const float* x
         for (std::size_t r = r0; r < r1; ++r)
           if (!lengths || int(r % T) < lengths[r / T]) sel[k++] = x + r * D;
         if (k == 0) continue;
-        for (int f0 = 0; f0 < D; f0 += kStatFeatures)
-          if (path == KernelPath::avx512)
-            tile_stats_avx512(sel.data(), k, f0, std::min(kStatFeatures, D - f0), tile, acc, tmean,
+        if (path == KernelPath::avx512) {
+          block_stats_avx512(sel.data(), k, D, sc, count, sm, s2);
+        } else {
+          for (int f0 = 0; f0 < D; f0 += kStatFeatures)
+            if (path == KernelPath::avx2)
+              tile_stats_avx2(sel.data(), k, f0, std::min(kStatFeatures, D - f0), acc, tmean,
                               count, sm + f0, s2 + f0, pf);
-          else if (path == KernelPath::avx2)
-            tile_stats_avx2(sel.data(), k, f0, std::min(kStatFeatures, D - f0), acc, tmean, count,
-                            sm + f0, s2 + f0, pf);
-          else
-            tile_stats_baseline(sel.data(), k, f0, std::min(kStatFeatures, D - f0), acc, tmean,
-                                count, sm + f0, s2 + f0, pf);
+            else
+              tile_stats_baseline(sel.data(), k, f0, std::min(kStatFeatures, D - f0), acc, tmean,
+                                  count, sm + f0, s2 + f0, pf);
+        }
         count += k;
       }
       seg_n[s] = count;
