@@ -175,7 +175,7 @@ NC_INLINE void store8(float* p, v8f x) { std::memcpy(p, &x, sizeof x); }
 NC_INLINE v8f splat(float x) {
   v8f t = {};
   std::memcpy(&t, &x, sizeof x);
-  return __builtin_shuffle(t, v8i{});
+  return __builtin_shufflevector(t, t, 0, 0, 0, 0, 0, 0, 0, 0);
 }
 // *p on every lane for the p·v loops. AVX paths: a memory-operand vbroadcastss (a load-port
 // uop; GCC 12 loads the scalar and broadcasts it register to register, a shuffle-pipe uop next
@@ -235,9 +235,9 @@ NC_INLINE float exp1(float x) { return exp8(splat(x))[0]; }
 
 NC_INLINE v8f vmax(v8f a, v8f b) { return b > a ? b : a; }
 NC_INLINE float hmax(v8f a) {  // a fixed tree (max of non-NaN values does not depend on it)
-  a = vmax(a, __builtin_shuffle(a, v8i{4, 5, 6, 7, 0, 1, 2, 3}));
-  a = vmax(a, __builtin_shuffle(a, v8i{2, 3, 0, 1, 6, 7, 4, 5}));
-  a = vmax(a, __builtin_shuffle(a, v8i{1, 0, 3, 2, 5, 4, 7, 6}));
+  a = vmax(a, __builtin_shufflevector(a, a, 4, 5, 6, 7, 0, 1, 2, 3));
+  a = vmax(a, __builtin_shufflevector(a, a, 2, 3, 0, 1, 6, 7, 4, 5));
+  a = vmax(a, __builtin_shufflevector(a, a, 1, 0, 3, 2, 5, 4, 7, 6));
   return a[0];
 }
 // ((a0+a4)+(a1+a5))+((a2+a6)+(a3+a7))
@@ -247,16 +247,16 @@ NC_INLINE float fold(v8f a) {
 
 // fold of 8 accumulators at once: lane t of the result is fold(a[t]), by the same tree.
 NC_INLINE v8f hadd(v8f a, v8f b) {
-  return __builtin_shuffle(a, b, v8i{0, 2, 8, 10, 4, 6, 12, 14}) +
-         __builtin_shuffle(a, b, v8i{1, 3, 9, 11, 5, 7, 13, 15});
+  return __builtin_shufflevector(a, b, 0, 2, 8, 10, 4, 6, 12, 14) +
+         __builtin_shufflevector(a, b, 1, 3, 9, 11, 5, 7, 13, 15);
 }
 NC_INLINE v8f fold8(const v8f* a) {
   v8f t[4];
   for (int k = 0; k < 4; ++k)  // [a0+a4, a1+a5, a2+a6, a3+a7] of a[2k] | of a[2k+1]
-    t[k] = __builtin_shuffle(a[2 * k], a[2 * k + 1], v8i{0, 1, 2, 3, 8, 9, 10, 11}) +
-           __builtin_shuffle(a[2 * k], a[2 * k + 1], v8i{4, 5, 6, 7, 12, 13, 14, 15});
+    t[k] = __builtin_shufflevector(a[2 * k], a[2 * k + 1], 0, 1, 2, 3, 8, 9, 10, 11) +
+           __builtin_shufflevector(a[2 * k], a[2 * k + 1], 4, 5, 6, 7, 12, 13, 14, 15);
   const v8f f = hadd(hadd(t[0], t[1]), hadd(t[2], t[3]));  // a0 a2 a4 a6 | a1 a3 a5 a7
-  return __builtin_shuffle(f, v8i{0, 4, 1, 5, 2, 6, 3, 7});
+  return __builtin_shufflevector(f, f, 0, 4, 1, 5, 2, 6, 3, 7);
 }
 
 // Scores of R rows (q, row stride dh) × J consecutive keys (k, row stride dh), R·J ≤ 16, into
@@ -525,16 +525,18 @@ __attribute__((target("avx2,fma"))) void attention_tile_avx2(NC_TILE_ARGS) {
 void attention_tile_baseline(NC_TILE_ARGS) { tile_impl<false, 2, 2>(NC_TILE_CALL); }
 using TileFn = void (*)(NC_TILE_ARGS);
 
+// (a template, like tile_impl, so that the v8f values pass only between functions of the same
+// target: Clang rejects a v8f argument from an AVX2 function to a baseline one)
+template <int>
+NC_INLINE void exp_values_v8(const float* x, float* y, std::size_t n) {
+  std::size_t i = 0;
+  for (; i + 8 <= n; i += 8) store8(y + i, exp8(load8(x + i)));
+  for (; i < n; ++i) y[i] = exp1(x[i]);
+}
 __attribute__((target("avx2,fma"))) void exp_values_avx2(const float* x, float* y, std::size_t n) {
-  std::size_t i = 0;
-  for (; i + 8 <= n; i += 8) store8(y + i, exp8(load8(x + i)));
-  for (; i < n; ++i) y[i] = exp1(x[i]);
+  exp_values_v8<0>(x, y, n);
 }
-void exp_values_baseline(const float* x, float* y, std::size_t n) {
-  std::size_t i = 0;
-  for (; i + 8 <= n; i += 8) store8(y + i, exp8(load8(x + i)));
-  for (; i < n; ++i) y[i] = exp1(x[i]);
-}
+void exp_values_baseline(const float* x, float* y, std::size_t n) { exp_values_v8<0>(x, y, n); }
 
 }  // namespace
 
@@ -569,14 +571,7 @@ void exp_values_baseline(const float* x, float* y, std::size_t n) {
 // (causal) and are masked; keys at or past key_lengths are never read. Scratch: fixed-size
 // arrays on the stack (≈ 60 KB a thread), nothing that grows with T.
 
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,fma")
-#pragma GCC diagnostic push
-// GCC 12 warns about the deliberately undefined pass-through operand inside its own AVX-512
-// intrinsics (_mm512_undefined_ps in shuffle_f32x4, sqrt, permutexvar, reduce_max): a false
-// positive.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
+NORMCHECK_AVX512_BEGIN
 
 namespace {
 namespace z {
@@ -937,8 +932,7 @@ void attention_avx512(float* out, float* weights, const float* q, const float* k
 }  // namespace z
 }  // namespace
 
-#pragma GCC diagnostic pop
-#pragma GCC pop_options
+NORMCHECK_AVX512_END
 
 namespace {
 

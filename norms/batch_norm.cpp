@@ -302,13 +302,7 @@ void apply_rows_baseline(float* out, const float* x, std::size_t r0, std::size_t
 // ---------------------------------------------------------------------------------------------
 // AVX-512 path (FMA): the same blocks, segments and merges; each block's statistics in one
 // streaming pass (block_stats_avx512), the apply pass through the shared streaming writer.
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,fma")
-#pragma GCC diagnostic push
-// GCC 12 warns about the deliberately undefined pass-through operand inside its own AVX-512
-// intrinsics: a false positive.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
+NORMCHECK_AVX512_BEGIN
 
 namespace {
 
@@ -406,8 +400,7 @@ void apply_rows_avx512(float* out, const float* x, std::size_t r0, std::size_t r
 
 }  // namespace
 
-#pragma GCC diagnostic pop
-#pragma GCC pop_options
+NORMCHECK_AVX512_END
 
 namespace {
 

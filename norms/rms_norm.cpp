@@ -103,14 +103,7 @@ void rms_norm_rows_baseline(float* y, const float* x, const float* gamma, const 
 
 }  // namespace
 
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,fma")
-#pragma GCC diagnostic push
-// GCC 12 warns about the deliberately undefined pass-through operand inside its own AVX-512
-// intrinsics (_mm512_undefined_ps in shuffle_f32x4, sqrt, permutexvar, reduce_max): a false
-// positive.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
+NORMCHECK_AVX512_BEGIN
 
 namespace {
 
@@ -176,8 +169,7 @@ void rms_norm_rows_avx512(float* y, const float* x, const float* gamma, const fl
 
 }  // namespace
 
-#pragma GCC diagnostic pop
-#pragma GCC pop_options
+NORMCHECK_AVX512_END
 
 void rms_norm_kernel(float* out, const float* x, const float* gamma, const float* beta,
                      std::size_t rows, int D, float eps) {
