@@ -263,12 +263,12 @@ GoldenOutcome check_norm_golden_case(const json& c, Impl impl, const LayerRow& r
         o, "y", out, nc.y, tol,
         [&](std::size_t i) { return !nc.valid_only || x.valid(int(i / D / T), int(i / D % T)); },
         [&](std::size_t i) {
-          return "[" + std::to_string(i / D / T) + "," + std::to_string(i / D % T) + "," +
-                 std::to_string(i % D) + "]";
+          return std::string("[") + std::to_string(i / D / T) + "," + std::to_string(i / D % T) +
+                 "," + std::to_string(i % D) + "]";
         });
     if (row->mode() == Mode::train) {
       const auto all = [](std::size_t) { return true; };
-      const auto at = [](std::size_t i) { return "[" + std::to_string(i) + "]"; };
+      const auto at = [](std::size_t i) { return std::string("[") + std::to_string(i) + "]"; };
       golden::compare(o, "new_running_mean", nc.state.running_mean, nc.new_mean, tol, all, at);
       golden::compare(o, "new_running_var", nc.state.running_var, nc.new_var, tol, all, at);
     }

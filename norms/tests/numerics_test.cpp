@@ -200,8 +200,8 @@ TEST_P(ExtremeInput, FiniteAndAgreesWithTheReference) {
       for (int t = 0; t < x.lengths[b]; ++t)
         for (int d = 0; d < D; ++d) {
           const std::size_t i = x.index(b, t, d);
-          const std::string at = "(" + std::to_string(b) + ", " + std::to_string(t) + ", " +
-                                 std::to_string(d) + ") on " + to_string(e);
+          const std::string at = std::string("(") + std::to_string(b) + ", " + std::to_string(t) +
+                                 ", " + std::to_string(d) + ") on " + to_string(e);
           if (!std::isfinite(ref[i])) RC_FAIL("reference not finite at " + at);
           // the exact result does not fit in float32: inf is the right float answer
           if (std::abs(ref[i]) > double(FLT_MAX) * (1 - 1e-5)) continue;

@@ -1,11 +1,9 @@
-// normcheck: the command-line front end. Every list it shows or runs comes from the registries
+// The `normcheck` command line (cli.hpp). Every list it shows or runs comes from the registries
 // (properties/catalog.hpp); every report it writes comes from reports/.
 //
 // Exit codes: 0 every cell as expected (golden: every case passed), 1 a surprise (golden: a
 // failed case), 2 a usage or input error, with a one-line reason on stderr.
 #include <omp.h>
-#include <unistd.h>
-
 #include <unistd.h>
 
 #include <chrono>
@@ -22,6 +20,7 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include "cli/cli.hpp"
 #include "mutants/mutants.hpp"
 #include "reports/golden_report.hpp"
 #include "reports/report.hpp"
@@ -375,7 +374,7 @@ int cmd_mutants(int cases, std::optional<uint64_t> seed_opt) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int normcheck::cli_main(int argc, char** argv) {
   // Thousands of tiny OpenMP regions: with the default (spinning) wait policy, idle threads
   // burn the cores other processes need, and on a loaded 2-core machine a run slows ten-fold.
   // GOMP reads the policy when it loads, so set it and start again.
