@@ -300,22 +300,23 @@ void apply_rows_baseline(float* out, const float* x, std::size_t r0, std::size_t
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
-// AVX-512 path (FMA): the same blocks, segments and merges; each block's statistics in one
-// streaming pass (block_stats_avx512), the apply pass through the shared streaming writer.
+// AVX-512 path (FMA): the same 16 fixed segments and the same merge of their partials in index
+// order; each segment's statistics in one streaming pass (block_stats_avx512), the apply pass
+// through the shared streaming writer.
 NORMCHECK_AVX512_BEGIN
 
 namespace {
 
 namespace v16 = kernels::avx512;
 
-// The mean and M2 of every feature over one block's n selected rows (rows[0..n), D features
-// each), merged into the running (count, mean[D], m2[D]) of the caller. One pass over the rows in
+// The mean and M2 of every feature over n selected rows (rows[0..n), D features each: on this
+// path a whole segment), merged into the running (count, mean[D], m2[D]) of the caller. One pass over the rows in
 // memory order, in double, each sum over the rows in index order, eight rows per step:
 // s0 = Σx gives the mean (s0·fl(1/n): summed as the reference sums, so ±1e30 values that cancel
-// leave the small ones in, which a shifted sum would absorb); with p the block's first row,
+// leave the small ones in, which a shifted sum would absorb); with p the first row,
 // s1 = Σ(x − p) and s2 = Σ(x − p)² (FMA) give M2 = max(0, fma(−s1·s1, fl(1/n), s2)). Shifting by
-// one of the block's own values bounds the cancellation in s2 − s1²/n ((mean − p)² ≤ M2: at most
-// a factor n on double's rounding), a constant feature gives exactly M2 = 0, and the block is
+// one of the rows' own values bounds the cancellation in s2 − s1²/n ((mean − p)² ≤ M2: at most
+// a factor n on double's rounding), a constant feature gives exactly M2 = 0, and the rows are
 // read once, as one stream. sc: scratch of 4·D16 doubles (D16 = D rounded up to 16), 64-byte aligned.
 void block_stats_avx512(const float* const* rows, int n, int D, double* __restrict sc,
                         long long count, double* mean, double* m2) {
@@ -373,7 +374,6 @@ void block_stats_avx512(const float* const* rows, int n, int D, double* __restri
       step(&lo, 1, c);
       step(&hi, 1, c + 8);
     }
-  // one reciprocal instead of two divisions per 8 features: a block is as short as 16 rows
   const __m512d inv = _mm512_set1_pd(1.0 / double(n));
   for (int c = 0; c < D16; c += 8) {
     const __m512d a = _mm512_load_pd(s1 + c);
@@ -442,7 +442,8 @@ long long batch_norm_statistics_kernel(double* mean, double* var, const float* x
   const KernelPath path = kernel_path();
 #pragma omp parallel if (rows * D >= kernels::kParallelMinValues)
   {
-    std::vector<const float*> sel(R);  // the block's selected rows
+    // the selected rows of a block (of a whole segment on the AVX-512 path)
+    std::vector<const float*> sel(path == KernelPath::avx512 ? (blocks + S - 1) / S * R : R);
     alignas(64) double acc[kStatFeatures], tmean[kStatFeatures];
     // AVX-512 path: pivot, s0, s1, s2 of D16 doubles each, 64-byte aligned
     const std::size_t D16 = (std::size_t(D) + 15) / 16 * 16;
@@ -454,6 +455,16 @@ long long batch_norm_statistics_kernel(double* mean, double* var, const float* x
       double* s2 = seg_m2.data() + std::size_t(s) * D;    // [D]
       long long count = 0;
       const std::size_t end = blocks * (s + 1) / S;
+      if (path == KernelPath::avx512) {
+        // one pass needs no L2-sized blocks: the segment's rows are one block, so the per-block
+        // work on the D-long sums (start, finish, merge) happens once per segment
+        const std::size_t r0 = blocks * s / S * R, r1 = std::min(rows, end * R);
+        for (std::size_t r = r0; r < r1; ++r)
+          if (!lengths || int(r % T) < lengths[r / T]) sel[count++] = x + r * D;
+        if (count > 0) block_stats_avx512(sel.data(), int(count), D, sc, 0, sm, s2);
+        seg_n[s] = count;
+        continue;
+      }
       for (std::size_t blk = blocks * s / S; blk < end; ++blk) {
         const std::size_t r0 = blk * R, r1 = std::min(rows, r0 + R);
         // prefetch the next block of this segment while reading this one, when it is whole
@@ -462,17 +473,13 @@ long long batch_norm_statistics_kernel(double* mean, double* var, const float* x
         for (std::size_t r = r0; r < r1; ++r)
           if (!lengths || int(r % T) < lengths[r / T]) sel[k++] = x + r * D;
         if (k == 0) continue;
-        if (path == KernelPath::avx512) {
-          block_stats_avx512(sel.data(), k, D, sc, count, sm, s2);
-        } else {
-          for (int f0 = 0; f0 < D; f0 += kStatFeatures)
-            if (path == KernelPath::avx2)
-              tile_stats_avx2(sel.data(), k, f0, std::min(kStatFeatures, D - f0), acc, tmean,
-                              count, sm + f0, s2 + f0, pf);
-            else
-              tile_stats_baseline(sel.data(), k, f0, std::min(kStatFeatures, D - f0), acc, tmean,
-                                  count, sm + f0, s2 + f0, pf);
-        }
+        for (int f0 = 0; f0 < D; f0 += kStatFeatures)
+          if (path == KernelPath::avx2)
+            tile_stats_avx2(sel.data(), k, f0, std::min(kStatFeatures, D - f0), acc, tmean, count,
+                            sm + f0, s2 + f0, pf);
+          else
+            tile_stats_baseline(sel.data(), k, f0, std::min(kStatFeatures, D - f0), acc, tmean,
+                                count, sm + f0, s2 + f0, pf);
         count += k;
       }
       seg_n[s] = count;
