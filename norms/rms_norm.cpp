@@ -2,6 +2,11 @@
 // x² overflows float32 beyond |x| ≈ 1.8e19 although |y| ≤ √D·|γ| + |β|: such tokens take the
 // mean square of x·2^-k instead (kernels.hpp), so the optimized kernel stays finite and agrees with
 // the double reference up to ±FLT_MAX rather than returning β (1/√inf = 0).
+//
+// Backward (below the forward): with rrms = 1/√(mean(x²)+ε), x̂ = x·rrms, dx̂ = γ·dy:
+// dx = rrms·(dx̂ − x̂·mean(dx̂·x̂)), dγ = Σ dy·x̂ (and dβ = Σ dy when a β is given). Every
+// position is a token, padding included, as in layer_norm.cpp (PyTorch's autograd: dγ sums over
+// all B·T positions).
 #include <cmath>
 
 #include "norms/kernels.hpp"
@@ -111,9 +116,8 @@ namespace v16 = kernels::avx512;
 
 // AVX-512 path, tokens [r0, r1): Σx² by FMA as 16-lane partial sums (v16::row_partial_sq's
 // order), folded by v16::hsum's tree, rrms = 1/√(Σ/D + ε), y = fma(x·rrms, γ, β). Rows of
-// D ≤ kGroupMaxD go 16 at a time (hsum16x16: the same tree per row; a short last group repeats
+// D ≤ v16::kGroupMaxD go 16 at a time (hsum16x16: the same tree per row; a short last group repeats
 // its last row and writes only its own), so a row's bits never depend on its neighbours.
-constexpr int kGroupMaxD = 256;
 
 [[gnu::always_inline]] inline void rms_norm_write(float* yr, const float* xr, const float* gamma,
                                                   const float* beta, int D, bool stream,
@@ -126,13 +130,13 @@ constexpr int kGroupMaxD = 256;
   });
 }
 
-[[gnu::always_inline]] inline __m512 squares(const float* xr, int D) {
+[[gnu::always_inline]] inline __m512 rms_sum_sq(const float* xr, int D) {
   return v16::row_partial_sq(xr, D, [](__m512 v, __mmask16) { return v; });
 }
 
 void rms_norm_rows_avx512(float* y, const float* x, const float* gamma, const float* beta,
                           std::size_t r0, std::size_t r1, int D, float eps, bool stream) {
-  if (D <= kGroupMaxD) {
+  if (D <= v16::kGroupMaxD) {
     constexpr int G = v16::W;
     const __m512 vD = _mm512_set1_ps(float(D)), veps = _mm512_set1_ps(eps);
     for (std::size_t r = r0; r < r1; r += G) {
@@ -141,7 +145,7 @@ void rms_norm_rows_avx512(float* y, const float* x, const float* gamma, const fl
       for (int k = 0; k < G; ++k) xr[k] = x + (r + std::size_t(std::min(k, rows - 1))) * D;
       alignas(64) float rrms[G];
       __m512 part[G];
-      for (int k = 0; k < G; ++k) part[k] = squares(xr[k], D);
+      for (int k = 0; k < G; ++k) part[k] = rms_sum_sq(xr[k], D);
       const __m512 ms = _mm512_div_ps(v16::hsum16x16(part), vD);
       _mm512_store_ps(rrms, _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_sqrt_ps(_mm512_add_ps(ms, veps))));
       const __mmask16 bad = _mm512_fpclass_ps_mask(ms, 0x99);  // NaN or ±inf
@@ -158,7 +162,7 @@ void rms_norm_rows_avx512(float* y, const float* x, const float* gamma, const fl
   for (std::size_t r = r0; r < r1; ++r) {
     const float* xr = x + r * D;
     float* yr = y + r * D;
-    const float ms = v16::hsum(squares(xr, D)) / float(D);
+    const float ms = v16::hsum(rms_sum_sq(xr, D)) / float(D);
     if (!std::isfinite(ms) && kernels::all_finite(xr, D)) {
       rms_norm_rescaled(yr, xr, gamma, beta, D, eps);
       continue;
@@ -198,21 +202,103 @@ void rms_norm_optimized(const Batch& in, const Params& p, Mode, State*, Output& 
 
 }  // namespace
 
+// ---------------------------------------------------------------------------------------------
+// backward reference: double
+
+namespace {
+
+void rms_norm_backward_reference(const Batch& in, const Params& p, Mode, const State*,
+                                 const std::vector<float>& dy, Grads& out) {
+  validate_affine_norm(in, p);
+  validate_dy(in, dy);
+  const int D = in.D;
+  Grads g;
+  g.dx.assign(in.x.size(), 0.0);
+  g.dgamma.assign(p.gamma.size(), 0.0);
+  g.dbeta.assign(p.beta.size(), 0.0);
+  for (std::size_t r = 0; r < in.rows(); ++r) {
+    const float* x = &in.x[r * D];  // [D]
+    const float* dyr = &dy[r * D];  // [D]
+    double* dx = &g.dx[r * D];      // [D]
+    double ms = 0;
+    for (int d = 0; d < D; ++d) ms += double(x[d]) * x[d];
+    ms /= D;
+    const double rrms = 1.0 / std::sqrt(ms + p.eps);
+    double mean_dxhat_xhat = 0;  // the gradient through the mean square
+    for (int d = 0; d < D; ++d)
+      mean_dxhat_xhat += (p.gamma.empty() ? 1.0 : p.gamma[d]) * dyr[d] * (x[d] * rrms);
+    mean_dxhat_xhat /= D;
+    for (int d = 0; d < D; ++d) {
+      const double xhat = x[d] * rrms;
+      const double dxhat = (p.gamma.empty() ? 1.0 : p.gamma[d]) * dyr[d];
+      dx[d] = rrms * (dxhat - xhat * mean_dxhat_xhat);
+      if (!g.dgamma.empty()) g.dgamma[d] += dyr[d] * xhat;
+      if (!g.dbeta.empty()) g.dbeta[d] += dyr[d];
+    }
+  }
+  out = std::move(g);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// backward optimized: float32, the forward's mean square per token, dγ over fixed row segments
+
+namespace {
+
+// Tokens [r0, r1) of one segment; AVX2 and baseline clones give the same bits.
+__attribute__((target_clones("avx2", "default")))
+void rms_norm_backward_rows(float* dx, const float* dy, const float* x, const float* gamma,
+                            std::size_t r0, std::size_t r1, int D, float eps, double* acc_g,
+                            double* acc_b) {
+  for (std::size_t r = r0; r < r1; ++r)
+    kernels::normalize_backward_span<false>(dx + r * D, dy + r * D, x + r * D, gamma, D, eps,
+                                            acc_g, acc_b);
+}
+
+}  // namespace
+
+void rms_norm_backward_kernel(float* dx, float* dgamma, float* dbeta, const float* dy,
+                              const float* x, const float* gamma, std::size_t rows, int D,
+                              float eps) {
+  validate_backward_rows("rms_norm_backward_kernel", dx, dy, x, rows, D);
+  validate_eps(eps);
+  std::vector<double> sums(2 * std::size_t(D));  // [2, D]: Σ dy·x̂, Σ dy
+  kernels::reduce_row_segments(rows, D, sums.size(), sums.data(),
+                               [&](std::size_t r0, std::size_t r1, double* acc) {
+                                 rms_norm_backward_rows(dx, dy, x, gamma, r0, r1, D, eps, acc,
+                                                        acc + D);
+                               });
+  for (int d = 0; d < D; ++d) {
+    if (dgamma) dgamma[d] = float(sums[d]);
+    if (dbeta) dbeta[d] = float(sums[D + d]);
+  }
+}
+
+namespace {
+
+void rms_norm_backward_optimized(const Batch& in, const Params& p, Mode, const State*,
+                                 const std::vector<float>& dy, Grads& out) {
+  validate_affine_norm(in, p);
+  validate_dy(in, dy);
+  run_affine_backward(p, in.x.size(), out, [&](float* dx, float* dg, float* db, const float* g) {
+    rms_norm_backward_kernel(dx, dg, db, dy.data(), in.x.data(), g, in.rows(), in.D,
+                             float(p.eps));
+  });
+}
+
+}  // namespace
+
 LayerEntry rms_norm_entry() {
-  LayerEntry e;
-  e.name = "rms_norm";
-  e.formula = "γ·x/√(mean(x²)+ε)";
-  e.statistics_over = "one token";
-  e.params = {.affine = true, .bias = false};
-  e.rows = {{Mode::none,
-             {"token_shift_invariance", "feature_shift_invariance", "feature_scale_invariance"},
-             "no re-centring: a shift changes the root mean square; per-token statistics"}};
-  e.reference = rms_norm_reference;
-  e.optimized = rms_norm_optimized;
-  e.conditioning = [](const Batch& in, const Params& p, Mode, const State*) {
-    return token_group_conditioning(in, p.eps, 1, false);
-  };
-  return e;
+  return {.name = "rms_norm", .formula = "γ·x/√(mean(x²)+ε)", .statistics_over = "one token",
+          .params = {.bias = false},
+          .rows = {{Mode::none,
+                    {"token_shift_invariance", "feature_shift_invariance", "feature_scale_invariance"},
+                    "no re-centring: a shift changes the root mean square; per-token statistics"}},
+          .reference = rms_norm_reference, .optimized = rms_norm_optimized,
+          .conditioning = token_conditioning(false),
+          .backward_reference = rms_norm_backward_reference,
+          .backward_optimized = rms_norm_backward_optimized};
 }
 
 }  // namespace normcheck
