@@ -147,9 +147,6 @@ template void sdpa_reference<double>(std::vector<double>&, std::vector<double>*,
 // through lane 0 + shuffle, and p·v uses a memory-operand vbroadcastss on the AVX paths
 // (splat_at); both are data movement only.
 
-#pragma GCC diagnostic ignored "-Wpsabi"  // v8f is only passed between always-inline functions
-// (GCC reports it at the end of the file, for the clones' dispatcher: the push is never popped)
-
 namespace {
 
 typedef float v8f __attribute__((vector_size(32)));

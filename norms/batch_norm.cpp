@@ -218,8 +218,6 @@ typedef float v8f __attribute__((vector_size(32)));
 
 // x[0..8) as doubles, lo = x[0..4), hi = x[4..8). Inlined into each path; converting 8 floats
 // at once is what lets GCC 12 emit one vcvtps2pd ymm per 4 values (it splits a 4-float one).
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wpsabi"
 [[gnu::always_inline]] inline void load8(const float* p, v4d& lo, v4d& hi) {
   v8f f;
   std::memcpy(&f, p, sizeof f);
@@ -227,7 +225,6 @@ typedef float v8f __attribute__((vector_size(32)));
   std::memcpy(&lo, &d, sizeof lo);
   std::memcpy(&hi, reinterpret_cast<const char*>(&d) + sizeof lo, sizeof hi);
 }
-#pragma GCC diagnostic pop
 
 // Mean and M2 of features [f0, f0 + w) over the n rows rows[0..n) (pointers to row starts),
 // two passes in double, each feature summed over the rows in index order (four rows per step,

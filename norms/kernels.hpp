@@ -31,9 +31,8 @@ constexpr int kWideLanes = 32;
 // inlined copy, so a path still computes each value the same way wherever it is called.
 typedef float v8f __attribute__((vector_size(32)));
 // The helpers and the lane-wise lambdas passed to them inline, so the baseline path never
-// passes a v8f by value across a call: GCC's note (emitted at the end of every including file)
-// that this would change the ABI without AVX does not apply.
-#pragma GCC diagnostic ignored "-Wpsabi"
+// passes a v8f by value across a call: GCC's note that this would change the ABI without AVX
+// does not apply (-Wno-psabi, CMakeLists.txt).
 
 [[gnu::always_inline]] inline v8f load8(const float* p) {
   v8f v;
