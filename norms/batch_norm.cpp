@@ -167,10 +167,10 @@ void batch_norm_backward_reference(const Batch& in, const Params& p, Mode mode, 
 // optimized: float32 data. Statistics read x once from memory: the rows are cut into blocks of
 // R ≥ 16 whole rows (R·D·4 ≤ kStatBlockBytes where D allows, so a block stays in L2), each
 // block's mean and M2 are computed two-pass in double per feature range (the second pass hits
-// cache), and the blocks are merged in a fixed order with Chan's formula. Then one OpenMP pass
-// over independent rows normalizes. The raw kernels are in kernels_api.hpp; three
-// instruction-set paths (kernel_path()): AVX-512 with FMA, the 8-lane code for AVX2 with FMA
-// and for the baseline.
+// cache), and the blocks are merged in a fixed order with Chan's formula; the AVX-512 path
+// instead takes each segment's rows in one pass (below). Then one OpenMP pass over independent
+// rows normalizes. The raw kernels are in kernels_api.hpp; three instruction-set paths
+// (kernel_path()): AVX-512 with FMA, the 8-lane code for AVX2 with FMA and for the baseline.
 //
 // Why the bits never depend on the thread count: R, the feature ranges, the segments (fixed
 // runs of consecutive blocks) and every merge order are functions of (B·T, D) only; a thread

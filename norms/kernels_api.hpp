@@ -53,11 +53,12 @@ void rms_norm_kernel(float* out, const float* x, const float* gamma, const float
 // every B·T position when `lengths` is nullptr, else t < lengths[b] (masked_batch_norm).
 // x: [B, T, D] read; lengths: [B] read, each in [0, T]; mean, var: [D] written (biased variance,
 // accumulated in double). Returns the number of selected positions (0: mean and var are 0).
-// x is read once from memory: blocks of whole rows (≤ 256 KB) get a mean and M2 per feature —
-// two passes over the L2-resident block on the AVX2 and baseline paths, one pass of direct and
-// shifted sums on AVX-512 (batch_norm.cpp) — merged in a fixed order with Chan's formula. The
-// blocks, the segments of blocks a thread takes and every merge order depend on (B·T, D) only,
-// so on one instruction-set path the result is bitwise the same at any thread count.
+// x is read once from memory: the rows are cut into at most 16 fixed segments (runs of blocks
+// of whole rows, ≤ 256 KB each), each of which gets a mean and M2 per feature — two passes over
+// each L2-resident block on the AVX2 and baseline paths, one pass of direct and shifted sums
+// over the whole segment on AVX-512 (batch_norm.cpp) — merged in a fixed order with Chan's
+// formula. The blocks, the segments a thread takes and every merge order depend on (B·T, D)
+// only, so on one instruction-set path the result is bitwise the same at any thread count.
 long long batch_norm_statistics_kernel(double* mean, double* var, const float* x, int B, int T,
                                        int D, const int* lengths);
 
