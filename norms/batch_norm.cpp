@@ -231,7 +231,7 @@ typedef float v8f __attribute__((vector_size(32)));
 // still added one after the other); then merged into the running (count, mean[w], m2[w]) of
 // the caller. acc, tmean: scratch of w doubles, 32-byte aligned. While the first pass reads
 // the tile from memory, the same tile `pf` floats further (the next block; 0: none) is
-// prefetched into L2: without it the first pass of a 512-byte-row tile ran at half the speed.
+// prefetched into L2, so the next block's first pass does not wait on memory (bench/ANALYSIS.md).
 // The 8-lane body of the AVX2 path (FMA by contraction: GCC fuses the e·e + acc of each
 // feature, the same expression in the vector body and the scalar tail) and of the baseline.
 [[gnu::always_inline]] inline void tile_stats_v8(const float* const* rows, int n, int f0, int w,

@@ -490,11 +490,10 @@ template <class F>
 }
 
 // A write pass calls this once per 64-byte line of x it reads, for the line kPrefetchBytes
-// further on, into L2. The statistics passes before it run on a row already in L1, and without
-// the prefetch the memory stream stood still while they ran: at 1 thread the kernels moved
-// 0.6–0.7 of the streaming copy's bytes per second, with it 0.8–0.9 (bench/ANALYSIS.md). A
-// prefetch never faults, so running past the end of x is harmless (the address is computed as
-// an integer, not as a pointer past the array).
+// further on, into L2. The statistics passes before it run on a row already in L1, so without
+// the prefetch the memory stream idles while they run (bench/ANALYSIS.md, step 2, has the
+// measurements). A prefetch never faults, so running past the end of x is harmless (the
+// address is computed as an integer, not as a pointer past the array).
 constexpr std::uintptr_t kPrefetchBytes = 16384;
 [[gnu::always_inline]] inline void prefetch_ahead(const float* p) {
   _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(p) + kPrefetchBytes),
