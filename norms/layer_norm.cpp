@@ -293,8 +293,9 @@ void layer_norm_backward_reference(const Batch& in, const Params& p, Mode, const
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
-// backward optimized: float32, the forward's statistics per token (kernels::normalize_backward_span),
-// dγ/dβ over fixed row segments (kernels::reduce_row_segments)
+// backward optimized: float32, the forward's statistics per token as its baseline path computes
+// them (kernels::normalize_backward_span), dγ/dβ over fixed row segments
+// (kernels::reduce_row_segments)
 
 namespace {
 
