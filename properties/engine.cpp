@@ -12,7 +12,7 @@ namespace normcheck {
 // the model's small functions
 
 const char* to_string(Family f) {
-  static constexpr const char* names[] = {"norm", "attention", "block"};
+  static constexpr const char* names[] = {"norm", "attention", "block", "gradient"};
   return names[int(f)];
 }
 
@@ -25,6 +25,9 @@ Expect expected(const Row& row, Impl impl, const Property& prop) {
   if (prop.applies.optimized_only && impl != Impl::optimized) return Expect::not_applicable;
   if (prop.applies.mode_comparing && row.info.mode == Mode::eval) return Expect::not_applicable;
   if (!prop.applies.needs.empty() && row.violated.count(prop.applies.needs))
+    return Expect::not_applicable;
+  if (!prop.applies.forward_keeps.empty() &&
+      (!row.norm.profile || row.norm.profile->violated.count(prop.applies.forward_keeps)))
     return Expect::not_applicable;
   // a must-hold property listed in a row's profile is a declared, explained exception (an
   // external kernel that is not thread-deterministic, say)

@@ -342,9 +342,9 @@ T get(const json& j, const std::string& name) {
 }  // namespace
 
 Family family_from_string(const std::string& s) {
-  for (Family f : {Family::norm, Family::attention, Family::block})
+  for (Family f : {Family::norm, Family::attention, Family::block, Family::gradient})
     if (s == to_string(f)) return f;
-  throw std::invalid_argument("field 'family': '" + s + "' is not norm, attention or block");
+  throw std::invalid_argument("field 'family': '" + s + "' is not norm, attention, block or gradient");
 }
 
 CellResult cell_from_json(const json& c) {
