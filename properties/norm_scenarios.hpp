@@ -64,7 +64,6 @@ std::vector<std::pair<TokenPos, TokenPos>> valid_pairs(const Batch& x, int ca = 
 Scenario batch_independence(const LayerRow& row);
 Scenario padding_invariance(const LayerRow& row);
 Scenario reference_agreement(const LayerRow& row);
-Scenario thread_determinism(const LayerRow& row);
 Scenario batch_invariance_bitwise(const LayerRow& row);
 
 // The case's parameters and initial running statistics, for the evidence.
