@@ -109,7 +109,10 @@ std::vector<Row> gradient_rows(const LayerEntry& layer) {
           std::any_of(p.derived.from.begin(), p.derived.from.end(),
                       [&](const std::string& id) { return r.profile->violated.count(id) > 0; }))
         row.violated.insert(p.id());
-    row.why = row.violated.empty() ? "" : "as the forward: " + r.profile->why;
+    row.why = row.violated.empty()
+                  ? ""
+                  : "dx flows back through the statistics the forward normalizes with (" +
+                        r.profile->why + ")";
     rows.push_back(std::move(row));
   }
   return rows;
