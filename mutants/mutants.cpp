@@ -8,6 +8,7 @@
 #include "norms/batch_norm.hpp"
 #include "norms/kernels.hpp"
 #include "properties/catalog.hpp"
+#include "properties/golden_grad.hpp"
 
 namespace normcheck {
 namespace {
@@ -354,6 +355,112 @@ void in_over_padding(const Batch& in, const Params& p, Mode, State*, Output& out
 }
 
 // ---------------------------------------------------------------------------------------------
+// broken backward passes (the forward is the real one): each gives a layer the real forward and
+// a gradient with a real bug, in double (the bug is in the maths, not the precision)
+
+Grads empty_grads(const Batch& in, const Params& p) {
+  Grads g;
+  g.dx.assign(in.x.size(), 0.0);
+  g.dgamma.assign(p.gamma.size(), 0.0);
+  g.dbeta.assign(p.beta.size(), 0.0);
+  return g;
+}
+
+// LayerNorm's backward without the gradient through the mean:
+// dx = rstd·(dx̂ − x̂·mean(dx̂·x̂)), the mean(dx̂) term dropped. Every position, as the real one.
+void ln_backward_no_mean_term(const Batch& in, const Params& p, Mode, const State*,
+                              const std::vector<float>& dy, Grads& out) {
+  validate_affine_norm(in, p);
+  validate_dy(in, dy);
+  const int D = in.D;
+  Grads g = empty_grads(in, p);
+  for (std::size_t r = 0; r < in.rows(); ++r) {
+    const float* x = &in.x[r * D];
+    double mean = 0, var = 0;
+    for (int d = 0; d < D; ++d) mean += x[d];
+    mean /= D;
+    for (int d = 0; d < D; ++d) var += (x[d] - mean) * (x[d] - mean);
+    const double rstd = 1.0 / std::sqrt(var / D + p.eps);
+    double m2 = 0;  // mean(dx̂·x̂)
+    for (int d = 0; d < D; ++d) m2 += double(g_at(p, d)) * dy[r * D + d] * (x[d] - mean) * rstd;
+    m2 /= D;
+    for (int d = 0; d < D; ++d) {
+      const double xhat = (x[d] - mean) * rstd, dyv = dy[r * D + d];
+      g.dx[r * D + d] = rstd * (g_at(p, d) * dyv - xhat * m2);
+      if (!g.dgamma.empty()) g.dgamma[d] += dyv * xhat;
+      if (!g.dbeta.empty()) g.dbeta[d] += dyv;
+    }
+  }
+  out = std::move(g);
+}
+
+// BatchNorm's backward (train) in the textbook form dx = dx̂·rstd + dσ²·2(x − μ)/n + dμ/n, with
+// the variance term's 2(x − μ)/(n − 1): the unbiased variance's derivative, though the forward
+// normalizes with the biased one. Eval (elementwise) is the real backward.
+void bn_backward_unbiased_variance_term(const Batch& in, const Params& p, Mode mode,
+                                        const State* s, const std::vector<float>& dy, Grads& out) {
+  if (mode != Mode::train)
+    return layer("batch_norm").backward(Impl::reference)(in, p, mode, s, dy, out);
+  const long long n = check_batch_norm_inputs(in, p, mode, s, TokenSet::all_positions, "mutant");
+  validate_dy(in, dy);
+  const int D = in.D;
+  std::vector<double> mean(D), var(D);
+  batch_feature_stats(in, TokenSet::all_positions, n, mean, var);
+  std::vector<double> dvar(D, 0.0), dmean(D, 0.0);
+  Grads g = empty_grads(in, p);
+  for (std::size_t i = 0; i < in.x.size(); ++i) {
+    const int d = int(i % D);
+    const double rstd = 1.0 / std::sqrt(var[d] + p.eps), dxhat = g_at(p, d) * double(dy[i]);
+    dvar[d] += dxhat * (in.x[i] - mean[d]) * -0.5 * rstd * rstd * rstd;
+    dmean[d] -= dxhat * rstd;
+    if (!g.dgamma.empty()) g.dgamma[d] += dy[i] * (in.x[i] - mean[d]) * rstd;
+    if (!g.dbeta.empty()) g.dbeta[d] += dy[i];
+  }
+  for (std::size_t i = 0; i < in.x.size(); ++i) {
+    const int d = int(i % D);
+    const double rstd = 1.0 / std::sqrt(var[d] + p.eps);
+    g.dx[i] = g_at(p, d) * double(dy[i]) * rstd + dvar[d] * 2 * (in.x[i] - mean[d]) / double(n - 1) +
+              dmean[d] / double(n);
+  }
+  out = std::move(g);
+}
+
+// masked_batch_norm's backward with dβ summed over every position, padding included (the
+// reduction of dy run over the whole [B, T] grid); dx and dγ are the real ones.
+BackwardFn masked_bn_dbeta_over_padding(Impl impl) {
+  return [impl](const Batch& in, const Params& p, Mode mode, const State* s,
+                const std::vector<float>& dy, Grads& out) {
+    layer("masked_batch_norm").backward(impl)(in, p, mode, s, dy, out);
+    if (out.dbeta.empty()) return;
+    std::fill(out.dbeta.begin(), out.dbeta.end(), 0.0);
+    for (std::size_t i = 0; i < dy.size(); ++i) out.dbeta[i % in.D] += dy[i];
+  };
+}
+
+// RMSNorm's optimized backward with dγ = Σ dy·x̂ summed over rows in one partial sum per OpenMP
+// thread (contiguous chunks, added in thread order): exact enough, but its rounding follows the
+// thread count. dx, dβ are the real kernel's.
+void rms_backward_thread_partials(const Batch& in, const Params& p, Mode mode, const State* s,
+                                  const std::vector<float>& dy, Grads& out) {
+  layer("rms_norm").backward(Impl::optimized)(in, p, mode, s, dy, out);
+  if (out.dgamma.empty()) return;
+  const int D = in.D, parts = std::max(1, omp_get_max_threads());
+  const std::size_t rows = in.rows();
+  std::fill(out.dgamma.begin(), out.dgamma.end(), 0.0);
+  for (int k = 0; k < parts; ++k) {
+    std::vector<double> part(D, 0.0);
+    for (std::size_t r = rows * k / parts; r < rows * (k + 1) / parts; ++r) {
+      const float* x = &in.x[r * D];
+      double ms = 0;
+      for (int d = 0; d < D; ++d) ms += double(x[d]) * x[d];
+      const double rstd = 1.0 / std::sqrt(ms / D + p.eps);
+      for (int d = 0; d < D; ++d) part[d] += double(dy[r * D + d]) * x[d] * rstd;
+    }
+    for (int d = 0; d < D; ++d) out.dgamma[d] += part[d];
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 
 struct Spec {
   std::string id, imitates, bug;
@@ -404,6 +511,22 @@ std::vector<Spec> specs() {
   };
 }
 
+// A gradient mutant: the real layer's forward with a broken backward (empty: the real one).
+struct GradSpec {
+  std::string id, imitates, bug;
+  BackwardFn reference;
+  BackwardFn optimized;
+};
+
+std::vector<GradSpec> grad_specs() {
+  return {
+      {"ln_grad_mean_term_dropped", "layer_norm", "LayerNorm's backward without the gradient through the mean (mean(γ·dy) not subtracted), both implementations", ln_backward_no_mean_term, ln_backward_no_mean_term},
+      {"bn_grad_variance_term_n_minus_1", "batch_norm", "BatchNorm's backward (train) with the variance term's 2(x−μ)/(n−1) where the forward's biased variance needs 2(x−μ)/n, both implementations", bn_backward_unbiased_variance_term, bn_backward_unbiased_variance_term},
+      {"masked_bn_grad_dbeta_over_padding", "masked_batch_norm", "masked BatchNorm's dβ summed over every position, padding included, both implementations", masked_bn_dbeta_over_padding(Impl::reference), masked_bn_dbeta_over_padding(Impl::optimized)},
+      {"rms_grad_thread_partials", "rms_norm", "RMSNorm's dγ summed in one partial per OpenMP thread, added in thread order", {}, rms_backward_thread_partials},
+  };
+}
+
 }  // namespace
 
 const std::vector<Mutant>& mutants() {
@@ -420,6 +543,15 @@ const std::vector<Mutant>& mutants() {
       out.push_back({s.id, s.imitates, s.bug, norm_rows(layers.back())});
     }
     for (auto& m : attention_mutants()) out.push_back(std::move(m));  // attention_mutants.cpp
+    // gradient mutants: the real forward, so only their gradient rows can tell
+    for (auto& s : grad_specs()) {
+      const LayerEntry& real = layer(s.imitates);
+      LayerEntry e = implementation_of(real, "mutant_" + s.id, real.formula, real.optimized, "mutant");
+      e.backward_reference = s.reference ? s.reference : real.backward_reference;
+      e.backward_optimized = s.optimized ? s.optimized : real.backward_optimized;
+      layers.push_back(std::move(e));
+      out.push_back({s.id, s.imitates, s.bug, gradient_rows(layers.back())});
+    }
     return out;
   }();
   return all;
@@ -438,22 +570,24 @@ MutantResult run_mutant(const Mutant& m, const RunOptions& options) {
     }
   }
   // then the golden vectors of the imitated op, through the mutant's rows (a block row: the
-  // block cases of its norm and placement)
+  // block cases of its norm and placement; a gradient row: the golden gradients)
   for (const auto& row : m.rows) {
-    const auto file =
-        load_golden(row.info.family == Family::block ? default_block_golden_path() : default_golden_path());
+    const Family family = row.info.family;
+    const auto file = family == Family::gradient
+                          ? load_grad_golden(default_grad_golden_path())
+                          : load_golden(family == Family::block ? default_block_golden_path() : default_golden_path());
     for (const auto& c : file["cases"]) {
-      const Family family = row.info.family;
-      const std::string op = family == Family::norm        ? golden_op(row.norm)
-                             : family == Family::attention ? row.attention->golden_op()
-                                                           : "block";
+      const std::string op = family == Family::norm || family == Family::gradient ? golden_op(row.norm)
+                             : family == Family::attention                        ? row.attention->golden_op()
+                                                                                  : "block";
       if (c.value("op", "") != op) continue;
       if (family == Family::block &&
           (c.value("norm", "") != row.norm.layer->op() || c.value("placement", "") != row.info.placement))
         continue;
       for (Impl impl : {Impl::reference, Impl::optimized}) {
-        const auto g = family == Family::norm   ? check_norm_golden_case(c, impl, row.norm)
-                       : family == Family::block ? check_block_golden_case(c, impl, *row.block)
+        const auto g = family == Family::gradient ? check_grad_golden_case(c, impl, row.norm)
+                       : family == Family::norm   ? check_norm_golden_case(c, impl, row.norm)
+                       : family == Family::block  ? check_block_golden_case(c, impl, *row.block)
                        : row.attention->op == AttentionOp::sdpa ? check_sdpa_golden_case(c, impl, *row.attention)
                                                                 : check_mha_golden_case(c, impl, *row.attention);
         if (!g.passed) {

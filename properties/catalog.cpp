@@ -10,7 +10,7 @@ namespace normcheck {
 const std::vector<Property>& properties() {
   static const std::vector<Property> all = [] {
     std::vector<Property> p;
-    for (auto family : {norm_properties, attention_properties, block_properties})
+    for (auto family : {norm_properties, attention_properties, block_properties, gradient_properties})
       for (auto& prop : family()) p.push_back(std::move(prop));
     return p;
   }();
@@ -95,6 +95,33 @@ std::vector<Row> block_rows(const LayerEntry& layer, const BlockEntry& block) {
   return rows;
 }
 
+// A gradient property on a norm row's backward, from its Derivation: violated exactly when the
+// forward violates one of `from` (gradient_properties.cpp says why no row needs an exception).
+std::vector<Row> gradient_rows(const LayerEntry& layer) {
+  std::vector<Row> rows;
+  if (!layer.has_backward()) return rows;
+  for (const LayerRow& r : rows_of(layer)) {
+    Row row{.info = {.family = Family::gradient,
+                     .id = "grad_" + r.id(),
+                     .name = r.name() + " [gradient]",
+                     .layer = layer.name,
+                     .mode = r.mode(),
+                     .origin = layer.origin},
+            .norm = r};
+    for (const auto& p : properties())
+      if (p.family == Family::gradient &&
+          std::any_of(p.derived.from.begin(), p.derived.from.end(),
+                      [&](const std::string& id) { return r.profile->violated.count(id) > 0; }))
+        row.violated.insert(p.id());
+    row.why = row.violated.empty()
+                  ? ""
+                  : "dx flows back through the statistics the forward normalizes with (" +
+                        r.profile->why + ")";
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
 Row attention_row(const AttentionEntry& entry) {
   return {.info = {.family = Family::attention,
                    .id = entry.name,
@@ -113,6 +140,8 @@ std::vector<Row> all_rows() {
   for (const auto& e : attention_entries()) rows.push_back(attention_row(e));
   for (const auto& l : layers())
     for (auto& r : block_rows(l)) rows.push_back(std::move(r));
+  for (const auto& l : layers())
+    for (auto& r : gradient_rows(l)) rows.push_back(std::move(r));
   return rows;
 }
 
@@ -141,6 +170,8 @@ std::vector<Cell> norm_cells(const std::vector<const LayerEntry*>& layer_list) {
   std::vector<Row> rows;
   for (const LayerEntry* l : layer_list)
     for (auto& r : norm_rows(*l)) rows.push_back(std::move(r));
+  for (const LayerEntry* l : layer_list)
+    for (auto& r : gradient_rows(*l)) rows.push_back(std::move(r));
   return cells_of(rows);
 }
 

@@ -1,6 +1,7 @@
 // The whole catalogue in one place: every property of every family, every row of every registry
-// (norm layers, attention entries, norm rows inside blocks), the cells they make, and every
-// golden op. Tests, the CLI and the reports read this and nothing else.
+// (norm layers, attention entries, norm rows inside blocks, norm rows' backward passes), the
+// cells they make, and every golden op. Tests, the CLI and the reports read this and nothing
+// else.
 #pragma once
 
 #include <functional>
@@ -13,7 +14,7 @@
 
 namespace normcheck {
 
-// Every property, families in matrix order (norm, attention, block).
+// Every property, families in matrix order (norm, attention, block, gradient).
 const std::vector<Property>& properties();
 const Property& property(Family family, const std::string& id);  // throws std::invalid_argument
 // The matrix columns, in order: one per property id (attention properties that share an id
@@ -26,15 +27,19 @@ const PropertyInfo& column(const std::string& id);  // throws std::invalid_argum
 std::vector<Row> norm_rows(const LayerEntry& layer);
 // `block`: the block implementation the rows run (a mutant's); the built-in one by default.
 std::vector<Row> block_rows(const LayerEntry& layer, const BlockEntry& block = block_entry());
+// A layer with a backward pass gives one gradient row per mode, `grad_<row id>`, named
+// `<row name> [gradient]`, whose profile is derived from the norm row's; none without one.
+std::vector<Row> gradient_rows(const LayerEntry& layer);
 Row attention_row(const AttentionEntry& entry);
-// Every registered row: norm rows, attention rows, block rows (registry order).
+// Every registered row: norm rows, attention rows, block rows, gradient rows (registry order).
 std::vector<Row> all_rows();
 
 // Cells: each row × implementation (reference, optimized) × every property of its family,
 // not-applicable ones included.
 std::vector<Cell> cells_of(const std::vector<Row>& rows);
 std::vector<Cell> all_cells();
-// The norm cells of the given layers (an out-of-tree project's own kernels).
+// The norm cells of the given layers (an out-of-tree project's own kernels), and the gradient
+// cells of those with a backward pass.
 std::vector<Cell> norm_cells(const std::vector<const LayerEntry*>& layers);
 // Every cell of the given layers: their norm rows, then their rows inside Pre-LN and Post-LN
 // blocks, as all_cells() holds them — what a project's test binary instantiates.

@@ -50,6 +50,42 @@ double worse_deviation(double a, double b) {
   return std::max(a, b);
 }
 
+GradientTerms& GradientTerms::operator|=(const GradientTerms& o) {
+  cond = std::max(cond, o.cond);
+  scale = std::max(scale, o.scale);
+  return *this;
+}
+
+GradientTerms gradient_terms(const LayerRow& row, const Batch& x, const Params& p, const State& s,
+                             const Grads& g, const std::vector<float>& dy, bool padding_too) {
+  const bool token_wise = !row.profile->violated.count("token_independence");
+  Batch every = x;
+  for (auto& l : every.lengths) l = x.T;
+  std::vector<const Batch*> sets = {&x};
+  if (padding_too && token_wise) sets.push_back(&every);
+  Grads compared = g;
+  if (!padding_too)  // padding's dx is not compared: it does not set the scale
+    for (int b = 0; b < x.B; ++b)
+      for (int t = x.lengths[b]; t < x.T; ++t)
+        std::fill_n(compared.dx.begin() + std::ptrdiff_t(x.index(b, t, 0)), x.D, 0.0);
+  GradientTerms terms;
+  for (const Batch* b : sets) {
+    const Conditioning c = row.layer->conditioning(*b, p, row.mode(), &s);
+    for (double v : c.cond)
+      if (std::isfinite(v)) terms.cond = std::max(terms.cond, v);
+    terms.scale = std::max(terms.scale, gradient_scale(compared, c, p, dy, x.D));
+  }
+  return terms;
+}
+
+GradTolerance gradient_tolerance(const GradientTerms& terms, Impl impl) {
+  return gradient_tolerance(terms.cond, terms.scale, impl);
+}
+
+double finite_difference_tolerance(double terms, double rounding, double h) {
+  return 1e-7 * terms + 3e-13 * rounding / h;
+}
+
 json number_json(double v) {
   if (std::isnan(v)) return "NaN";
   if (std::isinf(v)) return v > 0 ? "inf" : "-inf";

@@ -63,6 +63,34 @@ GradTolerance gradient_tolerance(double cond, double scale, Impl impl = Impl::op
 // error; for the golden cases (random dy) the two agree.
 double gradient_scale(const Grads& reference, const Conditioning& c, const Params& p,
                       const std::vector<float>& dy, int D);
+// What the rule reads of one backward call of a row at input x: cond, the largest conditioning
+// of a statistics set the compared gradients read (the forward's conditioning of x, whose sets
+// are those of its valid outputs), and scale, gradient_scale over the call's gradients g. A row
+// whose forward keeps token_independence (token-wise) computes dx at padding like any token's
+// and sums its dγ, dβ terms there: with `padding_too` its padding positions count as tokens
+// (their sets, their dx, their γ·dy terms); without it, only valid positions' dx and terms
+// enter (for comparisons of valid tokens' dx alone, whose padding may hold poison). dγ, dβ always
+// enter the scale.
+struct GradientTerms {
+  double cond = 0, scale = 0;
+  GradientTerms& operator|=(const GradientTerms& o);  // the larger of each (two sides compared)
+};
+GradientTerms gradient_terms(const LayerRow& row, const Batch& x, const Params& p, const State& s,
+                             const Grads& g, const std::vector<float>& dy, bool padding_too);
+GradTolerance gradient_tolerance(const GradientTerms& terms, Impl impl);
+
+// Central differences of a double forward against a directional derivative (the reference's
+// gradients, properties/gradient_properties.cpp): F(t) = Σ dy·y(x + t·v, γ + t·u, β + t·w),
+// R = (4·D(h/2) − D(h))/3 with D(h) = (F(h) − F(−h))/2h, against Σ dx·v + Σ dγ·u + Σ dβ·w.
+// Truncation: R's error is h⁴/480·|F⁽⁵⁾|, of relative size ((step)²/(σ² + ε))² with the steps
+// t·|v| ≤ 8·2^-20 = 7.6e-6 and σ² + ε ≥ ε ≥ 1e-6: below 4e-9 of `terms` = Σ|dx·v| + Σ|dγ·u| +
+// Σ|dβ·w|, the size of what the derivative adds up. Rounding: F is a double sum whose error is
+// about 1e-15·`rounding` with rounding = Σ(1 + |dy·y|); dividing by 2h and extrapolating makes
+// it about 3e-15·rounding/h. The bound allows 100 times the rounding and 1e-7 of `terms` (25
+// times the truncation): the bugs it is for change the derivative by 1/n or more (n − 1 for n in
+// a variance, a dropped term). norms/tests/gradient_test.cpp applies the same bound to its
+// steps of 2^-19 (ε = 1e-5).
+double finite_difference_tolerance(double terms, double rounding, double h);
 
 enum class Comparison {
   values,       // the tolerance rule

@@ -29,7 +29,7 @@ namespace normcheck {
 // the model's small functions
 
 const char* to_string(Family f) {
-  static constexpr const char* names[] = {"norm", "attention", "block"};
+  static constexpr const char* names[] = {"norm", "attention", "block", "gradient"};
   return names[int(f)];
 }
 
@@ -45,6 +45,9 @@ Expect expected(const Row& row, Impl impl, const Property& prop) {
     return Expect::not_applicable;
   const auto& any = prop.applies.needs_one_of;
   if (!any.empty() && std::all_of(any.begin(), any.end(), [&](const std::string& id) { return row.violated.count(id) > 0; }))
+    return Expect::not_applicable;
+  if (!prop.applies.forward_keeps.empty() &&
+      (!row.norm.profile || row.norm.profile->violated.count(prop.applies.forward_keeps)))
     return Expect::not_applicable;
   // a must-hold property listed in a row's profile is a declared, explained exception (an
   // external kernel that is not thread-deterministic, say)

@@ -12,44 +12,15 @@
 #include "properties/families.hpp"
 #include "properties/generators.hpp"
 #include "properties/rejection.hpp"
+#include "properties/norm_scenarios.hpp"
 #include "properties/threads.hpp"
 
 namespace normcheck {
-namespace {
+// not an anonymous namespace: the gradient family reuses the scenarios (norm_scenarios.hpp)
+namespace norm_scenario {
 
 using nlohmann::json;
 using rc::gen::inRange;
-
-// ---------------------------------------------------------------------------------------------
-// scenarios
-
-struct Call {
-  Batch batch;
-  Mode mode = Mode::none;
-};
-
-struct Side {
-  std::optional<Impl> impl;  // default: the cell's implementation
-  int threads = 0;           // OpenMP threads for this side; 0 = the process default
-  std::vector<Batch> warmup; // run in train mode first (state carried over), not compared
-  std::vector<Call> calls;   // outputs of these are compared
-};
-
-// A token position: call index, sequence, token. All D features of it are compared.
-struct TokenPos {
-  int call = 0, b = 0, t = 0;
-};
-
-struct Scenario {
-  Params params;
-  State state;  // initial running statistics (stateful layers)
-  Side a, b;
-  std::vector<std::pair<TokenPos, TokenPos>> pairs;
-  bool compare_state = false;  // also compare the final running statistics
-  std::string note;            // what the related input is, in words and numbers
-  // Outputs of side a compared with fixed values instead of side b's (a constant token's β).
-  std::vector<std::pair<TokenPos, std::vector<double>>> expected = {};
-};
 
 // A norm property: its words, the scenario that draws one case, and how the two sides compare.
 using ScenarioFn = Scenario (*)(const LayerRow&);
@@ -62,30 +33,20 @@ struct NormProperty {
   Applicability applies = {};
 };
 
-// Every valid token of `x` (call ca) paired with the same token of call cb.
-std::vector<std::pair<TokenPos, TokenPos>> valid_pairs(const Batch& x, int ca = 0, int cb = 0) {
+std::vector<std::pair<TokenPos, TokenPos>> valid_pairs(const Batch& x, int ca, int cb) {
   std::vector<std::pair<TokenPos, TokenPos>> pairs;
   for (int b = 0; b < x.B; ++b)
     for (int t = 0; t < x.lengths[b]; ++t) pairs.push_back({{ca, b, t}, {cb, b, t}});
   return pairs;
 }
 
-struct Base {
-  int min_len = 1;  // 2 for train rows of stateful layers (one value per channel is an error)
-  gen::Shape shape;
-  Batch x;
-  Params params;
-  State state;
-};
-
 int min_len(const LayerRow& row) { return row.mode() == Mode::train ? 2 : 1; }
 
 // A base case: its shape within `reach`, parameters, running statistics and a padded batch
 // (with empty sequences now and then when `allow_empty`: properties that pick a valid token of
 // a sequence do not allow them).
-Base draw_base(const LayerRow& row, gen::Reach reach, int min_B = 1, bool allow_empty = false,
-               gen::Regime regime = gen::Regime::normal, bool draw_regime = true,
-               bool external_medium = false) {
+Base draw_base(const LayerRow& row, gen::Reach reach, int min_B, bool allow_empty,
+               gen::Regime regime, bool draw_regime, bool external_medium) {
   // Medium cases aim at normcheck's own kernels' thresholds. An external kernel is held over
   // many rows by reference_agreement, thread_determinism and the numerical-range properties;
   // in the metamorphic ones its float32 sums over thousands of rows (oneDNN's batch
@@ -760,9 +721,10 @@ Property make(NormProperty n) {
           }};
 }
 
-}  // namespace
+}  // namespace norm_scenario
 
 std::vector<Property> norm_properties() {
+  using namespace norm_scenario;
   std::vector<Property> out;
   for (auto def : {
        batch_independence_property, padding_invariance_property, token_independence_property,

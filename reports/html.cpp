@@ -291,15 +291,6 @@ std::string html_page(const std::string& title, const std::string& body) {
 
 namespace {
 
-const char* family_name(Family f) {
-  switch (f) {
-    case Family::norm: return "Norm layers";
-    case Family::attention: return "Attention";
-    case Family::block: return "Norm layers inside a Transformer block";
-  }
-  return "?";
-}
-
 // One family's heatmap: rows are row label × implementation, columns its properties.
 std::string family_svg(Family family, const std::vector<const CellResult*>& results,
                        const std::set<std::string>& with_section) {
@@ -324,7 +315,7 @@ std::string family_svg(Family family, const std::vector<const CellResult*>& resu
   const int left = int(label_chars * 7) + 10, top = 104;
   const int width = left + int(cols.size()) * cell + 40, height = top + int(rows.size()) * cell + 10;
   std::string s = fmt::format(R"~(<svg class="matrix" id="matrix-{}" xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" viewBox="0 0 {} {}" role="img" aria-label="{} matrix">)~",
-                              to_string(family), width, height, width, height, family_name(family));
+                              to_string(family), width, height, width, height, family_title(family));
   for (std::size_t c = 0; c < cols.size(); ++c) {
     const double x = left + c * cell + cell / 2.0, y = top - 8;
     s += fmt::format(R"~(<text transform="translate({:.1f},{:.1f}) rotate(-55)" font-size="12" fill="#222"><title>{}</title>{}</text>)~",
@@ -416,7 +407,7 @@ std::string matrix_svg(const std::vector<CellResult>& results) {
     for (const auto& r : results)
       if (r.cell.row.family == f) family.push_back(&r);
     if (family.empty()) continue;
-    out += std::string("<h3>") + family_name(f) + "</h3>\n<div class=\"scroll\">" +
+    out += std::string("<h3>") + family_title(f) + "</h3>\n<div class=\"scroll\">" +
            family_svg(f, family, with_section) + "</div>\n";
   }
   return out;

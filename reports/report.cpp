@@ -31,6 +31,17 @@
 #endif
 
 namespace normcheck {
+
+const char* family_title(Family f) {
+  switch (f) {
+    case Family::norm: return "Norm layers";
+    case Family::attention: return "Attention";
+    case Family::block: return "Norm layers inside a Transformer block";
+    case Family::gradient: return "Gradients of the norm layers (backward passes)";
+  }
+  return "?";
+}
+
 namespace {
 
 using nlohmann::json;
@@ -54,15 +65,6 @@ std::string plural(long long n, const char* one, const char* many) {
 
 // ---------------------------------------------------------------------------------------------
 // the matrix, as a grid per family
-
-const char* family_title(Family f) {
-  switch (f) {
-    case Family::norm: return "Norm layers";
-    case Family::attention: return "Attention";
-    case Family::block: return "Norm layers inside a Transformer block";
-  }
-  return "?";
-}
 
 // One cell of the printed matrix: a row × a property, both implementations. An implementation
 // the property does not apply to (reference_agreement on the reference) does not hide the other.
@@ -501,9 +503,9 @@ T get(const json& j, const std::string& name) {
 }  // namespace
 
 Family family_from_string(const std::string& s) {
-  for (Family f : {Family::norm, Family::attention, Family::block})
+  for (Family f : {Family::norm, Family::attention, Family::block, Family::gradient})
     if (s == to_string(f)) return f;
-  throw std::invalid_argument("field 'family': '" + s + "' is not norm, attention or block");
+  throw std::invalid_argument("field 'family': '" + s + "' is not norm, attention, block or gradient");
 }
 
 CellResult cell_from_json(const json& c) {

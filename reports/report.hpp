@@ -56,6 +56,8 @@ struct Summary {
   int cells = 0, as_expected = 0, surprises = 0, errors = 0, not_applicable = 0;
 };
 Summary summarize(const std::vector<CellResult>& results);
+// The heading of a family's matrix ("Norm layers", "Attention", …), in every report.
+const char* family_title(Family f);
 
 // "batch_norm [train]", "layer_norm [pre-LN block]": the matrix row of a cell.
 std::string row_label(const CellResult& r);
