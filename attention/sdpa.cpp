@@ -551,7 +551,7 @@ void exp_values_baseline(const float* x, float* y, std::size_t n) { exp_values_v
 //   per tile     tile max m_t = max over the visible j of acc (lane-wise max in j order);
 //                m_new = max(m, m_t·scale); correction c = exp(m − m_new) (exactly 1 when
 //                m = m_new, including before the first visible key); p_j = exp(acc_j·scale −
-//                m_new) in one FMA, 0 where not visible; l = fma(l, c, (a0 + a1) + (a2 + a3))
+//                m_new) (the product rounded first), 0 where not visible; l = fma(l, c, (a0 + a1) + (a2 + a3))
 //                with a_r the sum of p_j over j ≡ r (mod 4) in j order; o_c = o_c·c (skipped
 //                when every c is 1: x·1 = x), then o_c = fma(v_jc, p_j, o_c) for the visible j
 //                in order (masked FMAs leave the other lanes untouched: no 0·inf).
@@ -611,6 +611,16 @@ void exp_values(const float* x, float* y, std::size_t n) {
   }
 }
 
+// The exponent of every p is s·scale rounded, minus the running max of those same rounded
+// values, so it is never positive: an FMA (s·scale − m unrounded) would add up to half an ulp
+// of s·scale, e^128 for logits near 1e10, an infinite l and NaN outputs. GCC contracts a
+// _mm512_mul_ps followed by a _mm512_sub_ps into that FMA (C++ has -ffp-contract=fast), so
+// the product is taken with an explicit rounding mode, which it never contracts.
+[[gnu::always_inline]] inline __m512 rounded_product(__m512 a, __m512 b) {
+  return _mm512_mul_round_ps(a, b, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+
+//
 // The correction exp(m − m_new), exactly 1 where m = m_new (also when both are −inf: no key
 // seen yet, and exp(−inf − −inf) would be NaN).
 [[gnu::always_inline]] inline __m512 correction(__m512 m, __m512 m_new) {
@@ -726,7 +736,7 @@ void prefill_task(Prefill& t, float* out, float* weights, int Tk) {
       __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
       for (int j = 0; j < nk; ++j) {
         float* sj = t.S + j * L + 16 * u;
-        __m512 p = exp16(_mm512_fmsub_ps(_mm512_load_ps(sj), scale, m_new));
+        __m512 p = exp16(_mm512_sub_ps(rounded_product(_mm512_load_ps(sj), scale), m_new));
         if (!full) p = _mm512_maskz_mov_ps(_mm512_cmpgt_epi32_mask(end[u], _mm512_set1_epi32(j0 + j)), p);
         _mm512_store_ps(sj, p);
         a[j & 3] = _mm512_add_ps(a[j & 3], p);
@@ -764,7 +774,7 @@ void prefill_task(Prefill& t, float* out, float* weights, int Tk) {
     for (int j = 0; j < nk; ++j)
       for (int u = 0; u < QV; ++u) {
         float* sj = t.S + j * L + 16 * u;
-        const __m512 p = exp16(_mm512_fmsub_ps(_mm512_load_ps(sj), scale, _mm512_load_ps(mf + 16 * u)));
+        const __m512 p = exp16(_mm512_sub_ps(rounded_product(_mm512_load_ps(sj), scale), _mm512_load_ps(mf + 16 * u)));
         _mm512_store_ps(sj, _mm512_mul_ps(p, _mm512_load_ps(inv + 16 * u)));
       }
     for (int i = 0; i < t.rows; ++i)
@@ -838,7 +848,7 @@ void decode_row(float* out, float* weights, const float* q, const float* k, cons
     __m512 p[4];
     for (int g = 0; g < 4; ++g) {
       const __mmask16 vis = kernels::avx512::head_mask(std::clamp(nk - 16 * g, 0, 16));
-      p[g] = _mm512_maskz_mov_ps(vis, exp16(_mm512_fmsub_ps(s[g], scale, m_new)));
+      p[g] = _mm512_maskz_mov_ps(vis, exp16(_mm512_sub_ps(rounded_product(s[g], scale), m_new)));
       _mm512_store_ps(S + 16 * g, p[g]);
     }
     l = _mm512_fmadd_ps(l, c, _mm512_add_ps(_mm512_add_ps(p[0], p[1]), _mm512_add_ps(p[2], p[3])));
@@ -863,7 +873,7 @@ void decode_row(float* out, float* weights, const float* q, const float* k, cons
     decode_scores(S, q, k, dh, j0, nk);
     for (int g = 0; g * 16 < nk; ++g) {
       const __mmask16 vis = kernels::avx512::head_mask(std::min(nk - 16 * g, 16));
-      const __m512 w = _mm512_mul_ps(exp16(_mm512_fmsub_ps(_mm512_load_ps(S + 16 * g), scale, mf)), vinv);
+      const __m512 w = _mm512_mul_ps(exp16(_mm512_sub_ps(rounded_product(_mm512_load_ps(S + 16 * g), scale), mf)), vinv);
       _mm512_mask_storeu_ps(weights + j0 + 16 * g, vis, w);
     }
   }

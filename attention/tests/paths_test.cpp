@@ -137,5 +137,54 @@ TEST(SdpaPaths, EveryPathAgreesWithTheReferenceAndKeepsItsBitsAcrossThreadsAndBa
   EXPECT_GE(paths, 1);
 }
 
+// Large logits on every path: the running max is taken over the rounded values s·scale, so each
+// exponent s·scale − m must be computed from those same rounded values. Computed unrounded (an
+// FMA), it can be positive by up to half an ulp of s·scale — e^128 once logits pass about 1e10 —
+// and the sum of p overflows to inf: NaN outputs for finite inputs. Logits from 1e2 to 1e30, in
+// prefill and decode, each key's value distinct: every output must be finite, and where one key
+// dominates (its logit ahead by far more than any rounding) it must be that key's value.
+TEST(SdpaPaths, LargeLogitsGiveFiniteOutputsOnEveryPath) {
+  const BestPathAfterwards restore;
+  int paths = 0;
+  for (SdpaPath path : {SdpaPath::baseline, SdpaPath::avx2, SdpaPath::avx512}) {
+    if (!sdpa_use_path(path)) continue;
+    ++paths;
+    for (int Tq : {1, 2, 17}) {
+      for (int Tk : {1, 3, 70}) {
+        for (double magnitude = 1e1; magnitude <= 1e15; magnitude *= 10) {
+          SdpaShape s;
+          s.Tq = Tq;
+          s.Tk = Tk;
+          s.dh = 2;
+          s.dv = 2;
+          // q = k_last = magnitude: the last key's logit is magnitude²·2·scale, every other key's
+          // a tenth of that or less
+          std::vector<float> q(std::size_t(Tq) * 2, float(magnitude)), k(std::size_t(Tk) * 2),
+              v(std::size_t(Tk) * 2);
+          for (int j = 0; j < Tk; ++j) {
+            const float kj = j == Tk - 1 ? float(magnitude) : float(magnitude / 10 / (j + 1));
+            k[j * 2] = k[j * 2 + 1] = kj;
+            v[j * 2] = float(j + 1);
+            v[j * 2 + 1] = -float(j + 1);
+          }
+          std::vector<float> out, w;
+          sdpa_optimized(out, &w, q, k, v, s, SdpaMask{}, default_scale(s.dh));
+          SCOPED_TRACE("path " + std::to_string(int(path)) + ", Tq " + std::to_string(Tq) + ", Tk " +
+                       std::to_string(Tk) + ", |q| = |k| = " + std::to_string(magnitude));
+          for (int i = 0; i < Tq; ++i) {
+            ASSERT_TRUE(std::isfinite(out[i * 2]) && std::isfinite(out[i * 2 + 1]))
+                << "query " << i << ": " << out[i * 2] << ", " << out[i * 2 + 1];
+            if (magnitude >= 1e3) {  // the last key's logit is ahead by ≥ 0.9·1e6·√2
+              EXPECT_EQ(out[i * 2], float(Tk)) << "query " << i;
+              EXPECT_EQ(out[i * 2 + 1], -float(Tk)) << "query " << i;
+            }
+          }
+        }
+      }
+    }
+  }
+  EXPECT_GE(paths, 1);
+}
+
 }  // namespace
 }  // namespace normcheck
