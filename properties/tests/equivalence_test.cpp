@@ -101,5 +101,45 @@ RC_GTEST_PROP(Equivalence, InstanceNormIsMaskedBatchNormOnEachSequenceAlone, ())
   }
 }
 
+// The sharded forward's default (LayerEntry::forward_on_shards): a cut into one shard is the
+// plain forward, bit for bit, state included; and each shard of a cut is its own plain forward
+// (batch_norm in train mode: its own statistics), the state after it shard 0's.
+RC_GTEST_PROP(Equivalence, DefaultShardedForwardRunsEachShardAlone, ()) {
+  auto shape = gen::shape(2);
+  shape.B = std::max(shape.B, 2);
+  const Batch x = gen::batch(shape, gen::regime(), gen::Poison::zero, 2);
+  const LayerEntry& bn = layer(*rc::gen::element<std::string>("batch_norm", "masked_batch_norm", "layer_norm"));
+  const Params p = gen::params(bn, shape.D);
+  const State s0 = gen::state(shape.D);
+  const Impl impl = any_impl();
+  const Mode mode = *rc::gen::element(Mode::train, Mode::eval);
+  State whole_s = s0, one_s = s0;
+  Output whole, one;
+  bn.forward(impl)(x, p, mode, &whole_s, whole);
+  bn.forward_on_shards(impl, x, {shape.B}, p, mode, &one_s, one);
+  RC_ASSERT(std::memcmp(whole.data(), one.data(), whole.size() * sizeof(double)) == 0);
+  RC_ASSERT(whole_s.running_mean == one_s.running_mean);
+  RC_ASSERT(whole_s.running_var == one_s.running_var);
+  const int first = *rc::gen::inRange(1, shape.B);
+  State cut_s = s0, first_s = s0, second_s = s0;
+  Output cut, y0, y1;
+  bn.forward_on_shards(impl, x, {first, shape.B - first}, p, mode, &cut_s, cut);
+  bn.forward(impl)(sequences(x, 0, first), p, mode, &first_s, y0);
+  bn.forward(impl)(sequences(x, first, shape.B - first), p, mode, &second_s, y1);
+  y0.insert(y0.end(), y1.begin(), y1.end());
+  RC_ASSERT(std::memcmp(cut.data(), y0.data(), cut.size() * sizeof(double)) == 0);
+  RC_ASSERT(cut_s.running_mean == first_s.running_mean);
+  RC_ASSERT(cut_s.running_var == first_s.running_var);
+}
+
+TEST(Shards, ACutThatIsNotOfTheBatchIsRejected) {
+  Batch x(3, 2, 4);
+  Params p;
+  Output y;
+  for (const ShardCut& cut : {ShardCut{}, ShardCut{1, 1}, ShardCut{2, 2}, ShardCut{3, 0}, ShardCut{4, -1}})
+    EXPECT_THROW(layer("layer_norm").forward_on_shards(Impl::optimized, x, cut, p, Mode::none, nullptr, y),
+                 InvalidInput);
+}
+
 }  // namespace
 }  // namespace normcheck
