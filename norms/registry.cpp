@@ -19,6 +19,7 @@ LayerEntry scale_norm_entry();
 LayerEntry dyt_entry();
 LayerEntry identity_entry();
 LayerEntry batch_renorm_entry();
+LayerEntry sync_batch_norm_entry();
 #ifdef NORMCHECK_HAVE_DNNL
 LayerEntry onednn_layer_norm_entry();  // external kernels, when oneDNN is found (norms/onednn.cpp)
 LayerEntry onednn_batch_norm_entry();
@@ -38,6 +39,7 @@ std::deque<LayerEntry>& registry() {
       dyt_entry(),
       identity_entry(),
       batch_renorm_entry(),
+      sync_batch_norm_entry(),
 #ifdef NORMCHECK_HAVE_DNNL
       onednn_layer_norm_entry(),
       onednn_batch_norm_entry(),
