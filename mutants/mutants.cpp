@@ -7,6 +7,7 @@
 
 #include "norms/batch_norm.hpp"
 #include "norms/kernels.hpp"
+#include "norms/kernels_api.hpp"
 #include "properties/catalog.hpp"
 #include "properties/golden_grad.hpp"
 
@@ -460,12 +461,58 @@ void rms_backward_thread_partials(const Batch& in, const Params& p, Mode mode, c
   }
 }
 
+// sync_batch_norm whose all-gathered shard statistics are merged with equal weights: the mean
+// of the shards' means and the mean of their (variance + squared distance to that mean), as if
+// every shard held as many positions. Right for an even cut; for an uneven one the small
+// shards count too much (a merge that ignores the all-gathered counts).
+void sync_unweighted_merge(const Batch& in, const ShardCut& cut, const Params& p, Mode mode,
+                           State* s, Output& out) {
+  const long long n = check_batch_norm_inputs(in, p, mode, s, TokenSet::all_positions, "sync_batch_norm");
+  validate_shard_cut(in, cut);
+  const int D = in.D, k = int(cut.size());
+  std::vector<double> mean(D, 0.0), var(D, 0.0);
+  if (mode == Mode::train) {
+    std::vector<double> means(std::size_t(k) * D), vars(std::size_t(k) * D);  // [k, D]
+    int first = 0;
+    for (int i = 0; i < k; ++i) {
+      batch_norm_statistics_kernel(&means[std::size_t(i) * D], &vars[std::size_t(i) * D],
+                                   in.x.data() + std::size_t(first) * in.T * D, cut[i], in.T, D,
+                                   nullptr);
+      first += cut[i];
+    }
+    for (int i = 0; i < k; ++i)
+      for (int d = 0; d < D; ++d) mean[d] += means[std::size_t(i) * D + d] / k;
+    for (int i = 0; i < k; ++i)
+      for (int d = 0; d < D; ++d) {
+        const double delta = means[std::size_t(i) * D + d] - mean[d];
+        var[d] += (vars[std::size_t(i) * D + d] + delta * delta) / k;
+      }
+  } else {
+    mean = s->running_mean;
+    var = s->running_var;
+  }
+  std::vector<float> mu(D), a(D), be(D), y(in.x.size());
+  for (int d = 0; d < D; ++d) {
+    mu[d] = float(mean[d]);
+    a[d] = float(double(g_at(p, d)) / std::sqrt(var[d] + p.eps));
+    be[d] = b_at(p, d);
+  }
+  batch_norm_apply_kernel(y.data(), in.x.data(), in.B, in.T, D, nullptr, mu.data(), a.data(), be.data());
+  out.assign(y.begin(), y.end());
+  if (mode == Mode::train)
+    for (int d = 0; d < D; ++d) {
+      s->running_mean[d] = (1 - p.momentum) * s->running_mean[d] + p.momentum * mean[d];
+      s->running_var[d] = (1 - p.momentum) * s->running_var[d] + p.momentum * var[d] * double(n) / double(n - 1);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 
 struct Spec {
   std::string id, imitates, bug;
   ForwardFn reference;  // empty: the real reference
   ForwardFn optimized;  // empty: the real optimized kernel
+  ShardedForwardFn sharded = {};  // the optimized forward on shards; empty: the default
 };
 
 ForwardFn rows(RowFn fn, std::size_t skip_last = 0) {
@@ -508,6 +555,7 @@ std::vector<Spec> specs() {
       {"group_norm_one_pass_variance", "group_norm", "one-pass E[x²]−E[x]² per group in float32: NaN at a large offset (TVM #19592, ONNX Runtime #28463)", {}, gn_one_pass},
       {"bn_block_merge_wrong_weight", "batch_norm", "per-block statistics merged with the wrong weight (na/n for nb/n): wrong once the last block is partial (parallel Welford merge bugs)", {}, bn(all, BnBug::block_merge_weight)},
       {"bn_float32_statistics", "batch_norm", "batch statistics accumulated in float32: the variance of ±1e30 values overflows (oneDNN-style accumulation, PyTorch #162489)", {}, bn(all, BnBug::float_statistics)},
+      {"sync_bn_unweighted_shard_merge", "sync_batch_norm", "the shards' all-gathered statistics merged with equal weights (mean of the shard means), ignoring their counts: wrong for an uneven cut", {}, {}, sync_unweighted_merge},
   };
 }
 
@@ -539,6 +587,11 @@ const std::vector<Mutant>& mutants() {
       LayerEntry e = implementation_of(real, "mutant_" + s.id, real.formula,
                                        s.optimized ? s.optimized : real.optimized, "mutant");
       if (s.reference) e.reference = s.reference;
+      // the real sharded forward goes with the real optimized one (implementation_of drops it)
+      if (s.sharded)
+        e.sharded_optimized = s.sharded;
+      else if (!s.optimized)
+        e.sharded_optimized = real.sharded_optimized;
       layers.push_back(std::move(e));
       out.push_back({s.id, s.imitates, s.bug, norm_rows(layers.back())});
     }

@@ -814,8 +814,9 @@ LayerEntry batch_norm_entry() {
       "all B·T tokens, padding included (the naive use)", TokenSet::all_positions,
       {"batch_independence", "padding_invariance", "token_independence", "causality",
        "train_inference_equivalence", "streaming_equivalence", "token_scale_invariance",
-       "token_shift_invariance", "nan_containment"},
-      "batch statistics: every output depends on every position of the batch, padding included");
+       "token_shift_invariance", "nan_containment", "shard_invariance"},
+      "batch statistics: every output depends on every position of the batch, padding included "
+      "(a shard's own statistics differ from the batch's)");
 }
 
 }  // namespace normcheck

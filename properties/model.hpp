@@ -20,6 +20,8 @@
 namespace normcheck {
 
 enum class Family { norm, attention, block, gradient };
+// Every family, in the order the reports show them.
+inline constexpr Family kFamilies[] = {Family::norm, Family::attention, Family::block, Family::gradient};
 const char* to_string(Family f);
 
 enum class Expect { holds, violated, not_applicable };

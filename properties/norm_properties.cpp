@@ -386,6 +386,47 @@ Scenario nan_containment(const LayerRow& row) {
   return s;
 }
 
+// The batch cut along B into k consecutive shards, 2 ≤ k ≤ min(B, 4), of uneven sizes: the first
+// k − 1 sizes drawn (shrinking towards one sequence each), the last shard the rest.
+ShardCut draw_cut(int B) {
+  const int k = gen::integer(2, std::min(B, 4), 2);
+  ShardCut cut;
+  int left = B;
+  for (int i = 0; i + 1 < k; ++i) {
+    const int size = gen::integer(1, left - (k - 1 - i), 1);
+    cut.push_back(size);
+    left -= size;
+  }
+  cut.push_back(left);
+  return cut;
+}
+
+Scenario shard_invariance(const LayerRow& row) {
+  // B ≥ 2 and no empty sequence (every shard holds a token, as min_len asks of train rows);
+  // padding zero: what poison in the padding does is padding_invariance's question, and NaN
+  // padding would make a batch-statistics row disagree by NaN rather than by its statistics
+  Base base = draw_base(row, gen::Reach::medium, 2);
+  base.x = gen::batch(base.shape, gen::regime(), gen::Poison::zero, base.min_len);
+  const ShardCut cut = draw_cut(base.shape.B);
+  Scenario s = same_input(base, row.mode());
+  s.b.calls[0].shards = cut;
+  s.compare_state = row.layer->stateful();
+  std::string c;
+  for (int size : cut) c += (c.empty() ? "" : ", ") + std::to_string(size);
+  s.note = "the whole batch (a) vs the batch cut into " + std::to_string(cut.size()) +
+           " shards of [" + c + "] sequences (b)";
+  return s;
+}
+
+NormProperty shard_invariance_property() {
+  return {.info = {"shard_invariance", "shards",
+                   "cutting the batch into data-parallel shards does not change outputs or running statistics",
+                   "the batch cut along B into 2 to 4 consecutive shards of uneven sizes, each run as one data-parallel worker (its own statistics, unless the layer synchronizes them), state replicas the same before the step",
+                   "all valid outputs; stateful rows: the running statistics after the step (shard 0's replica, what DDP broadcasts from rank 0)",
+                   "data-parallel training gives the single-device result"},
+          .scenario = shard_invariance};
+}
+
 NormProperty nan_containment_property() {
   return {.info = {"nan_containment", "nan_contain", "a NaN in one sequence leaves every other sequence finite",
                    "one NaN written into one valid token of sequence b",
@@ -598,7 +639,13 @@ SideOut run_side(const LayerRow& row, Impl impl, const Scenario& sc, const Side&
   for (const auto& c : side.calls) {
     const State before = r.state;
     Output o;
-    f(c.batch, sc.params, c.mode, &r.state, o);
+    if (c.shards.empty())
+      f(c.batch, sc.params, c.mode, &r.state, o);
+    else
+      row.layer->forward_on_shards(impl, c.batch, c.shards, sc.params, c.mode, &r.state, o);
+    // a sharded call's conditioning is the whole batch's: the rows that keep shard invariance
+    // give each element the statistics the whole batch gives it
+    // (the others, with statistics of their own shard, are expected to break it)
     r.outs.push_back(std::move(o));
     r.conds.push_back(row.layer->conditioning(c.batch, sc.params, c.mode, &before));
   }
@@ -630,6 +677,7 @@ json side_record(const Side& side, const SideOut* out, Impl cell_impl, bool with
     const Batch& x = side.calls[i].batch;
     json attributes = {{"lengths", x.lengths}};
     if (side.calls[i].mode != Mode::none) attributes["mode"] = to_string(side.calls[i].mode);
+    if (!side.calls[i].shards.empty()) attributes["shards"] = side.calls[i].shards;
     json tensors = {{"x", tensor_json(x.x, {"B", "T", "D"}, {x.B, x.T, x.D})}};
     if (out) tensors["y"] = tensor_json(out->outs[i], {"B", "T", "D"}, {x.B, x.T, x.D});
     calls.push_back(call_json({{"B", x.B}, {"T", x.T}, {"D", x.D}}, std::move(tensors), attributes));
@@ -732,7 +780,7 @@ std::vector<Property> norm_properties() {
        token_scale_invariance_property, global_scale_invariance_property,
        token_shift_invariance_property, feature_shift_invariance_property,
        feature_scale_invariance_property, batch_permutation_equivariance_property,
-       nan_containment_property, reference_agreement_property, thread_determinism_property,
+       shard_invariance_property, nan_containment_property, reference_agreement_property, thread_determinism_property,
        batch_invariance_bitwise_property, finite_output_property, scale_range_invariance_property,
        constant_token_property, offset_invariance_property})
     out.push_back(make(def()));

@@ -21,6 +21,7 @@ namespace normcheck::norm_scenario {
 struct Call {
   Batch batch = {};
   Mode mode = Mode::none;
+  ShardCut shards = {};  // non-empty: the call runs on the batch cut into these shards
 };
 
 struct Side {

@@ -402,7 +402,7 @@ std::string matrix_svg(const std::vector<CellResult>& results) {
   std::set<std::string> with_section;
   for (const auto& s : failure_sections(results)) with_section.insert(s.cell->id());
   std::string out;
-  for (Family f : {Family::norm, Family::attention, Family::block}) {
+  for (Family f : kFamilies) {
     std::vector<const CellResult*> family;
     for (const auto& r : results)
       if (r.cell.row.family == f) family.push_back(&r);

@@ -95,7 +95,7 @@ struct Grid {
 // the registry does not know (a report from another build) follow in order of appearance.
 std::vector<Grid> grids_of(const std::vector<CellResult>& results) {
   std::vector<Grid> grids;
-  for (Family f : {Family::norm, Family::attention, Family::block}) {
+  for (Family f : kFamilies) {
     Grid g;
     g.family = f;
     std::map<std::pair<std::string, std::string>, std::vector<const CellResult*>> all;
@@ -503,7 +503,7 @@ T get(const json& j, const std::string& name) {
 }  // namespace
 
 Family family_from_string(const std::string& s) {
-  for (Family f : {Family::norm, Family::attention, Family::block, Family::gradient})
+  for (Family f : kFamilies)
     if (s == to_string(f)) return f;
   throw std::invalid_argument("field 'family': '" + s + "' is not norm, attention, block or gradient");
 }

@@ -159,5 +159,23 @@ TEST(GoldenAttention, HeadsNotDividingEIsAFieldError) {
 }
 
 
+// A built-in layer computing another layer's op passes that op's golden cases through each of
+// its rows (sync_batch_norm as one worker is batch_norm: batch_norm_train and _eval cases).
+TEST(Golden, BuiltinRowsComputingAnotherOpPassItsCases) {
+  const auto file = load_golden(default_golden_path());
+  int checked = 0;
+  for (const auto& row : layer_rows()) {
+    if (row.layer->origin != "builtin" || row.layer->op() == row.layer->name) continue;
+    for (const auto& c : file["cases"])
+      if (c.value("op", "") == golden_op(row))
+        for (Impl impl : {Impl::reference, Impl::optimized}) {
+          const auto o = check_norm_golden_case(c, impl, row);
+          EXPECT_TRUE(o.passed) << row.id() << ": " << o.id << " (" << to_string(impl) << "): " << o.error;
+          ++checked;
+        }
+  }
+  EXPECT_GT(checked, 0) << "no built-in row computes another op";
+}
+
 }  // namespace
 }  // namespace normcheck
