@@ -72,7 +72,9 @@ TEST(GoldenBlock, ABlockWiredWrongFails) {
     return block_forward(norm, impl, mode, w, st, n1, false);
   };
   const BlockEntry broken{.name = "block_residual_from_n1", .forward = wrong, .origin = "mutant"};
-  for (const auto& c : load_golden(default_block_golden_path())["cases"])
+  // the file outlives the loop: a range over a member of a temporary dangles (C++20)
+  const auto file = load_golden(default_block_golden_path());
+  for (const auto& c : file["cases"])
     for (Impl impl : {Impl::reference, Impl::optimized}) {
       const auto o = check_block_golden_case(c, impl, broken);
       EXPECT_FALSE(o.passed) << c["id"] << " " << to_string(impl);
