@@ -85,6 +85,9 @@ void ln_wrong_axis(const float* x, float* y, const Params& p, int D, std::size_t
   for (int d = 0; d < D; ++d) y[d] = (x[d] - mean) * rstd * g_at(p, k) + b_at(p, k);
 }
 
+// float32 two-pass statistics, as the real kernel has them but without its overflow guard: for
+// |x| ≈ 1e30, (x − μ)² overflows, σ² becomes inf and the token comes out as β (PyTorch #162489);
+// a correct row for every input below that
 void ln_correct(const float* x, float* y, const Params& p, int D, std::size_t, std::size_t) {
   float mean, var;
   kernels::mean_var(x, D, mean, var);
@@ -104,15 +107,6 @@ void rms_batch_path(const float* x, float* y, const Params& p, int D, std::size_
   const float ms = kernels::sum_sq_dev(x, D, 0.0f) / float(D);
   const float r = rows > 64 ? std::sqrt(1.0f / (ms + float(p.eps))) : 1.0f / std::sqrt(ms + float(p.eps));
   for (int d = 0; d < D; ++d) y[d] = x[d] * r * g_at(p, d);
-}
-
-// float32 two-pass statistics without the overflow guard: (x − μ)² of |x| ≈ 1e30 overflows, σ²
-// becomes inf and the token comes out as β (PyTorch #162489: LayerNorm variance overflow on
-// float32 inputs near 1e30)
-void ln_unguarded(const float* x, float* y, const Params& p, int D, std::size_t, std::size_t) {
-  float mean, var;
-  kernels::mean_var(x, D, mean, var);
-  ln_row(x, y, p, D, mean, var);
 }
 
 // a separate kernel for rows wider than the row-group limit that forgets ε: 1/√σ², so a
@@ -545,7 +539,7 @@ std::vector<Spec> specs() {
       {"instance_norm_counts_padding", "instance_norm", "instance statistics over all T positions, padding included, both implementations", in_over_padding, in_over_padding},
       {"group_norm_strided_groups", "group_norm", "groups interleaved (feature d in group d mod G) instead of contiguous", {}, gn_strided},
       // bug classes from public trackers, each in the optimized kernel where the generators must reach it
-      {"ln_variance_overflow", "layer_norm", "float32 variance without an overflow guard: tokens near ±1e30 come out as β (PyTorch #162489)", {}, rows(ln_unguarded)},
+      {"ln_variance_overflow", "layer_norm", "float32 variance without an overflow guard: tokens near ±1e30 come out as β (PyTorch #162489)", {}, rows(ln_correct)},
       {"ln_wide_rows_drop_eps", "layer_norm", "the kernel for rows wider than the row-group limit drops ε: 1/√σ² (ε-handling bugs of specialized kernels)", {}, rows(ln_wide_no_eps)},
       {"ln_batch_multiple_of_16_path", "layer_norm", "a kernel chosen by batch size (rows a multiple of 16) reduces in another order: bits depend on the batch (batch-invariance bugs of inference servers)", {}, rows(ln_multiple_of_16)},
       {"ln_reduction_order_by_position", "layer_norm", "the reduction order depends on the row's place in its row group (grouped vs leftover rows)", {}, rows(ln_position_order)},

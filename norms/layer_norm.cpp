@@ -11,6 +11,7 @@
 // padding there, and its dγ/dβ include it). A caller that wants padding out zeroes dy there, as a
 // masked loss does. A token's dx depends on that token alone.
 #include <cmath>
+#include <utility>
 
 #include "norms/kernels.hpp"
 #include "norms/kernels_api.hpp"
@@ -23,19 +24,24 @@ namespace {
 // ---------------------------------------------------------------------------------------------
 // reference: double, two passes, obviously right
 
+// μ and 1/√(σ²+ε) of one token, in double (the forward and the backward reference share them)
+std::pair<double, double> layer_norm_reference_stats(const float* x, int D, double eps) {
+  double mean = 0;
+  for (int d = 0; d < D; ++d) mean += x[d];
+  mean /= D;
+  double var = 0;
+  for (int d = 0; d < D; ++d) var += (x[d] - mean) * (x[d] - mean);
+  var /= D;
+  return {mean, 1.0 / std::sqrt(var + eps)};
+}
+
 void layer_norm_reference(const Batch& in, const Params& p, Mode, State*, Output& out) {
   validate_affine_norm(in, p);
   const int D = in.D;
   out.assign(in.x.size(), 0.0);
   for (std::size_t r = 0; r < in.rows(); ++r) {
     const float* x = &in.x[r * D];  // [D]
-    double mean = 0;
-    for (int d = 0; d < D; ++d) mean += x[d];
-    mean /= D;
-    double var = 0;
-    for (int d = 0; d < D; ++d) var += (x[d] - mean) * (x[d] - mean);
-    var /= D;
-    const double rstd = 1.0 / std::sqrt(var + p.eps);
+    const auto [mean, rstd] = layer_norm_reference_stats(x, D, p.eps);
     for (int d = 0; d < D; ++d) {
       const double g = p.gamma.empty() ? 1.0 : p.gamma[d];
       const double b = p.beta.empty() ? 0.0 : p.beta[d];
@@ -262,13 +268,7 @@ void layer_norm_backward_reference(const Batch& in, const Params& p, Mode, const
     const float* x = &in.x[r * D];     // [D]
     const float* dyr = &dy[r * D];     // [D]
     double* dx = &g.dx[r * D];         // [D]
-    double mean = 0;
-    for (int d = 0; d < D; ++d) mean += x[d];
-    mean /= D;
-    double var = 0;
-    for (int d = 0; d < D; ++d) var += (x[d] - mean) * (x[d] - mean);
-    var /= D;
-    const double rstd = 1.0 / std::sqrt(var + p.eps);
+    const auto [mean, rstd] = layer_norm_reference_stats(x, D, p.eps);
     // the gradient through μ (mean of dx̂) and through σ² (mean of dx̂·x̂)
     double mean_dxhat = 0, mean_dxhat_xhat = 0;
     for (int d = 0; d < D; ++d) {
