@@ -372,13 +372,6 @@ std::vector<T> mlp_formula(const BlockWeights& w, const std::vector<T>& u, std::
   return y;
 }
 
-template <class T>
-std::vector<T> plus(const std::vector<T>& a, const std::vector<T>& b) {
-  std::vector<T> r(a.size());
-  for (std::size_t i = 0; i < a.size(); ++i) r[i] = a[i] + b[i];
-  return r;
-}
-
 // The block's formula, step by step, in the implementation's precision (double for the
 // reference, float32 for the optimized), from its parts: the norm row, causal multi-head
 // self-attention with the batch's key-padding mask, the MLP above.
@@ -401,11 +394,11 @@ Output composed(const Row& row, Impl impl, const BlockWeights& w, BlockState st,
   };
   std::vector<T> y;
   if (w.placement == Placement::pre) {
-    const auto h = plus(in, mha(norm_of(row, impl, w.norm1, &st.norm1, x, in, amp)));
-    y = plus(h, mlp_formula(w, norm_of(row, impl, w.norm2, &st.norm2, x, h, amp), x.rows()));
+    const auto h = block_add(in, mha(norm_of(row, impl, w.norm1, &st.norm1, x, in, amp)));
+    y = block_add(h, mlp_formula(w, norm_of(row, impl, w.norm2, &st.norm2, x, h, amp), x.rows()));
   } else {
-    const auto h = norm_of(row, impl, w.norm1, &st.norm1, x, plus(in, mha(in)), amp);
-    y = norm_of(row, impl, w.norm2, &st.norm2, x, plus(h, mlp_formula(w, h, x.rows())), amp);
+    const auto h = norm_of(row, impl, w.norm1, &st.norm1, x, block_add(in, mha(in)), amp);
+    y = norm_of(row, impl, w.norm2, &st.norm2, x, block_add(h, mlp_formula(w, h, x.rows())), amp);
   }
   return Output(y.begin(), y.end());
 }
