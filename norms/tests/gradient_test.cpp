@@ -222,16 +222,7 @@ INSTANTIATE_TEST_SUITE_P(Gradient, BatchInvariance, ::testing::ValuesIn(rows_whe
 
 using test::bad_input::BadCase;
 using test::bad_input::Input;
-
-struct ValidationParam {
-  LayerRow row;
-  Impl impl;
-  BadCase bad;
-};
-
-void PrintTo(const ValidationParam& v, std::ostream* os) {
-  *os << v.row.id() << "/" << to_string(v.impl) << "/" << v.bad.name;
-}
+using test::bad_input::ValidationParam;
 
 std::vector<BadCase> backward_bad_cases() {
   using namespace test::bad_input;
@@ -240,15 +231,6 @@ std::vector<BadCase> backward_bad_cases() {
   c.push_back({"dy_too_long", always, [](Input&) {}, {"dy has 25 values", "24"}});
   c.push_back({"dy_empty", always, [](Input&) {}, {"dy has 0 values", "24"}});
   return c;
-}
-
-std::vector<ValidationParam> validation_params() {
-  std::vector<ValidationParam> out;
-  for (const auto& row : rows_where(has_gradient))
-    for (Impl impl : {Impl::reference, Impl::optimized})
-      for (const auto& c : backward_bad_cases())
-        if (c.applies(row)) out.push_back({row, impl, c});
-  return out;
 }
 
 class BackwardRejects : public ::testing::TestWithParam<ValidationParam> {};
@@ -280,12 +262,10 @@ TEST_P(BackwardRejects, WithAMessageNamingTheParameterAndNothingWritten) {
   EXPECT_TRUE(same_bits(out, out_before)) << "the gradients were written by a rejected call";
 }
 
-INSTANTIATE_TEST_SUITE_P(Gradient, BackwardRejects, ::testing::ValuesIn(validation_params()),
-                         [](const auto& info) {
-                           return test::test_name(info.param.row.id() + "_" +
-                                                  to_string(info.param.impl) + "_" +
-                                                  info.param.bad.name);
-                         });
+INSTANTIATE_TEST_SUITE_P(Gradient, BackwardRejects,
+                         ::testing::ValuesIn(test::bad_input::validation_params(
+                             rows_where(has_gradient), backward_bad_cases())),
+                         test::bad_input::validation_test_name);
 
 // Without this the cases above would prove nothing: the input they start from is accepted.
 TEST(GradientValidation, TheValidInputIsAcceptedByEveryBackward) {
