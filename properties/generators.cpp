@@ -176,7 +176,8 @@ Shape shape(int min_T, Reach reach) {
     if (reach == Reach::parallel && r.chance(2.0 / 3)) return int(Scale::medium);
     if (reach == Reach::long_reduction && s >= kMediumFromSize)
       return int(r.chance(0.75) ? Scale::long_axis : Scale::medium);
-    if (reach != Reach::small && s >= kMediumFromSize && r.chance(0.25)) return int(Scale::medium);
+    if (reach != Reach::small && s >= kMediumFromSize && r.chance(reach == Reach::large ? 0.5 : 0.25))
+      return int(Scale::medium);
     return int(Scale::small);
   }));
   const int D = *shrinking_int(1, [scale](Rng& r, int s) {
