@@ -113,24 +113,38 @@ inline void stream_range_sse(float* d, const float* s, std::size_t n) {
   for (; i < n; ++i) d[i] = s[i];
 }
 
-inline void stream_copy(float* dst, const float* src, std::size_t n) {
+// The widest streaming-store ISA this CPU has: 2 AVX-512, 1 AVX, 0 SSE.
+inline int stream_isa() {
   static const int isa = [] {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") ? 2 : __builtin_cpu_supports("avx") ? 1 : 0;
   }();
+  return isa;
+}
+
+// Runs range(isa, lo, hi) on each OpenMP thread's share of [0, n), cut at 64-byte lines, then
+// fences the streaming stores.
+template <class Range>
+inline void stream_split(std::size_t n, Range&& range) {
+  const int isa = stream_isa();
 #pragma omp parallel
   {
     const std::size_t t = std::size_t(omp_get_thread_num()), nt = std::size_t(omp_get_num_threads());
     const std::size_t lines = (n + 15) / 16;  // 64-byte lines
-    const std::size_t b = std::min(n, lines * t / nt * 16), e = std::min(n, lines * (t + 1) / nt * 16);
+    range(isa, std::min(n, lines * t / nt * 16), std::min(n, lines * (t + 1) / nt * 16));
+    _mm_sfence();
+  }
+}
+
+inline void stream_copy(float* dst, const float* src, std::size_t n) {
+  stream_split(n, [&](int isa, std::size_t b, std::size_t e) {
     if (isa == 2)
       stream_range_avx512(dst + b, src + b, e - b);
     else if (isa == 1)
       stream_range_avx(dst + b, src + b, e - b);
     else
       stream_range_sse(dst + b, src + b, e - b);
-    _mm_sfence();
-  }
+  });
 }
 
 // The streaming sum dst = a + b (STREAM's "Add"): the same loads, stores, split and fence as
@@ -170,23 +184,14 @@ inline void stream_add_range_sse(float* d, const float* a, const float* b, std::
 }
 
 inline void stream_add(float* dst, const float* a, const float* b, std::size_t n) {
-  static const int isa = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") ? 2 : __builtin_cpu_supports("avx") ? 1 : 0;
-  }();
-#pragma omp parallel
-  {
-    const std::size_t t = std::size_t(omp_get_thread_num()), nt = std::size_t(omp_get_num_threads());
-    const std::size_t lines = (n + 15) / 16;  // 64-byte lines
-    const std::size_t lo = std::min(n, lines * t / nt * 16), hi = std::min(n, lines * (t + 1) / nt * 16);
+  stream_split(n, [&](int isa, std::size_t lo, std::size_t hi) {
     if (isa == 2)
       stream_add_range_avx512(dst + lo, a + lo, b + lo, hi - lo);
     else if (isa == 1)
       stream_add_range_avx(dst + lo, a + lo, b + lo, hi - lo);
     else
       stream_add_range_sse(dst + lo, a + lo, b + lo, hi - lo);
-    _mm_sfence();
-  }
+  });
 }
 
 // ---------------------------------------------------------------------------------------------

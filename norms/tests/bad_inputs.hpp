@@ -156,4 +156,21 @@ inline std::string validation_test_name(const ::testing::TestParamInfo<Validatio
                          info.param.bad.name);
 }
 
+// Runs call(), which must throw InvalidInput with a one-line message containing each text of
+// v.bad.message_has; accepting the input or throwing anything else fails the test.
+template <class Call>
+void expect_rejected(const ValidationParam& v, Call&& call) {
+  try {
+    call();
+    ADD_FAILURE() << v.row.id() << " (" << to_string(v.impl) << ") accepted " << v.bad.name;
+  } catch (const InvalidInput& e) {
+    const std::string msg = e.what();
+    for (const auto& part : v.bad.message_has)
+      EXPECT_NE(msg.find(part), std::string::npos) << "message \"" << msg << "\" lacks \"" << part << "\"";
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << "one line: " << msg;
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << v.bad.name << ": expected InvalidInput, got another exception: " << e.what();
+  }
+}
+
 }  // namespace normcheck::test::bad_input
