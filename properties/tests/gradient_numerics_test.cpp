@@ -1,12 +1,12 @@
-// The backward passes of every registry layer that has one, under the gradient tolerance rule
-// (gradient_tolerance, gradient_scale: properties/compare.hpp), both implementations where it
+// The backward passes of every registry layer that has one, both implementations where it
 // applies (one gtest test per row, run as a cell of its own: inherited.hpp; RC_PARAMS sets the
 // budget and replays a failure, which prints as a matrix cell's section):
-// - the optimized kernel against the reference, on hard inputs and on extreme finite inputs;
-// - the geometry of normalization: layer_norm Σ_d dx = 0 and dx·x̂ = 0, rms_norm dx·x = 0,
-//   dx(αx) = dx(x)/α for scale-invariant rows.
-// What needs no tolerance (finite differences of the reference, thread determinism, batch
-// invariance, validation) is in norms/tests/gradient_test.cpp.
+// - under the gradient tolerance rule (gradient_tolerance, gradient_scale: compare.hpp): the
+//   optimized kernel against the reference, on hard inputs and on extreme finite inputs; the
+//   geometry of normalization: layer_norm Σ_d dx = 0 and dx·x̂ = 0, rms_norm dx·x = 0,
+//   dx(αx) = dx(x)/α for scale-invariant rows;
+// - what needs no tolerance rule: the reference against finite differences, thread
+//   determinism, batch invariance (validation and the raw kernels: norms/tests/gradient_test.cpp).
 #include <gtest/gtest.h>
 #include <rapidcheck.h>
 #include <rapidcheck/gtest.h>
@@ -65,37 +65,49 @@ nlohmann::json grad_side_json(const GradSide& side, Mode mode) {
                                                     attributes)}));
 }
 
+// How two sides' gradients are compared.
+struct Compared {
+  GradTolerance dx_tol = {}, affine_tol = {};  // for Comparison::values
+  Comparison how = Comparison::values;
+  // the token pairs (a's position, b's) whose dx are compared; empty: every position of both
+  std::vector<std::pair<norm_scenario::TokenPos, norm_scenario::TokenPos>> pairs = {};
+  bool affine = true;                          // dγ and dβ too
+  std::function<bool(double)> skip_affine = {};  // a feature whose expected value this says is not compared
+};
+
 // Side a's gradients against side b's (the expected side), as a matrix cell compares them: dx
-// token by token at every position under `dx_tol`, dγ and dβ feature by feature under
-// `affine_tol` (features where `skip_affine` says so are not compared), into the evidence the
-// reports print. A gradient of the wrong size is a failure of its own.
+// token by token (under `dx_tol` for values), dγ and dβ feature by feature (`affine_tol`), into
+// the evidence the reports print. A gradient of the wrong size is a failure of its own.
 CaseOutcome compare_grads(const LayerRow& row, const Params& p, const State& s, const GradSide& a,
-                          const GradSide& b, const GradTolerance& dx_tol,
-                          const GradTolerance& affine_tol, const std::string& note,
-                          const std::function<bool(double)>& skip_affine = {}) {
-  Diff d(Labels{{"b", "t"}, "d", "x", "dx"});
-  const Batch& x = b.x;
-  if (a.g.dx.size() != x.x.size() || b.g.dx.size() != x.x.size())
-    d.fail("dx size (B·T·D = " + std::to_string(x.x.size()) + ")", double(a.g.dx.size()),
+                          const GradSide& b, const Compared& c, const std::string& note) {
+  Diff d(Labels{{"b", "t"}, "d", "x", "dx"}, c.how);
+  if (a.g.dx.size() != a.x.x.size() || b.g.dx.size() != b.x.x.size() ||
+      (c.pairs.empty() && a.x.x.size() != b.x.x.size())) {
+    d.fail("dx size (B·T·D = " + std::to_string(b.x.x.size()) + ")", double(a.g.dx.size()),
            double(b.g.dx.size()));
-  else
-    for (int bb = 0; bb < x.B; ++bb)
-      for (int t = 0; t < x.T; ++t) {
-        const std::size_t i = x.index(bb, t, 0);
-        d.rows({0, {bb, t}}, {0, {bb, t}}, RowView(&a.g.dx[i], x.D), RowView(&b.g.dx[i], x.D),
-               [&](int k) { return dx_tol.bound(b.g.dx[i + k]); }, RowView(&a.x.x[i], x.D),
-               RowView(&x.x[i], x.D));
-      }
+  } else {
+    auto pairs = c.pairs;
+    if (pairs.empty())
+      for (int bb = 0; bb < b.x.B; ++bb)
+        for (int t = 0; t < b.x.T; ++t) pairs.push_back({{0, bb, t}, {0, bb, t}});
+    for (const auto& [pa, pb] : pairs) {
+      const std::size_t i = a.x.index(pa.b, pa.t, 0), j = b.x.index(pb.b, pb.t, 0);
+      d.rows({0, {pa.b, pa.t}}, {0, {pb.b, pb.t}}, RowView(&a.g.dx[i], a.x.D),
+             RowView(&b.g.dx[j], b.x.D), [&](int k) { return c.dx_tol.bound(b.g.dx[j + k]); },
+             RowView(&a.x.x[i], a.x.D), RowView(&b.x.x[j], b.x.D));
+    }
+  }
   for (auto [name, ga, gb] : {std::tuple{"dgamma", &a.g.dgamma, &b.g.dgamma},
                               std::tuple{"dbeta", &a.g.dbeta, &b.g.dbeta}}) {
+    if (!c.affine) break;
     if (ga->size() != gb->size()) {
       d.fail(std::string(name) + " size", double(ga->size()), double(gb->size()));
       continue;
     }
     for (std::size_t f = 0; f < gb->size(); ++f)
-      if (!skip_affine || !skip_affine((*gb)[f]))
+      if (!c.skip_affine || !c.skip_affine((*gb)[f]))
         d.value(std::string(name) + "[" + std::to_string(f) + "]", (*ga)[f], (*gb)[f],
-                affine_tol.bound((*gb)[f]));
+                c.affine_tol.bound((*gb)[f]));
   }
   return outcome(d, note, [&] {
     CaseRecord r{.input = grad_side_json(a, row.mode()), .related = grad_side_json(b, row.mode())};
@@ -167,7 +179,8 @@ TEST_P(ReferenceAgreement, OptimizedGradientsAgreeWithTheReference) {
         const Grads opt = backward(row, Impl::optimized, x, p, s, dy);
         const GradTolerance tol = tolerance_for(row, x, p, s, ref, dy);
         return compare_grads(row, p, s, {Impl::optimized, x, dy, opt}, {Impl::reference, x, dy, ref},
-                             tol, tol, std::string("inputs: ") + to_string(h) + "; the same x and dy through the reference");
+                             {.dx_tol = tol, .affine_tol = tol},
+                             std::string("inputs: ") + to_string(h) + "; the same x and dy through the reference");
       }));
 }
 
@@ -226,11 +239,11 @@ CaseOutcome extreme_input_case(const Row& r, Impl) {
     for (auto& e : *v)
       if (beyond_float(e)) e = 0;
   return compare_grads(row, p, s, {Impl::optimized, x, dy, opt}, {Impl::reference, x, dy, ref},
-                       tolerance_for(row, x, p, s, ref_dx, dy),
-                       tolerance_for(row, x, p, s, ref_affine, dy),
+                       {.dx_tol = tolerance_for(row, x, p, s, ref_dx, dy),
+                        .affine_tol = tolerance_for(row, x, p, s, ref_affine, dy),
+                        .skip_affine = beyond_float},
                        "every value times " + format_number(16.0 * scale) +
-                           " (extreme finite inputs); the same x and dy through the reference",
-                       beyond_float);
+                           " (extreme finite inputs); the same x and dy through the reference");
 }
 
 INSTANTIATE_TEST_SUITE_P(Gradient, ExtremeInputGradients,
@@ -372,14 +385,244 @@ TEST_P(ScaleCovariance, DxScalesAsOneOverAlpha) {
         Grads ga = backward(row, impl, xa, pa, s, dy);
         for (auto& v : ga.dx) v *= alpha;
         const GradTolerance tol = tolerance_for(row, x, p, s, g, dy, impl);
-        return compare_grads(row, p, s, {impl, xa, dy, ga}, {impl, x, dy, g}, tol, tol,
-                             "a: x times α = 2^" + std::to_string(k) +
+        return compare_grads(row, p, s, {impl, xa, dy, ga}, {impl, x, dy, g},
+                             {.dx_tol = tol, .affine_tol = tol}, "a: x times α = 2^" + std::to_string(k) +
                                  " and ε times α², its dx shown times α; b: x");
       }));
 }
 
 INSTANTIATE_TEST_SUITE_P(GradientGeometry, ScaleCovariance,
                          ::testing::ValuesIn(row_impls_where(scale_invariant)), row_impl_name);
+
+// ---------------------------------------------------------------------------------------------
+// What needs no tolerance rule, each a cell of its gradient row like the tests above (they were
+// in norms/tests/gradient_test.cpp, whose binary cannot print the matrix's section).
+
+// The reference against finite differences of the double forward.
+//
+// F(t) = Σ_i dy_i·y_i(x + t·v, γ + t·u, β + t·w) for random integer directions v, u, w in
+// [-8, 8]; its derivative at 0 is Σ dx·v + Σ dγ·u + Σ dβ·w, which the reference's gradients
+// must give. The forward takes float32 inputs, so the steps keep every perturbed input exact:
+// x = k/16 (|k| ≤ 64), γ, β = m/64 and t ∈ {±2^-19, ±2^-20} put x + t·v, γ + t·u, β + t·w on a
+// grid of 2^-20 with fewer than 24 significant bits (checked below). The difference quotient is
+// Richardson-extrapolated, R = (4·D(h/2) − D(h))/3 with D(h) = (F(h) − F(−h))/2h, whose
+// truncation error is O((step/σ)⁴): the steps are at most 8·2^-19 = 1.5e-5 and every statistics
+// set has σ ≥ √ε = 3.2e-3 (ε = 1e-5), so (step/σ)⁴ < 5e-10. What remains is rounding: F is a
+// double sum of B·T·D ≤ 3500 terms each accurate to ~1e-15·(1 + |dy·y|), and dividing by 2h
+// and extrapolating turns that into about 3e-15·Σ(1 + |dy·y|)/h; the tolerance allows 100
+// times that, plus 1e-7 of S = Σ|dx·v| + Σ|dγ·u| + Σ|dβ·w|, the size of the terms the
+// derivative adds up: the bugs this catches are relative changes of 1/n or more (n − 1 for n
+// in a variance, a dropped term).
+const PropertyInfo kFiniteDifferences{
+    "grad_finite_differences_2e-19", "g_fin_diff",
+    "the reference gradient is the derivative of the double forward",
+    "the forward at x + t·v, γ + t·u, β + t·w (integer directions in [-8, 8], t = ±2^-19, "
+    "±2^-20), Richardson-extrapolated central differences of Σ dy·y",
+    "Σ dx·v + Σ dγ·u + Σ dβ·w against the finite differences, within 1e-7·Σ|terms| + "
+    "3e-13·Σ(1 + |dy·y|)/h",
+    "the backward pass computes the gradient of the forward it belongs to"};
+
+CaseOutcome finite_difference_case(const Row& r, Impl) {
+  const LayerRow& row = r.norm;
+  const int D = width();
+  const Batch x = draw_batch(D, min_len(row));
+  const Params p = draw_params(*row.layer, D);
+  const State s = test::state_for(D);
+  const auto dy = draw_dy(x.x.size());
+  const auto dir = [](std::size_t n) {
+    return *rc::gen::container<std::vector<int>>(n, inRange(-8, 9));
+  };
+  const auto v = dir(x.x.size()), u = dir(p.gamma.size()), w = dir(p.beta.size());
+
+  const Grads g = backward(row, Impl::reference, x, p, s, dy);
+  double analytic = 0, S = 0;
+  for (std::size_t i = 0; i < v.size(); ++i) analytic += g.dx[i] * v[i], S += std::abs(g.dx[i] * v[i]);
+  for (std::size_t d = 0; d < u.size(); ++d) analytic += g.dgamma[d] * u[d], S += std::abs(g.dgamma[d] * u[d]);
+  for (std::size_t d = 0; d < w.size(); ++d) analytic += g.dbeta[d] * w[d], S += std::abs(g.dbeta[d] * w[d]);
+
+  const auto F = [&](double t) {
+    Batch xt = x;
+    Params pt = p;
+    for (std::size_t i = 0; i < v.size(); ++i) xt.x[i] = float(x.x[i] + t * v[i]);
+    for (std::size_t d = 0; d < u.size(); ++d) pt.gamma[d] = float(p.gamma[d] + t * u[d]);
+    for (std::size_t d = 0; d < w.size(); ++d) pt.beta[d] = float(p.beta[d] + t * w[d]);
+    for (std::size_t i = 0; i < v.size(); ++i) RC_ASSERT(double(xt.x[i]) == x.x[i] + t * v[i]);
+    for (std::size_t d = 0; d < u.size(); ++d) RC_ASSERT(double(pt.gamma[d]) == p.gamma[d] + t * u[d]);
+    for (std::size_t d = 0; d < w.size(); ++d) RC_ASSERT(double(pt.beta[d]) == p.beta[d] + t * w[d]);
+    const Output y = test::run(row, Impl::reference, xt, pt, s);
+    double f = 0;
+    for (std::size_t i = 0; i < y.size(); ++i) f += double(dy[i]) * y[i];
+    return f;
+  };
+  double rounding = 0;  // Σ (1 + |dy·y|) at t = 0
+  const Output y0 = test::run(row, Impl::reference, x, p, s);
+  for (std::size_t i = 0; i < y0.size(); ++i) rounding += 1 + std::abs(dy[i] * y0[i]);
+  const double h = std::ldexp(1.0, -19);
+  const double d1 = (F(h) - F(-h)) / (2 * h), d2 = (F(h / 2) - F(-h / 2)) / h;
+  const double richardson = (4 * d2 - d1) / 3;
+  const double tol = 1e-7 * S + 3e-13 * rounding / h;
+  Diff d(Labels{{"b", "t"}, "d", "x", "dx"});
+  d.value("Σdx·v + Σdγ·u + Σdβ·w (a: the reference's gradients, b: finite differences)",
+          analytic, richardson, tol);
+  return outcome(d, "directional derivative along random integer directions v (of x), u (of γ), "
+                    "w (of β); central differences " + format_number(d2) + " at h/2 = 2^-20",
+                 [&] {
+                   const std::vector<std::string> dims = {"B", "T", "D"};
+                   const std::vector<int> shape = {x.B, x.T, x.D};
+                   CaseRecord rec{.input = grad_side_json({Impl::reference, x, dy, g}, row.mode()),
+                                  .related = side_json(
+                                      "finite differences of the reference forward",
+                                      nlohmann::json::array({call_json(
+                                          {{"B", x.B}, {"T", x.T}, {"D", x.D}},
+                                          {{"x", tensor_json(x.x, dims, shape)},
+                                           {"v", tensor_json(std::vector<float>(v.begin(), v.end()),
+                                                             dims, shape)}},
+                                          {{"lengths", x.lengths}})}))};
+                   norm_scenario::Scenario sc;
+                   sc.params = p;
+                   sc.state = s;
+                   rec.params = norm_scenario::params_json(sc);
+                   if (!u.empty()) rec.params["u (direction of gamma)"] = u;
+                   if (!w.empty()) rec.params["w (direction of beta)"] = w;
+                   rec.params["S = Σ|terms|"] = S;
+                   rec.params["rounding = Σ(1 + |dy·y|)"] = rounding;
+                   return rec;
+                 });
+}
+
+class FiniteDifferences : public ::testing::TestWithParam<LayerRow> {};
+
+TEST_P(FiniteDifferences, ReferenceGradientIsTheDerivativeOfTheForward) {
+  EXPECT_INHERITED_HOLDS(test::run_inherited(test::matrix_row(GetParam(), Family::gradient),
+                                             Impl::reference, kFiniteDifferences,
+                                             finite_difference_case));
+}
+
+INSTANTIATE_TEST_SUITE_P(Gradient, FiniteDifferences,
+                         ::testing::ValuesIn(rows_where(has_gradient)), row_name);
+
+// Determinism of the optimized kernel: bitwise the same dx, dγ, dβ at 1, 2, 3 and 4 threads and
+// on a repeat. The batches are large enough for the OpenMP paths (kernels::kParallelMinValues)
+// and span several row segments.
+const PropertyInfo kThreadDeterminism{
+    "grad_threads_1_to_4", "g_threads",
+    "the optimized gradients are bitwise the same at 1, 2, 3 and 4 OpenMP threads and on a repeat",
+    "the same x and dy (batches past the parallel threshold; in half the cases rows of dy·2^60 "
+    "followed by their negation) run with another thread count",
+    "dx at every position, dγ and dβ, bitwise",
+    "results never depend on the machine's parallelism"};
+
+CaseOutcome thread_determinism_case(const Row& r, Impl) {
+  const LayerRow& row = r.norm;
+  const int D = *element(1, 7, 17, 33, 100, 256);
+  const int B = *inRange(1, 9);
+  const int T = *inRange(std::max(2, 4096 / (B * D) + 1), std::max(3, 8192 / (B * D) + 2));
+  std::vector<int> lengths(B);
+  for (auto& l : lengths) l = *inRange(min_len(row), T + 1);
+  const auto k = *rc::gen::container<std::vector<int>>(std::size_t(B) * T * D, inRange(-64, 65));
+  Batch x(B, T, D);
+  x.lengths = lengths;
+  for (std::size_t i = 0; i < x.x.size(); ++i) x.x[i] = float(k[i]) / 16.0f;
+  const Params p = draw_params(*row.layer, D);
+  const State s = test::state_for(D);
+  auto dy = draw_dy(x.x.size());
+  // dγ, dβ are summed in double, and sums of grid values are exact in any order, so a
+  // reduction whose order followed the threads would go unseen. In some cases every third
+  // row r (r % 3 = 1) gets dy·2^60 and the next row the same x and −dy·2^60: the pair cancels
+  // exactly but wipes out the small sum accumulated before it ((s + 2^60) − 2^60 = 0 in
+  // double), so what survives depends on where the segments of rows begin and end.
+  const bool cancelling = *inRange(0, 2);
+  if (cancelling)
+    for (std::size_t r2 = 1; r2 + 1 < x.rows(); r2 += 3)
+      for (int d = 0; d < D; ++d) {
+        dy[r2 * D + d] = std::ldexp(dy[r2 * D + d], 60);
+        dy[(r2 + 1) * D + d] = -dy[r2 * D + d];
+        x.x[(r2 + 1) * D + d] = x.x[r2 * D + d];
+      }
+  Grads first;
+  {
+    Threads one(1);
+    first = backward(row, Impl::optimized, x, p, s, dy);
+  }
+  CaseOutcome o;
+  for (int threads : {1, 2, 3, 4}) {
+    Grads g;
+    {
+      Threads n(threads);
+      g = backward(row, Impl::optimized, x, p, s, dy);
+    }
+    o = compare_grads(row, p, s, {Impl::optimized, x, dy, first}, {Impl::optimized, x, dy, g},
+                      {.how = Comparison::bitwise},
+                      "1 thread (a) vs " + std::to_string(threads) + " threads (b)" +
+                          (cancelling ? "; rows of dy·2^60 followed by their negation" : ""));
+    if (o.any()) break;
+  }
+  return o;
+}
+
+class ThreadDeterminism : public ::testing::TestWithParam<LayerRow> {};
+
+TEST_P(ThreadDeterminism, BitwiseAtAnyThreadCount) {
+  EXPECT_INHERITED_HOLDS(test::run_inherited(test::matrix_row(GetParam(), Family::gradient),
+                                             Impl::optimized, kThreadDeterminism,
+                                             thread_determinism_case));
+}
+
+INSTANTIATE_TEST_SUITE_P(Gradient, ThreadDeterminism,
+                         ::testing::ValuesIn(rows_where(has_gradient)), row_name);
+
+// Batch invariance: a sequence's dx is bitwise the same alone (a batch of one, T = its length)
+// and inside a batch of other sequences at any index, with more padding, at 1-4 threads.
+const PropertyInfo kBatchInvariance{
+    "grad_batch_invariance_alone", "g_batch_bits",
+    "a sequence's optimized dx is bitwise the same alone and inside a batch at any index",
+    "the sequence alone (a batch of one, T = its length) vs inside a batch of up to 8 sequences "
+    "of up to 40 tokens, at 1 to 4 threads",
+    "the sequence's valid tokens' dx, bitwise",
+    "serving results do not change with the batch a request lands in"};
+
+CaseOutcome batch_invariance_case(const Row& r, Impl) {
+  const LayerRow& row = r.norm;
+  const int D = *element(1, 7, 17, 33, 100);
+  Batch batch = draw_batch(D, 1, 8, 40);
+  const int b = *inRange(0, batch.B);
+  const int len = std::max(1, batch.lengths[b]);
+  batch.lengths[b] = len;
+  const Params p = draw_params(*row.layer, D);
+  const State s = test::state_for(D);
+  const auto dy = draw_dy(batch.x.size());
+  Batch alone(1, len, D);
+  std::vector<float> dy_alone(std::size_t(len) * D);
+  for (int t = 0; t < len; ++t)
+    for (int d = 0; d < D; ++d) {
+      alone.at(0, t, d) = batch.at(b, t, d);
+      dy_alone[alone.index(0, t, d)] = dy[batch.index(b, t, d)];
+    }
+  const Grads a = backward(row, Impl::optimized, alone, p, s, dy_alone);
+  const int threads = *inRange(1, 5);
+  Grads g;
+  {
+    Threads n(threads);
+    g = backward(row, Impl::optimized, batch, p, s, dy);
+  }
+  Compared c{.how = Comparison::bitwise, .affine = false};
+  for (int t = 0; t < len; ++t) c.pairs.push_back({{0, 0, t}, {0, b, t}});
+  return compare_grads(row, p, s, {Impl::optimized, alone, dy_alone, a},
+                       {Impl::optimized, batch, dy, g}, c,
+                       "sequence " + std::to_string(b) + " alone (a) and in the batch (b) at " +
+                           std::to_string(threads) + " threads, with the same dy");
+}
+
+class BatchInvariance : public ::testing::TestWithParam<LayerRow> {};
+
+TEST_P(BatchInvariance, SequenceDxIsBitwiseTheSameAloneAndInAnyBatch) {
+  EXPECT_INHERITED_HOLDS(test::run_inherited(test::matrix_row(GetParam(), Family::gradient),
+                                             Impl::optimized, kBatchInvariance,
+                                             batch_invariance_case));
+}
+
+INSTANTIATE_TEST_SUITE_P(Gradient, BatchInvariance, ::testing::ValuesIn(rows_where(token_wise)),
+                         row_name);
 
 }  // namespace
 }  // namespace normcheck
