@@ -84,7 +84,7 @@ TEST_P(BackwardRejects, WithAMessageNamingTheParameterAndNothingWritten) {
   const State before = in.s;
   Grads out{.dx = {42.0}, .dgamma = {-7.0}, .dbeta = {3.0}};
   const Grads out_before = out;
-  test::bad_input::expect_rejected(GetParam(), [&] {
+  test::bad_input::expect_rejected(GetParam(), in, [&] {
     row.layer->backward(impl)(in.x, in.p, in.mode, in.with_state ? &in.s : nullptr, dy, out);
   });
   EXPECT_EQ(in.s.running_mean, before.running_mean);
