@@ -88,8 +88,8 @@ GradTolerance gradient_tolerance(const GradientTerms& terms, Impl impl);
 // about 1e-15·`rounding` with rounding = Σ(1 + |dy·y|); dividing by 2h and extrapolating makes
 // it about 3e-15·rounding/h. The bound allows 100 times the rounding and 1e-7 of `terms` (25
 // times the truncation): the bugs it is for change the derivative by 1/n or more (n − 1 for n in
-// a variance, a dropped term). norms/tests/gradient_test.cpp applies the same bound to its
-// steps of 2^-19 (ε = 1e-5).
+// a variance, a dropped term). Gradient/FiniteDifferences (properties/tests/
+// gradient_numerics_test.cpp) applies the same bound to its steps of 2^-19 (ε = 1e-5).
 double finite_difference_tolerance(double terms, double rounding, double h);
 
 enum class Comparison {

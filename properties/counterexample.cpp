@@ -626,8 +626,10 @@ std::string section_body(const CellResult& r) {
                    outcome_sentence(r), r.seed, seconds_text(r.seconds));
   if (surprise && r.observed != "violated" && !r.message.empty()) b += "\n" + r.message + "\n";
   if (!r.reproduce.empty()) {
-    b += "\n**Replay** exactly this case:\n\n```sh\n" + replay_command(r) + "\n```\n\n";
-    b += "or in the test binary:\n\n```sh\n" + rc_params_command(r) + "\n```\n";
+    b += "\n**Replay** exactly this case:\n\n```sh\n" + replay_command(r) + "\n```\n";
+    // a check only a test binary holds has its one command (RunOptions::test_filter)
+    if (rc_params_command(r) != replay_command(r))
+      b += "\nor in the test binary:\n\n```sh\n" + rc_params_command(r) + "\n```\n";
   }
   if (!r.counterexample.is_null())
     b += "\n**Minimal counterexample** (a = the input, b = the related input; y = output):\n\n```text\n" +

@@ -161,8 +161,14 @@ std::string quoted_program(const std::string& p) {
   return p.find_first_of(" '\"$`\\") == std::string::npos ? p : "'" + p + "'";
 }
 
-void set_replay(CellResult& r, Program running) {
+void set_replay(CellResult& r, Program running, const std::string& test_filter = {}) {
   if (r.reproduce.empty()) return;
+  if (!test_filter.empty()) {  // a check of a test binary, not a matrix cell: that binary alone
+    r.replay_tests = "RC_PARAMS=\"" + r.reproduce + "\" " + quoted_program(started_as()) +
+                     " --gtest_filter='" + test_filter + "'";
+    r.replay_cli = r.replay_tests;
+    return;
+  }
   const Holders h = holders_of(r.cell.row, running);
   r.replay_cli = quoted_program(h.cli) + " matrix --layer '^" + r.cell.row.id + "$' --property '^" +
                  r.cell.prop.id + "$' --implementation " + to_string(r.cell.impl) +
@@ -263,7 +269,7 @@ CellResult run_cell_unwatched(const Cell& cell, const RunOptions& options) {
       r.cases = found.cases + 1;
       r.reproduce = found.reproduce;
       r.shrink_budget_spent = found.shrink_budget_spent;
-      set_replay(r, options.program);
+      set_replay(r, options.program, options.test_filter);
       // the last counterexample RapidCheck saw is the shrunk one it reports
       if (last_failure) r.counterexample = last_failure->evidence;
       const bool rejected = last_failure && !last_failure->rejection.empty();
@@ -279,7 +285,8 @@ CellResult run_cell_unwatched(const Cell& cell, const RunOptions& options) {
                     ", but " + (rejected ? "an implementation rejects a valid input" : "a counterexample was found") +
                     " after " + plural(r.cases, "case", "cases") + shrunk + ": " +
                     (last_failure ? last_failure->summary : std::string("?")) +
-                    "\n  replay: " + replay_command(r) + "\n      or  " + rc_params_command(r);
+                    "\n  replay: " + replay_command(r) +
+                    (rc_params_command(r) == replay_command(r) ? "" : "\n      or  " + rc_params_command(r));
       else if (found.shrink_budget_spent)
         r.message = name + ": counterexample found after " + plural(r.cases, "case", "cases") + shrunk;
       break;

@@ -45,6 +45,11 @@ struct RunOptions {
     return watchdog > 0 ? watchdog : std::max(cell_budget, 0.0) + std::max(shrink_budget, 0.0) + 30;
   }
   Program program = Program::library;
+  // A check that is not a matrix cell (a registry-wide test in a GoogleTest binary, run as a
+  // cell of its own: properties/tests/inherited.hpp): the GoogleTest filter of that test. Its
+  // replay command is then `RC_PARAMS="reproduce=..." <this binary> --gtest_filter='<filter>'`
+  // alone, since no command-line program holds the check.
+  std::string test_filter = {};
 };
 
 // RunOptions from RapidCheck's global configuration (RC_PARAMS: seed, max_success, reproduce).
@@ -60,7 +65,8 @@ struct CellResult {
   nlohmann::json counterexample = {};  // null when none was found
   std::string reproduce = {};     // RC_PARAMS value that replays the counterexample
   // The two commands that replay it, naming the programs that hold the cell (replay_command,
-  // rc_params_command); set by run_cell when `reproduce` is.
+  // rc_params_command); set by run_cell when `reproduce` is. The same command twice when only
+  // the test binary holds it (RunOptions::test_filter).
   std::string replay_cli = {}, replay_tests = {};
   std::string message = {};       // one paragraph a person reads
   uint64_t seed = 0;

@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "properties/compare.hpp"
 #include "properties/generators.hpp"
 
 namespace normcheck::norm_scenario {
@@ -76,5 +77,12 @@ Scenario batch_invariance_bitwise(const LayerRow& row);
 
 // The case's parameters and initial running statistics, for the evidence.
 nlohmann::json params_json(const Scenario& sc);
+
+// Runs both sides of a scenario (each with its own implementation, or `impl`) and compares the
+// pairs (and `expected`) under `how`, the ε term allowed when `eps_sensitive`: a norm
+// property's check, with the evidence the reports print. The registry-wide tests of
+// properties/tests run their own scenarios through it, so their failures read like the matrix's.
+CaseOutcome run_scenario(const LayerRow& row, Impl impl, Comparison how, bool eps_sensitive,
+                         const Scenario& sc);
 
 }  // namespace normcheck::norm_scenario

@@ -1,14 +1,10 @@
 // Backward passes of every registry layer that has one (LayerEntry::backward_reference and
-// backward_optimized), driven by the registry: RapidCheck properties inside one gtest test per
-// row, as in numerics_test.cpp (RC_PARAMS sets the budget and replays a failure). What needs no
-// tolerance rule is here; the comparisons under the gradient tolerance rule (optimized against
-// reference, the geometry of normalization) are in properties/tests/gradient_numerics_test.cpp.
-// - the reference against central finite differences of the double forward, along random
-//   directions (directional derivatives);
-// - thread determinism (1–4 threads, and a repeat: bitwise), of the row-segment reduction too,
-//   and batch invariance of dx (bitwise) for token-wise rows;
+// backward_optimized), driven by the registry, where no comparison of outputs is involved:
 // - validation: dy of the wrong size and every bad input the forward rejects; the raw kernels'
-//   arguments; dx written over dy or x.
+//   arguments; dx written over dy or x;
+// - the row-segment reduction's determinism at 1-4 threads.
+// The properties of the gradients themselves (finite differences, thread determinism, batch
+// invariance, agreement, geometry) are in properties/tests/gradient_numerics_test.cpp.
 #include <gtest/gtest.h>
 #include <omp.h>
 #include <rapidcheck.h>
@@ -30,129 +26,9 @@ namespace {
 using namespace test::grad;
 
 // ---------------------------------------------------------------------------------------------
-// The reference against finite differences of the double forward.
-//
-// F(t) = Σ_i dy_i·y_i(x + t·v, γ + t·u, β + t·w) for random integer directions v, u, w in
-// [-8, 8]; its derivative at 0 is Σ dx·v + Σ dγ·u + Σ dβ·w, which the reference's gradients
-// must give. The forward takes float32 inputs, so the steps keep every perturbed input exact:
-// x = k/16 (|k| ≤ 64), γ, β = m/64 and t ∈ {±2^-19, ±2^-20} put x + t·v, γ + t·u, β + t·w on a
-// grid of 2^-20 with fewer than 24 significant bits (checked below). The difference quotient is
-// Richardson-extrapolated, R = (4·D(h/2) − D(h))/3 with D(h) = (F(h) − F(−h))/2h, whose
-// truncation error is O((step/σ)⁴): the steps are at most 8·2^-19 = 1.5e-5 and every statistics
-// set has σ ≥ √ε = 3.2e-3 (ε = 1e-5), so (step/σ)⁴ < 5e-10. What remains is rounding: F is a
-// double sum of B·T·D ≤ 3500 terms each accurate to ~1e-15·(1 + |dy·y|), and dividing by 2h
-// and extrapolating turns that into about 3e-15·Σ(1 + |dy·y|)/h; the tolerance allows 100
-// times that, plus 1e-7 of
-// S = Σ|dx·v| + Σ|dγ·u| + Σ|dβ·w|, the size of the terms the derivative adds up: the bugs this
-// catches are relative changes of 1/n or more (n − 1 for n in a variance, a dropped term).
-
-class FiniteDifferences : public ::testing::TestWithParam<LayerRow> {};
-
-TEST_P(FiniteDifferences, ReferenceGradientIsTheDerivativeOfTheForward) {
-  const LayerRow& row = GetParam();
-  const bool ok = rc::check(row.id() + ": reference gradient vs finite differences", [&] {
-    const int D = width();
-    const Batch x = draw_batch(D, min_len(row));
-    const Params p = draw_params(*row.layer, D);
-    const State s = test::state_for(D);
-    const auto dy = draw_dy(x.x.size());
-    const auto dir = [](std::size_t n) {
-      return *rc::gen::container<std::vector<int>>(n, inRange(-8, 9));
-    };
-    const auto v = dir(x.x.size()), u = dir(p.gamma.size()), w = dir(p.beta.size());
-
-    const Grads g = backward(row, Impl::reference, x, p, s, dy);
-    double analytic = 0, S = 0;
-    for (std::size_t i = 0; i < v.size(); ++i) analytic += g.dx[i] * v[i], S += std::abs(g.dx[i] * v[i]);
-    for (std::size_t d = 0; d < u.size(); ++d) analytic += g.dgamma[d] * u[d], S += std::abs(g.dgamma[d] * u[d]);
-    for (std::size_t d = 0; d < w.size(); ++d) analytic += g.dbeta[d] * w[d], S += std::abs(g.dbeta[d] * w[d]);
-
-    double rounding = 0;  // Σ (1 + |dy·y|) at t = 0
-    const auto F = [&](double t) {
-      Batch xt = x;
-      Params pt = p;
-      for (std::size_t i = 0; i < v.size(); ++i) xt.x[i] = float(x.x[i] + t * v[i]);
-      for (std::size_t d = 0; d < u.size(); ++d) pt.gamma[d] = float(p.gamma[d] + t * u[d]);
-      for (std::size_t d = 0; d < w.size(); ++d) pt.beta[d] = float(p.beta[d] + t * w[d]);
-      for (std::size_t i = 0; i < v.size(); ++i) RC_ASSERT(double(xt.x[i]) == x.x[i] + t * v[i]);
-      for (std::size_t d = 0; d < u.size(); ++d) RC_ASSERT(double(pt.gamma[d]) == p.gamma[d] + t * u[d]);
-      for (std::size_t d = 0; d < w.size(); ++d) RC_ASSERT(double(pt.beta[d]) == p.beta[d] + t * w[d]);
-      const Output y = test::run(row, Impl::reference, xt, pt, s);
-      double f = 0;
-      for (std::size_t i = 0; i < y.size(); ++i) f += double(dy[i]) * y[i];
-      return f;
-    };
-    {
-      const Output y0 = test::run(row, Impl::reference, x, p, s);
-      for (std::size_t i = 0; i < y0.size(); ++i) rounding += 1 + std::abs(dy[i] * y0[i]);
-    }
-    const double h = std::ldexp(1.0, -19);
-    const double d1 = (F(h) - F(-h)) / (2 * h), d2 = (F(h / 2) - F(-h / 2)) / h;
-    const double richardson = (4 * d2 - d1) / 3;
-    const double tol = 1e-7 * S + 3e-13 * rounding / h;
-    RC_LOG() << "directional derivative: analytic " << analytic << ", finite differences "
-             << richardson << " (central " << d2 << "), tolerance " << tol << "\n";
-    RC_ASSERT(std::abs(richardson - analytic) <= tol);
-  });
-  EXPECT_TRUE(ok) << "the counterexample and its RC_PARAMS=\"reproduce=...\" are printed above";
-}
-
-INSTANTIATE_TEST_SUITE_P(Gradient, FiniteDifferences,
-                         ::testing::ValuesIn(rows_where(has_gradient)), row_name);
-
-// ---------------------------------------------------------------------------------------------
-// Determinism of the optimized kernel: bitwise the same dx, dγ, dβ at 1, 2, 3 and 4 threads and
-// on a repeat. The batches are large enough for the OpenMP paths (kernels::kParallelMinValues)
-// and span several row segments.
-
-class ThreadDeterminism : public ::testing::TestWithParam<LayerRow> {};
-
-TEST_P(ThreadDeterminism, BitwiseAtAnyThreadCount) {
-  const LayerRow& row = GetParam();
-  const bool ok = rc::check(row.id() + ": gradients at 1-4 threads", [&] {
-    const int D = *element(1, 7, 17, 33, 100, 256);
-    const int B = *inRange(1, 9);
-    const int T = *inRange(std::max(2, 4096 / (B * D) + 1), std::max(3, 8192 / (B * D) + 2));
-    std::vector<int> lengths(B);
-    for (auto& l : lengths) l = *inRange(min_len(row), T + 1);
-    const auto k = *rc::gen::container<std::vector<int>>(std::size_t(B) * T * D, inRange(-64, 65));
-    Batch x(B, T, D);
-    x.lengths = lengths;
-    for (std::size_t i = 0; i < x.x.size(); ++i) x.x[i] = float(k[i]) / 16.0f;
-    const Params p = draw_params(*row.layer, D);
-    const State s = test::state_for(D);
-    auto dy = draw_dy(x.x.size());
-    // dγ, dβ are summed in double, and sums of grid values are exact in any order, so a
-    // reduction whose order followed the threads would go unseen. In some cases every third
-    // row r (r % 3 = 1) gets dy·2^60 and the next row the same x and −dy·2^60: the pair cancels
-    // exactly but wipes out the small sum accumulated before it ((s + 2^60) − 2^60 = 0 in
-    // double), so what survives depends on where the segments of rows begin and end.
-    if (*inRange(0, 2)) {
-      for (std::size_t r = 1; r + 1 < x.rows(); r += 3)
-        for (int d = 0; d < D; ++d) {
-          dy[r * D + d] = std::ldexp(dy[r * D + d], 60);
-          dy[(r + 1) * D + d] = -dy[r * D + d];
-          x.x[(r + 1) * D + d] = x.x[r * D + d];
-        }
-      RC_TAG("cancelling rows of 2^60");
-    }
-    Grads first;
-    {
-      Threads one(1);
-      first = backward(row, Impl::optimized, x, p, s, dy);
-    }
-    for (int threads : {1, 2, 3, 4}) {
-      Threads n(threads);
-      const Grads g = backward(row, Impl::optimized, x, p, s, dy);
-      if (!same_bits(g, first))
-        RC_FAIL("gradients at " + std::to_string(threads) + " threads differ from 1 thread");
-    }
-  });
-  EXPECT_TRUE(ok) << "the counterexample and its RC_PARAMS=\"reproduce=...\" are printed above";
-}
-
-INSTANTIATE_TEST_SUITE_P(Gradient, ThreadDeterminism,
-                         ::testing::ValuesIn(rows_where(has_gradient)), row_name);
+// Determinism of the row-segment reduction the backward kernels sum dγ, dβ with. (The registry
+// rows' finite differences, thread determinism and batch invariance are in
+// properties/tests/gradient_numerics_test.cpp, whose failures print the matrix's section.)
 
 // The reduction itself: a sum whose value depends on its order (s, 2^60, −2^60 repeated: each
 // pair wipes out the small sum before it, so the result depends on where segments begin) comes
@@ -177,44 +53,6 @@ TEST(GradientDeterminism, RowSegmentSumsDoNotDependOnTheThreadCount) {
     }
   }
 }
-
-// Batch invariance: a sequence's dx is bitwise the same alone (a batch of one, T = its length)
-// and inside a batch of other sequences at any index, with more padding, at 1-4 threads.
-class BatchInvariance : public ::testing::TestWithParam<LayerRow> {};
-
-TEST_P(BatchInvariance, SequenceDxIsBitwiseTheSameAloneAndInAnyBatch) {
-  const LayerRow& row = GetParam();
-  const bool ok = rc::check(row.id() + ": dx alone vs in a batch", [&] {
-    const int D = *element(1, 7, 17, 33, 100);
-    Batch batch = draw_batch(D, 1, 8, 40);
-    const int b = *inRange(0, batch.B);
-    const int len = std::max(1, batch.lengths[b]);
-    batch.lengths[b] = len;
-    const Params p = draw_params(*row.layer, D);
-    const State s = test::state_for(D);
-    const auto dy = draw_dy(batch.x.size());
-    Batch alone(1, len, D);
-    std::vector<float> dy_alone(std::size_t(len) * D);
-    for (int t = 0; t < len; ++t)
-      for (int d = 0; d < D; ++d) {
-        alone.at(0, t, d) = batch.at(b, t, d);
-        dy_alone[alone.index(0, t, d)] = dy[batch.index(b, t, d)];
-      }
-    const Grads a = backward(row, Impl::optimized, alone, p, s, dy_alone);
-    Threads n(*inRange(1, 5));
-    const Grads g = backward(row, Impl::optimized, batch, p, s, dy);
-    for (int t = 0; t < len; ++t)
-      for (int d = 0; d < D; ++d)
-        if (!test::same_bits(a.dx[alone.index(0, t, d)], g.dx[batch.index(b, t, d)]))
-          RC_FAIL("dx" + test::position(b, t, d) + " in the batch: " +
-                  format_value(g.dx[batch.index(b, t, d)]) + ", alone: " +
-                  format_value(a.dx[alone.index(0, t, d)]));
-  });
-  EXPECT_TRUE(ok) << "the counterexample and its RC_PARAMS=\"reproduce=...\" are printed above";
-}
-
-INSTANTIATE_TEST_SUITE_P(Gradient, BatchInvariance, ::testing::ValuesIn(rows_where(token_wise)),
-                         row_name);
 
 // ---------------------------------------------------------------------------------------------
 // Validation: the backward rejects everything the forward rejects (bad_inputs.hpp), and a dy of
@@ -246,7 +84,7 @@ TEST_P(BackwardRejects, WithAMessageNamingTheParameterAndNothingWritten) {
   const State before = in.s;
   Grads out{.dx = {42.0}, .dgamma = {-7.0}, .dbeta = {3.0}};
   const Grads out_before = out;
-  test::bad_input::expect_rejected(GetParam(), [&] {
+  test::bad_input::expect_rejected(GetParam(), in, [&] {
     row.layer->backward(impl)(in.x, in.p, in.mode, in.with_state ? &in.s : nullptr, dy, out);
   });
   EXPECT_EQ(in.s.running_mean, before.running_mean);

@@ -21,7 +21,7 @@ TEST_P(Rejects, WithAMessageNamingTheParameterAndNothingWritten) {
   const State before = in.s;
   Output out = {42.0, -7.0};
   const Output out_before = out;
-  expect_rejected(GetParam(), [&] {
+  expect_rejected(GetParam(), in, [&] {
     row.layer->forward(impl)(in.x, in.p, in.mode, in.with_state ? &in.s : nullptr, out);
   });
   EXPECT_EQ(in.s.running_mean, before.running_mean) << "running statistics changed";

@@ -1,8 +1,8 @@
 // Defined numerics of every registry layer, both implementations, that the matrix does not hold
-// (RapidCheck properties, one gtest test per row; RC_PARAMS sets the budget and replays a
-// failure): a NaN or ±inf in one valid token reaches no other token of a token-wise row (a row
-// whose profile does not list token_independence as violated), and the issue-8 cases at ±1e30
-// and ±FLT_MAX spelled out. Finite outputs for finite inputs of any magnitude, scale invariance
+// (one gtest test per row, run as a cell of its own: inherited.hpp; RC_PARAMS sets the budget
+// and replays a failure, which prints as a matrix cell's section): a NaN or ±inf in one valid
+// token reaches no other token of a token-wise row (a row whose profile does not list
+// token_independence as violated), and the issue-8 cases at ±1e30 and ±FLT_MAX spelled out. Finite outputs for finite inputs of any magnitude, scale invariance
 // from 1e-20 to 1e25, a constant token giving β and a large offset are matrix properties
 // (finite_output, scale_range_invariance, constant_token, offset_invariance), held against every
 // row, external ones included.
@@ -14,6 +14,8 @@
 
 #include "norms/tests/test_util.hpp"
 #include "properties/compare.hpp"
+#include "properties/norm_scenarios.hpp"
+#include "properties/tests/inherited.hpp"
 
 namespace normcheck {
 namespace {
@@ -67,39 +69,78 @@ Params draw_params(const LayerEntry& l, int D) {
 
 class PoisonedToken : public ::testing::TestWithParam<RowImpl> {};
 
+// The words of the check, as a matrix property's (its failure prints as a cell's section).
+const PropertyInfo kPoisonedToken{
+    "poisoned_token", "poison",
+    "a NaN or ±inf in one valid token leaves every other token's output bitwise unchanged",
+    "one valid element set to NaN, inf or -inf",
+    "every other valid token's output, bitwise",
+    "token-wise layers: one bad activation must not reach any other token"};
+
+// One case: the batch, then the same batch with one element poisoned; every other valid token
+// compared bitwise (a finite output that turns NaN or inf differs too).
+CaseOutcome poisoned_token_case(const LayerRow& row, Impl impl) {
+  const int D = width();
+  const Batch x = draw_batch(D);
+  norm_scenario::Scenario sc;
+  sc.params = draw_params(*row.layer, D);
+  sc.state = test::state_for(D);
+  const int b = *inRange(0, x.B), t = *inRange(0, x.lengths[b]), d = *inRange(0, D);
+  const float poison = *element(std::numeric_limits<float>::quiet_NaN(),
+                                std::numeric_limits<float>::infinity(),
+                                -std::numeric_limits<float>::infinity());
+  Batch dirty = x;
+  dirty.at(b, t, d) = poison;
+  sc.a.calls = {{x, row.mode()}};
+  sc.b.calls = {{dirty, row.mode()}};
+  for (const auto& pair : norm_scenario::valid_pairs(x))
+    if (pair.first.b != b || pair.first.t != t) sc.pairs.push_back(pair);
+  sc.note = "element (" + std::to_string(b) + ", " + std::to_string(t) + ", " + std::to_string(d) +
+            ") set to " + format_number(poison) + "; the other valid tokens compared";
+  return norm_scenario::run_scenario(row, impl, Comparison::bitwise, false, sc);
+}
+
 TEST_P(PoisonedToken, PoisonsOnlyItsOwnToken) {
   const LayerRow& row = GetParam().row;
-  const Impl impl = GetParam().impl;
-  const bool ok = rc::check(row.id() + " " + to_string(impl) + ": NaN/inf stays in its token", [&] {
-    const int D = width();
-    Batch x = draw_batch(D);
-    const Params p = draw_params(*row.layer, D);
-    const State s = test::state_for(D);
-    const int b = *inRange(0, x.B), t = *inRange(0, x.lengths[b]), d = *inRange(0, D);
-    const float poison = *element(std::numeric_limits<float>::quiet_NaN(),
-                                  std::numeric_limits<float>::infinity(),
-                                  -std::numeric_limits<float>::infinity());
-    const Output clean = test::run(row, impl, x, p, s);
-    x.at(b, t, d) = poison;
-    const Output dirty = test::run(row, impl, x, p, s);
-    RC_LOG() << "poison " << poison << " at (" << b << ", " << t << ", " << d << ")\n";
-    for (int b2 = 0; b2 < x.B; ++b2)
-      for (int t2 = 0; t2 < x.lengths[b2]; ++t2) {
-        if (b2 == b && t2 == t) continue;
-        for (int d2 = 0; d2 < D; ++d2) {
-          const std::size_t i = x.index(b2, t2, d2);
-          RC_ASSERT(std::isfinite(clean[i]));
-          if (!test::same_bits(clean[i], dirty[i]))
-            RC_FAIL("token (" + std::to_string(b2) + ", " + std::to_string(t2) + ") changed: " +
-                    std::to_string(clean[i]) + " -> " + std::to_string(dirty[i]));
-        }
-      }
-  });
-  EXPECT_TRUE(ok) << "the counterexample and its RC_PARAMS=\"reproduce=...\" are printed above";
+  EXPECT_INHERITED_HOLDS(test::run_inherited(
+      test::matrix_row(row), GetParam().impl, kPoisonedToken,
+      [](const Row& r, Impl impl) { return poisoned_token_case(r.norm, impl); }));
 }
 
 INSTANTIATE_TEST_SUITE_P(Numerics, PoisonedToken, ::testing::ValuesIn(rows_where(token_wise)),
                          row_impl_name);
+
+// The failure a new layer sees: a kernel that lets a token's first feature leak into the next
+// token's output (0·x adds nothing while x is finite; 0·inf and 0·NaN are NaN) fails this test
+// with the matrix's section: the row, the poison and where, both sides' shapes and tensors,
+// the token that changed, the replay command of this test.
+void layer_norm_leaky(const Batch& in, const Params& p, Mode mode, State* s, Output& out) {
+  layer("layer_norm").optimized(in, p, mode, s, out);
+  for (std::size_t r = 1; r < in.rows(); ++r) out[r * in.D] += 0.0 * in.x[(r - 1) * in.D];
+}
+
+TEST(Numerics, ALeakyKernelFailsWithTheMatrixCounterexample) {
+  LayerEntry broken = layer("layer_norm");
+  broken.name = "layer_norm_leaky";
+  broken.optimized = layer_norm_leaky;
+  const CellResult r = test::run_inherited(
+      test::matrix_row(rows_of(broken).at(0)), Impl::optimized, kPoisonedToken,
+      [](const Row& row, Impl impl) { return poisoned_token_case(row.norm, impl); });
+  ASSERT_FALSE(r.as_expected()) << "the leaky kernel passed:\n" << section_text(r);
+  const std::string text = section_text(r);
+  const std::vector<std::string> want = {
+      "layer_norm_leaky / optimized / poisoned_token — SURPRISE: expected holds, observed violated",
+      "a (input) = optimized, one call on x, y [B=", "b (related input) = optimized, one call on x, y [B=",
+      "**Minimal counterexample**", "RC_PARAMS=\"reproduce=",
+      "--gtest_filter='" + test::current_test_filter() + "'"};
+  for (const auto& part : want)
+    EXPECT_NE(text.find(part), std::string::npos) << "no \"" << part << "\" in\n" << text;
+  // shrunk to the smallest leak: two tokens, the poison in the first, NaN in the second's output
+  const auto& cx = r.counterexample;
+  EXPECT_EQ(cx.at("compared_count"), 1) << text;
+  EXPECT_TRUE(std::isnan(value_of(cx.at("worst").at("b")))) << text;
+  EXPECT_EQ(r.replay_tests.rfind("RC_PARAMS=\"" + r.reproduce + "\" ", 0), 0u) << r.replay_tests;
+}
 
 // ---------------------------------------------------------------------------------------------
 // The two cases issue 8 names, spelled out.

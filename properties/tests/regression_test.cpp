@@ -2,8 +2,6 @@
 // pinned to the input that exposed the real bug.
 #include <gtest/gtest.h>
 
-#include <omp.h>
-
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -12,6 +10,8 @@
 #include "norms/registry.hpp"
 #include "norms/tests/test_util.hpp"
 #include "properties/compare.hpp"
+#include "properties/norm_scenarios.hpp"
+#include "properties/tests/inherited.hpp"
 
 namespace normcheck {
 namespace {
@@ -117,26 +117,40 @@ TEST(Regression, RmsNormBitwiseBatchInvarianceUpTo320Tokens) {
   }
 }
 
-// Results changed with the thread count: every optimized layer, bitwise, 1 to 4 threads.
+// Results changed with the thread count: every optimized layer, bitwise, 1 to 4 threads (1: a
+// repeat), every position. Each comparison is a cell of one case (the input is fixed,
+// inherited.hpp): a failure prints the matrix's section.
+const PropertyInfo kThreadCounts{
+    "thread_counts", "threads",
+    "the optimized output is bitwise the same at 1, 2, 3 and 4 OpenMP threads",
+    "the same batch (6×40×130, fixed values, lengths 40, 3, 17, 40, 1, 29) run with another "
+    "thread count",
+    "every position's output, padding included, bitwise",
+    "results never depend on the machine's parallelism"};
+
 TEST(Regression, EveryOptimizedLayerIsBitwiseTheSameForOneToFourThreads) {
   Batch x(6, 40, 130);
   for (std::size_t i = 0; i < x.x.size(); ++i) x.x[i] = float(int(i * 7919 % 257) - 128) / 32.0f;
   x.lengths = {40, 3, 17, 40, 1, 29};
   for (const auto& row : layer_rows()) {
     std::mt19937 rng(5);
-    const Params p = test::params_for(*row.layer, x.D, rng);
-    Output first;
-    State s0{std::vector<double>(x.D, 0.25), std::vector<double>(x.D, 2.0)};
+    norm_scenario::Scenario sc;
+    sc.params = test::params_for(*row.layer, x.D, rng);
+    sc.state = State{std::vector<double>(x.D, 0.25), std::vector<double>(x.D, 2.0)};
+    for (int b = 0; b < x.B; ++b)
+      for (int t = 0; t < x.T; ++t) sc.pairs.push_back({{0, b, t}, {0, b, t}});
     for (int threads = 1; threads <= 4; ++threads) {
-      omp_set_num_threads(threads);
-      State s = s0;
-      Output out;
-      row.layer->optimized(x, p, row.mode(), &s, out);
-      if (threads == 1) first = out;
-      EXPECT_TRUE(same_bits(out, 0, first, 0, out.size())) << row.name() << ", " << threads << " threads";
+      sc.a = {.threads = 1, .calls = {{x, row.mode()}}};
+      sc.b = {.threads = threads, .calls = {{x, row.mode()}}};
+      sc.note = "1 thread (a) vs " + std::to_string(threads) + " (b)";
+      EXPECT_INHERITED_HOLDS(test::run_inherited(
+          test::matrix_row(row), Impl::optimized, kThreadCounts,
+          [&](const Row& r, Impl impl) {
+            return norm_scenario::run_scenario(r.norm, impl, Comparison::bitwise, false, sc);
+          },
+          1));
     }
   }
-  omp_set_num_threads(2);
 }
 
 // Poison leaking through a mask: NaN, ±inf and 1e30 in padding must not reach masked

@@ -1,0 +1,60 @@
+// The registry-wide tests every layer inherits outside the matrix (numerics_test.cpp,
+// gradient_numerics_test.cpp, widths_test.cpp) run each check as the matrix runs a cell: the
+// RapidCheck adapter's search and shrinking (engine.hpp, run_cell), the case compared with a
+// Diff into the evidence schema (compare.hpp), and on failure the matrix's own section
+// (counterexample.hpp, section_text): the row, its mode and implementation, the check's words,
+// the shapes B×T×D of both sides, every compared token with expected vs got, the worst value
+// against its tolerance, and the one command that replays the minimal case in this binary.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+#include "properties/catalog.hpp"
+#include "properties/counterexample.hpp"
+
+namespace normcheck::test {
+
+// The matrix row of a registry row (its norm row; with Family::gradient its gradient row), built
+// from the row's own entry, so a broken copy of an entry gives a row of that copy.
+inline Row matrix_row(const LayerRow& r, Family family = Family::norm) {
+  for (Row& row : family == Family::gradient ? gradient_rows(*r.layer) : norm_rows(*r.layer))
+    if (row.norm.id() == r.id()) return row;
+  throw std::invalid_argument("no " + std::string(to_string(family)) + " row " + r.id());
+}
+
+// The GoogleTest filter naming the running test alone (its replay command).
+inline std::string current_test_filter() {
+  const auto* t = ::testing::UnitTest::GetInstance()->current_test_info();
+  return t ? std::string(t->test_suite_name()) + "." + t->name() : "*";
+}
+
+// Runs `check` (one drawn case of `row` with `impl`, compared with a Diff) as a cell that must
+// hold: `info` says what it checks, in the matrix's words (id, statement, related input,
+// compared, claim). Budget and seed from RC_PARAMS, as the matrix's ctest cells; `cases` > 0
+// overrides the budget (a check whose input is fixed needs one case).
+inline CellResult run_inherited(const Row& row, Impl impl, PropertyInfo info, CheckFn check,
+                                int cases = 0) {
+  const Property prop{.info = std::move(info), .family = row.info.family, .check = std::move(check)};
+  const Cell cell{.info = {.row = row.info, .impl = impl, .prop = prop.info, .expected = Expect::holds},
+                  .row = row,
+                  .property = &prop};
+  RunOptions options = options_from_rc_params();
+  options.program = Program::tests;
+  options.test_filter = current_test_filter();
+  if (cases > 0) options.cases = cases;
+  return run_cell(cell, options);
+}
+
+}  // namespace normcheck::test
+
+// A check that must hold, failing with the matrix's section of its minimal counterexample.
+#define EXPECT_INHERITED_HOLDS(result)                                       \
+  do {                                                                       \
+    const ::normcheck::CellResult& normcheck_r_ = (result);                  \
+    EXPECT_TRUE(normcheck_r_.as_expected()) << "\n"                          \
+                                            << ::normcheck::section_text(normcheck_r_); \
+  } while (0)
