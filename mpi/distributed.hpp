@@ -1,0 +1,48 @@
+// sync_batch_norm over a real distributed engine: Open MPI, one process per data-parallel worker
+// on one machine (the optional component NORMCHECK_WITH_MPI; README "MPI").
+//
+// Rank 0 is the driver: it runs the normcheck command (the property engine, RapidCheck's
+// generation and shrinking, the in-process reference, the comparison) over the row
+// `mpi_sync_batch_norm`, whose optimized forward is this engine. Every forward call of that row
+// is one data-parallel step over the ranks: rank 0 broadcasts the case (shape, shard cut,
+// parameters, running statistics) and scatters the shards' sequences (rank r holds a contiguous
+// block of the cut's shards); every rank checks with a small all-gather that all ranks agree on
+// the case's shape, computes its shards' (count, mean, M2) per feature, all-gathers them, merges
+// them with Chan's formula in shard order (the same fixed order on every rank, so the same
+// bits), normalizes its shards with the merged statistics and updates its replica of the running
+// statistics; rank 0 gathers the outputs. The other ranks serve such steps until rank 0 stops
+// them.
+//
+// No hang: every collective is non-blocking (MPI_Ibcast, MPI_Iscatterv, MPI_Iallgather,
+// MPI_Igatherv) and waited for by polling MPI_Test against a deadline; past it, or when MPI
+// reports an error, the rank prints which collective of which case did not complete and ends the
+// whole run with MPI_Abort.
+#pragma once
+
+#include "norms/registry.hpp"
+
+namespace normcheck::mpi {
+
+struct Options {
+  double timeout = 30;        // seconds a collective of a step may take
+  double idle_timeout = 900;  // seconds a serving rank waits for rank 0's next step
+};
+
+// After MPI_Init: error handling, fault injection (NORMCHECK_MPI_FAULT, for the tests), and a
+// first all-gather checking that every rank runs the same protocol.
+void start(const Options& options);
+int rank();
+int size();
+
+// The row: sync_batch_norm's profile, parameters and in-process reference; its optimized forward
+// and sharded forward run over the ranks. The plain forward spreads the batch's sequences over
+// the ranks as evenly as B allows (what a distributed sampler gives each worker); the sharded
+// forward runs the cut it is given (shard i on one rank, ranks holding consecutive shards).
+LayerEntry sync_batch_norm_entry();
+
+// Ranks other than 0: serve rank 0's steps until it stops; returns the number of steps served.
+long long serve();
+// Rank 0: ends the other ranks' serve().
+void stop();
+
+}  // namespace normcheck::mpi
