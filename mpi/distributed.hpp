@@ -40,6 +40,14 @@ int size();
 // forward runs the cut it is given (shard i on one rank, ranks holding consecutive shards).
 LayerEntry sync_batch_norm_entry();
 
+// Rank 0 (`normcheck-mpi equivalence`): `cases` random cases of sync_batch_norm's domain (cuts
+// of 1 to 4 shards, train and eval, with and without γ/β, values at scales 1e-3…1e3 and offsets),
+// each through the distributed sharded forward and the in-process sync_batch_norm's optimized
+// sharded forward on the same cut: outputs and running statistics must be bitwise equal (the
+// ranks run the in-process row's functions in the same merge order). Prints the verdict, or the
+// first case and value that differ; returns 0 or 1.
+int equivalence(long long cases, unsigned long long seed);
+
 // Ranks other than 0: serve rank 0's steps until it stops; returns the number of steps served.
 long long serve();
 // Rank 0: ends the other ranks' serve().

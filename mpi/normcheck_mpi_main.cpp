@@ -7,6 +7,11 @@
 // Options of its own, before the command's: --mpi-timeout S (how long a collective of a step may
 // take, default 30 s) and --mpi-idle-timeout S (how long a serving rank waits for rank 0's next
 // step, default 900 s: rank 0 may be checking other rows or shrinking in between).
+//
+//   mpirun -np 2 build/release/normcheck-mpi equivalence [--cases N] [--seed S]
+//
+// checks the distributed forward bit for bit against the in-process sync_batch_norm on the same
+// cuts (mpi::equivalence).
 #include <mpi.h>
 #include <unistd.h>
 
@@ -26,6 +31,24 @@ bool parse_seconds(const char* text, double& out) {
   if (!text || end == text || *end != '\0' || !(v > 0)) return false;
   out = v;
   return true;
+}
+
+// normcheck-mpi equivalence [--cases N] [--seed S]: mpi::equivalence (default 2000 cases, seed 1)
+int equivalence_command(int argc, char** argv) {
+  long long cases = 2000;
+  unsigned long long seed = 1;
+  for (int i = 2; i < argc; i += 2) {
+    const std::string a = argv[i];
+    char* end = nullptr;
+    const char* v = i + 1 < argc ? argv[i + 1] : "";
+    const unsigned long long n = std::strtoull(v, &end, 10);
+    if ((a != "--cases" && a != "--seed") || end == v || *end != '\0') {
+      std::fprintf(stderr, "normcheck-mpi equivalence: usage: equivalence [--cases N] [--seed S]\n");
+      return 2;
+    }
+    (a == "--cases" ? (void)(cases = (long long)n) : (void)(seed = n));
+  }
+  return normcheck::mpi::equivalence(cases, seed);
 }
 
 }  // namespace
@@ -74,7 +97,10 @@ int main(int argc, char** argv) {
   normcheck::register_layer(normcheck::mpi::sync_batch_norm_entry());
   int code = 2;
   try {
-    code = normcheck::cli_main(int(args.size()) - 1, args.data());
+    if (args.size() > 2 && std::string(args[1]) == "equivalence")
+      code = equivalence_command(int(args.size()) - 1, args.data());
+    else
+      code = normcheck::cli_main(int(args.size()) - 1, args.data());
   } catch (...) {
     normcheck::mpi::stop();
     MPI_Finalize();
