@@ -1,5 +1,5 @@
 // sync_batch_norm over a real distributed engine: Open MPI, one process per data-parallel worker
-// on one machine (the optional component NORMCHECK_WITH_MPI; README "MPI").
+// on one machine (the optional component NORMCHECK_WITH_MPI; README "Training at scale over MPI").
 //
 // Rank 0 is the driver: it runs the normcheck command (the property engine, RapidCheck's
 // generation and shrinking, the in-process reference, the comparison) over the row
