@@ -16,23 +16,20 @@
 #include <string>
 #include <vector>
 
+#include "norms/sync_batch_norm.hpp"
+
 #include "norms/batch_norm.hpp"
 #include "norms/kernels_api.hpp"
 
 namespace normcheck {
+
 namespace {
-
 constexpr const char* kName = "sync_batch_norm";
-
-// What a worker all-gathers: its count and, per feature, its mean and M2.
-struct Moments {
-  long long n = 0;
-  std::vector<double> mean, m2;  // [D] each
-};
+}  // namespace
 
 // Chan's parallel update of `a` with `b`, feature by feature. A part holding ±inf: the mean is
 // that infinity (or NaN for both signs), as a plain sum gives it.
-void chan_merge(Moments& a, const Moments& b) {
+void merge_moments(Moments& a, const Moments& b) {
   if (a.n == 0) {
     a = b;
     return;
@@ -50,8 +47,6 @@ void chan_merge(Moments& a, const Moments& b) {
   a.n += b.n;
 }
 
-// A worker's moments over sequences [first, first + count), every position: reference (two
-// passes in double) or optimized (the BatchNorm statistics kernel).
 Moments shard_moments(Impl impl, const Batch& in, int first, int count) {
   const int D = in.D;
   Moments m;
@@ -77,28 +72,14 @@ Moments shard_moments(Impl impl, const Batch& in, int first, int count) {
   return m;
 }
 
-void sync_forward(Impl impl, const Batch& in, const ShardCut& cut, const Params& p, Mode mode,
-                  State* state, Output& out) {
-  const long long n = check_batch_norm_inputs(in, p, mode, state, TokenSet::all_positions, kName);
-  validate_shard_cut(in, cut);
+long long check_sync_batch_norm_inputs(const Batch& in, const Params& p, Mode mode,
+                                       const State* state) {
+  return check_batch_norm_inputs(in, p, mode, state, TokenSet::all_positions, kName);
+}
+
+void sync_normalize(Impl impl, const Batch& in, const Params& p, const std::vector<double>& mean,
+                    const std::vector<double>& var, Output& out) {
   const int D = in.D;
-  std::vector<double> mean, var(D);
-  if (mode == Mode::train) {
-    // every worker's moments, all-gathered, merged in shard order (the same on every worker)
-    Moments all;
-    int first = 0;
-    for (int size : cut) {
-      chan_merge(all, shard_moments(impl, in, first, size));
-      first += size;
-    }
-    mean = std::move(all.mean);
-    for (int d = 0; d < D; ++d) var[d] = all.m2[d] / double(n);
-  } else {
-    mean = state->running_mean;
-    var = state->running_var;
-  }
-  // each worker normalizes its own shard with the shared statistics: elementwise, so the whole
-  // batch at once is the same
   if (impl == Impl::reference) {
     out.assign(in.x.size(), 0.0);
     for (std::size_t i = 0; i < in.x.size(); ++i) {
@@ -118,14 +99,43 @@ void sync_forward(Impl impl, const Batch& in, const ShardCut& cut, const Params&
                             be.data());
     out.assign(y.begin(), y.end());
   }
-  if (mode == Mode::train) {
-    const double unbiased = double(n) / double(n - 1);
-    for (int d = 0; d < D; ++d) {
-      state->running_mean[d] = (1 - p.momentum) * state->running_mean[d] + p.momentum * mean[d];
-      state->running_var[d] =
-          (1 - p.momentum) * state->running_var[d] + p.momentum * var[d] * unbiased;
-    }
+}
+
+void sync_update_running(const Params& p, long long n, const std::vector<double>& mean,
+                         const std::vector<double>& var, State& state) {
+  const double unbiased = double(n) / double(n - 1);
+  for (std::size_t d = 0; d < mean.size(); ++d) {
+    state.running_mean[d] = (1 - p.momentum) * state.running_mean[d] + p.momentum * mean[d];
+    state.running_var[d] = (1 - p.momentum) * state.running_var[d] + p.momentum * var[d] * unbiased;
   }
+}
+
+namespace {
+
+void sync_forward(Impl impl, const Batch& in, const ShardCut& cut, const Params& p, Mode mode,
+                  State* state, Output& out) {
+  const long long n = check_sync_batch_norm_inputs(in, p, mode, state);
+  validate_shard_cut(in, cut);
+  const int D = in.D;
+  std::vector<double> mean, var(D);
+  if (mode == Mode::train) {
+    // every worker's moments, all-gathered, merged in shard order (the same on every worker)
+    Moments all;
+    int first = 0;
+    for (int size : cut) {
+      merge_moments(all, shard_moments(impl, in, first, size));
+      first += size;
+    }
+    mean = std::move(all.mean);
+    for (int d = 0; d < D; ++d) var[d] = all.m2[d] / double(n);
+  } else {
+    mean = state->running_mean;
+    var = state->running_var;
+  }
+  // each worker normalizes its own shard with the shared statistics: elementwise, so the whole
+  // batch at once is the same
+  sync_normalize(impl, in, p, mean, var, out);
+  if (mode == Mode::train) sync_update_running(p, n, mean, var, *state);
 }
 
 ShardedForwardFn sharded(Impl impl) {
