@@ -233,9 +233,13 @@ std::vector<std::pair<std::string, std::string>> environment() {
   sync_threads();
   const std::string config = at::show_config();
   const char* cap = std::getenv("ATEN_CPU_CAPABILITY");
+  // show_config names the dispatcher's choice (get_cpu_capability is not exported) as AVX2,
+  // AVX512, or "NO AVX" for the baseline kernels, which ATEN_CPU_CAPABILITY calls "default"
+  std::string used = config_line(config, "CPU capability usage: ");
+  if (used == "NO AVX") used = "DEFAULT";
   return {
       {"aten_version", config_line(config, "TORCH_VERSION=")},
-      {"aten_cpu_capability", config_line(config, "CPU capability usage: ")},
+      {"aten_cpu_capability", used},
       {"ATEN_CPU_CAPABILITY", cap ? cap : "(not set)"},
       {"aten_library", library_of("_ZN2at11show_configB5cxx11Ev")},
       {"blas_sgemm", library_of("sgemm_")},
