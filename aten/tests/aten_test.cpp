@@ -431,9 +431,17 @@ TEST(AtenFinding, LayerNormAndGroupNormNaNBeyondSqrtFltMax) {
 
 // A constant token below the NaN threshold is not β either: float32 Welford leaves a variance
 // of rounding noise that dwarfs ε (built-in layer_norm: exactly β up to ±FLT_MAX).
+// Already at 1000.1: ATen writes y = x·a + b with a = γ·rstd ≈ 1/√ε and b = β − μ·a in float32,
+// so x·a and μ·a (about 3e5) cancel to a rounding error of 0.008, where the answer is β
+// (instance_norm, through batch_norm's kernel, likewise on a single token).
 TEST(AtenFinding, LayerNormConstantTokenIsNotBeta) {
   const nc::Output y = run("aten_layer_norm", nc::Impl::optimized, batch(1, 1, 4, std::vector<float>(4, 1e18f)));
   EXPECT_GT(std::abs(y[0]), 1.0) << y[0];
+  const nc::Output c = run("aten_layer_norm", nc::Impl::optimized, batch(1, 1, 2, {1000.1f, 1000.1f}));
+  EXPECT_GT(std::abs(c[0]), 1e-3) << c[0];
+  const nc::Output i = run("aten_instance_norm", nc::Impl::optimized, batch(1, 1, 1, {1000.1f}));
+  EXPECT_GT(std::abs(i[0]), 1e-3) << i[0];
+  EXPECT_EQ(run("aten_layer_norm", nc::Impl::reference, batch(1, 1, 2, {1000.1f, 1000.1f}))[0], 0.0);
   const nc::Output g = run("aten_group_norm", nc::Impl::optimized, batch(1, 1, 4, std::vector<float>(4, 1e18f)));
   EXPECT_EQ(g[0], 0.0) << "group_norm's constant token below the threshold is exact";
 }
