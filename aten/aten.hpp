@@ -10,7 +10,9 @@
 //   aten_batch_norm      at::batch_norm over [B·T, D] (N = tokens, padding included, C =
 //                        features), train and eval; running statistics updated by ATen
 //   aten_rms_norm        x·rsqrt(mean(x²) + ε)·γ composed of ATen ops (1.13 has no rms_norm)
-// Attention compositions (not registered yet; same contract as sdpa_optimized / mha_optimized).
+// Attention compositions (same contract as sdpa_optimized / mha_optimized), as attention entries
+// (reference: the built-in sdpa / mha reference; not registered yet):
+//   aten_sdpa_additive, aten_sdpa_masked_fill, aten_sdpa, aten_mha
 #pragma once
 
 #include <string>
@@ -18,6 +20,7 @@
 #include <vector>
 
 #include "attention/mha.hpp"
+#include "attention/registry.hpp"
 #include "attention/sdpa.hpp"
 
 namespace normcheck::aten {
@@ -71,5 +74,14 @@ void sdpa_aten(std::vector<float>& out, std::vector<float>* weights, const std::
 void mha_aten(std::vector<float>& out, std::vector<float>* weights, const MhaWeights& w,
               const std::vector<float>& query, const std::vector<float>& memory, int B, int Tq,
               int Tk, const SdpaMask& mask);
+
+// The compositions as attention rows: the built-in entry's reference (and, for mha, its
+// decoding), the composition as the optimized side, computing the built-in golden op. Their
+// expected profile is empty here; register_rows() declares what ATen violates.
+AttentionEntry sdpa_additive_entry();
+AttentionEntry sdpa_masked_fill_entry();
+AttentionEntry sdpa_aten_entry();
+// decode_optimized: each chunk through mha_aten against the whole prefix, causal (no KV cache)
+AttentionEntry mha_aten_entry();
 
 }  // namespace normcheck::aten

@@ -22,7 +22,7 @@ namespace {
 
 constexpr double kNegInf = -std::numeric_limits<double>::infinity();
 
-at::Tensor view(const std::vector<float>& v, at::IntArrayRef shape) {
+at::Tensor tensor_view(const std::vector<float>& v, at::IntArrayRef shape) {
   return at::from_blob(const_cast<float*>(v.data()), shape, at::kFloat);
 }
 
@@ -33,9 +33,9 @@ struct Qkv {
 
 Qkv views(const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v,
           const SdpaShape& s) {
-  return {view(q, {s.B, s.H, s.Tq, s.dh}),
-          view(k, {s.B, s.H, s.kv_rows(), s.dh}).narrow(2, 0, s.Tk),
-          view(v, {s.B, s.H, s.kv_rows(), s.dv}).narrow(2, 0, s.Tk)};
+  return {tensor_view(q, {s.B, s.H, s.Tq, s.dh}),
+          tensor_view(k, {s.B, s.H, s.kv_rows(), s.dh}).narrow(2, 0, s.Tk),
+          tensor_view(v, {s.B, s.H, s.kv_rows(), s.dv}).narrow(2, 0, s.Tk)};
 }
 
 // [B, 1, Tq, Tk] booleans: true where normcheck's masks let query i of sequence b see key j
@@ -154,8 +154,8 @@ void mha_aten(std::vector<float>& out, std::vector<float>* weights, const MhaWei
                        std::to_string(std::size_t(B) * Tq * E) + " and B*Tk*E = " +
                        std::to_string(std::size_t(B) * Tk * E));
   sync_threads();
-  const at::Tensor W = view(w.in_proj_weight, {3 * E, E}), bias = view(w.in_proj_bias, {3 * E});
-  const at::Tensor x = view(query, {B, Tq, E}), mem = view(memory, {B, Tk, E});
+  const at::Tensor W = tensor_view(w.in_proj_weight, {3 * E, E}), bias = tensor_view(w.in_proj_bias, {3 * E});
+  const at::Tensor x = tensor_view(query, {B, Tq, E}), mem = tensor_view(memory, {B, Tk, E});
   // in-projections (F._in_projection_packed with distinct query and key/value tensors)
   const at::Tensor q = at::linear(x, W.narrow(0, 0, E), bias.narrow(0, 0, E));
   const at::Tensor k = at::linear(mem, W.narrow(0, E, E), bias.narrow(0, E, E));
@@ -181,8 +181,113 @@ void mha_aten(std::vector<float>& out, std::vector<float>* weights, const MhaWei
     attn_c = attn.masked_fill(empty, 0.0);
   }
   const at::Tensor concat = o.reshape({B, H, Tq, dh}).transpose(1, 2).reshape({B, Tq, E});
-  copy_out(at::linear(concat, view(w.out_proj_weight, {E, E}), view(w.out_proj_bias, {E})), out);
+  copy_out(at::linear(concat, tensor_view(w.out_proj_weight, {E, E}), tensor_view(w.out_proj_bias, {E})), out);
   if (weights) copy_out(attn_c, *weights);
+}
+
+}  // namespace normcheck::aten
+
+// ---------------------------------------------------------------------------------------------
+// the compositions as attention entries (aten.hpp)
+
+namespace normcheck::aten {
+namespace {
+
+// A float32 composition behind the registry's SdpaFn (outputs widened to double).
+using SdpaFloatFn = void (*)(std::vector<float>&, std::vector<float>*, const std::vector<float>&,
+                             const std::vector<float>&, const std::vector<float>&,
+                             const SdpaShape&, const SdpaMask&, double);
+
+SdpaFn widened(SdpaFloatFn f) {
+  return [f](Output& out, std::vector<double>* weights, const std::vector<float>& q,
+             const std::vector<float>& k, const std::vector<float>& v, const SdpaShape& s,
+             const SdpaMask& m, double scale) {
+    std::vector<float> o, w;
+    f(o, weights ? &w : nullptr, q, k, v, s, m, scale);
+    out.assign(o.begin(), o.end());
+    if (weights) weights->assign(w.begin(), w.end());
+  };
+}
+
+AttentionEntry sdpa_composition(const char* name, const char* formula, SdpaFloatFn f) {
+  AttentionEntry e = sdpa_entry();  // the built-in reference
+  e.name = name;
+  e.formula = formula;
+  e.sdpa_optimized = widened(f);
+  e.origin = "external";
+  e.computes = "sdpa";
+  return e;
+}
+
+// Incremental decoding as PyTorch code without a KV-cache kernel does it: each chunk of n new
+// tokens attends, causally, to every token so far (the prefix recomputed, not cached): mha_aten
+// with the chunk as queries and the prefix as memory.
+void decode_aten(Output& out, const MhaWeights& w, const std::vector<float>& x,
+                 const std::vector<int>& chunks) {
+  validate_mha(w);
+  const int E = w.E;
+  int L = 0;
+  for (int n : chunks) {
+    if (n < 1) throw InvalidInput("decode_aten: chunk size " + std::to_string(n) + " < 1");
+    L += n;
+  }
+  if (x.size() != std::size_t(L) * E)
+    throw InvalidInput("decode_aten: x has " + std::to_string(x.size()) +
+                       " values, expected L*E = " + std::to_string(std::size_t(L) * E) +
+                       " (the chunk sizes sum to L)");
+  out.clear();
+  int t0 = 0;
+  for (int n : chunks) {
+    const std::vector<float> query(x.begin() + std::ptrdiff_t(t0) * E,
+                                   x.begin() + std::ptrdiff_t(t0 + n) * E);
+    const std::vector<float> memory(x.begin(), x.begin() + std::ptrdiff_t(t0 + n) * E);
+    std::vector<float> y;
+    mha_aten(y, nullptr, w, query, memory, 1, n, t0 + n, SdpaMask{{}, true});
+    out.insert(out.end(), y.begin(), y.end());
+    t0 += n;
+  }
+}
+
+}  // namespace
+
+AttentionEntry sdpa_additive_entry() {
+  return sdpa_composition(
+      "aten_sdpa_additive",
+      "ATen: softmax(q·kᵀ·scale + M)·v with an additive −inf mask M (at::matmul, add, softmax)",
+      sdpa_additive);
+}
+
+AttentionEntry sdpa_masked_fill_entry() {
+  return sdpa_composition(
+      "aten_sdpa_masked_fill",
+      "ATen: softmax((q·kᵀ·scale).masked_fill(~visible, −inf))·v (at::matmul, masked_fill, softmax)",
+      sdpa_masked_fill);
+}
+
+AttentionEntry sdpa_aten_entry() {
+  return sdpa_composition(
+      "aten_sdpa",
+      "ATen: at::_scaled_dot_product_attention (1.13's CPU math path) with an additive −inf mask",
+      sdpa_aten);
+}
+
+AttentionEntry mha_aten_entry() {
+  AttentionEntry e = mha_entry();  // the built-in reference and its decoding
+  e.name = "aten_mha";
+  e.formula = "ATen: nn.MultiheadAttention's forward as PyTorch 1.13 composes it (at::linear, "
+              "baddbmm with the additive mask, softmax, bmm); decoding recomputes the prefix";
+  e.mha_optimized = [](Output& out, std::vector<double>* weights, const MhaWeights& w,
+                       const std::vector<float>& query, const std::vector<float>& memory, int B,
+                       int Tq, int Tk, const SdpaMask& m) {
+    std::vector<float> o, wt;
+    mha_aten(o, weights ? &wt : nullptr, w, query, memory, B, Tq, Tk, m);
+    out.assign(o.begin(), o.end());
+    if (weights) weights->assign(wt.begin(), wt.end());
+  };
+  e.decode_optimized = decode_aten;
+  e.origin = "external";
+  e.computes = "mha";
+  return e;
 }
 
 }  // namespace normcheck::aten

@@ -18,6 +18,7 @@
 #include <ATen/ops/pow.h>
 #include <ATen/ops/rsqrt.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -84,13 +85,14 @@ void aten_layer_norm(const Batch& in, const Params& p, Mode, State*, Output& out
 
 void aten_group_norm(const Batch& in, const Params& p, Mode, State*, Output& out) {
   validate_affine_norm(in, p);
-  if (p.groups <= 0 || in.D % p.groups != 0)
-    throw InvalidInput("aten_group_norm: groups = " + std::to_string(p.groups) +
-                       " must be positive and divide D = " + std::to_string(in.D));
+  const double G = p.get("groups");
+  if (!(G >= 1) || G != std::floor(G) || in.D % int(G) != 0)
+    throw InvalidInput("aten_group_norm: groups = " + format_value(G) +
+                       " must be a positive whole number dividing D = " + std::to_string(in.D));
   sync_threads();
   // tokens as N, features as C, no spatial dimension: G groups of D/G contiguous features
-  widen(at::group_norm(rows_view(in), p.groups, optional_view(p.gamma), optional_view(p.beta),
-                       p.eps),
+  widen(at::group_norm(rows_view(in), std::int64_t(G), optional_view(p.gamma),
+                       optional_view(p.beta), p.eps),
         out);
 }
 
@@ -154,15 +156,11 @@ void aten_rms_norm(const Batch& in, const Params& p, Mode, State*, Output& out) 
 }
 
 // ---------------------------------------------------------------------------------------------
-// entries: the built-in row's reference, conditioning and parameters, ATen's forward
+// entries: another implementation of the built-in layer (its reference, conditioning,
+// parameters, profile and golden op), ATen's forward
 
 LayerEntry external(const char* builtin, const char* name, const char* formula, ForwardFn f) {
-  LayerEntry e = normcheck::layer(builtin);
-  e.name = name;
-  e.formula = formula;
-  e.optimized = std::move(f);
-  e.origin = "external";
-  return e;
+  return implementation_of(normcheck::layer(builtin), name, formula, std::move(f));
 }
 
 }  // namespace

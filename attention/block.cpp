@@ -47,14 +47,6 @@ std::vector<T> norm_call(const LayerEntry& norm, Mode mode, const Params& p, Sta
 }
 
 template <class T>
-void linear(T* y, const T* x, const float* W, const float* b, int n, int I, int O) {
-  if constexpr (std::is_same_v<T, double>)
-    linear_reference(y, x, W, b, n, I, O);
-  else
-    linear_optimized(y, x, W, b, n, I, O);
-}
-
-template <class T>
 void mha(std::vector<T>& out, std::vector<T>* weights, const MhaWeights& w, const std::vector<T>& x,
          int B, int Tn, const SdpaMask& mask) {
   if constexpr (std::is_same_v<T, double>)

@@ -1,4 +1,5 @@
 #include "attention/mha.hpp"
+#include "attention/registry.hpp"
 
 #include <string>
 #include <type_traits>
@@ -56,15 +57,6 @@ void linear_optimized(float* y, const float* x, const float* W, const float* b, 
 }
 
 namespace {
-
-// The two precisions share one body: double → the reference kernels, float → the optimized.
-template <class S>
-void linear(S* y, const S* x, const float* W, const float* b, int n, int I, int O) {
-  if constexpr (std::is_same_v<S, double>)
-    linear_reference(y, x, W, b, n, I, O);
-  else
-    linear_optimized(y, x, W, b, n, I, O);
-}
 
 template <class S>
 void sdpa(std::vector<S>& out, std::vector<S>* weights, const std::vector<S>& q,
@@ -178,6 +170,51 @@ void mha_decode_optimized(std::vector<float>& out, std::vector<float>* weights,
                           const MhaWeights& w, const std::vector<float>& x, int n,
                           KvCache<float>& cache) {
   mha_decode(out, weights, w, x, n, cache);
+}
+
+namespace {
+
+// One sequence x [L, E] through a KV cache in chunks, in S precision; out [L, E] widened.
+template <class S>
+void decode_in_chunks(Output& out, const MhaWeights& w, const std::vector<float>& x,
+                      const std::vector<int>& chunks) {
+  const int E = w.E;
+  int L = 0;
+  for (int n : chunks) L += n;
+  check_input("x", x.size(), 1, L, E, "L*E (the chunk sizes sum to L)");
+  KvCache<S> cache = mha_cache<S>(w, L);
+  out.clear();
+  int t0 = 0;
+  for (int n : chunks) {
+    const std::vector<S> step(x.begin() + std::size_t(t0) * E, x.begin() + std::size_t(t0 + n) * E);
+    std::vector<S> y;
+    mha_decode<S>(y, nullptr, w, step, n, cache);
+    out.insert(out.end(), y.begin(), y.end());
+    t0 += n;
+  }
+}
+
+template <class S>
+void mha_widened(Output& out, std::vector<double>* weights, const MhaWeights& w,
+                 const std::vector<float>& query, const std::vector<float>& memory, int B, int Tq,
+                 int Tk, const SdpaMask& m) {
+  std::vector<S> o, wt;
+  mha(o, weights ? &wt : nullptr, w, std::vector<S>(query.begin(), query.end()),
+      std::vector<S>(memory.begin(), memory.end()), B, Tq, Tk, m);
+  out.assign(o.begin(), o.end());
+  if (weights) weights->assign(wt.begin(), wt.end());
+}
+
+}  // namespace
+
+AttentionEntry mha_entry() {
+  return {.name = "mha",
+          .op = AttentionOp::mha,
+          .formula = "nn.MultiheadAttention: in_proj [3E, E], heads of E/H, sdpa, out_proj [E, E]",
+          .mha_reference = mha_widened<double>,
+          .mha_optimized = mha_widened<float>,
+          .decode_reference = decode_in_chunks<double>,
+          .decode_optimized = decode_in_chunks<float>};
 }
 
 MhaHeads mha_reference_heads(const MhaWeights& w, const std::vector<double>& query,

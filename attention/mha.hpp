@@ -10,6 +10,7 @@
 // one); each step projects the new tokens, appends them and attends bottom-right.
 #pragma once
 
+#include <type_traits>
 #include <vector>
 
 #include "attention/sdpa.hpp"
@@ -68,5 +69,13 @@ void linear_reference(double* y, const double* x, const float* W, const float* b
                       int O);
 void linear_optimized(float* y, const float* x, const float* W, const float* b, int n, int I,
                       int O);
+// One body for both precisions: double → linear_reference, float → linear_optimized.
+template <class S>
+void linear(S* y, const S* x, const float* W, const float* b, int n, int I, int O) {
+  if constexpr (std::is_same_v<S, double>)
+    linear_reference(y, x, W, b, n, I, O);
+  else
+    linear_optimized(y, x, W, b, n, I, O);
+}
 
 }  // namespace normcheck

@@ -1,3 +1,4 @@
+#include "attention/registry.hpp"
 #include "attention/sdpa.hpp"
 
 #include <algorithm>
@@ -618,5 +619,27 @@ SdpaShape KvCache<T>::shape_for(int Tq) const {
 
 template class KvCache<float>;
 template class KvCache<double>;
+
+// ---------------------------------------------------------------------------------------------
+// the registry entry
+
+AttentionEntry sdpa_entry() {
+  return {.name = "sdpa",
+          .op = AttentionOp::sdpa,
+          .formula = "softmax(q·kᵀ·scale + mask)·v; key-padding and bottom-right causal masks",
+          .sdpa_reference = [](Output& out, std::vector<double>* weights, const std::vector<float>& q,
+                               const std::vector<float>& k, const std::vector<float>& v,
+                               const SdpaShape& s, const SdpaMask& m, double scale) {
+            sdpa_reference(out, weights, q, k, v, s, m, scale);
+          },
+          .sdpa_optimized = [](Output& out, std::vector<double>* weights, const std::vector<float>& q,
+                               const std::vector<float>& k, const std::vector<float>& v,
+                               const SdpaShape& s, const SdpaMask& m, double scale) {
+            std::vector<float> o, w;
+            sdpa_optimized(o, weights ? &w : nullptr, q, k, v, s, m, scale);
+            out.assign(o.begin(), o.end());
+            if (weights) weights->assign(w.begin(), w.end());
+          }};
+}
 
 }  // namespace normcheck

@@ -22,6 +22,7 @@
 
 #include "cli/cli.hpp"
 #include "mutants/mutants.hpp"
+#include "properties/golden_grad.hpp"
 #include "reports/golden_report.hpp"
 #include "reports/report.hpp"
 #include "reports/shard.hpp"
@@ -68,7 +69,7 @@ class Progress {
     if (row_finished) {
       const std::string line = fmt::format(
           "  [{:>{}}/{}] {} · {}: {} cells, {} ({:.2f} s)", done_, digits(), total_,
-          nc::row_label(r), nc::to_string(r.impl), row_cells_,
+          nc::row_label(r), nc::to_string(r.cell.impl), row_cells_,
           row_surprises_ == 0 ? std::string("all as expected")
                               : fmt::format("{} SURPRISE{}", row_surprises_, row_surprises_ == 1 ? "" : "S"),
           row_seconds_);
@@ -110,26 +111,16 @@ int cmd_list(bool markdown) {
     fmt::print("  {:<28} {}\n", row.name(), row.layer->formula);
     fmt::print("  {:<28} expected violations: {}\n", "", v.empty() ? "none" : v);
   }
-  // attention ops and blocks: their rows and expected violations, from the cells themselves
-  std::vector<std::string> order;
-  std::map<std::string, std::set<std::string>> violated;
-  std::set<std::string> norm_rows;
-  for (const auto& row : nc::layer_rows()) norm_rows.insert(row.id());
-  for (const auto& c : nc::all_cells()) {
-    if (norm_rows.count(c.row_id)) continue;
-    const std::string name = c.row_name + (c.placement.empty() ? "" : " [" + c.placement + "-LN block]");
-    if (!violated.count(name)) order.push_back(name);
-    auto& v = violated[name];
-    if (c.expected == nc::Expect::violated) v.insert(c.prop.id);
-  }
+  // attention and block rows, with their expected violations
   fmt::print("\nattention and block rows:\n");
-  for (const auto& name : order) {
+  for (const auto& row : nc::all_rows()) {
+    if (row.info.family == nc::Family::norm) continue;
     std::string v;
-    for (const auto& p : violated[name]) v += (v.empty() ? "" : ", ") + p;
-    fmt::print("  {:<44} expected violations: {}\n", name, v.empty() ? "none" : v);
+    for (const auto& p : row.violated) v += (v.empty() ? "" : ", ") + p;
+    fmt::print("  {:<44} expected violations: {}\n", row.info.name, v.empty() ? "none" : v);
   }
   fmt::print("\nproperties:\n");
-  for (const auto& p : nc::all_properties()) fmt::print("  {:<36} {}\n", p.id, p.statement);
+  for (const auto& p : nc::columns()) fmt::print("  {:<36} {}\n", p.id, p.statement);
   fmt::print("\ngolden ops:");
   for (const auto& [op, fn] : nc::golden_ops()) fmt::print(" {}", op);
   fmt::print("\n");
@@ -188,9 +179,10 @@ int cmd_matrix(const MatrixArgs& a, const std::string& command) {
 
   std::vector<nc::Cell> selected;
   for (const auto& c : nc::all_cells()) {
-    if (!std::regex_search(c.row_id, layer_re) && !std::regex_search(c.row_name, layer_re)) continue;
-    if (!std::regex_search(c.prop.id, prop_re)) continue;
-    if (a.impl != "both" && a.impl != nc::to_string(c.impl)) continue;
+    const nc::RowInfo& row = c.info.row;
+    if (!std::regex_search(row.id, layer_re) && !std::regex_search(row.name, layer_re)) continue;
+    if (!std::regex_search(c.info.prop.id, prop_re)) continue;
+    if (a.impl != "both" && a.impl != nc::to_string(c.info.impl)) continue;
     selected.push_back(c);
   }
   if (selected.empty())
@@ -227,9 +219,9 @@ int cmd_matrix(const MatrixArgs& a, const std::string& command) {
     } catch (const std::invalid_argument& e) {  // a reproduce string for another cell
       throw UsageError(e.what());
     }
-    const bool row_finished = i + 1 == cells.size() || cells[i + 1].row_id != cells[i].row_id ||
-                              cells[i + 1].impl != cells[i].impl ||
-                              cells[i + 1].placement != cells[i].placement;
+    const bool row_finished = i + 1 == cells.size() ||
+                              cells[i + 1].info.row.id != cells[i].info.row.id ||
+                              cells[i + 1].info.impl != cells[i].info.impl;
     progress.cell_done(results.back(), row_finished, since(start));
   }
   meta.seed = seed;
@@ -320,11 +312,13 @@ int cmd_golden(const std::vector<std::string>& files, const std::string& impl,
       continue;
     }
     const auto& cases = file["cases"];
+    const bool grad = nc::is_grad_golden(file);  // gradient cases go through the backward passes
     for (std::size_t k = 0; k < cases.size(); ++k) {
       bool ok = true, bad_input = false;
       for (nc::Impl i : {nc::Impl::reference, nc::Impl::optimized}) {
         if (impl != "both" && impl != nc::to_string(i)) continue;
-        const auto o = nc::check_golden_case(cases[k], i);
+        const auto o = grad ? nc::check_grad_golden_case(cases[k], i)
+                            : nc::check_golden_case(cases[k], i);
         if (o.input_error()) {  // the same for both implementations: one line
           fmt::print(stderr, "normcheck golden: {}: {}: {}\n", one_line(path), case_name(o, k),
                      one_line(o.error));

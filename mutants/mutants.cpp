@@ -107,8 +107,9 @@ void rms_batch_path(const float* x, float* y, const Params& p, int D, std::size_
 // GroupNorm with interleaved (strided) groups instead of contiguous ones
 void gn_strided(const Batch& in, const Params& p, Mode, State*, Output& out) {
   validate_batch(in);
-  if (p.groups <= 0 || in.D % p.groups) throw InvalidInput("group_norm: groups must divide D");
-  const int D = in.D, G = p.groups, gs = D / G;
+  const int D = in.D, G = int(p.get("groups"));
+  if (G <= 0 || D % G) throw InvalidInput("group_norm: groups must divide D");
+  const int gs = D / G;
   std::vector<float> y(in.x.size());
   kernels::for_each_row(in.rows(), std::size_t(D), [&](std::size_t r) {
     const float* x = &in.x[r * D];
@@ -178,12 +179,13 @@ void in_over_padding(const Batch& in, const Params& p, Mode, State*, Output& out
 // SDPA with the causal mask aligned top-left: query i of a block of Tq queries against Tk
 // cached keys sees keys [0, i] instead of [0, Tk − Tq + i] — a single decode query sees only
 // key 0. Identical to the real kernel when Tq = Tk (a full forward), wrong in decode.
-void sdpa_top_left(std::vector<float>& out, std::vector<float>* weights, const std::vector<float>& q,
+void sdpa_top_left(Output& out, std::vector<double>* weights, const std::vector<float>& q,
                    const std::vector<float>& k, const std::vector<float>& v, const SdpaShape& s,
                    const SdpaMask& m, double scale) {
-  if (!m.causal || s.Tq == s.Tk) return sdpa_optimized(out, weights, q, k, v, s, m, scale);
-  out.assign(s.out_size(), 0.0f);
-  if (weights) weights->assign(s.weights_size(), 0.0f);
+  const AttentionEntry real = sdpa_entry();
+  if (!m.causal || s.Tq == s.Tk) return real.sdpa_optimized(out, weights, q, k, v, s, m, scale);
+  out.assign(s.out_size(), 0.0);
+  if (weights) weights->assign(s.weights_size(), 0.0);
   for (int b = 0; b < s.B; ++b)
     for (int h = 0; h < s.H; ++h)
       for (int i = 0; i < s.Tq; ++i) {
@@ -195,8 +197,9 @@ void sdpa_top_left(std::vector<float>& out, std::vector<float>* weights, const s
         const std::vector<float> qq(q.begin() + (bh * s.Tq + i) * s.dh, q.begin() + (bh * s.Tq + i + 1) * s.dh);
         const std::vector<float> kk(k.begin() + bh * s.kv_rows() * s.dh, k.begin() + (bh * s.kv_rows() + end) * s.dh);
         const std::vector<float> vv(v.begin() + bh * s.kv_rows() * s.dv, v.begin() + (bh * s.kv_rows() + end) * s.dv);
-        std::vector<float> o, w;
-        sdpa_optimized(o, weights ? &w : nullptr, qq, kk, vv, one, SdpaMask{}, scale);
+        Output o;
+        std::vector<double> w;
+        real.sdpa_optimized(o, weights ? &w : nullptr, qq, kk, vv, one, SdpaMask{}, scale);
         std::copy(o.begin(), o.end(), out.begin() + (bh * s.Tq + i) * s.dv);
         if (weights) std::copy(w.begin(), w.end(), weights->begin() + (bh * s.Tq + i) * s.Tk);
       }
@@ -245,21 +248,30 @@ std::vector<Spec> specs() {
 }  // namespace
 
 const std::vector<Mutant>& mutants() {
-  static std::deque<LayerEntry> entries;  // stable addresses for LayerRow
+  static std::deque<LayerEntry> layers;          // stable addresses: rows point into them
+  static std::deque<AttentionEntry> attention;
   static const std::vector<Mutant> all = [] {
     std::vector<Mutant> out;
     for (auto& s : specs()) {
-      LayerEntry e = layer(s.imitates);  // the real layer's profile, parameters, conditioning
-      e.name = "mutant_" + s.id;
-      e.origin = "mutant";
+      // the real layer's profile, parameters and conditioning
+      const LayerEntry& real = layer(s.imitates);
+      LayerEntry e = implementation_of(real, "mutant_" + s.id, real.formula,
+                                       s.optimized ? s.optimized : real.optimized, "mutant");
       if (s.reference) e.reference = s.reference;
-      if (s.optimized) e.optimized = s.optimized;
-      entries.push_back(std::move(e));
-      out.push_back({s.id, s.imitates, s.bug, &entries.back()});
+      layers.push_back(std::move(e));
+      out.push_back({s.id, s.imitates, s.bug, norm_rows(layers.back())});
     }
+    // an attention variant: an entry with two implementations, like any attention row
+    AttentionEntry sdpa = sdpa_entry();
+    sdpa.name = "mutant_sdpa_top_left_causal";
+    sdpa.origin = "mutant";
+    sdpa.computes = "sdpa";
+    sdpa.sdpa_optimized = sdpa_top_left;
+    validate_attention_entry(sdpa);
+    attention.push_back(std::move(sdpa));
     out.push_back({"sdpa_top_left_causal", "sdpa",
                    "causal mask aligned top-left: a decode query against a cache of L keys sees only key 0",
-                   nullptr, sdpa_top_left});
+                   {attention_row(attention.back())}});
     return out;
   }();
   return all;
@@ -267,42 +279,25 @@ const std::vector<Mutant>& mutants() {
 
 MutantResult run_mutant(const Mutant& m, const RunOptions& options) {
   MutantResult r{m.id, m.imitates, m.bug};
-  if (m.sdpa_kernel) {  // the sdpa cells, with the broken kernel in place of the optimized one
-    SdpaKernelFn& kernel = sdpa_cells_kernel();
-    const SdpaKernelFn real = kernel;
-    kernel = m.sdpa_kernel;
-    for (const auto& cell : attention_cells()) {
-      if (cell.row_id != m.imitates || cell.impl != Impl::optimized) continue;
-      const CellResult c = run_cell(cell, options);
-      if (!c.as_expected()) {
-        r.killed = true;
-        r.killed_by = c.property + " (optimized, " + c.row_name + ": expected " +
-                      to_string(c.expected) + ", observed " + c.observed + ")";
-        r.evidence = c.message;
-        break;
-      }
-    }
-    kernel = real;
-    return r;
-  }
-  for (const auto& cell : norm_cells({m.entry})) {
+  for (const auto& cell : cells_of(m.rows)) {
     const CellResult c = run_cell(cell, options);
     if (!c.as_expected()) {
       r.killed = true;
-      r.killed_by = c.property + " (" + to_string(c.impl) + ", " + c.row_name + ": expected " +
-                    to_string(c.expected) + ", observed " + c.observed + ")";
+      r.killed_by = c.cell.prop.id + " (" + to_string(c.cell.impl) + ", " + c.cell.row.name +
+                    ": expected " + to_string(c.cell.expected) + ", observed " + c.observed + ")";
       r.evidence = c.message;
       return r;
     }
   }
   // then the golden vectors of the imitated op, through the mutant's rows
   const auto file = load_golden(default_golden_path());
-  for (const auto& row : rows_of(*m.entry)) {
-    const std::string op = m.imitates + (row.mode() == Mode::none ? "" : "_" + std::string(to_string(row.mode())));
+  for (const auto& row : m.rows)
     for (const auto& c : file["cases"]) {
-      if (c.value("op", "") != op) continue;
+      const bool norm = row.info.family == Family::norm;
+      if (c.value("op", "") != (norm ? golden_op(row.norm) : row.attention->golden_op())) continue;
       for (Impl impl : {Impl::reference, Impl::optimized}) {
-        const auto g = check_norm_golden_case(c, impl, row);
+        const auto g = norm ? check_norm_golden_case(c, impl, row.norm)
+                            : check_sdpa_golden_case(c, impl, *row.attention);
         if (!g.passed) {
           r.killed = true;
           r.killed_by = "golden " + g.id + " (" + to_string(impl) + ")";
@@ -311,7 +306,6 @@ MutantResult run_mutant(const Mutant& m, const RunOptions& options) {
         }
       }
     }
-  }
   return r;
 }
 

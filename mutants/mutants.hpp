@@ -6,17 +6,17 @@
 #include <string>
 #include <vector>
 
-#include "attention/cells.hpp"
-#include "properties/engine.hpp"
+#include "properties/catalog.hpp"
 
 namespace normcheck {
 
+// A mutant is a row like any other (a norm entry, an attention entry) that is not in the
+// registries: its cells run through the same engine.
 struct Mutant {
   std::string id;        // "ln_one_pass_variance"
-  std::string imitates;  // the real layer whose profile it declares
+  std::string imitates;  // the real layer or op whose profile it declares
   std::string bug;       // the real bug it imitates, in words
-  const LayerEntry* entry;            // a norm mutant: its rows run every norm property
-  SdpaKernelFn sdpa_kernel = nullptr;  // an attention mutant: run by the `sdpa` cells instead
+  std::vector<Row> rows; // its rows (a norm layer's modes, or one attention row)
 };
 
 const std::vector<Mutant>& mutants();

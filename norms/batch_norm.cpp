@@ -1,5 +1,7 @@
 // batch_norm: y = γ·(x − μ_d)/√(σ_d² + ε) + β with μ_d, σ_d² over every B·T position of feature
 // d (padding included: the naive use in a padded Transformer batch). State: running mean/var.
+// Backward (train: through the batch mean and biased variance, as PyTorch's autograd; eval:
+// elementwise) for batch_norm and masked_batch_norm: after each forward section below.
 #include "norms/batch_norm.hpp"
 
 #include <algorithm>
@@ -66,26 +68,41 @@ void update_running(double* running_mean, double* running_var, const double* mea
 // ---------------------------------------------------------------------------------------------
 // reference: double, statistics in two passes over the selected tokens
 
+namespace {
+
+// The statistics a call normalizes with, [D] each: train: mean and biased variance over the n
+// selected tokens, two passes in double; eval: the running statistics.
+void batch_norm_reference_statistics(const Batch& in, Mode mode, const State* state,
+                                     TokenSet tokens, long long n, std::vector<double>& mean,
+                                     std::vector<double>& var) {
+  const int D = in.D;
+  if (mode != Mode::train) {
+    mean = state->running_mean;
+    var = state->running_var;
+    return;
+  }
+  mean.assign(D, 0.0);
+  var.assign(D, 0.0);
+  for (int b = 0; b < in.B; ++b)
+    for (int t = 0; t < in.T; ++t)
+      if (selected(in, b, t, tokens))
+        for (int d = 0; d < D; ++d) mean[d] += in.at(b, t, d);
+  for (int d = 0; d < D; ++d) mean[d] /= double(n);
+  for (int b = 0; b < in.B; ++b)
+    for (int t = 0; t < in.T; ++t)
+      if (selected(in, b, t, tokens))
+        for (int d = 0; d < D; ++d) var[d] += (in.at(b, t, d) - mean[d]) * (in.at(b, t, d) - mean[d]);
+  for (int d = 0; d < D; ++d) var[d] /= double(n);
+}
+
+}  // namespace
+
 void batch_norm_reference(const Batch& in, const Params& p, Mode mode, State* state, Output& out,
                           TokenSet tokens) {
   const long long n = check_inputs(in, p, mode, state, tokens);
   const int D = in.D;
-  std::vector<double> mean(D, 0.0), var(D, 0.0);
-  if (mode == Mode::train) {
-    for (int b = 0; b < in.B; ++b)
-      for (int t = 0; t < in.T; ++t)
-        if (selected(in, b, t, tokens))
-          for (int d = 0; d < D; ++d) mean[d] += in.at(b, t, d);
-    for (int d = 0; d < D; ++d) mean[d] /= double(n);
-    for (int b = 0; b < in.B; ++b)
-      for (int t = 0; t < in.T; ++t)
-        if (selected(in, b, t, tokens))
-          for (int d = 0; d < D; ++d) var[d] += (in.at(b, t, d) - mean[d]) * (in.at(b, t, d) - mean[d]);
-    for (int d = 0; d < D; ++d) var[d] /= double(n);
-  } else {
-    mean = state->running_mean;
-    var = state->running_var;
-  }
+  std::vector<double> mean, var;
+  batch_norm_reference_statistics(in, mode, state, tokens, n, mean, var);
   out.assign(in.x.size(), 0.0);
   for (int b = 0; b < in.B; ++b)
     for (int t = 0; t < in.T; ++t) {
@@ -99,6 +116,51 @@ void batch_norm_reference(const Batch& in, const Params& p, Mode mode, State* st
   if (mode == Mode::train)
     update_running(state->running_mean.data(), state->running_var.data(), mean.data(), var.data(),
                    D, n, p.momentum);
+}
+
+// ---------------------------------------------------------------------------------------------
+// backward reference: double. Per feature d over the n selected tokens, with x̂ = (x − μ)·rstd,
+// rstd = 1/√(σ² + ε):
+//   dβ = Σ dy,  dγ = Σ dy·x̂,
+//   train: dx = γ·rstd·(dy − dβ/n − x̂·dγ/n)  (through the batch mean and the biased variance)
+//   eval:  dx = γ·rstd·dy                     (the running statistics are constants)
+// and dx = 0 at positions that are not selected (masked_batch_norm's padding, whose output is
+// the constant 0: dy there reaches nothing).
+
+void batch_norm_backward_reference(const Batch& in, const Params& p, Mode mode, const State* state,
+                                   const std::vector<float>& dy, Grads& out, TokenSet tokens) {
+  const long long n = check_inputs(in, p, mode, state, tokens);
+  validate_dy(in, dy);
+  const int D = in.D;
+  std::vector<double> mean, var;
+  batch_norm_reference_statistics(in, mode, state, tokens, n, mean, var);
+  std::vector<double> rstd(D), sum_dy(D, 0.0), sum_dy_xhat(D, 0.0);  // [D] each
+  for (int d = 0; d < D; ++d) rstd[d] = 1.0 / std::sqrt(var[d] + p.eps);
+  for (int b = 0; b < in.B; ++b)
+    for (int t = 0; t < in.T; ++t)
+      if (selected(in, b, t, tokens))
+        for (int d = 0; d < D; ++d) {
+          const double g = dy[in.index(b, t, d)];
+          sum_dy[d] += g;
+          sum_dy_xhat[d] += g * (in.at(b, t, d) - mean[d]) * rstd[d];
+        }
+  Grads gr;
+  gr.dx.assign(in.x.size(), 0.0);
+  for (int b = 0; b < in.B; ++b)
+    for (int t = 0; t < in.T; ++t) {
+      if (!selected(in, b, t, tokens)) continue;  // stays 0
+      for (int d = 0; d < D; ++d) {
+        const std::size_t i = in.index(b, t, d);
+        const double scale = (p.gamma.empty() ? 1.0 : p.gamma[d]) * rstd[d];
+        const double xhat = (in.x[i] - mean[d]) * rstd[d];
+        gr.dx[i] = mode == Mode::train
+                       ? scale * (dy[i] - sum_dy[d] / double(n) - xhat * sum_dy_xhat[d] / double(n))
+                       : scale * dy[i];
+      }
+    }
+  if (!p.gamma.empty()) gr.dgamma = sum_dy_xhat;
+  if (!p.beta.empty()) gr.dbeta = sum_dy;
+  out = std::move(gr);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -413,11 +475,120 @@ void batch_norm_optimized(const Batch& in, const Params& p, Mode mode, State* st
                    D, n, p.momentum);
 }
 
+// ---------------------------------------------------------------------------------------------
+// backward optimized: the per-feature sums Σ dy and Σ dy·(x − μ) in double over fixed row
+// segments (kernels::reduce_row_segments: the same bits at any thread count), then one
+// elementwise pass over independent rows in float: dx = a·((dy − c1) − (x − μ)·c2) with
+// a = γ·rstd, c1 = dβ/n, c2 = rstd·dγ/n per feature (train), dx = a·dy (eval).
+// Limit, as the forward's: x − μ in float, so inputs near ±FLT_MAX with batch statistics give
+// inf.
+
+namespace {
+
+// Adds Σ dy·(x − μ) to acc_c and Σ dy to acc_b [D] over the selected rows of [r0, r1), in row
+// order. Lane-wise over features, so the AVX2 and baseline clones give the same bits.
+__attribute__((target_clones("avx2", "default")))
+void batch_norm_backward_sums_rows(const float* dy, const float* x, std::size_t r0, std::size_t r1, int T,
+                        int D, const int* lengths, const double* mean, double* acc_c,
+                        double* acc_b) {
+  for (std::size_t r = r0; r < r1; ++r) {
+    if (lengths && int(r % T) >= lengths[r / T]) continue;
+    const float* xr = x + r * D;    // [D]
+    const float* dyr = dy + r * D;  // [D]
+    for (int d = 0; d < D; ++d) {
+      const double g = dyr[d];
+      acc_b[d] += g;
+      acc_c[d] += g * (double(xr[d]) - mean[d]);
+    }
+  }
+}
+
+// dx of the rows [r0, r1); 0 at rows that are not selected.
+__attribute__((target_clones("avx2", "default")))
+void batch_norm_backward_apply_rows(float* dx, const float* dy, const float* x, std::size_t r0,
+                         std::size_t r1, int T, int D, const int* lengths, const float* mu,
+                         const float* a, const float* c1, const float* c2, bool train) {
+  for (std::size_t r = r0; r < r1; ++r) {
+    float* o = dx + r * D;            // [D]
+    const float* xr = x + r * D;      // [D]
+    const float* dyr = dy + r * D;    // [D]
+    if (lengths && int(r % T) >= lengths[r / T])
+      std::fill(o, o + D, 0.0f);
+    else if (train)
+      for (int d = 0; d < D; ++d) o[d] = a[d] * ((dyr[d] - c1[d]) - (xr[d] - mu[d]) * c2[d]);
+    else
+      for (int d = 0; d < D; ++d) o[d] = a[d] * dyr[d];
+  }
+}
+
+}  // namespace
+
+void batch_norm_backward_kernel(float* dx, float* dgamma, float* dbeta, const float* dy,
+                                const float* x, const float* gamma, int B, int T, int D,
+                                const int* lengths, const double* mean, const double* var,
+                                double eps, bool train) {
+  const char* name = "batch_norm_backward_kernel";
+  check_kernel_batch(name, x, B, T, D, lengths);
+  for (auto [ptr, what] : {std::pair{(const void*)dx, "dx"}, std::pair{(const void*)dy, "dy"},
+                           std::pair{(const void*)mean, "mean"}, std::pair{(const void*)var, "var"}})
+    if (!ptr) throw InvalidInput(std::string(name) + ": " + what + " is null");
+  validate_eps(eps);
+  long long n = 0;
+  for (int b = 0; b < B; ++b) n += lengths ? lengths[b] : T;
+  if (train && n < 2)
+    throw InvalidInput(std::string(name) + ": expected more than 1 value per channel when "
+                       "training, got " + std::to_string(n));
+  const std::size_t rows = std::size_t(B) * T;
+  std::vector<double> sums(2 * std::size_t(D));  // [2, D]: Σ dy·(x − μ), Σ dy
+  kernels::reduce_row_segments(rows, D, sums.size(), sums.data(),
+                               [&](std::size_t r0, std::size_t r1, double* acc) {
+                                 batch_norm_backward_sums_rows(dy, x, r0, r1, T, D, lengths, mean, acc,
+                                                    acc + D);
+                               });
+  std::vector<float> mu(D), a(D), c1(D, 0.0f), c2(D, 0.0f);  // [D] each
+  for (int d = 0; d < D; ++d) {
+    const double rstd = 1.0 / std::sqrt(var[d] + eps);
+    const double dg = sums[d] * rstd, db = sums[D + d];  // Σ dy·x̂, Σ dy
+    mu[d] = float(mean[d]);
+    a[d] = float((gamma ? gamma[d] : 1.0) * rstd);
+    if (train) {
+      c1[d] = float(db / double(n));
+      c2[d] = float(dg * rstd / double(n));
+    }
+    if (dgamma) dgamma[d] = float(dg);
+    if (dbeta) dbeta[d] = float(db);
+  }
+  kernels::for_each_row_range(rows, std::size_t(D), [&](std::size_t r0, std::size_t r1) {
+    batch_norm_backward_apply_rows(dx, dy, x, r0, r1, T, D, lengths, mu.data(), a.data(), c1.data(),
+                        c2.data(), train);
+  });
+}
+
+void batch_norm_backward_optimized(const Batch& in, const Params& p, Mode mode, const State* state,
+                                   const std::vector<float>& dy, Grads& out, TokenSet tokens) {
+  check_inputs(in, p, mode, state, tokens);
+  validate_dy(in, dy);
+  const int D = in.D;
+  std::vector<double> mean(D), var(D);
+  if (mode == Mode::train)  // the forward's statistics, bit for bit
+    batch_norm_statistics_kernel(mean.data(), var.data(), in.x.data(), in.B, in.T, D,
+                                 selection(in, tokens));
+  else {
+    mean = state->running_mean;
+    var = state->running_var;
+  }
+  run_affine_backward(p, in.x.size(), out, [&](float* dx, float* dg, float* db, const float* g) {
+    batch_norm_backward_kernel(dx, dg, db, dy.data(), in.x.data(), g, in.B, in.T, D,
+                               selection(in, tokens), mean.data(), var.data(), p.eps,
+                               mode == Mode::train);
+  });
+}
+
 Conditioning batch_norm_conditioning(const Batch& in, const Params& p, Mode mode,
                                      const State* state, TokenSet tokens) {
   validate_batch(in);
   const int D = in.D;
-  std::vector<double> cond(D, 0.0), eps_rel(D, 0.0);
+  std::vector<double> cond(D, 0.0), eps_rel(D, 0.0), inv_std(D, 0.0);
   if (mode == Mode::train) {
     const long long n = count_selected(in, tokens);
     std::vector<double> mean(D, 0.0), var(D, 0.0);
@@ -427,48 +598,71 @@ Conditioning batch_norm_conditioning(const Batch& in, const Params& p, Mode mode
     for (int d = 0; d < D; ++d) {
       cond[d] = std::abs(mean[d]) / std::sqrt(var[d] + p.eps);
       eps_rel[d] = var[d] > 0 ? std::min(1.0, p.eps / (2 * var[d])) : 1.0;
+      inv_std[d] = 1.0 / std::sqrt(var[d] + p.eps);
     }
   } else if (state && state->running_mean.size() == std::size_t(D)) {
-    for (int d = 0; d < D; ++d)  // running statistics do not move with the input: no ε term
+    for (int d = 0; d < D; ++d) {  // running statistics do not move with the input: no ε term
       cond[d] = std::abs(state->running_mean[d]) / std::sqrt(state->running_var[d] + p.eps);
+      inv_std[d] = 1.0 / std::sqrt(state->running_var[d] + p.eps);
+    }
   }
   Conditioning c;
   c.cond.resize(in.x.size());
   c.eps_rel.resize(in.x.size());
+  c.inv_std.assign(in.x.size(), 0.0);  // 0 where a position is not selected: nothing reaches it
   for (std::size_t i = 0; i < in.x.size(); ++i) {
     c.cond[i] = cond[i % D];
     c.eps_rel[i] = eps_rel[i % D];
+    if (selected(in, int(i / D / in.T), int(i / D % in.T), tokens)) c.inv_std[i] = inv_std[i % D];
   }
   return c;
 }
 
+ForwardFn batch_norm_forward(Impl impl, TokenSet tokens) {
+  return [impl, tokens](const Batch& in, const Params& p, Mode m, State* s, Output& o) {
+    (impl == Impl::reference ? batch_norm_reference : batch_norm_optimized)(in, p, m, s, o, tokens);
+  };
+}
+
+BackwardFn batch_norm_backward(Impl impl, TokenSet tokens) {
+  return [impl, tokens](const Batch& in, const Params& p, Mode m, const State* s,
+                        const std::vector<float>& dy, Grads& g) {
+    (impl == Impl::reference ? batch_norm_backward_reference
+                             : batch_norm_backward_optimized)(in, p, m, s, dy, g, tokens);
+  };
+}
+
+ConditioningFn batch_norm_conditioning(TokenSet tokens) {
+  return [tokens](const Batch& in, const Params& p, Mode m, const State* s) {
+    return batch_norm_conditioning(in, p, m, s, tokens);
+  };
+}
+
+RowProfile frozen_affine_eval_row() {
+  return {Mode::eval, scale_and_shift_invariances(),
+          "a fixed per-feature affine map: nothing is re-normalized"};
+}
+
+LayerEntry batch_norm_family(std::string name, std::string formula, std::string statistics_over,
+                             TokenSet tokens, std::set<std::string> train, std::string why) {
+  return {.name = std::move(name), .formula = std::move(formula),
+          .statistics_over = std::move(statistics_over), .params = {.momentum = true},
+          .rows = {{Mode::train, std::move(train), std::move(why)}, frozen_affine_eval_row()},
+          .reference = batch_norm_forward(Impl::reference, tokens),
+          .optimized = batch_norm_forward(Impl::optimized, tokens),
+          .conditioning = batch_norm_conditioning(tokens),
+          .backward_reference = batch_norm_backward(Impl::reference, tokens),
+          .backward_optimized = batch_norm_backward(Impl::optimized, tokens)};
+}
+
 LayerEntry batch_norm_entry() {
-  LayerEntry e;
-  e.name = "batch_norm";
-  e.formula = "γ·(x−μ_d)/√(σ_d²+ε) + β; train: batch μ, σ² (biased); eval: running stats";
-  e.statistics_over = "all B·T tokens, padding included (the naive use)";
-  e.params = {.affine = true, .momentum = true};
-  e.rows = {
-      {Mode::train,
-       {"batch_independence", "padding_invariance", "token_independence", "causality",
-        "train_inference_equivalence", "streaming_equivalence", "token_scale_invariance",
-        "token_shift_invariance", "nan_containment"},
-       "batch statistics: every output depends on every position of the batch, padding included"},
-      {Mode::eval,
-       {"token_scale_invariance", "global_scale_invariance", "token_shift_invariance",
-        "feature_shift_invariance", "feature_scale_invariance"},
-       "a fixed per-feature affine map: nothing is re-normalized"},
-  };
-  e.reference = [](const Batch& in, const Params& p, Mode m, State* s, Output& o) {
-    batch_norm_reference(in, p, m, s, o, TokenSet::all_positions);
-  };
-  e.optimized = [](const Batch& in, const Params& p, Mode m, State* s, Output& o) {
-    batch_norm_optimized(in, p, m, s, o, TokenSet::all_positions);
-  };
-  e.conditioning = [](const Batch& in, const Params& p, Mode m, const State* s) {
-    return batch_norm_conditioning(in, p, m, s, TokenSet::all_positions);
-  };
-  return e;
+  return batch_norm_family(
+      "batch_norm", "γ·(x−μ_d)/√(σ_d²+ε) + β; train: batch μ, σ² (biased); eval: running stats",
+      "all B·T tokens, padding included (the naive use)", TokenSet::all_positions,
+      {"batch_independence", "padding_invariance", "token_independence", "causality",
+       "train_inference_equivalence", "streaming_equivalence", "token_scale_invariance",
+       "token_shift_invariance", "nan_containment"},
+      "batch statistics: every output depends on every position of the batch, padding included");
 }
 
 }  // namespace normcheck

@@ -14,6 +14,20 @@ void batch_norm_reference(const Batch& in, const Params& p, Mode mode, State* st
                           TokenSet tokens);
 void batch_norm_optimized(const Batch& in, const Params& p, Mode mode, State* state, Output& out,
                           TokenSet tokens);
+// Backward of the two above: train through the batch statistics over the selected tokens, eval
+// elementwise; dx = 0 at positions not selected, dγ/dβ over the selected ones. Never updates
+// `state`.
+void batch_norm_backward_reference(const Batch& in, const Params& p, Mode mode, const State* state,
+                                   const std::vector<float>& dy, Grads& out, TokenSet tokens);
+void batch_norm_backward_optimized(const Batch& in, const Params& p, Mode mode, const State* state,
+                                   const std::vector<float>& dy, Grads& out, TokenSet tokens);
+// Backward of the two above: train through the batch statistics over the selected tokens, eval
+// elementwise; dx = 0 at positions not selected, dγ/dβ over the selected ones. Never updates
+// `state`.
+void batch_norm_backward_reference(const Batch& in, const Params& p, Mode mode, const State* state,
+                                   const std::vector<float>& dy, Grads& out, TokenSet tokens);
+void batch_norm_backward_optimized(const Batch& in, const Params& p, Mode mode, const State* state,
+                                   const std::vector<float>& dy, Grads& out, TokenSet tokens);
 // Validates a BatchNorm-family call (shapes, γ/β, ε, momentum, mode, state, more than one
 // selected token in train mode) and returns the number of selected tokens. Nothing is written.
 long long check_batch_norm_inputs(const Batch& in, const Params& p, Mode mode, const State* state,
@@ -26,5 +40,17 @@ void batch_feature_stats(const Batch& in, TokenSet tokens, long long n, std::vec
 
 Conditioning batch_norm_conditioning(const Batch& in, const Params& p, Mode mode,
                                      const State* state, TokenSet tokens);
+
+// The entry pieces of a BatchNorm-family layer over `tokens`: its forward and backward
+// functions, its conditioning, and the eval row every member shares (a fixed per-feature affine
+// map).
+ForwardFn batch_norm_forward(Impl impl, TokenSet tokens);
+ConditioningFn batch_norm_conditioning(TokenSet tokens);
+BackwardFn batch_norm_backward(Impl impl, TokenSet tokens);
+RowProfile frozen_affine_eval_row();
+// A BatchNorm over `tokens` whose train row violates `train` for the reason `why`; its eval row
+// is the frozen affine map.
+LayerEntry batch_norm_family(std::string name, std::string formula, std::string statistics_over,
+                             TokenSet tokens, std::set<std::string> train, std::string why);
 
 }  // namespace normcheck

@@ -26,7 +26,7 @@ constexpr const char* kName = "batch_renorm";
 
 void clip_factors(const std::vector<double>& mean, const std::vector<double>& var, const State& s,
                   const Params& p, std::vector<double>& r, std::vector<double>& d) {
-  const double rmax = p.get("rmax", 3.0), dmax = p.get("dmax", 5.0);
+  const double rmax = p.get("rmax"), dmax = p.get("dmax");
   for (std::size_t i = 0; i < mean.size(); ++i) {
     const double sigma_b = std::sqrt(var[i] + p.eps), sigma_r = std::sqrt(s.running_var[i] + p.eps);
     r[i] = std::clamp(sigma_b / sigma_r, 1.0 / rmax, rmax);
@@ -43,9 +43,9 @@ void update_running(State& s, const std::vector<double>& mean, const std::vector
 }
 
 void check_clips(const Params& p) {
-  if (!(p.get("rmax", 3.0) >= 1.0) || !(p.get("dmax", 5.0) >= 0.0))
+  if (!(p.get("rmax") >= 1.0) || !(p.get("dmax") >= 0.0))
     throw InvalidInput("batch_renorm: rmax must be ≥ 1 and dmax ≥ 0, got rmax = " +
-                       std::to_string(p.get("rmax", 3.0)) + ", dmax = " + std::to_string(p.get("dmax", 5.0)));
+                       format_value(p.get("rmax")) + ", dmax = " + format_value(p.get("dmax")));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -111,33 +111,26 @@ void batch_renorm_optimized(const Batch& in, const Params& p, Mode mode, State* 
 }  // namespace
 
 LayerEntry batch_renorm_entry() {
-  LayerEntry e;
-  e.name = "batch_renorm";
-  e.formula = "train: γ·((x−μ_B)/σ_B·r + d) + β, r = clip(σ_B/σ_R, 1/r_max, r_max), d = clip((μ_B−μ_R)/σ_R, ±d_max); eval: running stats";
-  e.statistics_over = "valid tokens of the batch, per feature, corrected towards the running statistics";
-  e.params = {.affine = true,
-              .momentum = true,
-              .extra = {{"rmax", 1.0, 3.0, "clip of r = σ_B/σ_R (1: plain BatchNorm)"},
-                        {"dmax", 0.0, 5.0, "clip of d = (μ_B−μ_R)/σ_R (0: plain BatchNorm)"}}};
-  e.rows = {
-      {Mode::train,
-       {"batch_independence", "token_independence", "causality", "train_inference_equivalence",
-        "streaming_equivalence", "token_scale_invariance", "global_scale_invariance",
-        "token_shift_invariance", "feature_shift_invariance", "feature_scale_invariance",
-        "nan_containment"},
-       "batch statistics cancel only while r and d are unclipped; the fixed running statistics "
-       "make every scale and shift visible"},
-      {Mode::eval,
-       {"token_scale_invariance", "global_scale_invariance", "token_shift_invariance",
-        "feature_shift_invariance", "feature_scale_invariance"},
-       "a fixed per-feature affine map: nothing is re-normalized"},
-  };
-  e.reference = batch_renorm_reference;
-  e.optimized = batch_renorm_optimized;
-  e.conditioning = [](const Batch& in, const Params& p, Mode m, const State* s) {
-    return batch_norm_conditioning(in, p, m, s, TokenSet::valid_tokens);
-  };
-  return e;
+  return {
+      .name = "batch_renorm",
+      .formula = "train: γ·((x−μ_B)/σ_B·r + d) + β, r = clip(σ_B/σ_R, 1/r_max, r_max), d = clip((μ_B−μ_R)/σ_R, ±d_max); eval: running stats",
+      .statistics_over = "valid tokens of the batch, per feature, corrected towards the running statistics",
+      .params = {.momentum = true,
+                 .named = {grid_param("rmax", 1.0, 3.0, "clip of r = σ_B/σ_R (1: plain BatchNorm)"),
+                           grid_param("dmax", 0.0, 5.0, "clip of d = (μ_B−μ_R)/σ_R (0: plain BatchNorm)")}},
+      // every scale and shift invariance, and all that batch statistics break but padding
+      .rows = {{Mode::train,
+                [] {
+                  std::set<std::string> v = scale_and_shift_invariances();
+                  v.insert({"batch_independence", "token_independence", "causality",
+                            "train_inference_equivalence", "streaming_equivalence", "nan_containment"});
+                  return v;
+                }(),
+                "batch statistics cancel only while r and d are unclipped; the fixed running "
+                "statistics make every scale and shift visible"},
+               frozen_affine_eval_row()},
+      .reference = batch_renorm_reference, .optimized = batch_renorm_optimized,
+      .conditioning = batch_norm_conditioning(TokenSet::valid_tokens)};
 }
 
 }  // namespace normcheck

@@ -7,22 +7,21 @@
 namespace normcheck {
 namespace {
 
-void check_inputs(const Batch& in, const Params& p) {
+void check_dyt_inputs(const Batch& in, const Params& p) {
   validate_batch(in);
   validate_affine(p, in.D);
-  if (!std::isfinite(p.alpha)) throw InvalidInput("dyt: alpha must be finite");
+  validate_finite(p, "dyt", "alpha");
 }
 
 void dyt_reference(const Batch& in, const Params& p, Mode, State*, Output& out) {
-  check_inputs(in, p);
-  const int D = in.D;
+  check_dyt_inputs(in, p);
   out.assign(in.x.size(), 0.0);
-  for (std::size_t i = 0; i < in.x.size(); ++i) {
-    const int d = int(i % D);
-    const double g = p.gamma.empty() ? 1.0 : p.gamma[d];
-    const double b = p.beta.empty() ? 0.0 : p.beta[d];
-    out[i] = g * std::tanh(p.alpha * in.x[i]) + b;
-  }
+  for (std::size_t r = 0; r < in.rows(); ++r)
+    for (int d = 0; d < in.D; ++d) {
+      const double g = p.gamma.empty() ? 1.0 : p.gamma[d];
+      const double b = p.beta.empty() ? 0.0 : p.beta[d];
+      out[r * in.D + d] = g * std::tanh(p.get("alpha") * in.x[r * in.D + d]) + b;
+    }
 }
 
 void dyt_kernel(float* out, const float* x, const float* gamma, const float* beta,
@@ -36,9 +35,9 @@ void dyt_kernel(float* out, const float* x, const float* gamma, const float* bet
 }
 
 void dyt_optimized(const Batch& in, const Params& p, Mode, State*, Output& out) {
-  check_inputs(in, p);
+  check_dyt_inputs(in, p);
   run_affine_kernel(in, p, out, [&](float* y, const float* x, const float* g, const float* b) {
-    dyt_kernel(y, x, g, b, in.rows(), in.D, float(p.alpha));
+    dyt_kernel(y, x, g, b, in.rows(), in.D, float(p.get("alpha")));
   });
 }
 
@@ -51,19 +50,11 @@ Conditioning no_statistics(const Batch& in, const Params&, Mode, const State*) {
 }
 
 LayerEntry dyt_entry() {
-  LayerEntry e;
-  e.name = "dyt";
-  e.formula = "γ·tanh(αx) + β";
-  e.statistics_over = "none (elementwise)";
-  e.params = {.affine = true, .alpha = true};
-  e.rows = {{Mode::none,
-             {"token_scale_invariance", "global_scale_invariance", "token_shift_invariance",
-              "feature_shift_invariance", "feature_scale_invariance"},
-             "elementwise squashing: nothing is normalized, so no scale or shift is forgotten"}};
-  e.reference = dyt_reference;
-  e.optimized = dyt_optimized;
-  e.conditioning = no_statistics;
-  return e;
+  return {.name = "dyt", .formula = "γ·tanh(αx) + β", .statistics_over = "none (elementwise)",
+          .params = {.named = {grid_param("alpha", 0.125, 2.0, "α, the slope of tanh at 0", 16)}},
+          .rows = {{Mode::none, scale_and_shift_invariances(),
+                    "elementwise squashing: nothing is normalized, so no scale or shift is forgotten"}},
+          .reference = dyt_reference, .optimized = dyt_optimized, .conditioning = no_statistics};
 }
 
 }  // namespace normcheck

@@ -1,30 +1,35 @@
 // group_norm: LayerNorm within each of G contiguous feature groups of one token; γ, β per
 // feature. G must divide D.
+//
+// Backward (below the forward): LayerNorm's within each group (layer_norm.cpp), dγ, dβ per
+// feature summed over every position, padding included (PyTorch's autograd for the module).
 #include <cmath>
 #include <string>
 
 #include "norms/kernels.hpp"
+#include "norms/kernels_api.hpp"
 #include "norms/registry.hpp"
 
 namespace normcheck {
 namespace {
 
-void check_inputs(const Batch& in, const Params& p) {
+void check_group_norm_inputs(const Batch& in, const Params& p) {
   validate_affine_norm(in, p);
-  if (p.groups <= 0 || in.D % p.groups != 0)
-    throw InvalidInput("group_norm: groups = " + std::to_string(p.groups) +
-                       " must be positive and divide D = " + std::to_string(in.D));
+  const double G = p.get("groups");
+  if (!(G >= 1) || G != std::floor(G) || in.D % int(G) != 0)
+    throw InvalidInput("group_norm: groups = " + format_value(G) +
+                       " must be a positive whole number that divides D = " + std::to_string(in.D));
 }
 
 // ---------------------------------------------------------------------------------------------
 // reference: double, two passes per group
 
 void group_norm_reference(const Batch& in, const Params& p, Mode, State*, Output& out) {
-  check_inputs(in, p);
-  const int D = in.D, gs = D / p.groups;
+  check_group_norm_inputs(in, p);
+  const int D = in.D, G = int(p.get("groups")), gs = D / G;
   out.assign(in.x.size(), 0.0);
   for (std::size_t r = 0; r < in.rows(); ++r)
-    for (int g = 0; g < p.groups; ++g) {
+    for (int g = 0; g < G; ++g) {
       const float* x = &in.x[r * D + g * gs];  // [gs]
       double mean = 0, var = 0;
       for (int i = 0; i < gs; ++i) mean += x[i];
@@ -72,29 +77,121 @@ void group_norm_kernel(float* out, const float* x, const float* gamma, const flo
 }
 
 void group_norm_optimized(const Batch& in, const Params& p, Mode, State*, Output& out) {
-  check_inputs(in, p);
+  check_group_norm_inputs(in, p);
   run_affine_kernel(in, p, out, [&](float* y, const float* x, const float* g, const float* b) {
-    group_norm_kernel(y, x, g, b, in.rows(), in.D, p.groups, float(p.eps));
+    group_norm_kernel(y, x, g, b, in.rows(), in.D, int(p.get("groups")), float(p.eps));
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// backward reference: double, LayerNorm's backward per group
+
+void group_norm_backward_reference(const Batch& in, const Params& p, Mode, const State*,
+                                   const std::vector<float>& dy, Grads& out) {
+  check_group_norm_inputs(in, p);
+  validate_dy(in, dy);
+  const int D = in.D, G = int(p.get("groups")), gs = D / G;
+  Grads gr;
+  gr.dx.assign(in.x.size(), 0.0);
+  gr.dgamma.assign(p.gamma.size(), 0.0);
+  gr.dbeta.assign(p.beta.size(), 0.0);
+  for (std::size_t r = 0; r < in.rows(); ++r)
+    for (int g = 0; g < G; ++g) {
+      const int d0 = g * gs;
+      const float* x = &in.x[r * D + d0];    // [gs]
+      const float* dyg = &dy[r * D + d0];    // [gs]
+      double* dx = &gr.dx[r * D + d0];       // [gs]
+      double mean = 0, var = 0;
+      for (int i = 0; i < gs; ++i) mean += x[i];
+      mean /= gs;
+      for (int i = 0; i < gs; ++i) var += (x[i] - mean) * (x[i] - mean);
+      var /= gs;
+      const double rstd = 1.0 / std::sqrt(var + p.eps);
+      double mean_dxhat = 0, mean_dxhat_xhat = 0;  // through μ_g and through σ_g²
+      for (int i = 0; i < gs; ++i) {
+        const double dxhat = (p.gamma.empty() ? 1.0 : p.gamma[d0 + i]) * dyg[i];
+        mean_dxhat += dxhat;
+        mean_dxhat_xhat += dxhat * (x[i] - mean) * rstd;
+      }
+      mean_dxhat /= gs;
+      mean_dxhat_xhat /= gs;
+      for (int i = 0; i < gs; ++i) {
+        const double xhat = (x[i] - mean) * rstd;
+        const double dxhat = (p.gamma.empty() ? 1.0 : p.gamma[d0 + i]) * dyg[i];
+        dx[i] = rstd * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat);
+        if (!gr.dgamma.empty()) gr.dgamma[d0 + i] += dyg[i] * xhat;
+        if (!gr.dbeta.empty()) gr.dbeta[d0 + i] += dyg[i];
+      }
+    }
+  out = std::move(gr);
+}
+
+// ---------------------------------------------------------------------------------------------
+// backward optimized: float32, LayerNorm's span backward per group (kernels.hpp), dγ/dβ over
+// fixed row segments
+
+// Tokens [r0, r1) of one segment; AVX2 and baseline clones give the same bits.
+__attribute__((target_clones("avx2", "default")))
+void group_norm_backward_rows(float* dx, const float* dy, const float* x, const float* gamma,
+                              std::size_t r0, std::size_t r1, int D, int G, float eps,
+                              double* acc_g, double* acc_b) {
+  const int gs = D / G;
+  for (std::size_t r = r0; r < r1; ++r)
+    for (int g = 0; g < G; ++g) {
+      const std::size_t o = r * D + std::size_t(g) * gs;
+      kernels::normalize_backward_span<true>(dx + o, dy + o, x + o,
+                                             gamma ? gamma + g * gs : nullptr, gs, eps,
+                                             acc_g + g * gs, acc_b + g * gs);
+    }
+}
+
+}  // namespace
+
+void group_norm_backward_kernel(float* dx, float* dgamma, float* dbeta, const float* dy,
+                                const float* x, const float* gamma, std::size_t rows, int D, int G,
+                                float eps) {
+  validate_backward_rows("group_norm_backward_kernel", dx, dy, x, rows, D);
+  if (G <= 0 || D % G != 0)
+    throw InvalidInput("group_norm_backward_kernel: groups = " + std::to_string(G) +
+                       " must be positive and divide D = " + std::to_string(D));
+  validate_eps(eps);
+  std::vector<double> sums(2 * std::size_t(D));  // [2, D]: Σ dy·x̂, Σ dy
+  kernels::reduce_row_segments(rows, D, sums.size(), sums.data(),
+                               [&](std::size_t r0, std::size_t r1, double* acc) {
+                                 group_norm_backward_rows(dx, dy, x, gamma, r0, r1, D, G, eps, acc,
+                                                          acc + D);
+                               });
+  for (int d = 0; d < D; ++d) {
+    if (dgamma) dgamma[d] = float(sums[d]);
+    if (dbeta) dbeta[d] = float(sums[D + d]);
+  }
+}
+
+namespace {
+
+void group_norm_backward_optimized(const Batch& in, const Params& p, Mode, const State*,
+                                   const std::vector<float>& dy, Grads& out) {
+  check_group_norm_inputs(in, p);
+  validate_dy(in, dy);
+  run_affine_backward(p, in.x.size(), out, [&](float* dx, float* dg, float* db, const float* g) {
+    group_norm_backward_kernel(dx, dg, db, dy.data(), in.x.data(), g, in.rows(), in.D,
+                               int(p.get("groups")), float(p.eps));
   });
 }
 
 }  // namespace
 
 LayerEntry group_norm_entry() {
-  LayerEntry e;
-  e.name = "group_norm";
-  e.formula = "LN within each of G contiguous feature groups: γ·(x−μ_g)/√(σ_g²+ε) + β";
-  e.statistics_over = "one token, G contiguous feature groups";
-  e.params = {.affine = true, .groups = true};
-  e.rows = {{Mode::none,
-             {"feature_shift_invariance", "feature_scale_invariance"},
-             "per-token group statistics: a per-feature shift or scale moves each group's μ, σ"}};
-  e.reference = group_norm_reference;
-  e.optimized = group_norm_optimized;
-  e.conditioning = [](const Batch& in, const Params& p, Mode, const State*) {
-    return token_group_conditioning(in, p.eps, p.groups, true);
-  };
-  return e;
+  return {.name = "group_norm",
+          .formula = "LN within each of G contiguous feature groups: γ·(x−μ_g)/√(σ_g²+ε) + β",
+          .statistics_over = "one token, G contiguous feature groups",
+          .params = {.named = {groups_param("groups", "G contiguous feature groups (G divides D)")}},
+          .rows = {{Mode::none, {"feature_shift_invariance", "feature_scale_invariance"},
+                    "per-token group statistics: a per-feature shift or scale moves each group's μ, σ"}},
+          .reference = group_norm_reference, .optimized = group_norm_optimized,
+          .conditioning = token_conditioning(true, "groups"),
+          .backward_reference = group_norm_backward_reference,
+          .backward_optimized = group_norm_backward_optimized};
 }
 
 }  // namespace normcheck

@@ -101,20 +101,16 @@ Conditioning instance_norm_conditioning(const Batch& in, const Params& p, Mode, 
 }  // namespace
 
 LayerEntry instance_norm_entry() {
-  LayerEntry e;
-  e.name = "instance_norm";
-  e.formula = "γ·(x−μ_t)/√(σ_t²+ε) + β, μ_t, σ_t² over one sequence's valid tokens per feature";
-  e.statistics_over = "one sequence's valid tokens, per feature";
-  e.params = {.affine = true};
-  e.rows = {{Mode::none,
-             {"token_independence", "causality", "streaming_equivalence",
-              "token_scale_invariance", "token_shift_invariance"},
-             "statistics over the sequence's own tokens: every token sees the whole sequence, "
-             "future included"}};
-  e.reference = instance_norm_reference;
-  e.optimized = instance_norm_optimized;
-  e.conditioning = instance_norm_conditioning;
-  return e;
+  return {.name = "instance_norm",
+          .formula = "γ·(x−μ_t)/√(σ_t²+ε) + β, μ_t, σ_t² over one sequence's valid tokens per feature",
+          .statistics_over = "one sequence's valid tokens, per feature",
+          .rows = {{Mode::none,
+                    {"token_independence", "causality", "streaming_equivalence",
+                     "token_scale_invariance", "token_shift_invariance"},
+                    "statistics over the sequence's own tokens: every token sees the whole "
+                    "sequence, future included"}},
+          .reference = instance_norm_reference, .optimized = instance_norm_optimized,
+          .conditioning = instance_norm_conditioning};
 }
 
 }  // namespace normcheck

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include <omp.h>
 #include <xmmintrin.h>  // _mm_stream_ps, _mm_sfence (SSE: every x86-64)
@@ -36,33 +37,42 @@ typedef float v8f __attribute__((vector_size(32)));
 }
 [[gnu::always_inline]] inline v8f splat8(float a) { return v8f{a, a, a, a, a, a, a, a}; }
 
-// Σ f(x[i]) in the fixed order above. f must accept a float and a v8f and act lane-wise (the
-// same IEEE operations either way): the 32 partial sums are four v8f, the 8 lanes one, and
-// every fold below keeps the scalar operand order, so the bits are those of the plain loops
-// over wide[32] / acc[8] (which GCC folded with ~60 scalar shuffles and adds per call).
-template <class F>
-[[gnu::always_inline]] inline float fixed_order_sum(const float* x, int n, F f) {
+// Σ_i term(i), i in [0, n), in the fixed order above: fv(i) gives the terms i..i+7 as one v8f,
+// fs(i) the term i alone, and fv must act lane-wise like fs (the same IEEE operations in the
+// same order), so the AVX2 and baseline clones give the same bits. The 32 partial sums are four
+// v8f, the 8 lanes one, and every fold below keeps the scalar operand order, so the bits are
+// those of the plain loops over wide[32] / acc[8] (which GCC folded with ~60 scalar shuffles and
+// adds per call).
+template <class FV, class FS>
+[[gnu::always_inline]] inline float fixed_order_sum_at(int n, FV fv, FS fs) {
   v8f acc = splat8(0.0f);
   int i = 0;
   if (n >= kWideLanes) {
     v8f w0 = acc, w1 = acc, w2 = acc, w3 = acc;  // wide[0..7], [8..15], [16..23], [24..31]
     for (; i + kWideLanes <= n; i += kWideLanes) {
-      w0 += f(load8(x + i));
-      w1 += f(load8(x + i + 8));
-      w2 += f(load8(x + i + 16));
-      w3 += f(load8(x + i + 24));
+      w0 += fv(i);
+      w1 += fv(i + 8);
+      w2 += fv(i + 16);
+      w3 += fv(i + 24);
     }
     acc = (w0 + w2) + (w1 + w3);  // (wide[l] + wide[l+16]) + (wide[l+8] + wide[l+24])
   }
-  for (; i + kLanes <= n; i += kLanes) acc += f(load8(x + i));
+  for (; i + kLanes <= n; i += kLanes) acc += fv(i);
   float tail = 0;
-  for (; i < n; ++i) tail += f(x[i]);
+  for (; i < n; ++i) tail += fs(i);
   // ((a0 + a4) + (a1 + a5)) + ((a2 + a6) + (a3 + a7)) + tail
   typedef float v4f __attribute__((vector_size(16)));
   const v4f h = __builtin_shufflevector(acc, acc, 0, 1, 2, 3) +
                 __builtin_shufflevector(acc, acc, 4, 5, 6, 7);  // a_l + a_{l+4}
   const v4f p = h + __builtin_shufflevector(h, h, 1, 0, 3, 2);  // lane 0: h0 + h1, lane 2: h2 + h3
   return (p[0] + p[2]) + tail;
+}
+
+// Σ f(x[i]) in the fixed order above; f must accept a float and a v8f and act lane-wise.
+template <class F>
+[[gnu::always_inline]] inline float fixed_order_sum(const float* x, int n, F f) {
+  return fixed_order_sum_at(
+      n, [x, &f](int i) { return f(load8(x + i)); }, [x, &f](int i) { return f(x[i]); });
 }
 
 // Σ (x[i] - shift)
@@ -222,5 +232,101 @@ inline void for_each_row_range(std::size_t n, std::size_t width, F&& body) {
 // their order are the same either way.
 constexpr int kRowGroupMaxD = 512;
 constexpr int kRowGroup = 4;
+
+// ---------------------------------------------------------------------------------------------
+// Backward passes
+
+// Reductions over rows (dγ, dβ of the backward passes, BatchNorm's per-feature sums of dy):
+// the rows [0, n) are cut into S = min(n, kRowSegments) segments [n·s/S, n·(s+1)/S), each
+// summed by one thread, in row order, into its own zeroed accumulators; the segments' sums are
+// then added in segment order. S and the cuts depend on n only and a segment is computed the
+// same way whichever thread takes it, so the total is bitwise the same at any thread count (no
+// atomics, no per-thread partials folded in arrival order). 24 divides evenly among 1, 2, 3, 4,
+// 6 and 8 threads.
+constexpr int kRowSegments = 24;
+
+// Runs body(r0, r1, acc) on every segment, acc = m zeroed doubles of its own, and writes the
+// segments' acc, added in segment order, to total[0, m). body must add its rows in order into
+// acc. OpenMP over segments.
+template <class F>
+inline void reduce_row_segments(std::size_t n, std::size_t width, std::size_t m, double* total,
+                                F&& body) {
+  const std::size_t S = std::min<std::size_t>(n, kRowSegments);
+  std::vector<double> part(S * m, 0.0);  // [S, m]
+#pragma omp parallel if (n * width >= kParallelMinValues)
+  {
+#pragma omp for schedule(static)
+    for (long long s = 0; s < (long long)S; ++s)
+      body(n * std::size_t(s) / S, n * std::size_t(s + 1) / S, part.data() + std::size_t(s) * m);
+  }
+  std::fill(total, total + m, 0.0);
+  for (std::size_t s = 0; s < S; ++s)
+    for (std::size_t k = 0; k < m; ++k) total[k] += part[s * m + k];
+}
+
+// The backward pass of one span of n values normalized together (a LayerNorm or RMSNorm token,
+// a GroupNorm group), given dy: with x̂ = (x − μ)·rstd and dx̂ = γ·dy,
+//   dx = rstd·(dx̂ − mean(dx̂) − x̂·mean(dx̂·x̂))      (kCenter: μ, σ² of the span)
+//   dx = rstd·(dx̂ − x̂·mean(dx̂·x̂))                  (!kCenter: μ = 0, rstd = 1/√(mean(x²)+ε))
+// and adds dy·x̂ to acc_g[0, n) and dy to acc_b[0, n) (double, for dγ and dβ). gamma: [n] or
+// nullptr (1). dx may be dy or x (in place): every value is read before it is written.
+// The statistics are the forward's (kernels::mean_var, or the mean square), with its
+// overflow path: a finite span whose variance overflows float is normalized on x·2^-k, which
+// gives the same x̂ and the rstd of x·2^-k; dx is then rstd·2^-k·(…) (the chain rule through the
+// exact scaling). Each mean is a fixed-order sum; the dx and accumulator loops are lane-wise.
+// Limit: dx̂·x̂ summed in float, so |dy·γ| beyond about FLT_MAX/n^1.5 overflows (the gradient
+// itself is then of that size).
+template <bool kCenter>
+[[gnu::always_inline]] inline void normalize_backward_span(float* dx, const float* dy,
+                                                           const float* x, const float* gamma,
+                                                           int n, float eps, double* acc_g,
+                                                           double* acc_b) {
+  float s = 1.0f, mean = 0.0f, var;
+  if constexpr (kCenter)
+    mean_var(x, n, mean, var);
+  else
+    var = sum_sq_dev(x, n, 0.0f) / float(n);
+  if (!std::isfinite(var) && all_finite(x, n)) {
+    s = overflow_scale(x, n);  // the same values the forward's overflow path normalizes
+    if constexpr (kCenter) {
+      const float shift = x[0] * s;
+      mean = shift + fixed_order_sum(x, n, [s, shift](auto v) { return v * s - shift; }) / float(n);
+      var = fixed_order_sum(x, n, [s, mean](auto v) {
+              const auto d = v * s - mean;
+              return d * d;
+            }) / float(n);
+    } else {
+      var = fixed_order_sum(x, n, [s](auto v) {
+              const auto d = v * s;
+              return d * d;
+            }) / float(n);
+    }
+  }
+  const float rstd = 1.0f / std::sqrt(var + eps * s * s);
+  const float rs = rstd * s;  // s = 1 unless the overflow path was taken
+  // γ = nullptr reads 1 from a constant block (index masked to 0), as write_normalized does
+  static constexpr float kOnes[kLanes] = {1, 1, 1, 1, 1, 1, 1, 1};
+  const float* gp = gamma ? gamma : kOnes;
+  const int gm = gamma ? -1 : 0;
+  const auto xhat = [x, s, mean, rstd](int i) { return (x[i] * s - mean) * rstd; };
+  const auto xhat8 = [x, s, mean, rstd](int i) { return (load8(x + i) * s - mean) * rstd; };
+  const auto dxhat = [gp, gm, dy](int i) { return gp[i & gm] * dy[i]; };
+  const auto dxhat8 = [gp, gm, dy](int i) { return load8(gp + (i & gm)) * load8(dy + i); };
+  float m1 = 0.0f;  // mean(dx̂): the gradient through μ
+  if constexpr (kCenter) m1 = fixed_order_sum_at(n, dxhat8, dxhat) / float(n);
+  // mean(dx̂·x̂), the gradient through σ² (or the mean square), as mean((dx̂ − m1)·x̂): the same
+  // in exact arithmetic (Σ x̂ = 0), but the float x̂ share one rounding error of μ (u·|μ|·rstd
+  // each), which would add m1 times that bias; (dx̂ − m1) sums to ~0, so it adds nothing.
+  const float m2 = fixed_order_sum_at(
+                       n, [&](int i) { return (dxhat8(i) - m1) * xhat8(i); },
+                       [&](int i) { return (dxhat(i) - m1) * xhat(i); }) /
+                   float(n);
+  for (int i = 0; i < n; ++i) {
+    const float dyi = dy[i], xh = xhat(i);
+    acc_b[i] += double(dyi);
+    acc_g[i] += double(dyi) * double(xh);
+    dx[i] = rs * ((gp[i & gm] * dyi - m1) - xh * m2);
+  }
+}
 
 }  // namespace normcheck::kernels

@@ -42,4 +42,41 @@ void batch_norm_train_kernel(float* out, double* running_mean, double* running_v
                              const float* x, const float* gamma, const float* beta,
                              std::size_t rows, int D, double eps, double momentum);
 
+// ---------------------------------------------------------------------------------------------
+// Backward passes. dγ and dβ are reductions over rows: each kernel sums them in double over
+// fixed segments of rows added in a fixed order (kernels::reduce_row_segments), so every output
+// is bitwise the same at any thread count; dx of a row depends on that row alone (token-wise
+// layers) and is the same bits alone or inside any batch. Every kernel validates before touching
+// memory (InvalidInput naming the parameter).
+
+// layer_norm's backward over `rows` independent tokens, given the upstream gradient dy.
+// dx: [rows, D] written (may equal dy or x); dgamma, dbeta: [D] written (Σ over all rows of
+// dy·x̂ and of dy), or nullptr (not computed); dy, x: [rows, D] read; gamma: [D] read or nullptr (1).
+void layer_norm_backward_kernel(float* dx, float* dgamma, float* dbeta, const float* dy,
+                                const float* x, const float* gamma, std::size_t rows, int D,
+                                float eps);
+
+// rms_norm's backward; same buffers as layer_norm_backward_kernel (dbeta: Σ dy, for a β).
+void rms_norm_backward_kernel(float* dx, float* dgamma, float* dbeta, const float* dy,
+                              const float* x, const float* gamma, std::size_t rows, int D,
+                              float eps);
+
+// group_norm's backward: LayerNorm's within each of G contiguous groups of D/G features (G must
+// divide D); same buffers as layer_norm_backward_kernel.
+void group_norm_backward_kernel(float* dx, float* dgamma, float* dbeta, const float* dy,
+                                const float* x, const float* gamma, std::size_t rows, int D, int G,
+                                float eps);
+
+// BatchNorm's backward at the selected positions (every B·T position when `lengths` is nullptr,
+// else t < lengths[b]), given the statistics the forward normalized with — mean, var: [D] read;
+// `train`: the batch's (batch_norm_statistics_kernel over the same selection), and the gradient
+// flows through them too; otherwise the running statistics (eval: elementwise).
+// dx: [B, T, D] written, 0 at positions not selected; dgamma, dbeta: [D] written (Σ over the
+// selected positions of dy·x̂ and of dy), or nullptr; dy, x: [B, T, D] read; gamma: [D] read or
+// nullptr (1). Train needs more than 1 selected position.
+void batch_norm_backward_kernel(float* dx, float* dgamma, float* dbeta, const float* dy,
+                                const float* x, const float* gamma, int B, int T, int D,
+                                const int* lengths, const double* mean, const double* var,
+                                double eps, bool train);
+
 }  // namespace normcheck

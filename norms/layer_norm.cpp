@@ -3,6 +3,13 @@
 // so every finite token gives a finite output that agrees with the double reference.
 // Computed at every position (padding included: the output there is unspecified, but a
 // token-wise layer never lets it reach a valid token).
+//
+// Backward (below the forward): dx = rstd·(dx̂ − mean(dx̂) − x̂·mean(dx̂·x̂)), dx̂ = γ·dy,
+// dγ = Σ dy·x̂, dβ = Σ dy. Like the forward, it treats every position as a token: dx at padding
+// is computed like any token's, and dγ, dβ sum over all B·T positions, padding included, which is
+// what PyTorch's autograd computes for the module (golden/pytorch_grad_golden.json: dy is not 0 at
+// padding there, and its dγ/dβ include it). A caller that wants padding out zeroes dy there, as a
+// masked loss does. A token's dx depends on that token alone.
 #include <cmath>
 
 #include "norms/kernels.hpp"
@@ -121,22 +128,116 @@ void layer_norm_optimized(const Batch& in, const Params& p, Mode, State*, Output
 
 }  // namespace
 
+// ---------------------------------------------------------------------------------------------
+// backward reference: double, two passes (llm.c's layernorm_backward)
+
+namespace {
+
+void layer_norm_backward_reference(const Batch& in, const Params& p, Mode, const State*,
+                                   const std::vector<float>& dy, Grads& out) {
+  validate_affine_norm(in, p);
+  validate_dy(in, dy);
+  const int D = in.D;
+  Grads g;
+  g.dx.assign(in.x.size(), 0.0);
+  g.dgamma.assign(p.gamma.size(), 0.0);
+  g.dbeta.assign(p.beta.size(), 0.0);
+  for (std::size_t r = 0; r < in.rows(); ++r) {
+    const float* x = &in.x[r * D];     // [D]
+    const float* dyr = &dy[r * D];     // [D]
+    double* dx = &g.dx[r * D];         // [D]
+    double mean = 0;
+    for (int d = 0; d < D; ++d) mean += x[d];
+    mean /= D;
+    double var = 0;
+    for (int d = 0; d < D; ++d) var += (x[d] - mean) * (x[d] - mean);
+    var /= D;
+    const double rstd = 1.0 / std::sqrt(var + p.eps);
+    // the gradient through μ (mean of dx̂) and through σ² (mean of dx̂·x̂)
+    double mean_dxhat = 0, mean_dxhat_xhat = 0;
+    for (int d = 0; d < D; ++d) {
+      const double xhat = (x[d] - mean) * rstd;
+      const double dxhat = (p.gamma.empty() ? 1.0 : p.gamma[d]) * dyr[d];
+      mean_dxhat += dxhat;
+      mean_dxhat_xhat += dxhat * xhat;
+    }
+    mean_dxhat /= D;
+    mean_dxhat_xhat /= D;
+    for (int d = 0; d < D; ++d) {
+      const double xhat = (x[d] - mean) * rstd;
+      const double dxhat = (p.gamma.empty() ? 1.0 : p.gamma[d]) * dyr[d];
+      dx[d] = rstd * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat);
+      if (!g.dgamma.empty()) g.dgamma[d] += dyr[d] * xhat;
+      if (!g.dbeta.empty()) g.dbeta[d] += dyr[d];
+    }
+  }
+  out = std::move(g);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// backward optimized: float32, the forward's statistics per token (kernels::normalize_backward_span),
+// dγ/dβ over fixed row segments (kernels::reduce_row_segments)
+
+namespace {
+
+// Tokens [r0, r1) of one segment, adding their dγ, dβ terms to acc_g, acc_b [D] in row order.
+// AVX2 and baseline clones give the same bits (lane-wise operations, no FMA).
+__attribute__((target_clones("avx2", "default")))
+void layer_norm_backward_rows(float* dx, const float* dy, const float* x, const float* gamma,
+                              std::size_t r0, std::size_t r1, int D, float eps, double* acc_g,
+                              double* acc_b) {
+  for (std::size_t r = r0; r < r1; ++r)
+    kernels::normalize_backward_span<true>(dx + r * D, dy + r * D, x + r * D, gamma, D, eps,
+                                           acc_g, acc_b);
+}
+
+}  // namespace
+
+void layer_norm_backward_kernel(float* dx, float* dgamma, float* dbeta, const float* dy,
+                                const float* x, const float* gamma, std::size_t rows, int D,
+                                float eps) {
+  validate_backward_rows("layer_norm_backward_kernel", dx, dy, x, rows, D);
+  validate_eps(eps);
+  std::vector<double> sums(2 * std::size_t(D));  // [2, D]: Σ dy·x̂, Σ dy
+  kernels::reduce_row_segments(rows, D, sums.size(), sums.data(),
+                               [&](std::size_t r0, std::size_t r1, double* acc) {
+                                 layer_norm_backward_rows(dx, dy, x, gamma, r0, r1, D, eps, acc,
+                                                          acc + D);
+                               });
+  for (int d = 0; d < D; ++d) {
+    if (dgamma) dgamma[d] = float(sums[d]);
+    if (dbeta) dbeta[d] = float(sums[D + d]);
+  }
+}
+
+namespace {
+
+void layer_norm_backward_optimized(const Batch& in, const Params& p, Mode, const State*,
+                                   const std::vector<float>& dy, Grads& out) {
+  validate_affine_norm(in, p);
+  validate_dy(in, dy);
+  run_affine_backward(p, in.x.size(), out, [&](float* dx, float* dg, float* db, const float* g) {
+    layer_norm_backward_kernel(dx, dg, db, dy.data(), in.x.data(), g, in.rows(), in.D,
+                               float(p.eps));
+  });
+}
+
+}  // namespace
+
 LayerEntry layer_norm_entry() {
-  LayerEntry e;
-  e.name = "layer_norm";
-  e.formula = "γ·(x−μ)/√(σ²+ε) + β";
-  e.statistics_over = "one token, all D features";
-  e.params = {.affine = true};
-  e.rows = {{Mode::none,
-             {"feature_shift_invariance", "feature_scale_invariance"},
-             "per-token statistics: a per-feature shift or scale changes each token's μ and σ "
-             "differently"}};
-  e.reference = layer_norm_reference;
-  e.optimized = layer_norm_optimized;
-  e.conditioning = [](const Batch& in, const Params& p, Mode, const State*) {
-    return token_group_conditioning(in, p.eps, 1, true);
-  };
-  return e;
+  return {.name = "layer_norm",
+          .formula = "γ·(x−μ)/√(σ²+ε) + β",
+          .statistics_over = "one token, all D features",
+          .rows = {{Mode::none, {"feature_shift_invariance", "feature_scale_invariance"},
+                    "per-token statistics: a per-feature shift or scale changes each token's μ "
+                    "and σ differently"}},
+          .reference = layer_norm_reference,
+          .optimized = layer_norm_optimized,
+          .conditioning = token_conditioning(true),
+          .backward_reference = layer_norm_backward_reference,
+          .backward_optimized = layer_norm_backward_optimized};
 }
 
 }  // namespace normcheck

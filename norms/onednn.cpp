@@ -96,20 +96,16 @@ void onednn_batch_norm(const Batch& in, const Params& p, Mode mode, State* state
 }  // namespace
 
 LayerEntry onednn_layer_norm_entry() {
-  LayerEntry e = layer_norm_entry();
-  e.name = "onednn_layer_norm";
-  e.formula = "oneDNN layer_normalization_forward (forward_inference, scale and shift)";
-  e.optimized = onednn_layer_norm;
-  e.origin = "external";
-  return e;
+  return implementation_of(layer_norm_entry(), "onednn_layer_norm",
+                           "oneDNN layer_normalization_forward (forward_inference, scale and shift)",
+                           onednn_layer_norm);
 }
 
 LayerEntry onednn_batch_norm_entry() {
-  LayerEntry e = batch_norm_entry();
-  e.name = "onednn_batch_norm";
-  e.formula = "oneDNN batch_normalization_forward (training: batch stats; inference: global stats)";
-  e.optimized = onednn_batch_norm;
-  e.origin = "external";
+  LayerEntry e = implementation_of(
+      batch_norm_entry(), "onednn_batch_norm",
+      "oneDNN batch_normalization_forward (training: batch stats; inference: global stats)",
+      onednn_batch_norm);
   // What the matrix found: oneDNN accumulates the variance in float32, so a batch holding
   // finite values of 1e30 (poison in its padding) overflows σ² to inf, where the double
   // reference (and normcheck's own kernel, which accumulates in double) stays finite.

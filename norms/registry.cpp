@@ -57,11 +57,26 @@ const LayerEntry& register_layer(LayerEntry entry) {
   if (!entry.reference || !entry.optimized || !entry.conditioning)
     throw std::invalid_argument("register_layer: '" + entry.name +
                                 "' needs reference, optimized and conditioning functions");
+  if (bool(entry.backward_reference) != bool(entry.backward_optimized))
+    throw std::invalid_argument("register_layer: '" + entry.name +
+                                "' needs both backward functions (reference and optimized) or neither");
   if (entry.rows.empty())
     throw std::invalid_argument("register_layer: '" + entry.name + "' declares no row profile");
   if (entry.origin == "builtin") entry.origin = "external";
   registry().push_back(std::move(entry));
   return registry().back();
+}
+
+LayerEntry implementation_of(const LayerEntry& base, std::string name, std::string formula,
+                             ForwardFn optimized, std::string origin) {
+  LayerEntry e = base;
+  e.name = std::move(name);
+  e.formula = std::move(formula);
+  e.optimized = std::move(optimized);
+  e.backward_reference = e.backward_optimized = {};
+  e.origin = std::move(origin);
+  e.computes = base.op();
+  return e;
 }
 
 const LayerEntry& layer(const std::string& name) {
@@ -93,11 +108,28 @@ std::string LayerRow::id() const {
   return layer->name + "_" + to_string(mode());
 }
 
-std::string golden_op(const LayerRow& row) { return row.id(); }
+std::string golden_op(const LayerRow& row) {
+  const std::string& op = row.layer->op();
+  return row.mode() == Mode::none ? op : op + "_" + to_string(row.mode());
+}
 
 }  // namespace normcheck
 
 namespace normcheck {
+
+ConditioningFn token_conditioning(bool centered, std::string groups_param) {
+  return [centered, groups_param](const Batch& in, const Params& p, Mode, const State*) {
+    return token_group_conditioning(in, p.eps, groups_param.empty() ? 1 : int(p.get(groups_param)),
+                                    centered);
+  };
+}
+
+const std::set<std::string>& scale_and_shift_invariances() {
+  static const std::set<std::string> all = {"token_scale_invariance", "global_scale_invariance",
+                                            "token_shift_invariance", "feature_shift_invariance",
+                                            "feature_scale_invariance"};
+  return all;
+}
 
 Conditioning token_group_conditioning(const Batch& in, double eps, int groups, bool centered) {
   validate_batch(in);
@@ -107,6 +139,7 @@ Conditioning token_group_conditioning(const Batch& in, double eps, int groups, b
   Conditioning c;
   c.cond.assign(in.x.size(), 0.0);
   c.eps_rel.assign(in.x.size(), 0.0);
+  c.inv_std.assign(in.x.size(), 0.0);
   const int gs = in.D / groups;
   for (int b = 0; b < in.B; ++b)
     for (int t = 0; t < in.lengths[b]; ++t)
@@ -122,9 +155,11 @@ Conditioning token_group_conditioning(const Batch& in, double eps, int groups, b
         sq /= gs;
         const double cond = centered ? std::abs(mean) / std::sqrt(sq + eps) : 0.0;
         const double eps_rel = sq > 0 ? std::min(1.0, eps / (2 * sq)) : 1.0;
+        const double inv_std = 1.0 / std::sqrt(sq + eps);
         for (int i = 0; i < gs; ++i) {
           c.cond[base + i] = cond;
           c.eps_rel[base + i] = eps_rel;
+          c.inv_std[base + i] = inv_std;
         }
       }
   return c;

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "norms/params.hpp"
 #include "norms/tensor.hpp"
 
 namespace normcheck {
@@ -17,36 +18,55 @@ namespace normcheck {
 // `cond` = |mean|/√(var+ε) of the statistics set the element depends on (the tolerance rule's
 // conditioning), `eps_rel` = ε/(2·s²) (capped at 1), a bound on how much ε moves that element
 // relative to its size, for properties that are exact only as ε → 0.
+// `inv_std` (optional: empty when the layer does not say) = 1/√(var+ε) of that set (1/√(ms+ε)
+// for RMS-style sets, the running statistics' in eval): how much the normalization amplifies a
+// change of x, the scale of a gradient's terms (gradient_scale, properties/compare.hpp).
 struct Conditioning {
   std::vector<double> cond;
   std::vector<double> eps_rel;
+  std::vector<double> inv_std = {};
 };
 
 // Forward pass: reads `in`, `p`, and for stateful layers reads (eval) or updates (train) `state`;
 // writes out[B*T*D]. Throws InvalidInput for input the layer rejects.
 using ForwardFn =
     std::function<void(const Batch& in, const Params& p, Mode mode, State* state, Output& out)>;
+// Gradients of a forward call: dx [B*T*D] (widened to double, as Output); dgamma, dbeta [D], or
+// empty when the call has no γ / β (Params::gamma / beta empty).
+struct Grads {
+  Output dx = {};
+  std::vector<double> dgamma = {}, dbeta = {};
+};
+
+// Backward pass of the forward in `mode` at input `in`, for the upstream gradient dy [B*T*D]:
+// writes `out`. Reads `state` (eval: the running statistics) but never updates it. Validates
+// everything the forward validates, and dy's size, throwing InvalidInput before writing anything.
+using BackwardFn = std::function<void(const Batch& in, const Params& p, Mode mode,
+                                      const State* state, const std::vector<float>& dy,
+                                      Grads& out)>;
+
+// The optimized backward of an affine layer: runs a raw float32 kernel
+// kernel(dx, dgamma, dbeta, gamma) over the whole batch — dgamma, dbeta: nullptr when the call
+// has no γ / β (nothing to compute), gamma: nullptr when it has none — and widens into `out`.
+template <class Kernel>
+void run_affine_backward(const Params& p, std::size_t size, Grads& out, Kernel&& kernel) {
+  std::vector<float> dx(size), dgamma(p.gamma.size()), dbeta(p.beta.size());
+  kernel(dx.data(), p.gamma.empty() ? nullptr : dgamma.data(),
+         p.beta.empty() ? nullptr : dbeta.data(), p.gamma.empty() ? nullptr : p.gamma.data());
+  out.dx.assign(dx.begin(), dx.end());
+  out.dgamma.assign(dgamma.begin(), dgamma.end());
+  out.dbeta.assign(dbeta.begin(), dbeta.end());
+}
+
 using ConditioningFn =
     std::function<Conditioning(const Batch& in, const Params& p, Mode mode, const State* state)>;
 
-// A scalar parameter of a layer that the fixed Params fields do not name: the generators draw
-// it on a grid of 9 values in [min, max] (shrinking towards min); golden files give it in
-// "params".
-struct ExtraParam {
-  std::string name;
-  double min = 0, max = 0;
-  std::string meaning;
-};
-
 // Which parameters a layer takes (the generators draw them, golden files provide them).
 struct ParamSpec {
-  bool affine = true;       // per-feature γ
-  bool bias = true;         // per-feature β (with affine)
-  bool scalar_gain = false; // one scalar g (scale_norm), stored in gamma[0]
-  bool groups = false;      // G contiguous feature groups (must divide D)
-  bool alpha = false;       // dyt's α
-  bool momentum = false;    // stateful layers
-  std::vector<ExtraParam> extra = {};
+  bool affine = true;     // per-feature γ
+  bool bias = true;       // per-feature β (with affine)
+  bool momentum = false;  // stateful layers
+  std::vector<ParamDef> named = {};  // the layer's own parameters (norms/params.hpp)
 };
 
 // The expected profile of one row: the properties that must be violated. Every property not
@@ -58,23 +78,35 @@ struct RowProfile {
 };
 
 struct LayerEntry {
-  std::string name;
-  std::string formula;
-  std::string statistics_over;
-  ParamSpec params;
-  std::vector<RowProfile> rows;  // {Mode::none} for stateless layers; {train, eval} otherwise
-  ForwardFn reference;
-  ForwardFn optimized;
-  ConditioningFn conditioning;
+  std::string name = {};
+  std::string formula = {};
+  std::string statistics_over = {};
+  ParamSpec params = {};
+  std::vector<RowProfile> rows = {};  // {Mode::none} for stateless layers; {train, eval} otherwise
+  ForwardFn reference = {};
+  ForwardFn optimized = {};
+  ConditioningFn conditioning = {};
+  // Optional: the backward of `reference` and of `optimized` (both or neither; empty: the layer
+  // has no gradient).
+  BackwardFn backward_reference = {};
+  BackwardFn backward_optimized = {};
   std::string origin = "builtin";  // builtin | external (registered at run time) | mutant
+  // The op this layer computes, for golden files: its own name unless it is another
+  // implementation of a built-in layer (an external library's, a mutant's).
+  std::string computes = {};
+  const std::string& op() const { return computes.empty() ? name : computes; }
   bool stateful() const { return rows.size() > 1 || rows.at(0).mode != Mode::none; }
   const ForwardFn& forward(Impl i) const { return i == Impl::reference ? reference : optimized; }
+  bool has_backward() const { return bool(backward_reference); }
+  const BackwardFn& backward(Impl i) const {
+    return i == Impl::reference ? backward_reference : backward_optimized;
+  }
 };
 
 // A row of the matrix: a layer in one mode.
 struct LayerRow {
-  const LayerEntry* layer;
-  const RowProfile* profile;
+  const LayerEntry* layer = nullptr;
+  const RowProfile* profile = nullptr;
   Mode mode() const { return profile->mode; }
   std::string name() const;  // "layer_norm", "batch_norm [train]"
   std::string id() const;    // "layer_norm", "batch_norm_train"
@@ -87,17 +119,32 @@ const LayerEntry& layer(const std::string& name);  // throws std::invalid_argume
 std::vector<LayerRow> layer_rows();
 std::vector<LayerRow> rows_of(const LayerEntry& l);
 
+// Another implementation of a layer (an external library's kernel, a mutant, a user's own): the
+// base's reference, parameters, conditioning and profile, computing the base's golden op, with
+// its own name, formula and optimized forward, and no backward pass (the base's would not be the
+// backward of this forward; set both backward functions to give it one).
+LayerEntry implementation_of(const LayerEntry& base, std::string name, std::string formula,
+                             ForwardFn optimized, std::string origin = "external");
+
 // Adds a layer at run time (an out-of-tree project's kernel, an external library). Call before
 // the matrix or the tests are enumerated. Throws std::invalid_argument for a duplicate name, a
 // missing forward function or an empty profile list.
 const LayerEntry& register_layer(LayerEntry entry);
 
-// The golden-file op name of a row ("layer_norm", "batch_norm_train", "batch_norm_eval").
+// The golden-file op name of a row: the op its layer computes, with the mode ("layer_norm",
+// "batch_norm_train", "batch_norm_eval"; onednn_layer_norm: "layer_norm").
 std::string golden_op(const LayerRow& row);
 
 // Conditioning of token-wise layers: statistics over G contiguous feature groups of each valid
 // token (G = 1: the whole token). `centered` = false for RMS-style layers (no mean subtracted).
 Conditioning token_group_conditioning(const Batch& in, double eps, int groups, bool centered);
+// The same as a layer's ConditioningFn: over whole tokens, or over the groups its named parameter
+// `groups_param` says.
+ConditioningFn token_conditioning(bool centered, std::string groups_param = {});
+
+// The five scale and shift invariances (token and global scale, token shift, feature shift and
+// scale): what a map that normalizes nothing, or a fixed one, keeps none of.
+const std::set<std::string>& scale_and_shift_invariances();
 
 // Conditioning of layers without statistics (elementwise): all zero.
 Conditioning no_statistics(const Batch& in, const Params& p, Mode mode, const State* state);

@@ -1,4 +1,5 @@
-// scale_norm: y = g·x/max(‖x‖₂, ε) with one scalar gain g (stored in gamma[0]), per token.
+// scale_norm: y = g·x/max(‖x‖₂, ε) with one scalar gain g (the named parameter "gain"), per
+// token.
 #include <cmath>
 #include <string>
 
@@ -8,22 +9,23 @@
 namespace normcheck {
 namespace {
 
-void check_inputs(const Batch& in, const Params& p) {
+void check_scale_norm_inputs(const Batch& in, const Params& p) {
   validate_batch(in);
   validate_eps(p.eps);
-  if (p.gamma.size() > 1)
-    throw InvalidInput("scale_norm: gamma has " + std::to_string(p.gamma.size()) + " values, expected 1 (the scalar gain g); got " +
-                       std::to_string(p.gamma.size()) + " values");
-  if (!p.beta.empty()) throw InvalidInput("scale_norm has no beta");
+  if (!p.gamma.empty() || !p.beta.empty())
+    throw InvalidInput("scale_norm has no per-feature gamma or beta (its scalar gain is the "
+                       "parameter 'gain'); got " + std::to_string(p.gamma.size()) + " gamma and " +
+                       std::to_string(p.beta.size()) + " beta values");
+  validate_finite(p, "scale_norm", "gain");
 }
 
 // ---------------------------------------------------------------------------------------------
 // reference: double
 
 void scale_norm_reference(const Batch& in, const Params& p, Mode, State*, Output& out) {
-  check_inputs(in, p);
+  check_scale_norm_inputs(in, p);
   const int D = in.D;
-  const double g = p.gamma.empty() ? 1.0 : p.gamma[0];
+  const double g = p.get("gain");
   out.assign(in.x.size(), 0.0);
   for (std::size_t r = 0; r < in.rows(); ++r) {
     const float* x = &in.x[r * D];  // [D]
@@ -56,9 +58,9 @@ void scale_norm_kernel(float* out, const float* x, float g, std::size_t rows, in
 }
 
 void scale_norm_optimized(const Batch& in, const Params& p, Mode, State*, Output& out) {
-  check_inputs(in, p);
+  check_scale_norm_inputs(in, p);
   std::vector<float> y(in.x.size());
-  scale_norm_kernel(y.data(), in.x.data(), p.gamma.empty() ? 1.0f : p.gamma[0], in.rows(), in.D,
+  scale_norm_kernel(y.data(), in.x.data(), float(p.get("gain")), in.rows(), in.D,
                     float(p.eps));
   out.assign(y.begin(), y.end());
 }
@@ -81,18 +83,15 @@ Conditioning scale_norm_conditioning(const Batch& in, const Params& p, Mode, con
 }  // namespace
 
 LayerEntry scale_norm_entry() {
-  LayerEntry e;
-  e.name = "scale_norm";
-  e.formula = "g·x/max(‖x‖₂, ε), scalar g";
-  e.statistics_over = "one token";
-  e.params = {.affine = false, .bias = false, .scalar_gain = true};
-  e.rows = {{Mode::none,
-             {"token_shift_invariance", "feature_shift_invariance", "feature_scale_invariance"},
-             "projection on the sphere: no re-centring, one norm per token"}};
-  e.reference = scale_norm_reference;
-  e.optimized = scale_norm_optimized;
-  e.conditioning = scale_norm_conditioning;
-  return e;
+  ParamDef gain = gain_param("gain", "the scalar gain g");
+  gain.golden_field = "gamma[0]";  // the golden format stores g as a one-element gamma
+  return {.name = "scale_norm", .formula = "g·x/max(‖x‖₂, ε), scalar g", .statistics_over = "one token",
+          .params = {.affine = false, .bias = false, .named = {gain}},
+          .rows = {{Mode::none,
+                    {"token_shift_invariance", "feature_shift_invariance", "feature_scale_invariance"},
+                    "projection on the sphere: no re-centring, one norm per token"}},
+          .reference = scale_norm_reference, .optimized = scale_norm_optimized,
+          .conditioning = scale_norm_conditioning};
 }
 
 }  // namespace normcheck

@@ -9,12 +9,8 @@
 namespace normcheck {
 
 const char* to_string(Mode m) {
-  switch (m) {
-    case Mode::none: return "none";
-    case Mode::train: return "train";
-    case Mode::eval: return "eval";
-  }
-  return "?";
+  static constexpr const char* names[] = {"none", "train", "eval"};
+  return names[int(m)];
 }
 
 const char* to_string(Impl i) { return i == Impl::reference ? "reference" : "optimized"; }
@@ -30,6 +26,12 @@ Impl impl_from_string(const std::string& s) {
   if (s == "reference") return Impl::reference;
   if (s == "optimized") return Impl::optimized;
   throw std::invalid_argument("implementation must be reference or optimized, got '" + s + "'");
+}
+
+double Params::get(const std::string& name) const {
+  const auto it = named.find(name);
+  if (it == named.end()) throw InvalidInput("parameter '" + name + "' is not set");
+  return it->second;
 }
 
 int Batch::valid_tokens() const {
@@ -70,6 +72,12 @@ void validate_batch(const Batch& in) {
                        std::to_string(in.rows() * in.D));
 }
 
+void validate_dy(const Batch& in, const std::vector<float>& dy) {
+  if (dy.size() != in.rows() * std::size_t(in.D))
+    throw InvalidInput("dy has " + std::to_string(dy.size()) + " values, expected B*T*D = " +
+                       std::to_string(in.rows() * std::size_t(in.D)));
+}
+
 void validate_rows(const char* kernel, const float* out, const float* x, std::size_t rows, int D) {
   if (D <= 0) throw InvalidInput(std::string(kernel) + ": D must be positive, got D = " + std::to_string(D));
   if (rows > SIZE_MAX / std::size_t(D))
@@ -77,6 +85,14 @@ void validate_rows(const char* kernel, const float* out, const float* x, std::si
                        std::to_string(D) + " overflows");
   if (rows > 0 && (!out || !x))
     throw InvalidInput(std::string(kernel) + ": " + (!out ? "out" : "x") + " is null");
+}
+
+void validate_backward_rows(const char* kernel, const float* dx, const float* dy, const float* x,
+                            std::size_t rows, int D) {
+  static const float any = 0;  // D and the size as validate_rows checks them; the pointers by name
+  validate_rows(kernel, &any, &any, rows, D);
+  if (rows > 0 && (!dx || !dy || !x))
+    throw InvalidInput(std::string(kernel) + ": " + (!dx ? "dx" : !dy ? "dy" : "x") + " is null");
 }
 
 void validate_affine(const Params& p, int D) {
@@ -102,6 +118,12 @@ void validate_eps(double eps) {
     throw InvalidInput("eps must be positive, finite and a normal float32 value (in [" +
                        format_value(FLT_MIN) + ", " + format_value(FLT_MAX) + "]), got eps = " +
                        format_value(eps));
+}
+
+void validate_finite(const Params& p, const std::string& layer, const std::string& name) {
+  const double v = p.get(name);
+  if (!std::isfinite(v))
+    throw InvalidInput(layer + ": " + name + " must be finite, got " + name + " = " + format_value(v));
 }
 
 void validate_momentum(double m) {

@@ -44,18 +44,15 @@ struct Batch {
 };
 
 struct Params {
-  std::vector<float> gamma;  // [D], or empty for "no affine"; scale_norm: [1], the gain g
-  std::vector<float> beta;   // [D], or empty
+  std::vector<float> gamma;  // [D] per-feature scale, or empty for "no affine"
+  std::vector<float> beta;   // [D] per-feature shift, or empty
   double eps = 1e-5;
   double momentum = 0.1;  // stateful layers: new = (1 - momentum) * old + momentum * batch
-  int groups = 1;         // group_norm
-  double alpha = 0.5;     // dyt
-  // parameters of layers added later (declared in their ParamSpec::extra), by name
-  std::map<std::string, double> extra;
-  double get(const std::string& name, double fallback) const {
-    auto it = extra.find(name);
-    return it == extra.end() ? fallback : it->second;
-  }
+  // The layer's own parameters by name, as its ParamSpec::named declares them (groups, alpha,
+  // gain, rmax, ...).
+  std::map<std::string, double> named;
+  // The value of a named parameter; throws InvalidInput naming it when it is not set.
+  double get(const std::string& name) const;
 };
 
 // Running statistics of a stateful layer. Held in double so the reference is exact; the
@@ -76,6 +73,9 @@ void validate_affine(const Params& p, int D);
 void validate_eps(double eps);         // a normal, finite float32 value (the kernels add it in float)
 void validate_state(const State& s, int D, const char* layer);
 void validate_momentum(double m);      // in [0, 1]; NaN is rejected
+void validate_dy(const Batch& in, const std::vector<float>& dy);  // a backward's dy: B·T·D values
+// A named parameter (Params::named) that must be set and finite.
+void validate_finite(const Params& p, const std::string& layer, const std::string& name);
 // The checks of a per-token affine norm (layer_norm, rms_norm, group_norm, instance_norm):
 // validate_batch, validate_affine and validate_eps.
 void validate_affine_norm(const Batch& in, const Params& p);
@@ -94,6 +94,11 @@ void run_affine_kernel(const Batch& in, const Params& p, Output& out, Kernel&& k
 // The raw kernels' checks (kernels_api.hpp): D ≥ 1, rows·D values addressable, and `out`, `x`
 // not null when there is a row to compute.
 void validate_rows(const char* kernel, const float* out, const float* x, std::size_t rows, int D);
+
+// The backward raw kernels' checks: D ≥ 1, rows·D values addressable, and dx, dy, x not null
+// when there is a row to compute.
+void validate_backward_rows(const char* kernel, const float* dx, const float* dy, const float* x,
+                            std::size_t rows, int D);
 
 // A double as the shortest text that reads back as the same value (for messages).
 std::string format_value(double v);

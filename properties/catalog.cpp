@@ -3,47 +3,160 @@
 #include <algorithm>
 #include <stdexcept>
 
-#include "attention/cells.hpp"
+#include "properties/families.hpp"
 
 namespace normcheck {
 
-std::vector<Cell> all_cells() {
-  std::vector<Cell> cells = norm_cells();
-  for (auto& c : attention_cells()) cells.push_back(std::move(c));
-  for (auto& c : block_cells()) cells.push_back(std::move(c));
-  return cells;
+const std::vector<Property>& properties() {
+  static const std::vector<Property> all = [] {
+    std::vector<Property> p;
+    for (auto family : {norm_properties, attention_properties, block_properties})
+      for (auto& prop : family()) p.push_back(std::move(prop));
+    return p;
+  }();
+  return all;
 }
 
-std::vector<PropertyInfo> all_properties() {
+const Property& property(Family family, const std::string& id) {
+  for (const auto& p : properties())
+    if (p.family == family && p.id() == id) return p;
+  throw std::invalid_argument(std::string("unknown ") + to_string(family) + " property '" + id + "'");
+}
+
+std::vector<PropertyInfo> columns() {
   std::vector<PropertyInfo> out;
-  for (const auto& p : properties()) out.push_back(p.info());
-  // attention properties that share an id with a norm property share its column
-  auto add_new = [&](const std::vector<PropertyInfo>& more) {
-    for (const auto& p : more)
-      if (std::none_of(out.begin(), out.end(), [&](const PropertyInfo& q) { return q.id == p.id; }))
-        out.push_back(p);
-  };
-  add_new(attention_properties());
-  add_new(block_properties());
+  for (const auto& p : properties())
+    if (std::none_of(out.begin(), out.end(), [&](const PropertyInfo& q) { return q.id == p.id(); }))
+      out.push_back(p.info);
   return out;
 }
 
-const PropertyInfo& property_info(const std::string& id) {
-  static const std::vector<PropertyInfo> all = all_properties();
+const PropertyInfo& column(const std::string& id) {
+  static const std::vector<PropertyInfo> all = columns();
   for (const auto& p : all)
     if (p.id == id) return p;
   throw std::invalid_argument("unknown property '" + id + "'");
 }
 
+// ---------------------------------------------------------------------------------------------
+// rows
+
+std::vector<Row> norm_rows(const LayerEntry& layer) {
+  std::vector<Row> rows;
+  for (const LayerRow& r : rows_of(layer))
+    rows.push_back({.info = {.family = Family::norm,
+                             .id = r.id(),
+                             .name = r.name(),
+                             .layer = layer.name,
+                             .mode = r.mode(),
+                             .origin = layer.origin},
+                    .violated = r.profile->violated,
+                    .why = r.profile->why,
+                    .norm = r});
+  return rows;
+}
+
+namespace {
+
+// A block property on a norm row, from its Derivation (model.hpp): eval rows run the block by
+// decoding, where no batch, padding or future token reaches the norm, so what a norm breaks
+// there cannot show; teacher-forced rows break it exactly when the norm breaks one of `from`.
+bool block_violates(const LayerRow& norm, Placement placement, const Property& p) {
+  if (norm.mode() == Mode::eval) return false;
+  if (p.derived.pre_ln_only && placement != Placement::pre) return false;
+  return std::any_of(p.derived.from.begin(), p.derived.from.end(),
+                     [&](const std::string& id) { return norm.profile->violated.count(id) > 0; });
+}
+
+}  // namespace
+
+std::vector<Row> block_rows(const LayerEntry& layer) {
+  std::vector<Row> rows;
+  for (const LayerRow& r : rows_of(layer))
+    for (Placement placement : {Placement::pre, Placement::post}) {
+      Row row{.info = {.family = Family::block,
+                       .id = std::string("block_") + to_string(placement) + "_" + r.id(),
+                       .name = r.name() + " [" + to_string(placement) + "-LN block]",
+                       .layer = layer.name,
+                       .mode = r.mode(),
+                       .placement = to_string(placement),
+                       .origin = layer.origin},
+              .norm = r,
+              .placement = placement};
+      for (const auto& p : properties())
+        if (p.family == Family::block && block_violates(r, placement, p)) row.violated.insert(p.id());
+      row.why = row.violated.empty() ? "" : "inherited from the norm: " + r.profile->why;
+      rows.push_back(std::move(row));
+    }
+  return rows;
+}
+
+Row attention_row(const AttentionEntry& entry) {
+  return {.info = {.family = Family::attention,
+                   .id = entry.name,
+                   .name = entry.name,
+                   .layer = entry.name,
+                   .origin = entry.origin},
+          .violated = entry.violated,
+          .why = entry.why,
+          .attention = &entry};
+}
+
+std::vector<Row> all_rows() {
+  std::vector<Row> rows;
+  for (const auto& l : layers())
+    for (auto& r : norm_rows(l)) rows.push_back(std::move(r));
+  for (const auto& e : attention_entries()) rows.push_back(attention_row(e));
+  for (const auto& l : layers())
+    for (auto& r : block_rows(l)) rows.push_back(std::move(r));
+  return rows;
+}
+
+// ---------------------------------------------------------------------------------------------
+// cells
+
+std::vector<Cell> cells_of(const std::vector<Row>& rows) {
+  std::vector<Cell> cells;
+  for (const auto& row : rows)
+    for (Impl impl : {Impl::reference, Impl::optimized})
+      for (const auto& p : properties()) {
+        if (p.family != row.info.family) continue;
+        cells.push_back({.info = {.row = row.info,
+                                  .impl = impl,
+                                  .prop = p.info,
+                                  .expected = expected(row, impl, p)},
+                         .row = row,
+                         .property = &p});
+      }
+  return cells;
+}
+
+std::vector<Cell> all_cells() { return cells_of(all_rows()); }
+
+std::vector<Cell> norm_cells(const std::vector<const LayerEntry*>& layer_list) {
+  std::vector<Row> rows;
+  for (const LayerEntry* l : layer_list)
+    for (auto& r : norm_rows(*l)) rows.push_back(std::move(r));
+  return cells_of(rows);
+}
+
+// ---------------------------------------------------------------------------------------------
+// golden ops
+
 const std::map<std::string, GoldenFn>& golden_ops() {
   static const std::map<std::string, GoldenFn> ops = [] {
     std::map<std::string, GoldenFn> m;
     for (const auto& row : layer_rows())
-      m[golden_op(row)] = [row](const nlohmann::json& c, Impl impl) {
+      m.emplace(golden_op(row), [row](const nlohmann::json& c, Impl impl) {
         return check_norm_golden_case(c, impl, row);
-      };
-    m["sdpa"] = check_sdpa_golden_case;
-    m["mha"] = check_mha_golden_case;
+      });
+    for (const auto& e : attention_entries()) {
+      const AttentionEntry* entry = &e;
+      m.emplace(e.golden_op(), [entry](const nlohmann::json& c, Impl impl) {
+        return entry->op == AttentionOp::sdpa ? check_sdpa_golden_case(c, impl, *entry)
+                                              : check_mha_golden_case(c, impl, *entry);
+      });
+    }
     return m;
   }();
   return ops;

@@ -1,5 +1,6 @@
-// The whole catalogue in one place: every cell of the matrix (norm rows, attention ops, blocks)
-// and every golden op, joined from the registries. Tests, the CLI and the reports read this.
+// The whole catalogue in one place: every property of every family, every row of every registry
+// (norm layers, attention entries, norm rows inside blocks), the cells they make, and every
+// golden op. Tests, the CLI and the reports read this and nothing else.
 #pragma once
 
 #include <functional>
@@ -12,14 +13,31 @@
 
 namespace normcheck {
 
-std::vector<Cell> all_cells();
+// Every property, families in matrix order (norm, attention, block).
+const std::vector<Property>& properties();
+const Property& property(Family family, const std::string& id);  // throws std::invalid_argument
+// The matrix columns, in order: one per property id (attention properties that share an id
+// with a norm property share its column).
+std::vector<PropertyInfo> columns();
+const PropertyInfo& column(const std::string& id);  // throws std::invalid_argument
 
-// Every property that has a column, in matrix order.
-std::vector<PropertyInfo> all_properties();
-const PropertyInfo& property_info(const std::string& id);  // throws std::invalid_argument
+// Rows. A norm entry gives one row per mode; each of those rows sits in a Pre-LN and a Post-LN
+// block row, whose profile is derived from it.
+std::vector<Row> norm_rows(const LayerEntry& layer);
+std::vector<Row> block_rows(const LayerEntry& layer);
+Row attention_row(const AttentionEntry& entry);
+// Every registered row: norm rows, attention rows, block rows (registry order).
+std::vector<Row> all_rows();
+
+// Cells: each row × implementation (reference, optimized) × every property of its family,
+// not-applicable ones included.
+std::vector<Cell> cells_of(const std::vector<Row>& rows);
+std::vector<Cell> all_cells();
+// The norm cells of the given layers (an out-of-tree project's own kernels).
+std::vector<Cell> norm_cells(const std::vector<const LayerEntry*>& layers);
 
 using GoldenFn = std::function<GoldenOutcome(const nlohmann::json& c, Impl impl)>;
-// op name → checker: one per layer row, plus the attention ops.
+// op name → checker: one per norm row's op, plus the attention ops.
 const std::map<std::string, GoldenFn>& golden_ops();
 bool golden_op_known(const std::string& op);
 // Checks a case of any op; never throws. An unknown op comes back with known = false, a

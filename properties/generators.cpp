@@ -10,24 +10,14 @@ using rc::gen::inRange;
 using rc::gen::weightedElement;
 
 const char* to_string(Regime r) {
-  switch (r) {
-    case Regime::normal: return "normal";
-    case Regime::large_offset: return "large_offset";
-    case Regime::tiny_variance: return "tiny_variance";
-    case Regime::constant_rows: return "constant_rows";
-    case Regime::dense: return "dense";
-  }
-  return "?";
+  static constexpr const char* names[] = {"normal", "large_offset", "tiny_variance", "constant_rows",
+                                          "dense"};
+  return names[int(r)];
 }
 
 const char* to_string(Poison p) {
-  switch (p) {
-    case Poison::zero: return "0";
-    case Poison::huge: return "1e30";
-    case Poison::neg_inf: return "-inf";
-    case Poison::nan: return "NaN";
-  }
-  return "?";
+  static constexpr const char* names[] = {"0", "1e30", "-inf", "NaN"};
+  return names[int(p)];
 }
 
 float poison_value(Poison p) {
@@ -119,6 +109,13 @@ std::vector<float> token(Regime r, int D) {
   return v;
 }
 
+void replace_after(Batch& x, int b, int s) {
+  for (int t = s + 1; t < x.lengths[b]; ++t) {
+    const auto v = token(Regime::normal, x.D);
+    std::copy(v.begin(), v.end(), &x.at(b, t, 0));
+  }
+}
+
 void fill_padding(Batch& x, Poison p) {
   const float v = poison_value(p);
   for (int b = 0; b < x.B; ++b)
@@ -152,20 +149,10 @@ Params params(const LayerEntry& layer, int D) {
     if (spec.bias)
       for (int k : ints(D, 8)) p.beta.push_back(float(k) / 8.0f);  // [-1, 1], shrinks to 0
   }
-  if (spec.scalar_gain) p.gamma = {float(8 + *centered(4)) / 8.0f};
   p.eps = *element(1e-5, 1e-6);
   if (spec.momentum) p.momentum = *element(0.1, 0.5, 1.0);
-  if (spec.alpha) p.alpha = float(*inRange(1, 17)) / 8.0f;
-  for (const auto& e : spec.extra)
-    p.extra[e.name] = e.min + (e.max - e.min) * double(*inRange(0, 9)) / 8.0;
-  if (spec.groups) {
-    // a divisor of D; groups of at least two features when D allows it (G = D is LN on
-    // single features, which is the constant β)
-    std::vector<int> divisors;
-    for (int g = 1; g <= D; ++g)
-      if (D % g == 0 && (D / g >= 2 || D == 1)) divisors.push_back(g);
-    p.groups = *rc::gen::elementOf(divisors);
-  }
+  const PickInt pick = [](int lo, int hi) { return *inRange(lo, hi + 1); };
+  for (const auto& def : spec.named) p.named[def.name] = def.draw(D, pick);
   return p;
 }
 

@@ -34,6 +34,8 @@ std::vector<float> token(Regime r, int D);
 Batch batch(const Shape& s, Regime r, Poison p, int min_len = 1);
 Batch batch(const Shape& s, Regime r, Poison p, const std::vector<int>& lengths);
 void fill_padding(Batch& x, Poison p);
+// Replaces the valid tokens after position s of sequence b with fresh ones (causality).
+void replace_after(Batch& x, int b, int s);
 
 Params params(const LayerEntry& layer, int D);
 State state(int D);

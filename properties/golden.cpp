@@ -1,5 +1,6 @@
 #include "properties/golden.hpp"
 
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstdlib>
@@ -97,19 +98,54 @@ void compare(GoldenOutcome& o, const std::string& field, const std::vector<doubl
   }
 }
 
+std::string position(std::size_t i, const std::vector<int>& dims) {
+  std::string s;
+  for (int k = int(dims.size()) - 1; k >= 0; --k) {
+    s = std::to_string(i % std::size_t(dims[k])) + (s.empty() ? "" : "," + s);
+    i /= std::size_t(dims[k]);
+  }
+  return "[" + s + "]";
+}
+
+GoldenOutcome run_case(const json& c, Impl impl, const std::function<void(GoldenOutcome& o)>& body) {
+  GoldenOutcome o;
+  o.impl = impl;
+  try {
+    if (!c.is_object()) throw InvalidInput("a case must be a JSON object");
+    if (!c.contains("id")) throw InvalidInput(field_error("id", "missing"));
+    if (!c["id"].is_string()) throw InvalidInput(field_error("id", "must be a string"));
+    o.id = c["id"].get<std::string>();
+    if (!c.contains("op") || !c["op"].is_string())
+      throw InvalidInput(field_error("op", "missing or not a string"));
+    o.op = c["op"].get<std::string>();
+    body(o);
+    o.passed = o.error.empty();
+  } catch (const InvalidInput& e) {
+    o.passed = false;
+    o.malformed = true;
+    o.error = e.what();
+  } catch (const json::exception& e) {
+    o.passed = false;
+    o.malformed = true;
+    o.error = std::string("malformed case: ") + e.what();
+  }
+  return o;
+}
+
+void run_kernel(const std::string& op, const std::function<void()>& kernel) {
+  try {
+    kernel();
+  } catch (const InvalidInput& e) {
+    throw InvalidInput(op + " rejects the input: " + e.what());
+  }
+}
+
 }  // namespace golden
 
 namespace {
 
 using golden::numbers;
 using golden::whole_number;
-
-const LayerRow* row_for_op(const std::string& op) {
-  static const auto rows = layer_rows();
-  for (const auto& r : rows)
-    if (golden_op(r) == op) return &r;
-  return nullptr;
-}
 
 // params.<name>: absent (or no params) gives the fallback; otherwise a number.
 double param(const json& c, const std::string& name, double fallback) {
@@ -123,7 +159,84 @@ double param(const json& c, const std::string& name, double fallback) {
 
 }  // namespace
 
-bool norm_golden_op(const std::string& op) { return row_for_op(op) != nullptr; }
+namespace golden {
+
+Batch batch(const json& c) {
+  if (!c.contains("shape")) throw InvalidInput(field_error("shape", "missing"));
+  const json& shape = c["shape"];
+  if (!shape.is_array() || shape.size() != 3)
+    throw InvalidInput(field_error("shape", "must be an array [B, T, D]"));
+  const long long B = whole_number(shape[0], "shape[0]", 1, 1e6);
+  const long long T = whole_number(shape[1], "shape[1]", 1, 1e6);
+  const long long D = whole_number(shape[2], "shape[2]", 1, 1e6);
+  const std::size_t n = std::size_t(B) * std::size_t(T) * std::size_t(D);  // < 2^60
+  if (n > kMaxValues)
+    throw InvalidInput(field_error("shape", "[" + std::to_string(B) + ", " + std::to_string(T) +
+                                                ", " + std::to_string(D) + "] declares " +
+                                                std::to_string(n) + " values, more than the limit " +
+                                                std::to_string(kMaxValues)));
+  if (!c.contains("lengths")) throw InvalidInput(field_error("lengths", "missing"));
+  const json& l = c["lengths"];
+  if (!l.is_array() || l.size() != std::size_t(B))
+    throw InvalidInput(field_error("lengths", "must be an array of B = " + std::to_string(B) +
+                                                  " whole numbers"));
+  std::vector<int> lengths(B);
+  for (long long b = 0; b < B; ++b)
+    lengths[b] = int(whole_number(l[b], "lengths[" + std::to_string(b) + "]", 0, double(T)));
+  auto x = float32s(c, "x", n);  // the size is checked before anything is allocated
+  Batch in = Batch(int(B), int(T), int(D));
+  in.lengths = lengths;
+  in.x = std::move(x);
+  return in;
+}
+
+Params params(const json& c, const LayerEntry& layer, int D) {
+  Params p;
+  const auto& spec = layer.params;
+  // a parameter stored in gamma[0] (scale_norm's gain) makes gamma a one-element field
+  bool gain_in_gamma = false;
+  for (const auto& def : spec.named) gain_in_gamma |= def.golden_field == "gamma[0]";
+  if (c.contains("gamma") && !c["gamma"].is_null()) {
+    const auto gamma = float32s(c, "gamma", gain_in_gamma ? 1 : std::size_t(D));
+    if (!gain_in_gamma) p.gamma = gamma;
+  }
+  if (c.contains("beta") && !c["beta"].is_null()) p.beta = float32s(c, "beta", D);
+  // every parameter a case gives must be one the layer takes: a misnamed or misplaced one would
+  // otherwise be ignored and the case checked with a default
+  if (c.contains("params") && c["params"].is_object())
+    for (auto it = c["params"].begin(); it != c["params"].end(); ++it) {
+      const std::string& k = it.key();
+      const bool known = k == "eps" || (k == "momentum" && spec.momentum) ||
+                         std::any_of(spec.named.begin(), spec.named.end(),
+                                     [&](const ParamDef& d) { return d.name == k && d.golden_field.empty(); });
+      if (!known)
+        throw InvalidInput(field_error("params." + k, layer.op() + " takes no parameter '" + k + "'"));
+    }
+  p.eps = param(c, "eps", p.eps);
+  p.momentum = param(c, "momentum", p.momentum);
+  for (const auto& def : spec.named) {
+    double v = def.fallback;
+    if (def.golden_field == "gamma[0]") {
+      if (c.contains("gamma") && !c["gamma"].is_null()) v = float32s(c, "gamma", 1)[0];
+    } else if (def.whole && c.contains("params") && c["params"].is_object() &&
+               c["params"].contains(def.name)) {
+      v = double(whole_number(c["params"][def.name], "params." + def.name, 1, 1e6));
+    } else {
+      v = param(c, def.name, def.fallback);
+    }
+    p.named[def.name] = v;
+  }
+  return p;
+}
+
+bool valid_only(const json& c) {
+  if (!c.contains("valid_only")) return false;
+  if (!c["valid_only"].is_boolean())
+    throw InvalidInput(field_error("valid_only", "must be true or false"));
+  return c["valid_only"].get<bool>();
+}
+
+}  // namespace golden
 
 // The source tree's copy when it is there (a build tree), else the installed one.
 std::string default_golden_path() {
@@ -164,43 +277,10 @@ struct NormCase {
 
 NormCase read_norm_case(const json& c, const LayerRow& row) {
   NormCase nc;
-  if (!c.contains("shape")) throw InvalidInput(field_error("shape", "missing"));
-  const json& shape = c["shape"];
-  if (!shape.is_array() || shape.size() != 3)
-    throw InvalidInput(field_error("shape", "must be an array [B, T, D]"));
-  const long long B = whole_number(shape[0], "shape[0]", 1, 1e6);
-  const long long T = whole_number(shape[1], "shape[1]", 1, 1e6);
-  const long long D = whole_number(shape[2], "shape[2]", 1, 1e6);
-  const std::size_t n = std::size_t(B) * std::size_t(T) * std::size_t(D);  // < 2^60
-  if (n > golden::kMaxValues)
-    throw InvalidInput(field_error("shape", "[" + std::to_string(B) + ", " + std::to_string(T) +
-                                                ", " + std::to_string(D) + "] declares " +
-                                                std::to_string(n) + " values, more than the limit " +
-                                                std::to_string(golden::kMaxValues)));
-  if (!c.contains("lengths")) throw InvalidInput(field_error("lengths", "missing"));
-  const json& l = c["lengths"];
-  if (!l.is_array() || l.size() != std::size_t(B))
-    throw InvalidInput(field_error("lengths", "must be an array of B = " + std::to_string(B) +
-                                                  " whole numbers"));
-  std::vector<int> lengths(B);
-  for (long long b = 0; b < B; ++b)
-    lengths[b] = int(whole_number(l[b], "lengths[" + std::to_string(b) + "]", 0, double(T)));
-  auto x = golden::float32s(c, "x", n);  // the size is checked before anything is allocated
-  nc.y = numbers(c, "y", n);
-  nc.x = Batch(int(B), int(T), int(D));
-  nc.x.lengths = lengths;
-  nc.x.x = std::move(x);
-
-  const auto& spec = row.layer->params;
-  if (c.contains("gamma") && !c["gamma"].is_null())
-    nc.p.gamma = golden::float32s(c, "gamma", spec.scalar_gain ? 1 : std::size_t(D));
-  if (c.contains("beta") && !c["beta"].is_null()) nc.p.beta = golden::float32s(c, "beta", D);
-  nc.p.eps = param(c, "eps", nc.p.eps);
-  nc.p.momentum = param(c, "momentum", nc.p.momentum);
-  nc.p.alpha = param(c, "alpha", nc.p.alpha);
-  for (const auto& e : row.layer->params.extra) nc.p.extra[e.name] = param(c, e.name, e.min);
-  if (c.contains("params") && c["params"].is_object() && c["params"].contains("groups"))
-    nc.p.groups = int(whole_number(c["params"]["groups"], "params.groups", 1, 1e6));
+  nc.x = golden::batch(c);
+  nc.y = numbers(c, "y", nc.x.x.size());
+  nc.p = golden::params(c, *row.layer, nc.x.D);
+  const int D = nc.x.D;
   if (row.layer->stateful()) {
     nc.state.running_mean = numbers(c, "running_mean", D);
     nc.state.running_var = numbers(c, "running_var", D);
@@ -209,80 +289,31 @@ NormCase read_norm_case(const json& c, const LayerRow& row) {
     nc.new_mean = numbers(c, "new_running_mean", D);
     nc.new_var = numbers(c, "new_running_var", D);
   }
-  if (c.contains("valid_only")) {
-    if (!c["valid_only"].is_boolean())
-      throw InvalidInput(field_error("valid_only", "must be true or false"));
-    nc.valid_only = c["valid_only"].get<bool>();
-  }
+  nc.valid_only = golden::valid_only(c);
   return nc;
 }
 
 }  // namespace
 
-GoldenOutcome check_norm_golden_case(const json& c, Impl impl) {
-  const std::string op = c.is_object() && c.contains("op") && c["op"].is_string()
-                             ? c["op"].get<std::string>()
-                             : std::string();
-  const LayerRow* row = row_for_op(op);
-  if (!row) {
-    GoldenOutcome o;
-    o.impl = impl;
-    o.op = op;
-    o.id = c.is_object() && c.contains("id") && c["id"].is_string() ? c["id"].get<std::string>() : "<no id>";
-    o.known = false;
-    o.error = op.empty() ? "field 'op': missing or not a string" : "unknown op '" + op + "'";
-    return o;
-  }
-  return check_norm_golden_case(c, impl, *row);
-}
-
-GoldenOutcome check_norm_golden_case(const json& c, Impl impl, const LayerRow& row_ref) {
-  GoldenOutcome o;
-  o.impl = impl;
-  const LayerRow* row = &row_ref;
-  try {
-    if (!c.is_object()) throw InvalidInput("a case must be a JSON object");
-    if (!c.contains("id")) throw InvalidInput(field_error("id", "missing"));
-    if (!c["id"].is_string()) throw InvalidInput(field_error("id", "must be a string"));
-    o.id = c["id"].get<std::string>();
-    if (!c.contains("op") || !c["op"].is_string())
-      throw InvalidInput(field_error("op", "missing or not a string"));
-    o.op = c["op"].get<std::string>();
-    NormCase nc = read_norm_case(c, *row);
+GoldenOutcome check_norm_golden_case(const json& c, Impl impl, const LayerRow& row) {
+  return golden::run_case(c, impl, [&](GoldenOutcome& o) {
+    NormCase nc = read_norm_case(c, row);
     const auto tol = golden::tolerance(c, impl);
     Output out;
-    try {
-      row->layer->forward(impl)(nc.x, nc.p, row->mode(), &nc.state, out);
-    } catch (const InvalidInput& e) {
-      throw InvalidInput(o.op + " rejects the input: " + e.what());
-    }
-
+    golden::run_kernel(o.op, [&] { row.layer->forward(impl)(nc.x, nc.p, row.mode(), &nc.state, out); });
     const Batch& x = nc.x;
     const int T = x.T, D = x.D;
     golden::compare(
         o, "y", out, nc.y, tol,
         [&](std::size_t i) { return !nc.valid_only || x.valid(int(i / D / T), int(i / D % T)); },
-        [&](std::size_t i) {
-          return std::string("[") + std::to_string(i / D / T) + "," + std::to_string(i / D % T) +
-                 "," + std::to_string(i % D) + "]";
-        });
-    if (row->mode() == Mode::train) {
+        [&](std::size_t i) { return golden::position(i, {x.B, T, D}); });
+    if (row.mode() == Mode::train) {
       const auto all = [](std::size_t) { return true; };
       const auto at = [](std::size_t i) { return std::string("[") + std::to_string(i) + "]"; };
       golden::compare(o, "new_running_mean", nc.state.running_mean, nc.new_mean, tol, all, at);
       golden::compare(o, "new_running_var", nc.state.running_var, nc.new_var, tol, all, at);
     }
-    o.passed = o.error.empty();
-  } catch (const InvalidInput& e) {
-    o.passed = false;
-    o.malformed = true;
-    o.error = e.what();
-  } catch (const json::exception& e) {
-    o.passed = false;
-    o.malformed = true;
-    o.error = std::string("malformed case: ") + e.what();
-  }
-  return o;
+  });
 }
 
 }  // namespace normcheck

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "attention/registry.hpp"
 #include "norms/registry.hpp"
 
 namespace normcheck {
@@ -37,13 +38,13 @@ struct GoldenOutcome {
 // or no case in it).
 nlohmann::json load_golden(const std::string& path);
 
-// Checks one case of a norm op (a layer row of the registry: "layer_norm", "batch_norm_train")
-// with one implementation. The float tolerance is the case's own; the double reference must
-// agree to 1e-4 of it (about 1e-9). Every op, norm or attention: catalog.hpp.
-GoldenOutcome check_norm_golden_case(const nlohmann::json& c, Impl impl);
-// The same case through a given row (a mutant or an external kernel imitating the case's op).
+// Checks one case through a row: a norm row (its op is the case's op: "layer_norm",
+// "batch_norm_train"), or an attention entry computing "sdpa" or "mha". The float tolerance is
+// the case's own; the double reference must agree to 1e-4 of it (about 1e-9). Every op, with
+// the row that computes it: catalog.hpp.
 GoldenOutcome check_norm_golden_case(const nlohmann::json& c, Impl impl, const LayerRow& row);
-bool norm_golden_op(const std::string& op);
+GoldenOutcome check_sdpa_golden_case(const nlohmann::json& c, Impl impl, const AttentionEntry& e);
+GoldenOutcome check_mha_golden_case(const nlohmann::json& c, Impl impl, const AttentionEntry& e);
 
 // Helpers for golden checkers of other ops (attention): a numeric array field of the expected
 // size (throws InvalidInput naming the field), and the comparison with the case's tolerance.
@@ -56,6 +57,15 @@ std::vector<double> numbers(const nlohmann::json& c, const std::string& field, s
 std::vector<float> float32s(const nlohmann::json& c, const std::string& field, std::size_t size);
 // A whole number in [lo, hi] (checked before any conversion to an integer type).
 long long whole_number(const nlohmann::json& v, const std::string& field, double lo, double hi);
+// A norm case's forward input: `shape` [B, T, D] (at most kMaxValues values, checked first),
+// `lengths` [B] in [0, T] and `x` (float32 values); throws InvalidInput naming the field.
+Batch batch(const nlohmann::json& c);
+// Its parameters for `layer` at width D: `gamma`, `beta` (absent or null: none), `params.eps`,
+// `params.momentum` and the layer's named parameters (absent: their fallbacks); a parameter the
+// layer does not take is an error.
+Params params(const nlohmann::json& c, const LayerEntry& layer, int D);
+// `valid_only`: compare valid positions only (absent: false).
+bool valid_only(const nlohmann::json& c);
 // The largest number of values a case may declare (a shape's product): 2^26, 256 MiB of float.
 constexpr std::size_t kMaxValues = std::size_t(1) << 26;
 struct Tolerance {
@@ -67,6 +77,16 @@ void compare(GoldenOutcome& o, const std::string& field, const std::vector<doubl
              const std::vector<double>& want, const Tolerance& tol,
              const std::function<bool(std::size_t)>& include,
              const std::function<std::string(std::size_t)>& position);
+// "[b,t,d]" of flat index i of a row-major tensor of these dims.
+std::string position(std::size_t i, const std::vector<int>& dims);
+// A checker's frame: reads `id` and `op`, runs body(o), and turns what the reading throws
+// (InvalidInput naming the field, JSON type errors) into a malformed outcome; o.passed when
+// nothing was recorded in o.error.
+GoldenOutcome run_case(const nlohmann::json& c, Impl impl,
+                       const std::function<void(GoldenOutcome& o)>& body);
+// Runs the kernel of `op`; an input it rejects is an input error of the case, said as
+// "<op> rejects the input: <why>".
+void run_kernel(const std::string& op, const std::function<void()>& kernel);
 }  // namespace golden
 
 // The path of the project's copy of the golden file (set at build time).

@@ -22,7 +22,7 @@ inline void PrintTo(const Cell& c, std::ostream* os) { *os << c.id(); }
 inline std::vector<Cell> applicable(const std::vector<Cell>& cells) {
   std::vector<Cell> out;
   for (const auto& c : cells)
-    if (c.expected != Expect::not_applicable) out.push_back(c);
+    if (c.info.expected != Expect::not_applicable) out.push_back(c);
   return out;
 }
 
@@ -31,12 +31,12 @@ class MatrixCell : public ::testing::TestWithParam<Cell> {};
 TEST_P(MatrixCell, AsExpected) {
   const Cell& cell = GetParam();
   const CellResult r = run_cell(cell, options_from_rc_params());
-  std::cout << cell.id() << ": expected " << to_string(r.expected) << ", observed " << r.observed
+  std::cout << cell.id() << ": expected " << to_string(r.cell.expected) << ", observed " << r.observed
             << " in " << r.cases << " cases (seed " << r.seed << ", max deviation "
             << r.max_deviation << ")\n";
   if (!r.reproduce.empty()) std::cout << "  RC_PARAMS=\"" << r.reproduce << "\"\n";
   ASSERT_TRUE(r.as_expected()) << r.message;
-  if (r.expected == Expect::violated) {
+  if (r.cell.expected == Expect::violated) {
     EXPECT_FALSE(r.counterexample.is_null()) << "a ✗ cell must carry its counterexample";
     EXPECT_FALSE(r.reproduce.empty()) << "a ✗ cell must carry its reproduce string";
   }

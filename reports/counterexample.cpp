@@ -101,19 +101,25 @@ std::string magnitude(double v) {
   return fmt::format("{:.3g}", v);
 }
 
-struct SideInfo {
-  int calls = 0;
+// Row positions as the labels name them: "(b=0, t=1)", "(call 2: b=0, t=0)".
+struct Positions {
+  std::vector<std::string> names;
+  bool calls_a = false, calls_b = false;  // a side makes several calls
+  std::string text(const json& p, bool several) const {
+    std::string s;
+    const json idx = p.value("index", json::array());
+    for (std::size_t i = 0; i < idx.size(); ++i) {
+      if (i) s += ", ";
+      s += i < names.size() ? names[i] : fmt::format("i{}", i);
+      s.append("=").append(idx[i].dump());
+    }
+    if (several) s = fmt::format("call {}: ", p.value("call", 0)) + s;
+    return "(" + s + ")";
+  }
 };
 
-std::string position(const json& p, const SideInfo& side) {
-  // p = [call, b, t]
-  std::string s = fmt::format("b={}, t={}", p.at(1).get<int>(), p.at(2).get<int>());
-  if (side.calls > 1) s = fmt::format("call {}: ", p.at(0).get<int>()) + s;
-  return "(" + s + ")";
-}
-
-// Which features of a D-wide row to show: all of them for small D, else the first block, the
-// block of `focus` and the last block. Returns block start indices.
+// Which features of a row to show: all of them for short rows, else the first block, the block
+// of `focus` and the last block. Returns block start indices.
 std::vector<int> blocks_to_show(int D, int focus) {
   std::vector<int> starts;
   const int nblocks = (D + kBlock - 1) / kBlock;
@@ -127,11 +133,11 @@ std::vector<int> blocks_to_show(int D, int focus) {
 
 struct TableRow {
   std::string label;
-  std::vector<std::string> cells;  // one per feature
+  std::vector<std::string> cells;  // one per element
 };
 
-// Prints rows feature by feature in blocks of kBlock columns.
-std::string feature_table(const std::vector<TableRow>& rows, int D, int focus) {
+// Prints rows element by element in blocks of kBlock columns.
+std::string element_table(const std::vector<TableRow>& rows, int D, int focus, const std::string& element) {
   std::size_t width = 10;
   for (const auto& r : rows)
     for (const auto& c : r.cells) width = std::max(width, display_width(c) + 2);
@@ -142,15 +148,15 @@ std::string feature_table(const std::vector<TableRow>& rows, int D, int focus) {
   int next = 0;
   for (int start : blocks_to_show(D, focus)) {
     if (start > next)
-      out += fmt::format("{}⋯ features {}–{} not shown (report.json has them)\n",
-                         std::string(label_w, ' '), next, start - 1);
+      out += fmt::format("{}⋯ {} {}–{} not shown (report.json has them)\n", std::string(label_w, ' '),
+                         element, next, start - 1);
     const int end = std::min(D, start + kBlock);
-    std::string header = pad_right("  d", label_w);
+    std::string header = pad_right("  " + element, label_w);
     for (int d = start; d < end; ++d) header += pad_left(std::to_string(d), width);
     out += header + "\n";
     for (const auto& r : rows) {
       std::string line = pad_right("  " + r.label, label_w);
-      for (int d = start; d < end; ++d) line += pad_left(r.cells[d], width);
+      for (int d = start; d < end; ++d) line += pad_left(d < int(r.cells.size()) ? r.cells[d] : "", width);
       while (!line.empty() && line.back() == ' ') line.pop_back();
       out += line + "\n";
     }
@@ -165,35 +171,35 @@ std::vector<std::string> numbers(const json& row) {
   return v;
 }
 
-// One compared token pair, feature by feature.
-std::string pair_detail(const json& p, int index, int total, const SideInfo& sa,
-                        const SideInfo& sb, int worst_d) {
+// One compared row pair, element by element.
+std::string pair_detail(const json& p, int index, int total, const Positions& pos,
+                        const json& labels, int worst_element) {
   const json& ya = p.at("y_a");
   const json& yb = p.at("y_b");
   const int D = int(ya.size());
+  const std::string in = labels.value("input", std::string()), out_name = labels.value("output", std::string("y"));
   std::set<int> over;
   for (const auto& d : p.value("mismatch", json::array())) over.insert(d.get<int>());
-  TableRow dev{"|y−y′|", {}}, mark{"", {}};
-  int local_worst = -1;
+  TableRow dev{"|" + out_name + "−" + out_name + "′|", {}}, mark{"", {}};
+  int local_worst = worst_element;
   double local_max = -1;
   for (int d = 0; d < D; ++d) {
     const double a = value_of(ya[d]), b = value_of(yb[d]);
-    const bool both_nan = std::isnan(a) && std::isnan(b);
-    const double delta = both_nan ? 0.0 : (a == b ? 0.0 : std::abs(a - b));
+    const double delta = (std::isnan(a) && std::isnan(b)) || a == b ? 0.0 : std::abs(a - b);
     dev.cells.push_back(magnitude(delta));
-    if (over.count(d) && (std::isnan(delta) || delta > local_max)) {
+    if (worst_element < 0 && over.count(d) && (std::isnan(delta) || delta > local_max)) {
       local_max = std::isnan(delta) ? INFINITY : delta;
       local_worst = d;
     }
   }
-  if (worst_d >= 0) local_worst = worst_d;
   for (int d = 0; d < D; ++d)
     mark.cells.push_back(d == local_worst ? "✗ worst" : over.count(d) ? "✗" : "");
-  std::vector<TableRow> rows = {{"x   input", numbers(p.at("x_a"))},
-                                {"x′  related", numbers(p.at("x_b"))},
-                                {"y   input", numbers(ya)},
-                                {"y′  related", numbers(yb)},
-                                dev};
+  std::vector<TableRow> rows;
+  if (p.contains("x_a")) rows.push_back({in + "   input", numbers(p["x_a"])});
+  if (p.contains("x_b")) rows.push_back({in + "′  related", numbers(p["x_b"])});
+  rows.push_back({out_name + "   input", numbers(ya)});
+  rows.push_back({out_name + "′  related", numbers(yb)});
+  rows.push_back(dev);
   // the tolerance row, unless every tolerance is 0 (bitwise and containment comparisons)
   if (p.contains("tolerance") && std::any_of(p["tolerance"].begin(), p["tolerance"].end(),
                                              [](const json& t) { return value_of(t) > 0; })) {
@@ -202,62 +208,153 @@ std::string pair_detail(const json& p, int index, int total, const SideInfo& sa,
     rows.push_back(tol);
   }
   rows.push_back({"over tol.", mark.cells});
-  std::string out = fmt::format("token pair {} of {}: input {} ↔ related {} — {} of {} features over tolerance\n",
-                                index + 1, total, position(p.at("a"), sa), position(p.at("b"), sb),
-                                over.size(), D);
-  return out + feature_table(rows, D, local_worst);
+  std::string out = fmt::format("pair {} of {}: input {} ↔ related {} — {} of {} over tolerance\n",
+                                index + 1, total, pos.text(p.at("a"), pos.calls_a),
+                                pos.text(p.at("b"), pos.calls_b), over.size(), D);
+  return out + element_table(rows, D, local_worst, labels.value("element", std::string("k")));
 }
 
-// The whole input batch of one side (first call), token per line; * marks compared tokens.
-std::string whole_batch(const json& side, const std::string& title,
-                        const std::set<std::pair<int, int>>& compared) {
-  const json& call = side.at("calls").at(0);
-  const json& x = call.at("x");
-  if (!x.is_array()) return "";
-  const json& lengths = call.at("lengths");
-  const auto shape = call.at("shape");
-  std::string out = fmt::format("{}: x [B={}, T={}, D={}], lengths {}   (* compared token, · padding)\n",
-                                title, shape[0].get<int>(), shape[1].get<int>(), shape[2].get<int>(),
-                                compact_json(lengths));
-  int shown = 0;
-  for (int b = 0; b < int(x.size()); ++b)
-    for (int t = 0; t < int(x[b].size()); ++t) {
-      if (shown++ == kContextTokens) {
-        out += "    ⋯ more tokens in report.json\n";
-        return out;
-      }
-      const bool valid = t < lengths.at(b).get<int>();
-      const char* tag = !valid ? "·" : compared.count({b, t}) ? "*" : " ";
-      std::string line = fmt::format("  b={} t={} {} ", b, t, tag);
-      const json& tok = x[b][t];
-      const int D = int(tok.size());
-      for (int d = 0; d < std::min(D, kContextFeatures); ++d)
-        line += pad_left(short_number(tok[d]), 10);
-      if (D > kContextFeatures) line += fmt::format("  … +{} features", D - kContextFeatures);
-      out += line + "\n";
-    }
-  return out;
+// "{beta: [0], eps: 1e-06}": an object on one line
+std::string inline_json(const json& j) {
+  if (!j.is_object()) return j.is_array() ? vector_summary(j) : format_number(j);
+  std::string s;
+  for (auto it = j.begin(); it != j.end(); ++it)
+    s += fmt::format("{}{}: {}", s.empty() ? "" : ", ", it.key(), inline_json(it.value()));
+  return "{" + s + "}";
+}
+
+// "[B=1, T=2, D=4]", in the order of the call's first tensor's dims
+std::string shape_text(const json& call) {
+  const json shape = call.value("shape", json::object());
+  std::vector<std::string> order;
+  const json tensors = call.value("tensors", json::object());
+  if (!tensors.empty())
+    for (const auto& d : tensors.begin()->value("dims", json::array()))
+      if (d.is_string() && shape.contains(d.get<std::string>())) order.push_back(d.get<std::string>());
+  for (auto it = shape.begin(); it != shape.end(); ++it)
+    if (std::find(order.begin(), order.end(), it.key()) == order.end()) order.push_back(it.key());
+  std::string s;
+  for (const auto& k : order) s += fmt::format("{}{}={}", s.empty() ? "" : ", ", k, shape[k].dump());
+  return "[" + s + "]";
+}
+
+std::string attributes_text(const json& attributes) {
+  std::string s;
+  for (auto it = attributes.begin(); it != attributes.end(); ++it) {
+    if (it.key() == "mode") continue;
+    s += fmt::format(", {} {}", it.key(), it.value().is_array() ? compact_json(it.value()) : format_number(it.value()));
+  }
+  return s;
 }
 
 std::string side_summary(const json& side, const std::string& name) {
   const json& calls = side.value("calls", json::array());
-  std::string s = fmt::format("{} = {}", name, side.value("implementation", "?"));
-  if (calls.size() == 1) {
-    const auto& sh = calls[0].at("shape");
-    const std::string mode = calls[0].value("mode", "none");
-    s += fmt::format(", one call{} on x [B={}, T={}, D={}], lengths {}",
-                     mode == "none" ? "" : " in " + mode + " mode", sh[0].get<int>(), sh[1].get<int>(),
-                     sh[2].get<int>(), compact_json(calls[0].value("lengths", json::array())));
+  std::string s = fmt::format("{} = {}", name, side.value("implementation", std::string("?")));
+  const std::size_t n = calls.size() + side.value("calls_not_shown", std::size_t(0));
+  if (n == 1) {
+    const json& c = calls[0];
+    const json attributes = c.value("attributes", json::object());
+    const std::string mode = attributes.value("mode", std::string());
+    std::string tensors;
+    const json all = c.value("tensors", json::object());
+    for (auto it = all.begin(); it != all.end(); ++it) tensors += (tensors.empty() ? "" : ", ") + it.key();
+    s += fmt::format(", one call{} on {} {}{}", mode.empty() ? "" : " in " + mode + " mode", tensors,
+                     shape_text(c), attributes_text(attributes));
   } else {
-    std::size_t n = calls.size() + side.value("calls_not_shown", std::size_t(0));
     s += fmt::format(", {} calls", n);
-    if (!calls.empty() && calls[0].value("mode", "none") != "none")
-      s += fmt::format(" in {} mode", calls[0].value("mode", "?"));
+    if (!calls.empty()) {
+      const std::string mode = calls[0].value("attributes", json::object()).value("mode", std::string());
+      if (!mode.empty()) s += " in " + mode + " mode";
+      s += " on " + shape_text(calls[0]) + " …";
+    }
   }
   if (side.contains("training_batches_before"))
     s += fmt::format(", after {} training batches", side["training_batches_before"].dump());
   if (side.contains("threads")) s += fmt::format(", {} OpenMP threads", side["threads"].dump());
   return s;
+}
+
+// "ε = 1e-05 · γ = [0.5, 1, …] · momentum 0.1 · groups 2": every parameter on one line each
+// kind; objects (a block's norm parameters) compactly.
+std::string params_text(const json& p) {
+  std::string out = "parameters:";
+  std::string line;
+  auto add = [&](const std::string& k, const json& v) {
+    const std::string name = k == "eps" ? "ε" : k == "gamma" ? "γ" : k == "beta" ? "β" : k;
+    std::string text;
+    if (v.is_array()) text = vector_summary(v);
+    else if (v.is_object()) text = compact_json(v);
+    else text = format_number(v);
+    line += fmt::format("{}{} = {}", line.empty() ? " " : " · ", name, text);
+  };
+  for (const char* k : {"eps", "gamma", "beta"})
+    if (p.contains(k)) add(k, p[k]);
+  for (auto it = p.begin(); it != p.end(); ++it)
+    if (it.key() != "eps" && it.key() != "gamma" && it.key() != "beta" && !it.value().is_object())
+      add(it.key(), it.value());
+  out += line + "\n";
+  for (auto it = p.begin(); it != p.end(); ++it)
+    if (it.value().is_object()) out += fmt::format("  {}: {}\n", it.key(), inline_json(it.value()));
+  return out;
+}
+
+// Every tensor of a side's single call, row per line (at most kContextTokens rows), when it holds
+// rows that were not compared: they take part through batch statistics, padding, a replaced
+// token, the future of a causal sequence. `*` marks a compared row of the input tensor, `·` a
+// padded position (t ≥ lengths[b]).
+std::string whole_tensors(const json& side, const std::string& title, const json& labels,
+                          const std::set<std::vector<int>>& compared, std::size_t total_pairs) {
+  const json& calls = side.value("calls", json::array());
+  if (calls.size() != 1) return "";
+  const json& call = calls[0];
+  const json lengths = call.value("attributes", json::object()).value("lengths", json());
+  const json tensors = call.value("tensors", json::object());
+  auto rows_of = [](const json& t) {
+    std::size_t rows = 1;
+    const json& shape = t.value("shape", json::array());
+    for (std::size_t i = 0; i + 1 < shape.size(); ++i) rows *= shape[i].get<std::size_t>();
+    return rows;
+  };
+  // nothing hidden: every row of the input tensor was compared and shown
+  const std::string input_name = labels.value("input", std::string());
+  if (tensors.contains(input_name) && rows_of(tensors[input_name]) <= compared.size() &&
+      total_pairs <= compared.size())
+    return "";
+  std::string out;
+  for (auto it = tensors.begin(); it != tensors.end(); ++it) {
+    // the input the rows come from (or, with none named, the first tensor)
+    if (tensors.contains(input_name) ? it.key() != input_name : it != tensors.begin()) continue;
+    const json& t = it.value();
+    const json& values = t.value("values", json());
+    const json& shape = t.value("shape", json::array());
+    if (!values.is_array() || shape.size() < 2) continue;
+    const std::size_t rows = rows_of(t);
+    const bool input = it.key() == input_name;
+    out += fmt::format("{}: {} {} ({})\n", title, it.key(), compact_json(shape), compact_json(t.value("dims", json::array())));
+    // walk the leading indices in order
+    std::vector<int> idx(shape.size() - 1, 0);
+    for (std::size_t r = 0; r < rows; ++r) {
+      if (r == std::size_t(kContextTokens)) {
+        out += "    ⋯ more rows in report.json\n";
+        break;
+      }
+      const json* row = &values;
+      for (int i : idx) row = &(*row)[i];
+      const bool padded = lengths.is_array() && idx.size() >= 2 && idx[0] < int(lengths.size()) &&
+                          idx[1] >= lengths[idx[0]].get<int>();
+      const char* tag = padded ? "·" : input && compared.count(idx) ? "*" : " ";
+      std::string line = "  " + compact_json(idx) + " " + tag + " ";
+      for (int d = 0; d < std::min(int(row->size()), kContextFeatures); ++d)
+        line += pad_left(short_number((*row)[d]), 10);
+      if (int(row->size()) > kContextFeatures) line += fmt::format("  … +{}", int(row->size()) - kContextFeatures);
+      out += line + "\n";
+      for (int k = int(idx.size()) - 1; k >= 0; --k) {  // next index, row-major
+        if (++idx[k] < shape[k].get<int>()) break;
+        idx[k] = 0;
+      }
+    }
+  }
+  return out;
 }
 
 }  // namespace
@@ -323,64 +420,45 @@ std::string compact_json(const json& j, int indent) {
 std::string counterexample_text(const json& cx) {
   if (cx.is_null()) return "(no counterexample)\n";
   const bool known = cx.is_object() && cx.contains("compared") && cx["compared"].is_array() &&
-                     cx.contains("input") && cx.contains("related");
+                     cx.contains("input") && cx.contains("related") && cx.contains("labels");
   if (!known) return compact_json(cx) + "\n";
   std::string out;
   const json& in = cx["input"];
   const json& rel = cx["related"];
-  const SideInfo sa{int(in.value("calls", json::array()).size() + in.value("calls_not_shown", 0))};
-  const SideInfo sb{int(rel.value("calls", json::array()).size() + rel.value("calls_not_shown", 0))};
+  const json& labels = cx["labels"];
+  Positions pos;
+  for (const auto& n : labels.value("index", json::array())) pos.names.push_back(n.get<std::string>());
+  pos.calls_a = in.value("calls", json::array()).size() + in.value("calls_not_shown", 0) > 1;
+  pos.calls_b = rel.value("calls", json::array()).size() + rel.value("calls_not_shown", 0) > 1;
+  const std::string y = labels.value("output", std::string("y")), element = labels.value("element", std::string("k"));
 
   out += "related input: " + compress_lists(cx.value("related_input", std::string("?"))) + "\n";
   out += "sides:  " + side_summary(in, "a (input)") + "\n";
-  out += "        " + side_summary(rel, "b (related input)") + "\n";
-  if (cx.contains("params")) {
-    const json& p = cx["params"];
-    std::string line = "parameters: ε = " + format_number(p.value("eps", json(nullptr)));
-    if (p.contains("gamma")) line += " · γ = " + vector_summary(p["gamma"]);
-    if (p.contains("beta")) line += " · β = " + vector_summary(p["beta"]);
-    out += line + "\n";
-    // running statistics matter only to a layer called in train or eval mode
-    bool moded = false;
-    for (const json* side : {&in, &rel})
-      for (const auto& c : side->value("calls", json::array()))
-        if (c.value("mode", "none") != "none") moded = true;
-    if (moded && p.contains("running_mean"))
-      out += "running statistics before: mean " + vector_summary(p["running_mean"]) + " · var " +
-             vector_summary(p["running_var"]) + " · momentum " + format_number(p.value("momentum", json(nullptr))) + "\n";
-    // parameters of other layers are drawn too; name them only when not at their defaults
-    std::string other;
-    if (p.contains("groups") && p["groups"] != json(1)) other += "groups " + format_number(p["groups"]);
-    if (p.contains("alpha") && p["alpha"] != json(0.5))
-      other += std::string(other.empty() ? "" : " · ") + "α " + format_number(p["alpha"]);
-    if (!other.empty()) out += "also: " + other + " (read only by the layers that take them)\n";
-  }
+  if (!rel.value("calls", json::array()).empty())
+    out += "        " + side_summary(rel, "b (related input)") + "\n";
+  if (cx.contains("params") && cx["params"].is_object() && !cx["params"].empty())
+    out += params_text(cx["params"]);
 
   const json& compared = cx["compared"];
-  const std::size_t total_pairs = cx.value("compared_tokens", compared.size());
-  out += fmt::format("compared: {} token pair{}, {} value{} over tolerance\n", total_pairs,
-                     total_pairs == 1 ? "" : "s", cx.value("mismatches", 0),
-                     cx.value("mismatches", 0) == 1 ? "" : "s");
+  const std::size_t total_pairs = cx.value("compared_count", compared.size());
+  const int mismatches = cx.value("mismatches", 0);
+  out += fmt::format("compared: {} row pair{}, {} value{} over tolerance\n", total_pairs,
+                     total_pairs == 1 ? "" : "s", mismatches, mismatches == 1 ? "" : "s");
 
   // the worst value, in words
-  int worst_pair = -1, worst_d = -1;
+  int worst_pair = -1, worst_element = -1;
   if (cx.contains("worst")) {
     const json& w = cx["worst"];
-    const std::string where = w.value("where", "output");
-    if (where == "output" && w.contains("position_a")) {
-      const json& pa = w["position_a"];
-      const json& pb = w["position_b"];
-      worst_d = pa.at(3).get<int>();
-      for (std::size_t i = 0; i < compared.size(); ++i)
-        if (compared[i]["a"] == json{pa[0], pa[1], pa[2]} && compared[i]["b"] == json{pb[0], pb[1], pb[2]})
-          worst_pair = int(i);
-      out += fmt::format("worst: y = {} at input {} d={} vs y′ = {} at related {} d={}: |y−y′| = {}",
-                         format_number(w["a"]), position(json{pa[0], pa[1], pa[2]}, sa),
-                         worst_d, format_number(w["b"]), position(json{pb[0], pb[1], pb[2]}, sb),
-                         worst_d, magnitude(value_of(w.value("deviation", json(nullptr)))));
+    if (w.contains("position_a")) {
+      worst_pair = w.value("pair", -1);
+      worst_element = w["position_a"].value("element", -1);
+      out += fmt::format("worst: {} = {} at input {} {}={} vs {}′ = {} at related {}: |{}−{}′| = {}", y,
+                         format_number(w["a"]), pos.text(w["position_a"], pos.calls_a), element,
+                         worst_element, y, format_number(w["b"]), pos.text(w["position_b"], pos.calls_b),
+                         y, y, magnitude(value_of(w.value("deviation", json(nullptr)))));
     } else {
-      out += fmt::format("worst: {}[{}] = {} (input) vs {} (related): |a−b| = {}", where,
-                         w.value("feature", -1), format_number(w["a"]), format_number(w["b"]),
+      out += fmt::format("worst: {} = {} (input) vs {} (related): |a−b| = {}", w.value("where", std::string("?")),
+                         format_number(w["a"]), format_number(w["b"]),
                          format_number(w.value("deviation", json(nullptr))));
     }
     const double tol = value_of(w.value("tolerance", json(0)));
@@ -388,12 +466,13 @@ std::string counterexample_text(const json& cx) {
     if (std::isfinite(wa) != std::isfinite(wb))
       out += ": " + format_number(std::isfinite(wa) ? w["b"] : w["a"]) + " on one side only\n";
     else if (tol > 0) out += " > tolerance " + magnitude(tol) + "\n";
-    else out += " (must be bitwise identical)\n";
+    else out += " (must be identical)\n";
   }
 
   // every pair on one line when there are several
   if (compared.size() > 1) {
-    out += "\ncompared token pairs (input ↔ related): features over tolerance, largest |y−y′|\n";
+    out += fmt::format("\ncompared row pairs (input ↔ related): {} over tolerance, largest |{}−{}′|\n",
+                       element, y, y);
     for (std::size_t i = 0; i < compared.size(); ++i) {
       const json& p = compared[i];
       double m = 0;
@@ -402,23 +481,24 @@ std::string counterexample_text(const json& cx) {
         if (std::isnan(a) && std::isnan(b)) continue;
         if (a != b) m = std::isnan(std::abs(a - b)) || std::isnan(m) ? NAN : std::max(m, std::abs(a - b));
       }
-      out += fmt::format("  {:>2}. {} ↔ {}   {:>3}/{}   {}{}\n", i + 1, position(p["a"], sa),
-                         position(p["b"], sb), p.value("mismatch", json::array()).size(),
+      out += fmt::format("  {:>2}. {} ↔ {}   {:>3}/{}   {}{}\n", i + 1, pos.text(p["a"], pos.calls_a),
+                         pos.text(p["b"], pos.calls_b), p.value("mismatch", json::array()).size(),
                          p["y_a"].size(), format_number(m), int(i) == worst_pair ? "   ◀ worst" : "");
     }
-    if (cx.contains("compared_not_shown"))
-      out += fmt::format("  ⋯ {} more pairs not stored\n", cx["compared_not_shown"].dump());
+    if (total_pairs > compared.size())
+      out += fmt::format("  ⋯ {} more pairs not stored\n", total_pairs - compared.size());
   }
 
-  // the worst pair and the next failing ones, feature by feature
+  // the worst pair and the next failing ones, element by element
   std::vector<int> detail;
-  if (worst_pair >= 0) detail.push_back(worst_pair);
+  if (worst_pair >= 0 && worst_pair < int(compared.size())) detail.push_back(worst_pair);
   for (std::size_t i = 0; i < compared.size() && detail.size() < std::size_t(kDetailedPairs); ++i)
     if (int(i) != worst_pair && !compared[i].value("mismatch", json::array()).empty())
       detail.push_back(int(i));
   if (detail.empty() && !compared.empty()) detail.push_back(0);
   for (int i : detail)
-    out += "\n" + pair_detail(compared[i], i, int(compared.size()), sa, sb, i == worst_pair ? worst_d : -1);
+    out += "\n" + pair_detail(compared[i], i, int(total_pairs), pos, labels,
+                              i == worst_pair ? worst_element : -1);
   const std::size_t failing = std::count_if(compared.begin(), compared.end(), [](const json& p) {
     return !p.value("mismatch", json::array()).empty();
   });
@@ -426,30 +506,25 @@ std::string counterexample_text(const json& cx) {
     out += fmt::format("({} more failing pairs: see the list above and report.json)\n",
                        failing - detail.size());
 
-  // running statistics, when they were compared
-  if (cx.contains("final_state")) {
-    const json& fs = cx["final_state"];
-    const json& ma = fs["input"]["running_mean"];
-    const int D = int(ma.size());
-    out += "\nrunning statistics after the calls:\n";
-    out += feature_table({{"mean  input", numbers(ma)},
-                          {"mean  related", numbers(fs["related"]["running_mean"])},
-                          {"var   input", numbers(fs["input"]["running_var"])},
-                          {"var   related", numbers(fs["related"]["running_var"])}},
-                         D, cx.contains("worst") ? cx["worst"].value("feature", 0) : 0);
+  // state after the calls (running statistics), when the sides carry it
+  if (in.contains("final_state") && rel.contains("final_state")) {
+    const json& fa = in["final_state"];
+    const json& fb = rel["final_state"];
+    std::vector<TableRow> rows;
+    for (auto it = fa.begin(); it != fa.end(); ++it) {
+      rows.push_back({it.key() + "  input", numbers(it.value())});
+      rows.push_back({it.key() + "  related", numbers(fb.value(it.key(), json::array()))});
+    }
+    if (!rows.empty())
+      out += "\nstate after the calls:\n" + element_table(rows, int(rows[0].cells.size()), 0, "d");
   }
 
-  // the whole batches, when they hold tokens that were not compared: they take part through
-  // batch statistics, padding, the replaced token of token_independence, the future of causality
+  // the whole inputs, when they hold rows that were not compared
   auto context = [&](const json& side, const char* name, const char* which) {
-    const json& calls = side.value("calls", json::array());
-    if (calls.size() != 1 || !calls[0].contains("lengths")) return;
-    std::set<std::pair<int, int>> compared_tokens;
-    for (const auto& p : compared) compared_tokens.insert({p[which][1].get<int>(), p[which][2].get<int>()});
-    const auto& shape = calls[0]["shape"];
-    const int tokens = shape[0].get<int>() * shape[1].get<int>();
-    if (tokens > int(compared_tokens.size()) || total_pairs > compared.size())
-      out += "\n" + whole_batch(side, name, compared_tokens);
+    std::set<std::vector<int>> rows;
+    for (const auto& p : compared) rows.insert(p[which].value("index", std::vector<int>()));
+    const std::string t = whole_tensors(side, name, labels, rows, total_pairs);
+    if (!t.empty()) out += "\n" + t;
   };
   context(in, "whole input (a)", "a");
   context(rel, "whole related input (b)", "b");

@@ -286,18 +286,19 @@ std::string html_page(const std::string& title, const std::string& body) {
 std::string matrix_svg(const std::vector<CellResult>& results) {
   // columns: property order of the registry, then any other; rows: row label × implementation
   std::vector<std::string> cols;
-  for (const auto& p : all_properties())
-    if (std::any_of(results.begin(), results.end(), [&](const CellResult& r) { return r.property == p.id; }))
+  for (const auto& p : columns())
+    if (std::any_of(results.begin(), results.end(), [&](const CellResult& r) { return r.cell.prop.id == p.id; }))
       cols.push_back(p.id);
   for (const auto& r : results)
-    if (std::find(cols.begin(), cols.end(), r.property) == cols.end()) cols.push_back(r.property);
+    if (std::find(cols.begin(), cols.end(), r.cell.prop.id) == cols.end()) cols.push_back(r.cell.prop.id);
   std::vector<std::pair<std::string, Impl>> rows;
   for (const auto& r : results) {
-    const auto key = std::make_pair(row_label(r), r.impl);
+    const auto key = std::make_pair(row_label(r), r.cell.impl);
     if (std::find(rows.begin(), rows.end(), key) == rows.end()) rows.push_back(key);
   }
   std::map<std::string, std::string> short_names;
-  for (const auto& r : results) short_names[r.property] = r.info.short_name.empty() ? r.property : r.info.short_name;
+  for (const auto& r : results)
+    short_names[r.cell.prop.id] = r.cell.prop.column.empty() ? r.cell.prop.id : r.cell.prop.column;
   std::set<std::string> with_section;
   for (const auto& s : failure_sections(results)) with_section.insert(s.cell->id());
 
@@ -322,22 +323,22 @@ std::string matrix_svg(const std::vector<CellResult>& results) {
                      rows[r].second == Impl::reference ? "reference" : "optimized");
   }
   for (const auto& res : results) {
-    const std::size_t r = std::find(rows.begin(), rows.end(), std::make_pair(row_label(res), res.impl)) - rows.begin();
-    const std::size_t c = std::find(cols.begin(), cols.end(), res.property) - cols.begin();
+    const std::size_t r = std::find(rows.begin(), rows.end(), std::make_pair(row_label(res), res.cell.impl)) - rows.begin();
+    const std::size_t c = std::find(cols.begin(), cols.end(), res.cell.prop.id) - cols.begin();
     const double x = left + c * cell, y = top + r * cell;
     const bool na = res.observed == "not_applicable";
     const bool err = res.observed == "error";
     const Rgb fill = na ? Rgb{236, 236, 236} : err ? Rgb{208, 28, 139} : ramp(kViridis, deviation_t(res.max_deviation));
     const std::string ink = na ? "#9a9a9a" : luminance(fill) > 0.55 ? "#111" : "#fff";
     const std::string title = fmt::format("{} / {} / {}: expected {}, observed {}{}, {} cases, largest deviation {}",
-                                          row_label(res), to_string(res.impl), res.property,
-                                          to_string(res.expected), res.observed,
+                                          row_label(res), to_string(res.cell.impl), res.cell.prop.id,
+                                          to_string(res.cell.expected), res.observed,
                                           res.as_expected() ? "" : " (SURPRISE)", res.cases,
                                           format_number(res.max_deviation));
     const bool link = with_section.count(res.id()) > 0;
     if (link) s += fmt::format(R"~(<a href="#cell-{}">)~", gtest_name(res.id()));
     s += fmt::format(R"~(<g><title>{}</title><rect class="cell" data-cell="{}" data-expected="{}" data-observed="{}" x="{:.1f}" y="{:.1f}" width="{}" height="{}" rx="3" fill="{}"/>)~",
-                     html_escape(title), html_escape(res.id()), to_string(res.expected), res.observed,
+                     html_escape(title), html_escape(res.id()), to_string(res.cell.expected), res.observed,
                      x + gap / 2.0, y + gap / 2.0, cell - gap, cell - gap, hex(fill));
     s += symbol_path(res.observed, x + cell / 2.0, y + cell / 2.0, 14, ink, 2.6);
     if (!res.as_expected()) {
@@ -345,7 +346,7 @@ std::string matrix_svg(const std::vector<CellResult>& results) {
                        x + 2.5, y + 2.5, cell - 5, cell - 5);
       // the expected outcome, small, in the corner
       s += fmt::format(R"~(<rect x="{:.1f}" y="{:.1f}" width="12" height="12" fill="#fff" stroke="#e0001b"/>)~", x + cell - 14, y + 2);
-      s += symbol_path(to_string(res.expected), x + cell - 8, y + 8, 7, "#e0001b", 1.6);
+      s += symbol_path(to_string(res.cell.expected), x + cell - 8, y + 8, 7, "#e0001b", 1.6);
     }
     s += "</g>";
     if (link) s += "</a>";
@@ -404,18 +405,25 @@ std::string counterexample_svg(const json& cx) {
           if (std::isfinite(v)) l = std::max(l, std::abs(v));
     return l > 0 ? l : 1.0;
   };
-  auto values = [&](const char* caption, const char* key) {
+  auto values = [&](const std::string& caption, const char* key) {
     Heatmap h;
     h.caption = caption;
     h.v = matrix(key);
     return h;
   };
-  Heatmap xa = values("x (input)", "x_a"), xb = values("x′ (related)", "x_b");
-  Heatmap ya = values("y (input)", "y_a"), yb = values("y′ (related)", "y_b");
-  xa.limit = xb.limit = limit(xa.v, xb.v);
+  const json labels = cx.value("labels", json::object());
+  const std::string in = labels.value("input", std::string()), y = labels.value("output", std::string("y"));
+  const bool inputs = compared[0].contains("x_a") && compared[0].contains("x_b");
+  Heatmap xa, xb;
+  if (inputs) {
+    xa = values(in + " (input)", "x_a");
+    xb = values(in + "′ (related)", "x_b");
+    xa.limit = xb.limit = limit(xa.v, xb.v);
+  }
+  Heatmap ya = values(y + " (input)", "y_a"), yb = values(y + "′ (related)", "y_b");
   ya.limit = yb.limit = limit(ya.v, yb.v);
   Heatmap ratio;
-  ratio.caption = "|y−y′| / tolerance";
+  ratio.caption = "|" + y + "−" + y + "′| / tolerance";
   ratio.kind = Heatmap::ratio;
   for (std::size_t i = 0; i < rows; ++i) {
     std::vector<double> row(D);
@@ -432,31 +440,37 @@ std::string counterexample_svg(const json& cx) {
     ratio.marked.push_back(over);
   }
   if (cx.contains("worst") && cx["worst"].contains("position_a")) {
-    const json& pa = cx["worst"]["position_a"];
-    const json& pb = cx["worst"]["position_b"];
-    for (std::size_t i = 0; i < rows; ++i)
-      if (compared[i]["a"] == json{pa[0], pa[1], pa[2]} && compared[i]["b"] == json{pb[0], pb[1], pb[2]}) {
-        ratio.worst_row = int(i);
-        ratio.worst_col = pa[3].get<int>();
-      }
+    const int pair = cx["worst"].value("pair", -1);
+    if (pair >= 0 && pair < int(rows)) {
+      ratio.worst_row = pair;
+      ratio.worst_col = cx["worst"]["position_a"].value("element", -1);
+    }
   }
   const int cell = std::clamp(240 / D, 5, 28);
   std::string s = "<div class=\"heatmaps\">";
-  for (const Heatmap* h : {&xa, &xb, &ya, &yb, &ratio})
+  std::vector<const Heatmap*> maps = {&ya, &yb, &ratio};
+  if (inputs) maps.insert(maps.begin(), {&xa, &xb});
+  for (const Heatmap* h : maps)
     s += "<figure>" + heatmap_svg(*h, cell) + "<figcaption>" + html_escape(h->caption) +
          (h->kind == Heatmap::values ? fmt::format(" (±{})", format_number(h->limit)) : std::string()) +
          "</figcaption></figure>";
   // the whole input batches, when they hold tokens that were not compared (batch statistics,
   // padding, a replaced token): rows are tokens "b,t", padding pale, colour limit from the
   // valid tokens so poison (1e30) does not wash the rest out
-  auto whole = [&](const char* key, const char* which, const char* caption) {
-    const json& side = cx.value(key, json::object());
-    const json& calls = side.value("calls", json::array());
-    if (calls.size() != 1 || !calls[0].contains("x") || !calls[0]["x"].is_array()) return;
-    const json& x = calls[0]["x"];
-    const json& lengths = calls[0].value("lengths", json::array());
+  auto whole = [&](const char* key, const char* which, const std::string& caption) {
+    const json side = cx.value(key, json::object());
+    const json calls = side.value("calls", json::array());
+    if (calls.size() != 1) return;
+    const json tensor = calls[0].value("tensors", json::object()).value(in, json::object());
+    const json x = tensor.value("values", json());
+    // a [B, T, D] input of token rows
+    if (!x.is_array() || tensor.value("shape", json::array()).size() != 3) return;
+    const json lengths = calls[0].value("attributes", json::object()).value("lengths", json::array());
     std::set<std::pair<int, int>> compared_tokens;
-    for (const auto& p : compared) compared_tokens.insert({p[which][1].get<int>(), p[which][2].get<int>()});
+    for (const auto& p : compared) {
+      const json idx = p[which].value("index", json::array());
+      if (idx.size() == 2) compared_tokens.insert({idx[0].get<int>(), idx[1].get<int>()});
+    }
     Heatmap h;
     h.caption = caption;
     double lim = 0;
@@ -478,8 +492,8 @@ std::string counterexample_svg(const json& cx) {
     s += "<figure>" + heatmap_svg(h, cell) + "<figcaption>" + html_escape(h.caption) +
          fmt::format(" (±{}; b,t; * compared, pale padding)", format_number(h.limit)) + "</figcaption></figure>";
   };
-  whole("input", "a", "whole input x");
-  whole("related", "b", "whole related x′");
+  whole("input", "a", "whole input " + in);
+  whole("related", "b", "whole related " + in + "′");
   s += "</div>";
   s += fmt::format("<p class=\"meta\">Rows: the compared token pairs{} (input ↔ related, in the order listed below). "
                    "Blue negative, red positive, black NaN; in the last map features over tolerance "

@@ -47,22 +47,22 @@ Expect expect_from_string(const std::string& s) {
 
 // Column order: the registries' property order, restricted to the run; properties the registry
 // does not know (a report from another build) follow in order of appearance.
-std::vector<std::string> columns(const std::vector<CellResult>& results) {
+std::vector<std::string> columns_of(const std::vector<CellResult>& results) {
   std::vector<std::string> cols;
-  for (const auto& p : all_properties())
+  for (const auto& p : columns())
     for (const auto& r : results)
-      if (r.property == p.id) {
+      if (r.cell.prop.id == p.id) {
         cols.push_back(p.id);
         break;
       }
   for (const auto& r : results)
-    if (std::find(cols.begin(), cols.end(), r.property) == cols.end()) cols.push_back(r.property);
+    if (std::find(cols.begin(), cols.end(), r.cell.prop.id) == cols.end()) cols.push_back(r.cell.prop.id);
   return cols;
 }
 
 std::string short_name(const std::string& property, const std::vector<CellResult>& results) {
   for (const auto& r : results)
-    if (r.property == property && !r.info.short_name.empty()) return r.info.short_name;
+    if (r.cell.prop.id == property && !r.cell.prop.column.empty()) return r.cell.prop.column;
   return property;
 }
 
@@ -118,21 +118,19 @@ Summary summarize(const std::vector<CellResult>& results) {
   return s;
 }
 
-std::string row_label(const CellResult& r) {
-  return r.row_name + (r.placement.empty() ? "" : " [" + r.placement + "-LN block]");
-}
+std::string row_label(const CellResult& r) { return r.cell.row.name; }
 
 std::string matrix_table(const std::vector<CellResult>& results) {
-  const std::vector<std::string> cols = columns(results);
+  const std::vector<std::string> cols = columns_of(results);
   std::vector<std::string> rows;
   std::map<std::pair<std::string, std::string>, std::vector<const CellResult*>> cell;
   for (const auto& r : results) {
     const std::string label = row_label(r);
     if (std::find(rows.begin(), rows.end(), label) == rows.end()) rows.push_back(label);
-    cell[{label, r.property}].push_back(&r);
+    cell[{label, r.cell.prop.id}].push_back(&r);
   }
   std::string out = "| layer [mode] |";
-  for (const auto& c : cols) out += " " + short_name(c, results) + " |";
+  for (const auto& c : cols) out.append(" ").append(short_name(c, results)).append(" |");
   out += "\n|---|";
   for (std::size_t i = 0; i < cols.size(); ++i) out += "---|";
   out += "\n";
@@ -160,7 +158,7 @@ std::string matrix_table(const std::vector<CellResult>& results) {
         text = std::string(symbol(shown.front()->observed)) + (all_expected ? "" : "!");
       } else {
         for (const auto* r : shown)
-          text += std::string(text.empty() ? "" : " ") + impl_short(r->impl) + " " +
+          text += std::string(text.empty() ? "" : " ") + impl_short(r->cell.impl) + " " +
                   symbol(r->observed) + (r->as_expected() ? "" : "!");
       }
       out += " " + text + " |";
@@ -172,23 +170,11 @@ std::string matrix_table(const std::vector<CellResult>& results) {
 
 std::string expected_matrix_markdown() {
   // one table per family, each with its own columns: norm rows, attention ops, blocks
-  std::map<int, std::vector<CellResult>> family;
-  std::set<std::string> norm_rows;
-  for (const auto& row : layer_rows()) norm_rows.insert(row.id());
+  std::map<Family, std::vector<CellResult>> family;
   for (const auto& c : all_cells()) {
     // the built-in catalogue only: external rows (oneDNN) depend on what the build found
-    if (c.impl != Impl::optimized || c.origin != "builtin") continue;
-    CellResult r;
-    r.row_id = c.row_id;
-    r.row_name = c.row_name;
-    r.placement = c.placement;
-    r.property = c.prop.id;
-    r.info = c.prop;
-    r.impl = c.impl;
-    r.expected = c.expected;
-    r.observed = to_string(c.expected);
-    const int f = !c.placement.empty() ? 2 : norm_rows.count(c.row_id) ? 0 : 1;
-    family[f].push_back(r);
+    if (c.info.impl != Impl::optimized || c.info.row.origin != "builtin") continue;
+    family[c.info.row.family].push_back({.cell = c.info, .observed = to_string(c.info.expected)});
   }
   std::string table;
   for (const auto& [f, cells] : family) {
@@ -210,8 +196,8 @@ std::string expected_matrix_markdown() {
                              l.stateful() ? modes : "stateless");
   }
   std::string props_md = "\n| property | column | statement | related input | claim |\n|---|---|---|---|---|\n";
-  for (const auto& p : all_properties())
-    props_md += fmt::format("| `{}` | {} | {} | {} | {} |\n", p.id, p.short_name, p.statement,
+  for (const auto& p : columns())
+    props_md += fmt::format("| `{}` | {} | {} | {} | {} |\n", p.id, p.column, p.statement,
                             p.related_input, p.claim);
   return table + layers_md + props_md;
 }
@@ -225,19 +211,19 @@ std::vector<FailureSection> failure_sections(const std::vector<CellResult>& resu
     s.cell = &r;
     s.surprise = surprise;
     s.anchor = "cell-" + gtest_name(r.id());
-    s.title = fmt::format("{} {} / {} / {}", symbol(r.observed), row_label(r), to_string(r.impl),
-                          r.property);
+    s.title = fmt::format("{} {} / {} / {}", symbol(r.observed), row_label(r), to_string(r.cell.impl),
+                          r.cell.prop.id);
     if (surprise)
-      s.title += fmt::format(" — SURPRISE: expected {}, observed {}", to_string(r.expected), r.observed);
-    const PropertyInfo& p = r.info;
+      s.title += fmt::format(" — SURPRISE: expected {}, observed {}", to_string(r.cell.expected), r.observed);
+    const PropertyInfo& p = r.cell.prop;
     std::string b;
-    b += fmt::format("**Property** `{}`: {}.  \n", r.property, p.statement.empty() ? "?" : p.statement);
+    b += fmt::format("**Property** `{}`: {}.  \n", p.id, p.statement.empty() ? "?" : p.statement);
     if (!p.claim.empty()) b += fmt::format("**Claim it evidences:** {}.  \n", p.claim);
     if (!p.related_input.empty()) b += fmt::format("**Related input:** {}.  \n", p.related_input);
     if (!p.compared.empty()) b += fmt::format("**Compared:** {}.\n", p.compared);
     b += fmt::format("\n**Expected** {}, **observed** {}{}: {} (seed {}, {}).\n",
-                     to_string(r.expected), r.observed,
-                     surprise ? " — a surprise" : r.expected == Expect::violated ? ", as the spec says" : "",
+                     to_string(r.cell.expected), r.observed,
+                     surprise ? " — a surprise" : r.cell.expected == Expect::violated ? ", as the spec says" : "",
                      outcome_sentence(r), r.seed, seconds_text(r.seconds));
     if (surprise && r.observed != "violated" && !r.message.empty())
       b += "\n" + r.message + "\n";
@@ -293,17 +279,17 @@ json report_json(const std::vector<CellResult>& results, const RunMeta& meta) {
   json cells = json::array();
   for (const auto& r : results) {
     json c = to_json(r);
-    c["row_name"] = r.row_name;
-    c["property_info"] = {{"short_name", r.info.short_name},
-                          {"statement", r.info.statement},
-                          {"related_input", r.info.related_input},
-                          {"compared", r.info.compared},
-                          {"claim", r.info.claim}};
+    c["row_name"] = r.cell.row.name;
+    c["property_info"] = {{"column", r.cell.prop.column},
+                          {"statement", r.cell.prop.statement},
+                          {"related_input", r.cell.prop.related_input},
+                          {"compared", r.cell.prop.compared},
+                          {"claim", r.cell.prop.claim}};
     if (!r.reproduce.empty())
       c["replay"] = {{"normcheck", replay_command(r)}, {"ctest", rc_params_command(r)}};
     cells.push_back(std::move(c));
   }
-  json j = {{"format", "normcheck-matrix/1"},
+  json j = {{"format", "normcheck-matrix/2"},
             {"seed", meta.seed},
             {"cases_per_cell", meta.cases},
             {"threads", meta.threads},
@@ -355,45 +341,45 @@ T get(const json& j, const std::string& name) {
 
 }  // namespace
 
+Family family_from_string(const std::string& s) {
+  for (Family f : {Family::norm, Family::attention, Family::block})
+    if (s == to_string(f)) return f;
+  throw std::invalid_argument("field 'family': '" + s + "' is not norm, attention or block");
+}
+
 CellResult cell_from_json(const json& c) {
   CellResult r;
-  r.layer = get<std::string>(c, "layer");
-  r.row_id = c.contains("row") ? get<std::string>(c, "row") : r.layer;
+  RowInfo& row = r.cell.row;
+  row.family = family_from_string(get<std::string>(c, "family"));
+  row.layer = get<std::string>(c, "layer");
+  row.id = get<std::string>(c, "row");
   const json& mode = field(c, "mode");
-  r.mode = mode.is_null() ? Mode::none : mode_from_string(mode.get<std::string>());
-  r.impl = impl_from_string(get<std::string>(c, "implementation"));
-  r.property = get<std::string>(c, "property");
-  r.expected = expect_from_string(get<std::string>(c, "expected"));
+  row.mode = mode.is_null() ? Mode::none : mode_from_string(mode.get<std::string>());
+  row.name = get<std::string>(c, "row_name");
+  row.placement = c.value("placement", std::string());
+  row.origin = c.value("origin", std::string("builtin"));
+  r.cell.impl = impl_from_string(get<std::string>(c, "implementation"));
+  const std::string property = get<std::string>(c, "property");
+  r.cell.expected = expect_from_string(get<std::string>(c, "expected"));
   r.observed = get<std::string>(c, "observed");
   r.cases = get<int>(c, "cases");
   r.max_deviation = get<double>(c, "max_deviation");
   r.counterexample = field(c, "counterexample");
   r.reproduce = get<std::string>(c, "reproduce");
-  r.row_name = c.value("row_name", r.mode == Mode::none ? r.layer
-                                                        : r.layer + " [" + to_string(r.mode) + "]");
-  r.placement = c.value("placement", std::string());
   r.message = c.value("message", std::string());
   r.seed = c.value("seed", uint64_t(0));
   r.seconds = c.value("seconds", 0.0);
-  if (c.contains("property_info") && c["property_info"].is_object()) {
-    const json& p = c["property_info"];
-    r.info = {r.property, p.value("short_name", r.property), p.value("statement", ""),
-              p.value("related_input", ""), p.value("compared", ""), p.value("claim", "")};
-  } else {
-    try {
-      r.info = property_info(r.property);
-    } catch (const std::invalid_argument&) {
-      r.info.id = r.info.short_name = r.property;
-    }
-  }
+  const json& p = field(c, "property_info");
+  r.cell.prop = {property, p.value("column", property), p.value("statement", ""),
+                 p.value("related_input", ""), p.value("compared", ""), p.value("claim", "")};
   return r;
 }
 
 LoadedReport report_from_json(const json& j) {
   if (!j.is_object()) throw std::invalid_argument("not a JSON object");
   const std::string format = get<std::string>(j, "format");
-  if (format != "normcheck-matrix/1")
-    throw std::invalid_argument("format '" + format + "' is not normcheck-matrix/1");
+  if (format != "normcheck-matrix/2")
+    throw std::invalid_argument("format '" + format + "' is not normcheck-matrix/2");
   LoadedReport out;
   RunMeta& m = out.meta;
   m.seed = get<uint64_t>(j, "seed");

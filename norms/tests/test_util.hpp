@@ -1,5 +1,5 @@
-// Helpers shared by the norm tests: valid inputs for any registry layer, built from its ParamSpec,
-// and the tolerance rule of docs/PROPERTIES.md.
+// Helpers shared by the tests of registry layers: valid inputs for any layer, built from its
+// ParamSpec. (The tolerance rule is properties/compare.hpp's.)
 #pragma once
 
 #include <cmath>
@@ -12,28 +12,20 @@
 
 namespace normcheck::test {
 
-// Parameters a layer accepts at width D: γ, β as its ParamSpec says, G the largest divisor of D
-// up to 4 (so group layers see G > 1 where D allows it).
+// Parameters a layer accepts at width D: γ, β as its ParamSpec says, its named parameters drawn
+// by their own ParamDef from `rng` (so group layers see G > 1 where D allows it).
 inline Params params_for(const LayerEntry& l, int D, std::mt19937& rng) {
   std::uniform_real_distribution<float> u(0.5f, 1.5f), v(-1.0f, 1.0f);
   Params p;
-  if (l.params.scalar_gain) {
-    p.gamma = {u(rng)};
-  } else if (l.params.affine) {
+  if (l.params.affine) {
     for (int d = 0; d < D; ++d) p.gamma.push_back(u(rng));
     if (l.params.bias)
       for (int d = 0; d < D; ++d) p.beta.push_back(v(rng));
   }
   p.eps = 1e-5;
   p.momentum = 0.1;
-  p.alpha = 0.5;
-  p.groups = 1;
-  if (l.params.groups)
-    for (int g = 4; g >= 1; --g)
-      if (D % g == 0) {
-        p.groups = g;
-        break;
-      }
+  const PickInt pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  for (const auto& def : l.params.named) p.named[def.name] = def.draw(D, pick);
   return p;
 }
 
@@ -65,9 +57,16 @@ inline Output run(const LayerRow& row, Impl impl, const Batch& x, const Params& 
   return out;
 }
 
-// The tolerance rule: |a − b| ≤ atol + rtol·|b|, atol = 1e-5 + 2e-6·cond, rtol = 1e-5.
-inline double tolerance(double cond, double reference) {
-  return 1e-5 + 2e-6 * cond + 1e-5 * std::abs(reference);
+// "(b, t, d)" for messages (built with +=: GCC 12 warns falsely, -Wrestrict, on "(" + std::string).
+inline std::string position(int b, int t, int d) {
+  std::string s = "(";
+  s += std::to_string(b);
+  s += ", ";
+  s += std::to_string(t);
+  s += ", ";
+  s += std::to_string(d);
+  s += ")";
+  return s;
 }
 
 inline bool same_bits(double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0; }

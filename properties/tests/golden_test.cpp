@@ -1,5 +1,5 @@
 // Golden conformance against PyTorch (golden/pytorch_golden.json), one ctest test per
-// (case, implementation), for every op the layer registry knows.
+// (case, implementation), for every op the registries know; and the checkers can fail.
 #include <gtest/gtest.h>
 
 #include "properties/catalog.hpp"
@@ -82,6 +82,30 @@ TEST(GoldenChecker, WrongLengthArrayIsAnErrorNamingTheField) {
   EXPECT_FALSE(o.passed);
   EXPECT_NE(o.error.find("'x'"), std::string::npos) << o.error;
 }
+
+TEST(GoldenAttention, CorruptedValuesFailNamingThePosition) {
+  auto s = first_case("sdpa");
+  s["y"][3] = s["y"][3].get<double>() + 1e-3;
+  auto m = first_case("mha");
+  m["y"][1] = m["y"][1].get<double>() - 1e-3;
+  for (Impl impl : {Impl::reference, Impl::optimized}) {
+    const auto os = check_golden_case(s, impl);
+    EXPECT_FALSE(os.passed);
+    EXPECT_NE(os.error.find("y[0,0,0,3]"), std::string::npos) << os.error;
+    const auto om = check_golden_case(m, impl);
+    EXPECT_FALSE(om.passed);
+    EXPECT_NE(om.error.find("y[0,0,1]"), std::string::npos) << om.error;
+  }
+}
+
+TEST(GoldenAttention, HeadsNotDividingEIsAFieldError) {
+  auto m = first_case("mha");
+  m["heads"] = 3;
+  const auto o = check_golden_case(m, Impl::optimized);
+  EXPECT_FALSE(o.passed);
+  EXPECT_NE(o.error.find("heads = 3 must divide E"), std::string::npos) << o.error;
+}
+
 
 }  // namespace
 }  // namespace normcheck

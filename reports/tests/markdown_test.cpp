@@ -36,11 +36,10 @@ std::string section_of(const std::string& md, const std::string& title_part) {
 CellResult fake(const std::string& row, Impl impl, const std::string& prop, Expect expected,
                 const std::string& observed) {
   CellResult r;
-  r.row_id = r.row_name = r.layer = row;
-  r.impl = impl;
-  r.property = prop;
-  r.info = property_info(prop);
-  r.expected = expected;
+  r.cell.row.id = r.cell.row.name = r.cell.row.layer = row;
+  r.cell.impl = impl;
+  r.cell.prop = column(prop);
+  r.cell.expected = expected;
   r.observed = observed;
   return r;
 }
@@ -69,8 +68,8 @@ TEST(Markdown, ViolatedCellSectionCarriesClaimReplayAndTensors) {
   const std::string sec = section_of(md, "✗ batch_norm [train] / optimized / batch_independence");
   ASSERT_FALSE(sec.empty()) << md;
   EXPECT_EQ(sec.find("SURPRISE"), std::string::npos) << "an expected ✗ is not a surprise";
-  EXPECT_NE(sec.find(r.info.statement), std::string::npos);
-  EXPECT_NE(sec.find(r.info.claim), std::string::npos);
+  EXPECT_NE(sec.find(r.cell.prop.statement), std::string::npos);
+  EXPECT_NE(sec.find(r.cell.prop.claim), std::string::npos);
   EXPECT_NE(sec.find(replay_command(r)), std::string::npos);
   EXPECT_NE(sec.find(rc_params_command(r)), std::string::npos);
   EXPECT_EQ(sec.find("\"compared\""), std::string::npos) << "tensors, not a JSON dump:\n" << sec;
@@ -110,7 +109,8 @@ TEST(Markdown, CounterexampleOfAnUnknownShapeIsCompactJsonNotDropped) {
 TEST(Markdown, LongNumberListsInNotesAreFolded) {
   json cx = json::parse(R"({"related_input": "features shifted by [0.000000, 0.000000, 0.000000, 0.250000, 0.000000] at every position",
     "input": {"implementation": "reference", "calls": []}, "related": {"implementation": "reference", "calls": []},
-    "compared": [], "compared_tokens": 0, "mismatches": 0})");
+    "labels": {"index": ["b", "t"], "element": "d", "input": "x", "output": "y"},
+    "compared": [], "compared_count": 0, "mismatches": 0})");
   EXPECT_NE(counterexample_text(cx).find("features shifted by [0 ×3, 0.25, 0] at every position"), std::string::npos)
       << counterexample_text(cx);
 }
@@ -128,12 +128,13 @@ TEST(ReportJson, ReadsBackWhatItWrites) {
   ASSERT_EQ(back.cells.size(), 1u);
   const CellResult& c = back.cells[0];
   EXPECT_EQ(c.id(), r.id());
-  EXPECT_EQ(c.row_name, r.row_name);
+  EXPECT_EQ(c.cell.row.name, r.cell.row.name);
+  EXPECT_EQ(c.cell.row.family, r.cell.row.family);
   EXPECT_EQ(c.observed, r.observed);
-  EXPECT_EQ(c.expected, r.expected);
+  EXPECT_EQ(c.cell.expected, r.cell.expected);
   EXPECT_EQ(c.counterexample, json::parse(r.counterexample.dump()));
   EXPECT_EQ(c.reproduce, r.reproduce);
-  EXPECT_EQ(c.info.statement, r.info.statement);
+  EXPECT_EQ(c.cell.prop.statement, r.cell.prop.statement);
   EXPECT_EQ(back.meta.seed, 5u);
   EXPECT_EQ(back.meta.versions["normcheck"], NORMCHECK_EXPECTED_VERSION);
   // the same report.md from the JSON as from the run

@@ -1,13 +1,11 @@
-// Helpers shared by the tests of reports/: reading files, running the normcheck command (and
-// the other binaries) and fresh scratch directories.
+// Helpers shared by the tests of reports/ (and of cli/): reading files and fresh scratch
+// directories.
 #pragma once
 
 #include <unistd.h>
 
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -38,29 +36,5 @@ inline std::string scratch(const std::string& name) {
   std::filesystem::create_directories(p);
   return p.string();
 }
-
-struct Run {
-  int code = -1;
-  std::string out, err;
-};
-
-// Runs a shell command; returns its exit code, stdout and stderr.
-inline Run run(const std::string& cmd) {
-  static int counter = 0;
-  const std::string err_path = ::testing::TempDir() + "/normcheck_report_tests_stderr_" +
-                               std::to_string(::getpid()) + "_" + std::to_string(counter++);
-  Run r;
-  FILE* p = popen((cmd + " 2>" + err_path).c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  while (std::size_t n = fread(buf, 1, sizeof buf, p)) r.out.append(buf, n);
-  const int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.err = read_file(err_path);
-  std::filesystem::remove(err_path);
-  return r;
-}
-
-inline std::string cli() { return NORMCHECK_CLI; }
 
 }  // namespace normcheck::testing

@@ -3,7 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "reports/report.hpp"
-#include "reports/tests/test_util.hpp"
+#include "cli/tests/test_util.hpp"
 
 namespace normcheck {
 namespace {

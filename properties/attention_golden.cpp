@@ -4,8 +4,7 @@
 // `valid_only`: only query positions t < lengths[b] are compared (y is 0 at padding).
 #include <cmath>
 
-#include "attention/cells.hpp"
-#include "attention/mha.hpp"
+#include "properties/golden.hpp"
 
 namespace normcheck {
 namespace {
@@ -40,46 +39,10 @@ bool valid_only_flag(const json& c) {
   return c["valid_only"].get<bool>();
 }
 
-std::string position(std::size_t i, const std::vector<int>& dims) {
-  std::string s;
-  for (int k = int(dims.size()) - 1; k >= 0; --k) {
-    s = std::to_string(i % dims[k]) + (s.empty() ? "" : "," + s);
-    i /= dims[k];
-  }
-  return "[" + s + "]";
-}
-
-// Runs `body` and turns input errors into a failed outcome naming the field.
-template <class F>
-GoldenOutcome checked(const json& c, Impl impl, F&& body) {
-  GoldenOutcome o;
-  o.impl = impl;
-  try {
-    if (!c.is_object()) throw InvalidInput("a case must be a JSON object");
-    if (!c.contains("id") || !c["id"].is_string()) throw InvalidInput("field 'id': missing or not a string");
-    o.id = c["id"].get<std::string>();
-    if (!c.contains("op") || !c["op"].is_string()) throw InvalidInput("field 'op': missing or not a string");
-    o.op = c["op"].get<std::string>();
-    body(o);
-    o.passed = o.error.empty();
-  } catch (const InvalidInput& e) {  // a malformed case: an input error naming the field
-    o.passed = false;
-    o.malformed = true;
-    const std::string what = e.what();
-    // a field the reader checked, or an input the kernel itself rejects
-    o.error = what.rfind("field '", 0) == 0 ? what : (o.op.empty() ? "the case" : o.op) + " rejects the input: " + what;
-  } catch (const json::exception& e) {
-    o.passed = false;
-    o.malformed = true;
-    o.error = std::string("malformed case: ") + e.what();
-  }
-  return o;
-}
-
 }  // namespace
 
-GoldenOutcome check_sdpa_golden_case(const json& c, Impl impl) {
-  return checked(c, impl, [&](GoldenOutcome& o) {
+GoldenOutcome check_sdpa_golden_case(const json& c, Impl impl, const AttentionEntry& e) {
+  return golden::run_case(c, impl, [&](GoldenOutcome& o) {
     const auto shape = whole_numbers(c, "shape", 4, 1, 1e5);
     const int B = shape[0], H = shape[1], T = shape[2], dh = shape[3];
     const SdpaShape s{B, H, T, T, dh, dh, 0};
@@ -98,25 +61,21 @@ GoldenOutcome check_sdpa_golden_case(const json& c, Impl impl) {
     const auto k = floats(numbers(c, "k", s.k_size()));
     const auto v = floats(numbers(c, "v", s.v_size()));
     const auto y = numbers(c, "y", s.out_size());
-    std::vector<double> out;
-    if (impl == Impl::reference) {
-      sdpa_reference(out, nullptr, q, k, v, s, m, scale);
-    } else {
-      std::vector<float> f;
-      sdpa_optimized(f, nullptr, q, k, v, s, m, scale);
-      out.assign(f.begin(), f.end());
-    }
+    Output out;
+    golden::run_kernel(o.op, [&] {
+      (impl == Impl::reference ? e.sdpa_reference : e.sdpa_optimized)(out, nullptr, q, k, v, s, m, scale);
+    });
     const bool valid_only = valid_only_flag(c);
     const std::vector<int> dims = {B, H, T, dh};
     golden::compare(
         o, "y", out, y, golden::tolerance(c, impl),
         [&](std::size_t i) { return !valid_only || int(i / dh % T) < m.key_lengths[i / dh / T / H]; },
-        [&](std::size_t i) { return position(i, dims); });
+        [&](std::size_t i) { return golden::position(i, dims); });
   });
 }
 
-GoldenOutcome check_mha_golden_case(const json& c, Impl impl) {
-  return checked(c, impl, [&](GoldenOutcome& o) {
+GoldenOutcome check_mha_golden_case(const json& c, Impl impl, const AttentionEntry& e) {
+  return golden::run_case(c, impl, [&](GoldenOutcome& o) {
     const auto shape = whole_numbers(c, "shape", 3, 1, 1e5);
     const int B = shape[0], T = shape[1], E = shape[2];
     if (std::size_t(B) * T * E > (std::size_t(1) << 24)) throw InvalidInput("field 'shape': too large");
@@ -129,27 +88,21 @@ GoldenOutcome check_mha_golden_case(const json& c, Impl impl) {
     w.in_proj_bias = floats(numbers(c, "in_proj_bias", 3 * std::size_t(E)));
     w.out_proj_weight = floats(numbers(c, "out_proj_weight", std::size_t(E) * E));
     w.out_proj_bias = floats(numbers(c, "out_proj_bias", E));
-    validate_mha(w);  // heads must divide E
     SdpaMask m;
     m.key_lengths = whole_numbers(c, "lengths", B, 0, T);
     m.causal = causal_flag(c);
     const auto xf = floats(numbers(c, "x", std::size_t(B) * T * E));
     const auto y = numbers(c, "y", std::size_t(B) * T * E);
-    std::vector<double> out;
-    if (impl == Impl::reference) {
-      const std::vector<double> xd(xf.begin(), xf.end());
-      mha_reference(out, nullptr, w, xd, xd, B, T, T, m);
-    } else {
-      std::vector<float> f;
-      mha_optimized(f, nullptr, w, xf, xf, B, T, T, m);
-      out.assign(f.begin(), f.end());
-    }
+    Output out;
+    golden::run_kernel(o.op, [&] {  // heads must divide E: the kernel says so
+      (impl == Impl::reference ? e.mha_reference : e.mha_optimized)(out, nullptr, w, xf, xf, B, T, T, m);
+    });
     const bool valid_only = valid_only_flag(c);
     const std::vector<int> dims = {B, T, E};
     golden::compare(
         o, "y", out, y, golden::tolerance(c, impl),
         [&](std::size_t i) { return !valid_only || int(i / E % T) < m.key_lengths[i / E / T]; },
-        [&](std::size_t i) { return position(i, dims); });
+        [&](std::size_t i) { return golden::position(i, dims); });
   });
 }
 

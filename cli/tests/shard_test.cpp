@@ -7,7 +7,7 @@
 #include <set>
 
 #include "reports/shard.hpp"
-#include "reports/tests/test_util.hpp"
+#include "cli/tests/test_util.hpp"
 
 namespace normcheck {
 namespace {

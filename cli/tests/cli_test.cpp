@@ -6,7 +6,7 @@
 #include <regex>
 
 #include "reports/report.hpp"
-#include "reports/tests/test_util.hpp"
+#include "cli/tests/test_util.hpp"
 
 namespace normcheck {
 namespace {
@@ -16,30 +16,13 @@ using testing::read_file;
 using testing::run;
 using testing::scratch;
 
-TEST(Readme, MatrixSectionIsTheRegistriesExpectedMatrix) {
-  const std::string readme = read_file(std::string(NORMCHECK_SOURCE_DIR) + "/README.md");
-  const std::string begin = "<!-- matrix:begin", end = "<!-- matrix:end -->";
-  const auto b = readme.find(begin), e = readme.find(end);
-  ASSERT_NE(b, std::string::npos);
-  ASSERT_NE(e, std::string::npos);
-  const auto body_start = readme.find('\n', b) + 1;
-  EXPECT_EQ(readme.substr(body_start, e - body_start), expected_matrix_markdown())
-      << "README's matrix drifted from the registries: regenerate it with "
-         "`normcheck list --markdown`";
-}
-
-TEST(Readme, LinksTheReportFormatPage) {
-  const std::string readme = read_file(std::string(NORMCHECK_SOURCE_DIR) + "/README.md");
-  EXPECT_NE(readme.find("(docs/REPORT_FORMAT.md)"), std::string::npos);
-  EXPECT_TRUE(std::filesystem::exists(std::string(NORMCHECK_SOURCE_DIR) + "/docs/REPORT_FORMAT.md"));
-}
-
 TEST(Cli, ListNamesEveryRowAndProperty) {
   const auto r = run(cli() + " list");
   EXPECT_EQ(r.code, 0);
   for (const auto& c : all_cells()) {
-    EXPECT_NE(r.out.find(c.row_name), std::string::npos) << c.row_name;
-    EXPECT_NE(r.out.find(c.prop.id), std::string::npos) << c.prop.id;
+    // norm rows are listed by name, attention and block rows by their full name
+    EXPECT_NE(r.out.find(c.info.row.name), std::string::npos) << c.info.row.name;
+    EXPECT_NE(r.out.find(c.info.prop.id), std::string::npos) << c.info.prop.id;
   }
 }
 
@@ -116,7 +99,7 @@ TEST(Cli, MatrixJsonHasTheContractFields) {
                              "--cases 50 --seed 7 --threads 2 --json " + path);
   EXPECT_EQ(r.code, 0) << r.out;
   const auto j = nlohmann::json::parse(read_file(path));
-  EXPECT_EQ(j["format"], "normcheck-matrix/1");
+  EXPECT_EQ(j["format"], "normcheck-matrix/2");
   EXPECT_EQ(j["seed"], 7);
   EXPECT_EQ(j["cases_per_cell"], 50);
   EXPECT_EQ(j["threads"], 2);

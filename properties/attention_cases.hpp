@@ -1,0 +1,182 @@
+// What the attention properties of both ops share (sdpa_properties.cpp, mha_properties.cpp):
+// values on exact float grids, token counts and masks, KV-cache schedules, the comparison of
+// output rows between an input and its related input, row_stochastic's claims about a weight
+// row, and the thread-determinism case.
+//
+// Tolerance: compare.hpp's rule, with the attention's own conditioning in place of |mean|/std:
+// the first-order effect of float32 logit rounding on the output (derived at the top of
+// sdpa_properties.cpp and mha_properties.cpp). Two runs are compared with the larger of the two
+// sides' cond.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <rapidcheck.h>
+
+#include "attention/registry.hpp"
+#include "properties/compare.hpp"
+#include "properties/threads.hpp"
+
+namespace normcheck::attn {
+
+using rc::gen::inRange;
+
+inline constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+// ---------------------------------------------------------------------------------------------
+// the case code of each op
+
+// One function per attention property and op, in attn::sdpa (sdpa_properties.cpp) and attn::mha
+// (mha_properties.cpp); attention_properties.cpp pairs them into one Property per id. A case
+// runs the row's entry (its reference or optimized function), never a kernel itself, so that a
+// mutant or an external library is a row like the built-in kernels. `Case f;` declares
+// `CaseOutcome f(const AttentionEntry&, Impl)`.
+using Case = CaseOutcome(const AttentionEntry& entry, Impl impl);
+
+namespace sdpa {
+Case row_stochastic, causality, key_padding_invariance, kv_permutation_invariance, query_permutation_equivariance,
+    batch_independence, logit_shift_invariance, value_affine_equivariance, kv_cache_equivalence,
+    large_logit_stability, reference_agreement, thread_determinism;
+}  // namespace sdpa
+
+namespace mha {
+Case row_stochastic, causality, key_padding_invariance, kv_permutation_invariance, query_permutation_equivariance,
+    batch_independence, logit_shift_invariance, value_affine_equivariance, kv_cache_equivalence,
+    large_logit_stability, reference_agreement, thread_determinism;
+}  // namespace mha
+
+// ---------------------------------------------------------------------------------------------
+// generators: values on exact float grids, drawn from integers that shrink towards 0
+
+rc::Gen<int> centered(int m);
+std::vector<int> ints(std::size_t n, int m);
+// n values k/16 in [-4, 4]
+std::vector<float> values(std::size_t n);
+// Pushes values off the dyadic grids (each times 1 + 0.37·sin(i + salt)), so that float32
+// rounds at every step as it does on real activations.
+void roughen(std::vector<float>& v, int salt);
+// One random permutation of n[b] elements for every sequence b (new order: element i of b's
+// permuted sequence is its old element p[b][i]).
+std::vector<std::vector<int>> permutations(const std::vector<int>& n);
+// a = ±k/4, k in [1, 16]: the scale of value_affine_equivariance
+float signed_scale();
+// Key lengths: 0 (a sequence of padding only) once in 8, Tk twice, else 1 to Tk.
+std::vector<int> key_lengths(int B, int Tk);
+
+enum class Causal { never, maybe, always };
+// self: Tq = Tk (the queries are the key positions: self-attention); at_most_keys: Tq ≤ Tk
+enum class Queries { any, self, at_most_keys };
+
+// The batch, the token counts and the mask of a case, for both ops. Ranges are inclusive.
+struct TokenRanges {
+  std::pair<int, int> B = {1, 3};
+  std::pair<int, int> T = {1, 8};  // Tk, and Tq when queries is `any`
+  Causal causal = Causal::maybe;
+  Queries queries = Queries::any;
+  bool padding = true;  // draw key lengths; false: no key-padding mask
+};
+
+struct Tokens {
+  int B = 1, Tq = 1, Tk = 1;
+  SdpaMask m = {};
+};
+
+Tokens draw_tokens(const TokenRanges& r);
+
+// Chunk schedules of a sequence of L tokens: chunks of 1, 2, 3 and L, and a prefill of P
+// tokens followed by single-token decoding.
+std::vector<std::pair<std::string, std::vector<int>>> schedules(int L, int P);
+
+// ---------------------------------------------------------------------------------------------
+// small numerics
+
+// Subtracts the maximum of a row of logits, exponentiates, and returns the sum (the softmax
+// behind the cond bounds and the long double oracles).
+template <class T>
+T exp_shifted(std::vector<T>& s) {
+  const T mx = s.empty() ? T(0) : *std::max_element(s.begin(), s.end());
+  T sum = 0;
+  for (auto& x : s) sum += (x = std::exp(x - mx));
+  return sum;
+}
+
+using Index = std::vector<int>;
+std::string at(const std::string& name, const Index& index);  // "weight[0,2,1]"
+std::string list(const std::vector<int>& v);    // "[0, 2, 1]"
+std::string list(const std::vector<float>& v);  // "[0.250000, -1.000000]"
+std::string list(const std::vector<std::vector<int>>& v);  // "[0, 2, 1], [1, 0]"
+
+// ---------------------------------------------------------------------------------------------
+// comparisons
+
+// One run of an entry: its output and, when asked for, its weights [B, H, Tq, Tk].
+struct Run {
+  Output out;
+  std::vector<double> weights;
+};
+
+// A call's output seen as rows: the row index runs over `dims` (sdpa [B, H, Tq], mha [B, Tq]),
+// each row `width` values of y, with the cond of each value (null or empty: 0) scaled by
+// cond_factor, and the input row behind it (q, query) of x_width values.
+struct OutRows {
+  int call = 0;
+  Index dims = {};
+  int width = 0;
+  const Output* y = nullptr;
+  const std::vector<double>* cond = nullptr;
+  double cond_factor = 1;
+  const std::vector<float>* x = nullptr;
+  int x_width = 0;
+};
+
+// The row of the input side a row of the related side is compared with, or none.
+using From = std::function<std::optional<Index>(const Index& related)>;
+std::optional<Index> same_row(const Index& related);
+// same_row for the rows `keep` selects.
+From rows_where(std::function<bool(const Index& row)> keep);
+
+// Every row of b (the related side) with a row in a (the input side), value by value under
+// tolerance(b, max(cond_a, cond_b)) (the Diff's comparison).
+void compare_rows(Diff& d, const OutRows& a, const OutRows& b, const From& from = same_row);
+
+// Weights [B, H, Tq, Tk] of two runs, value by value ("weight[b,h,i,j]": they are not the
+// compared rows) under tolerance(b, row_cond(b, h, i)); keep(b, i): query i of sequence b is
+// compared (null: every query).
+void compare_weights(Diff& d, const SdpaShape& s, const std::vector<double>& a,
+                     const std::vector<double>& b,
+                     const std::function<double(int b, int h, int i)>& row_cond = {},
+                     const std::function<bool(int b, int i)>& keep = {});
+
+// row_stochastic's claims about the weight row of a query that sees the first `visible` keys:
+// every weight ≥ 0, 0 at masked keys, and a sum of 1 when it sees any key.
+void stochastic_row(Diff& d, RowView w, int visible, const Index& row);
+
+// thread_determinism of either op: run() computes the optimized output and weights of one fixed
+// case, once with 1 OpenMP thread (a) and once with 1 to 4 (b); compare(d, a, b) compares every
+// output row and weight, bitwise; record(a, b) gives the evidence.
+template <class RunFn, class CompareFn, class RecordFn>
+CaseOutcome across_threads(const Labels& labels, RunFn run, CompareFn compare, RecordFn record) {
+  const int threads = *rc::gen::element(1, 2, 3, 4);
+  auto with = [&](int n) {
+    ThreadScope scope(n);
+    return run();
+  };
+  const auto one = with(1), many = with(threads);
+  Diff d(labels, Comparison::bitwise);
+  compare(d, one, many);
+  return outcome(d, "1 thread (a) vs " + std::to_string(threads) + " threads (b)", [&] {
+    CaseRecord r = record(one, many);
+    r.input["threads"] = 1;
+    r.related["threads"] = threads;
+    return r;
+  });
+}
+
+}  // namespace normcheck::attn

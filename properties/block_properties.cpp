@@ -1,0 +1,365 @@
+// The block family: every norm row of the registry inside a Transformer block, in Pre-LN and
+// Post-LN placement (catalog.cpp's block_rows), on both implementations. Nothing here names a
+// norm: rows and modes come from the registry, expectations from each property's Derivation.
+//
+// How a row runs the block (the row's mode decides):
+//   stateless row (Mode::none)  teacher forcing over the padded batch, the norm in Mode::none
+//   train row                   teacher forcing over the padded batch, the norm in train mode
+//   eval row                    decoding: each sequence alone, token by token, KV cache, the
+//                               norm in eval mode
+// Outputs of two runs are compared with composite_tolerance (rtol = atol = 1e-4, compare.hpp).
+#include <algorithm>
+#include <random>
+
+#include <rapidcheck.h>
+
+#include "attention/block.hpp"
+#include "properties/families.hpp"
+#include "properties/generators.hpp"
+
+namespace normcheck {
+namespace {
+
+using nlohmann::json;
+using rc::gen::inRange;
+
+enum class Path { teacher_forcing, decode };
+
+struct RowRun {
+  Path path;
+  Mode mode;  // the mode both norms are called in
+};
+
+RowRun row_run(const LayerRow& row) {
+  switch (row.mode()) {
+    case Mode::train: return {Path::teacher_forcing, Mode::train};
+    case Mode::eval: return {Path::decode, Mode::eval};
+    case Mode::none: break;
+  }
+  return {Path::teacher_forcing, Mode::none};
+}
+
+const char* to_string(Path p) { return p == Path::decode ? "decode" : "teacher_forcing"; }
+
+// ---------------------------------------------------------------------------------------------
+// cases
+
+struct BlockCase {
+  BlockWeights w;
+  BlockState state;
+  Batch x;
+  uint32_t weight_seed = 0;
+};
+
+// Projection weights from a seed (a case's weights are ~8·E² numbers: one seed keeps the case
+// small and its shrinking short; inputs and norm parameters are drawn value by value).
+// Entries k/16·1/√fan_in, k in [-16, 16]; biases k/16, k in [-8, 8].
+std::vector<float> seeded(std::mt19937& rng, std::size_t n, int fan_in) {
+  std::vector<float> v(n);
+  const float s = 1.0f / std::sqrt(float(fan_in));
+  for (auto& x : v) x = float(int(rng() % 33) - 16) / 16.0f * s;
+  return v;
+}
+
+std::vector<float> seeded_bias(std::mt19937& rng, std::size_t n) {
+  std::vector<float> v(n);
+  for (auto& x : v) x = float(int(rng() % 17) - 8) / 16.0f;
+  return v;
+}
+
+// A padded batch for the row. Train rows compute batch statistics, and a train-mode norm
+// rejects a single value per channel (as PyTorch does): their sequences get at least two valid
+// tokens, so that no batch a cell builds from them is rejected. (RapidCheck's first cases are
+// the smallest, one-token batches: rejecting them all would make the cell give up.)
+Batch draw_batch(const LayerRow& row, gen::Shape shape, gen::Regime regime, gen::Poison poison) {
+  const bool train = row.mode() == Mode::train;
+  if (train) shape.T = std::max(shape.T, 2);
+  std::vector<int> lengths(shape.B);
+  for (auto& l : lengths) l = *inRange(train ? 2 : 1, shape.T + 1);
+  return gen::batch(shape, regime, poison, lengths);
+}
+
+BlockCase draw_block(const LayerRow& row, Placement placement) {
+  BlockCase c;
+  const int dh = *inRange(1, 9);
+  const int H = *inRange(1, std::min(4, 16 / dh) + 1);
+  const int E = H * dh;
+  c.weight_seed = *inRange<uint32_t>(0, 1u << 16);
+  std::mt19937 rng(c.weight_seed);
+  c.w.placement = placement;
+  c.w.attn.E = E;
+  c.w.attn.H = H;
+  c.w.attn.in_proj_weight = seeded(rng, std::size_t(3) * E * E, E);
+  c.w.attn.in_proj_bias = seeded_bias(rng, std::size_t(3) * E);
+  c.w.attn.out_proj_weight = seeded(rng, std::size_t(E) * E, E);
+  c.w.attn.out_proj_bias = seeded_bias(rng, E);
+  c.w.F = 2 * E;
+  c.w.w1 = seeded(rng, std::size_t(c.w.F) * E, E);
+  c.w.b1 = seeded_bias(rng, c.w.F);
+  c.w.w2 = seeded(rng, std::size_t(E) * c.w.F, c.w.F);
+  c.w.b2 = seeded_bias(rng, E);
+  c.w.norm1 = gen::params(*row.layer, E);
+  c.w.norm2 = gen::params(*row.layer, E);
+  if (row.layer->stateful()) {
+    c.state.norm1 = gen::state(E);
+    c.state.norm2 = gen::state(E);
+  }
+  c.x = draw_batch(row, {*inRange(1, 4), *inRange(1, 7), E}, gen::regime(), gen::poison());
+  return c;
+}
+
+BlockOutput run(const Row& row, Impl impl, const BlockCase& c, const Batch& x, bool want_weights) {
+  const RowRun how = row_run(row.norm);
+  BlockState st = c.state;
+  if (how.path == Path::decode)
+    return block_decode(*row.norm.layer, impl, how.mode, c.w, st, x, want_weights);
+  return block_forward(*row.norm.layer, impl, how.mode, c.w, st, x, want_weights);
+}
+
+json norm_params_json(const Params& p) {
+  json j = {{"eps", p.eps}};
+  if (!p.gamma.empty()) j["gamma"] = p.gamma;
+  if (!p.beta.empty()) j["beta"] = p.beta;
+  j["momentum"] = p.momentum;
+  for (const auto& [name, v] : p.named) j[name] = v;
+  return j;
+}
+
+// The case's parameters: the block's shape, the seed of its projection weights, both norms'
+// parameters and running statistics.
+json case_params(const Row& row, const BlockCase& c, const std::string& path) {
+  json j = {{"norm", row.norm.name()},
+            {"placement", to_string(c.w.placement)},
+            {"path", path},
+            {"E", c.w.attn.E},
+            {"heads", c.w.attn.H},
+            {"F", c.w.F},
+            {"projection_weights", "seeded: std::mt19937(" + std::to_string(c.weight_seed) +
+                                       "), entries k/16·1/√fan_in"},
+            {"norm1", norm_params_json(c.w.norm1)},
+            {"norm2", norm_params_json(c.w.norm2)}};
+  if (!c.state.norm1.empty())
+    j["running_stats"] = {{"norm1", {{"mean", c.state.norm1.running_mean}, {"var", c.state.norm1.running_var}}},
+                          {"norm2", {{"mean", c.state.norm2.running_mean}, {"var", c.state.norm2.running_var}}}};
+  return j;
+}
+
+// One side: the batch [B, T, E] through the block; with the first attention's weights when
+// the property compares them.
+json side(Impl impl, const Batch& x, const BlockOutput& o, bool weights = false, int H = 0) {
+  json tensors = {{"x", tensor_json(x.x, {"B", "T", "E"}, {x.B, x.T, x.D})},
+                  {"y", tensor_json(o.y, {"B", "T", "E"}, {x.B, x.T, x.D})}};
+  if (weights)
+    tensors["attention_weights"] =
+        tensor_json(o.attn_weights, {"B", "H", "query", "key"}, {x.B, H, x.T, x.T});
+  return side_json(to_string(impl),
+                   json::array({call_json({{"B", x.B}, {"T", x.T}, {"E", x.D}}, tensors,
+                                          {{"lengths", x.lengths}})}));
+}
+
+const Labels kTokenLabels{{"b", "t"}, "e", "x", "y"};
+
+void compare_tokens(Diff& d, const Batch& xa, const BlockOutput& A, int b, int t, const Batch& xb,
+                    const BlockOutput& B, int b2, int t2) {
+  const std::size_t ia = xa.index(b, t, 0), ib = xb.index(b2, t2, 0);
+  d.rows({0, {b, t}}, {0, {b2, t2}}, RowView(&A.y[ia], xa.D), RowView(&B.y[ib], xb.D),
+         [&](int e) { return composite_tolerance(B.y[ib + e]); }, RowView(&xa.x[ia], xa.D),
+         RowView(&xb.x[ib], xb.D));
+}
+
+// The case of a two-run comparison: its parameters and both sides.
+CaseRecord record(const Row& row, Impl impl, const BlockCase& c, const std::string& path,
+                  const Batch& xa, const BlockOutput& A, const Batch& xb, const BlockOutput& B) {
+  return {.params = case_params(row, c, path), .input = side(impl, xa, A), .related = side(impl, xb, B)};
+}
+
+// A batch of B2 fresh sequences with x's sequence b copied to index j.
+Batch with_sequence_moved(const Row& row, const Batch& x, int b, int B2, int j) {
+  Batch y = draw_batch(row.norm, {B2, x.T, x.D}, gen::regime(), gen::poison());
+  y.lengths[j] = x.lengths[b];
+  std::copy_n(&x.x[x.index(b, 0, 0)], std::size_t(x.T) * x.D, &y.x[y.index(j, 0, 0)]);
+  return y;
+}
+
+// ---------------------------------------------------------------------------------------------
+// block properties
+
+CaseOutcome attention_weight_batch_independence(const Row& row, Impl impl) {
+  const BlockCase c = draw_block(row.norm, row.placement);
+  const int b = *inRange(0, c.x.B), B2 = *inRange(1, 5), j = *inRange(0, B2);
+  const Batch y = with_sequence_moved(row, c.x, b, B2, j);
+  const BlockOutput A = run(row, impl, c, c.x, true), B = run(row, impl, c, y, true);
+  const int H = c.w.attn.H, T = c.x.T, len = c.x.lengths[b];
+  // the weight row of query i in head h of a sequence: [T] keys
+  auto at = [&](int seq, int h, int i) { return ((std::size_t(seq) * H + h) * T + i) * T; };
+  Diff d({{"h", "query"}, "key", "", "weight"});
+  for (int h = 0; h < H; ++h)
+    for (int i = 0; i < len; ++i)
+      d.rows({0, {h, i}}, {0, {h, i}}, RowView(&A.attn_weights[at(b, h, i)], len),
+             RowView(&B.attn_weights[at(j, h, i)], len),
+             [&](int k) { return composite_tolerance(B.attn_weights[at(j, h, i) + k]); });
+  const std::string note = "sequence " + std::to_string(b) + " moved to index " +
+                           std::to_string(j) + " of a batch of " + std::to_string(B2) +
+                           " (fresh neighbours); weights of the block's first attention";
+  return outcome(d, note, [&] {
+    return CaseRecord{.params = case_params(row, c, to_string(row_run(row.norm).path)),
+                      .input = side(impl, c.x, A, true, H),
+                      .related = side(impl, y, B, true, H)};
+  });
+}
+
+std::string moved_note(int b, int j, int B2) {
+  return "sequence " + std::to_string(b) + " moved to index " + std::to_string(j) +
+         " of a batch of " + std::to_string(B2);
+}
+
+CaseOutcome block_batch_independence(const Row& row, Impl impl) {
+  const BlockCase c = draw_block(row.norm, row.placement);
+  const int b = *inRange(0, c.x.B), B2 = *inRange(1, 5), j = *inRange(0, B2);
+  const Batch y = with_sequence_moved(row, c.x, b, B2, j);
+  const BlockOutput A = run(row, impl, c, c.x, false), B = run(row, impl, c, y, false);
+  Diff d(kTokenLabels);
+  for (int t = 0; t < c.x.lengths[b]; ++t) compare_tokens(d, c.x, A, b, t, y, B, j, t);
+  return outcome(d, moved_note(b, j, B2), [&] {
+    return record(row, impl, c, to_string(row_run(row.norm).path), c.x, A, y, B);
+  });
+}
+
+CaseOutcome block_padding_invariance(const Row& row, Impl impl) {
+  const BlockCase c = draw_block(row.norm, row.placement);
+  const int extra = *inRange(0, 4);
+  const auto poison = gen::poison();
+  Batch y(c.x.B, c.x.T + extra, c.x.D);
+  y.lengths = c.x.lengths;
+  for (int b = 0; b < y.B; ++b)
+    std::copy_n(&c.x.x[c.x.index(b, 0, 0)], std::size_t(c.x.T) * c.x.D, &y.x[y.index(b, 0, 0)]);
+  gen::fill_padding(y, poison);
+  const BlockOutput A = run(row, impl, c, c.x, false), B = run(row, impl, c, y, false);
+  Diff d(kTokenLabels);
+  for (int b = 0; b < c.x.B; ++b)
+    for (int t = 0; t < c.x.lengths[b]; ++t) compare_tokens(d, c.x, A, b, t, y, B, b, t);
+  const std::string note = std::to_string(extra) + " padding positions appended, all padding set to " +
+                           gen::to_string(poison);
+  return outcome(d, note, [&] {
+    return record(row, impl, c, to_string(row_run(row.norm).path), c.x, A, y, B);
+  });
+}
+
+CaseOutcome block_causality(const Row& row, Impl impl) {
+  const BlockCase c = draw_block(row.norm, row.placement);
+  const int b = *inRange(0, c.x.B);
+  const int s = *inRange(0, c.x.lengths[b]);
+  Batch y = c.x;
+  for (int t = s + 1; t < c.x.lengths[b]; ++t) {
+    const auto v = gen::token(gen::Regime::normal, c.x.D);
+    std::copy(v.begin(), v.end(), &y.at(b, t, 0));
+  }
+  const BlockOutput A = run(row, impl, c, c.x, false), B = run(row, impl, c, y, false);
+  Diff d(kTokenLabels);
+  for (int t = 0; t <= s; ++t) compare_tokens(d, c.x, A, b, t, y, B, b, t);
+  const std::string note = "tokens after position " + std::to_string(s) + " of sequence " +
+                           std::to_string(b) + " replaced";
+  return outcome(d, note, [&] {
+    return record(row, impl, c, to_string(row_run(row.norm).path), c.x, A, y, B);
+  });
+}
+
+CaseOutcome decode_equivalence(const Row& row, Impl impl) {
+  const BlockCase c = draw_block(row.norm, row.placement);
+  const LayerEntry& norm = *row.norm.layer;
+  const bool stateful = row.norm.mode() != Mode::none;
+  // a stateful layer's running statistics are first trained on batches of the same shape
+  BlockState trained = c.state;
+  int warmup = 0;
+  if (stateful) {
+    warmup = *inRange(1, 4);
+    for (int i = 0; i < warmup; ++i) {
+      const Batch w = draw_batch(row.norm, {c.x.B, c.x.T, c.x.D}, gen::Regime::normal, gen::Poison::zero);
+      block_forward(norm, impl, Mode::train, c.w, trained, w, false);
+    }
+  }
+  BlockState forced = trained;
+  const BlockOutput A =
+      block_forward(norm, impl, stateful ? Mode::train : Mode::none, c.w, forced, c.x, false);
+  const BlockOutput B =
+      block_decode(norm, impl, stateful ? Mode::eval : Mode::none, c.w, trained, c.x, false);
+  Diff d(kTokenLabels);
+  for (int b = 0; b < c.x.B; ++b)
+    for (int t = 0; t < c.x.lengths[b]; ++t) compare_tokens(d, c.x, A, b, t, c.x, B, b, t);
+  const std::string note =
+      std::string("padded batch with teacher forcing") + (stateful ? " in train mode" : "") +
+      " (a) vs every sequence decoded alone, token by token, with a KV cache" +
+      (stateful ? " in eval mode after " + std::to_string(warmup) + " training batches" : "") + " (b)";
+  return outcome(d, note, [&] {
+    CaseRecord r = record(row, impl, c, "teacher_forcing (a) vs decode (b)", c.x, A, c.x, B);
+    if (stateful)
+      r.params["running_stats_after_training"] = {
+          {"norm1", {{"mean", trained.norm1.running_mean}, {"var", trained.norm1.running_var}}},
+          {"norm2", {{"mean", trained.norm2.running_mean}, {"var", trained.norm2.running_var}}}};
+    return r;
+  });
+}
+
+}  // namespace
+
+// The block properties and what each inherits from the norm row (model.hpp, Derivation).
+//
+// Rows that run teacher forcing (stateless and train rows): attention, the MLP and the
+// residuals are token-wise or masked-causal and keep each property, so the block breaks one
+// exactly when its norm does. attention_weight_batch_independence: in Pre-LN the first attention
+// reads N1(x); in Post-LN it reads x itself, before any norm, so its weights hold for every norm.
+// Eval rows run the block by decoding: every sequence alone, token by token, its norm on one
+// token at a time and only its own past in the cache. A batch, padding or future tokens never
+// reach the computation, so those four properties hold by construction (the cells check that
+// the decoding path really isolates sequences: a cache not reset between sequences, a padding
+// token fed, fails them).
+//
+// decode_equivalence compares a train-mode batch with eval-mode decoding alone, token by token.
+// Both sides agree iff the norm's output for a token in the padded training batch equals its
+// eval-mode output for that token alone: that is the norm's streaming_equivalence. A norm that
+// looks at later tokens (causality ✗: instance_norm) or whose train and eval modes differ
+// (train_inference_equivalence ✗: batch statistics vs running statistics) cannot have it, so
+// the union below equals streaming_equivalence for a consistent profile and says why. It is
+// mode-comparing like the norm's: an eval row has no train mode to compare.
+std::vector<Property> block_properties() {
+  const char* moved = "sequence b placed at any index of a batch of 1 to 4 with fresh neighbours";
+  std::vector<Property> all = {
+      {.info = {"attention_weight_batch_independence", "attn_w_batch",
+                "the attention weights of a sequence do not depend on the batch it sits in",
+                moved, "the weights of the block's first attention for b's valid queries and keys",
+                "a norm before attention must not let the batch steer what a token attends to"},
+       .derived = {.from = {"batch_independence"}, .pre_ln_only = true},
+       .check = attention_weight_batch_independence},
+      {.info = {"block_batch_independence", "blk_batch",
+                "a sequence's block output does not depend on the other sequences of its batch", moved,
+                "b's valid outputs", "a sample's result must not depend on its neighbours"},
+       .derived = {.from = {"batch_independence"}},
+       .check = block_batch_independence},
+      {.info = {"block_padding_invariance", "blk_padding",
+                "appending padding and changing its contents does not change the block's valid outputs",
+                "extra padding appended, all padding filled with poison (0, 1e30, -inf, NaN)",
+                "valid outputs", "padding must not pollute a block"},
+       .derived = {.from = {"padding_invariance"}},
+       .check = block_padding_invariance},
+      {.info = {"block_causality", "blk_causal",
+                "block outputs at positions ≤ s do not depend on tokens after s",
+                "tokens after position s of one sequence replaced", "that sequence's positions ≤ s",
+                "no look-ahead through the norm: required for autoregressive training"},
+       .derived = {.from = {"causality"}},
+       .check = block_causality},
+      {.info = {"decode_equivalence", "decode",
+                "a padded batch with teacher forcing in train mode gives what decoding each sequence "
+                "alone, token by token, with a KV cache in eval mode gives",
+                "every sequence decoded alone (batch of one) in eval mode, after the running "
+                "statistics were trained on batches of the same shape",
+                "all valid outputs",
+                "what a model learns in training is what it computes when it generates"},
+       .applies = {.mode_comparing = true},
+       .derived = {.from = {"causality", "streaming_equivalence", "train_inference_equivalence"}},
+       .check = decode_equivalence},
+  };
+  for (auto& p : all) p.family = Family::block;
+  return all;
+}
+
+}  // namespace normcheck

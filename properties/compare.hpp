@@ -1,0 +1,190 @@
+// The one comparison module: the tolerance rule, the comparison of two outputs (Diff), and the
+// evidence schema every family's counterexample uses, so the reports render every ✗ cell alike.
+//
+// Evidence (CaseOutcome::evidence, a cell's `counterexample` in report.json), for every family:
+//   related_input   the related input, in words and numbers
+//   params          the parameters of the case (layer parameters, attention weights, ...)
+//   labels          {"index": ["b", "t"], "element": "d", "input": "x", "output": "y"}: how to
+//                   read a compared row (a token's features, a query's columns)
+//   input, related  the two sides: {"implementation", "calls": [call, ...], ...}; a call is
+//                   {"shape": {"B": 2, "T": 3, "D": 4}, "attributes": {...}, "tensors":
+//                   {"x": tensor, "y": tensor, ...}} and a tensor {"dims", "shape", "values"}
+//   compared        the compared row pairs (at most 32): {"a": {"call", "index"}, "b": ...,
+//                   "x_a", "x_b" (input rows, when the rows have one), "y_a", "y_b", "tolerance",
+//                   "mismatch" (elements over tolerance)}
+//   compared_count  how many pairs were compared in all
+//   mismatches      how many values differ
+//   worst           the worst value: {"where", "a", "b", "deviation", "tolerance",
+//                   "position_a", "position_b" ({"call", "index", "element"}, for row values),
+//                   "pair" (its index in `compared`)}
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "norms/registry.hpp"
+
+namespace normcheck {
+
+// The tolerance rule of docs/PROPERTIES.md: |a − b| ≤ atol + rtol·|b| with rtol = 1e-5 and
+// atol = 1e-5 + 2e-6·cond, cond the conditioning of the value (|mean|/std of its statistics set;
+// attention: the logit conditioning). `b` is the expected side.
+double tolerance(double b, double cond);
+// Two runs of a Transformer block (same implementation): rtol = atol = 1e-4, the single-layer
+// bound over the ten float32 stages a token passes, each passing an error on with gain ≲ 1.
+double composite_tolerance(double b);
+bool same_bits(double a, double b);
+
+// The tolerance rule for gradients, float32 against double (the rule the golden gradients were
+// built with, golden/README.md): |a − b| ≤ atol + rtol·|b| with atol = 2e-6·(1 + cond)·scale,
+// rtol = 1e-4. `cond` is the largest |mean|/std of a statistics set the gradients read, `scale`
+// the gradients' (gradient_scale). A gradient's error scales with the whole gradient (dx mixes
+// every dy of a statistics set), hence an atol relative to its largest terms rather than to 1.
+// Impl::reference: a double computation agrees to 1e-4 of atol, rtol 1e-9 (as the golden
+// checkers ask of the reference).
+struct GradTolerance {
+  double atol = 0, rtol = 0;
+  double bound(double b) const;  // atol + rtol·|b|
+  // NaN on both sides agrees; NaN on one side, or further apart than bound(b), does not
+  bool agree(double a, double b) const;
+};
+GradTolerance gradient_tolerance(double cond, double scale, Impl impl = Impl::optimized);
+// The scale of a call's gradients: the largest |value| of the reference gradients and of the
+// terms dx is made of, inv_std·|γ·dy| (c: the call's conditioning; dy [B*T*D]). dx =
+// inv_std·(γ·dy − mean terms) cancels to exactly 0 for dy in the span of 1 and x̂ of a set
+// while the float32 error of its terms does not, so the largest |grad| alone is no scale for its
+// error; for the golden cases (random dy) the two agree.
+double gradient_scale(const Grads& reference, const Conditioning& c, const Params& p,
+                      const std::vector<float>& dy, int D);
+
+enum class Comparison {
+  values,       // the tolerance rule
+  bitwise,      // identical bits
+  containment,  // a finite output must stay finite (the spread of NaN is the subject)
+};
+
+// JSON of a number: NaN and ±inf as the strings "NaN", "inf", "-inf".
+nlohmann::json number_json(double v);
+// A flat row-major tensor: {"dims": names, "shape": sizes, "values": nested arrays}, values
+// starting at `offset`; above 2048 values {"truncated": true, "size": n} instead of the values.
+template <class V>
+nlohmann::json tensor_json(const V& v, const std::vector<std::string>& dims,
+                           const std::vector<int>& shape, std::size_t offset = 0);
+
+// A row of values in one side's buffers (float or double), for the evidence; n = 0: none.
+struct RowView {
+  const void* data = nullptr;
+  bool is_float = false;
+  int n = 0;
+  RowView() = default;
+  RowView(const float* p, int count) : data(p), is_float(true), n(count) {}
+  RowView(const double* p, int count) : data(p), is_float(false), n(count) {}
+  double operator[](int k) const {
+    return is_float ? double(static_cast<const float*>(data)[k]) : static_cast<const double*>(data)[k];
+  }
+};
+
+// Where a compared row sits in a side: the call (a side may make several) and the row's index
+// (every dimension but the last: [b, t] of a token, [b, h, i] of an sdpa query).
+struct RowPos {
+  int call = 0;
+  std::vector<int> index;
+};
+
+// How to read a compared row in the report.
+struct Labels {
+  std::vector<std::string> index;  // names of RowPos::index
+  std::string element;             // the last dimension
+  std::string input, output;       // the row tensors' names (input may be empty: no input rows)
+};
+
+// Compares two outputs row by row under one comparison and keeps what a report needs: every
+// compared pair (with its rows, while the case's buffers live), the count of differing values
+// and the worst one. Values NaN on both sides agree; NaN or ±inf on one side only is a
+// non-finite mismatch (a failure of a ✓ cell, never a ✗ cell's counterexample).
+class Diff {
+ public:
+  explicit Diff(Labels labels, Comparison how = Comparison::values)
+      : labels_(std::move(labels)), how_(how) {}
+
+  // Row a against row b, element by element; tol(k) is the tolerance of element k (used by the
+  // values comparison only). xa, xb: the input rows behind them, when there are such rows.
+  void rows(const RowPos& pa, const RowPos& pb, RowView ya, RowView yb,
+            const std::function<double(int k)>& tol, RowView xa = {}, RowView xb = {});
+  // One value outside the rows (a running statistic, a row's sum), under the comparison.
+  void value(const std::string& where, double a, double b, double tol);
+  // A claim about one value that does not hold (a negative weight, a masked key with weight).
+  void fail(const std::string& where, double a, double b);
+
+  bool finite_violation() const { return finite_; }
+  bool nonfinite_mismatch() const { return nonfinite_; }
+  bool any() const { return finite_ || nonfinite_; }
+  double max_dev() const { return max_dev_; }
+  int mismatches() const { return mismatches_; }
+  Comparison comparison() const { return how_; }
+
+  nlohmann::json worst_json(std::size_t max_pairs = 32) const;
+  nlohmann::json labels_json() const;
+  nlohmann::json compared_json(std::size_t max_pairs = 32) const;
+  std::size_t compared_count() const { return pairs_.size(); }
+
+ private:
+  struct Worst {
+    double ratio = -1, a = 0, b = 0, tol = 0;
+    std::string where;
+    int pair = -1, element = -1;
+  };
+  struct Pair {
+    RowPos pa, pb;
+    RowView xa, xb, ya, yb;
+    std::vector<double> tol;
+    std::vector<int> mismatch;
+  };
+  // Compares one value; returns true when it counts as a mismatch. `where` is built lazily.
+  bool compare(double a, double b, double tol, int pair, int element,
+               const std::function<std::string()>& where);
+  void note(double ratio, double a, double b, double tol, int pair, int element,
+            const std::function<std::string()>& where);
+
+  Labels labels_;
+  Comparison how_;
+  bool finite_ = false, nonfinite_ = false;
+  int mismatches_ = 0;
+  double max_dev_ = 0;
+  Worst worst_;
+  std::vector<Pair> pairs_;
+};
+
+// The outcome of one generated case of a cell.
+struct CaseOutcome {
+  bool finite_violation = false;    // a real, finite counterexample
+  bool nonfinite_mismatch = false;  // NaN/inf on one side only (a failure for ✓ cells only)
+  double max_dev = 0;               // largest finite deviation seen in this case
+  std::string summary;              // one line: what differs, where
+  nlohmann::json evidence;          // the case in the schema above; filled when anything differs
+  bool any() const { return finite_violation || nonfinite_mismatch; }
+};
+
+// What a case shows besides the comparison: filled only when something differs.
+struct CaseRecord {
+  nlohmann::json params = nlohmann::json::object();
+  nlohmann::json input = nlohmann::json::object();    // side: {"implementation", "calls": [...]}
+  nlohmann::json related = nlohmann::json::object();
+};
+
+// The case's outcome: the Diff's verdict, and when anything differs the evidence in the schema
+// above (record() is called only then).
+CaseOutcome outcome(const Diff& d, const std::string& related_input,
+                    const std::function<CaseRecord()>& record);
+
+// A side of the evidence: {"implementation": impl, "calls": calls} (calls built by the caller).
+nlohmann::json side_json(const std::string& implementation, nlohmann::json calls);
+// A call of a side: {"shape": shape, "attributes": attributes, "tensors": tensors}.
+nlohmann::json call_json(nlohmann::json shape, nlohmann::json tensors,
+                         nlohmann::json attributes = nlohmann::json::object());
+
+}  // namespace normcheck

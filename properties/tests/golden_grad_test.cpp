@@ -1,0 +1,131 @@
+// Golden gradients against PyTorch's autograd (golden/pytorch_grad_golden.json): one ctest test
+// per (case, implementation), and the checker's own failure modes.
+#include <gtest/gtest.h>
+
+#include "properties/golden_grad.hpp"
+
+namespace normcheck {
+namespace {
+
+struct GradParam {
+  nlohmann::json c;
+  Impl impl;
+};
+
+std::vector<GradParam> grad_params() {
+  std::vector<GradParam> params;
+  const auto file = load_grad_golden(default_grad_golden_path());
+  for (const auto& c : file["cases"])
+    for (Impl impl : {Impl::reference, Impl::optimized}) params.push_back({c, impl});
+  return params;
+}
+
+void PrintTo(const GradParam& p, std::ostream* os) {
+  *os << p.c.value("id", "?") << " (" << to_string(p.impl) << ")";
+}
+
+class GoldenGrad : public ::testing::TestWithParam<GradParam> {};
+
+// Every case of the file, no op skipped: an op without a backward fails here as unknown.
+TEST_P(GoldenGrad, MatchesPyTorchAutograd) {
+  const auto o = check_grad_golden_case(GetParam().c, GetParam().impl);
+  EXPECT_TRUE(o.passed) << o.id << " (" << to_string(o.impl) << "): " << o.error;
+}
+
+std::string grad_name(const ::testing::TestParamInfo<GradParam>& info) {
+  std::string name = info.param.c["id"].get<std::string>() + "_" + to_string(info.param.impl);
+  for (auto& ch : name)
+    if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+  return name;
+}
+
+INSTANTIATE_TEST_SUITE_P(PyTorch, GoldenGrad, ::testing::ValuesIn(grad_params()), grad_name);
+
+nlohmann::json first_case(const std::string& op) {
+  const auto file = load_grad_golden(default_grad_golden_path());
+  for (const auto& c : file["cases"])
+    if (c["op"] == op) return c;
+  throw std::runtime_error("no golden gradient case for " + op);
+}
+
+TEST(GoldenGradFile, HasTheDocumentedFormatAndSize) {
+  const auto file = load_grad_golden(default_grad_golden_path());
+  EXPECT_EQ(file["format"], kGradGoldenFormat);
+  EXPECT_EQ(file["cases"].size(), 36u);  // ../shared/golden/README.md
+}
+
+// A wrong expected value in each compared field fails on both implementations, naming the field
+// and the position: the comparison can fail.
+TEST(GoldenGradChecker, CorruptedExpectedValuesFailNamingTheField) {
+  struct Corruption {
+    std::string op, field;
+    std::size_t index;
+    std::string position;
+  };
+  for (const auto& k : {Corruption{"layer_norm", "dx", 5, "dx[0,0,5]"},
+                        Corruption{"rms_norm", "dgamma", 3, "dgamma[3]"},
+                        Corruption{"group_norm", "dbeta", 0, "dbeta[0]"},
+                        Corruption{"batch_norm_train", "dx", 9, "dx[0,1,1]"},
+                        Corruption{"masked_batch_norm_train", "dgamma", 2, "dgamma[2]"}}) {
+    auto c = first_case(k.op);
+    const double tol = c["tolerance"]["atol"].get<double>();
+    c[k.field][k.index] = c[k.field][k.index].get<double>() + 10 * tol + 1e-3;
+    for (Impl impl : {Impl::reference, Impl::optimized}) {
+      const auto o = check_grad_golden_case(c, impl);
+      EXPECT_FALSE(o.passed) << k.op << " " << k.field << " " << to_string(impl);
+      EXPECT_FALSE(o.input_error()) << o.error;
+      EXPECT_NE(o.error.find(k.position), std::string::npos) << o.error;
+    }
+  }
+}
+
+// valid_only: masked_batch_norm's padding is not compared, so a value there does not fail; the
+// same value at a valid position does.
+TEST(GoldenGradChecker, ValidOnlySkipsPaddingPositions) {
+  auto c = first_case("masked_batch_norm_train");
+  ASSERT_TRUE(c["valid_only"].get<bool>());
+  const int T = c["shape"][1], D = c["shape"][2];
+  const int b = 1, t = c["lengths"][1].get<int>();  // the first padding position of sequence 1
+  ASSERT_LT(t, T);
+  c["dx"][(b * T + t) * D] = 123.0;
+  EXPECT_TRUE(check_grad_golden_case(c, Impl::optimized).passed);
+  c["dx"][0] = 123.0;
+  EXPECT_FALSE(check_grad_golden_case(c, Impl::optimized).passed);
+}
+
+TEST(GoldenGradChecker, MalformedCasesAreInputErrorsNamingTheField) {
+  auto c = first_case("layer_norm");
+  c["dy"].erase(c["dy"].size() - 1);
+  auto o = check_grad_golden_case(c, Impl::optimized);
+  EXPECT_TRUE(o.malformed);
+  EXPECT_NE(o.error.find("'dy'"), std::string::npos) << o.error;
+
+  c = first_case("rms_norm");
+  c["dbeta"] = c["dgamma"];  // a dβ for a case without β
+  o = check_grad_golden_case(c, Impl::reference);
+  EXPECT_TRUE(o.malformed);
+  EXPECT_NE(o.error.find("'dbeta'"), std::string::npos) << o.error;
+
+  c = first_case("layer_norm");
+  c.erase("dgamma");
+  o = check_grad_golden_case(c, Impl::reference);
+  EXPECT_TRUE(o.malformed);
+  EXPECT_NE(o.error.find("'dgamma'"), std::string::npos) << o.error;
+}
+
+TEST(GoldenGradChecker, OpWithoutBackwardIsUnknownNotSkipped) {
+  auto c = first_case("layer_norm");
+  c["op"] = "dyt";  // a layer, but without a backward pass
+  const auto o = check_grad_golden_case(c, Impl::reference);
+  EXPECT_FALSE(o.known);
+  EXPECT_FALSE(o.passed);
+  EXPECT_NE(o.error.find("dyt"), std::string::npos) << o.error;
+}
+
+TEST(GoldenGradFile, TheForwardFileIsNotAGradientFile) {
+  EXPECT_FALSE(is_grad_golden(load_golden(default_golden_path())));
+  EXPECT_THROW(load_grad_golden(default_golden_path()), GoldenFileError);
+}
+
+}  // namespace
+}  // namespace normcheck
