@@ -10,8 +10,8 @@
 //   aten_batch_norm      at::batch_norm over [B·T, D] (N = tokens, padding included, C =
 //                        features), train and eval; running statistics updated by ATen
 //   aten_rms_norm        x·rsqrt(mean(x²) + ε)·γ composed of ATen ops (1.13 has no rms_norm)
-// Attention compositions (same contract as sdpa_optimized / mha_optimized), as attention entries
-// (reference: the built-in sdpa / mha reference; not registered yet):
+// Attention rows (registered by register_rows() too; same contract as sdpa_optimized /
+// mha_optimized; reference: the built-in sdpa / mha reference):
 //   aten_sdpa_additive, aten_sdpa_masked_fill, aten_sdpa, aten_mha
 #pragma once
 
@@ -25,8 +25,9 @@
 
 namespace normcheck::aten {
 
-// Registers the norm rows with normcheck::register_layer. Call once, before the matrix or the
-// tests enumerate rows; it also takes over ATen's thread count (sync_threads).
+// Registers the norm rows with normcheck::register_layer and the attention rows with
+// normcheck::register_attention, each with the profile of what ATen violates. Call once, before
+// the matrix or the tests enumerate rows; it also takes over ATen's thread count (sync_threads).
 void register_rows();
 
 // Makes ATen use the OpenMP thread count the calling thread has now (omp_get_max_threads()),

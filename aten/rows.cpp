@@ -196,6 +196,28 @@ void register_rows() {
                           "x·rsqrt(mean(x²)+ε)·γ composed of ATen ops (at::pow, mean, add, "
                           "rsqrt, mul)",
                           aten_rms_norm));
+  // Attention (aten/FINDINGS.md §5): the compositions read masked keys and values, so a NaN
+  // planted only there (key_padding_invariance's and reference_agreement's poison) reaches valid
+  // outputs. Additive mask: NaN + (−inf) = NaN in the scores makes the whole row NaN; masked_fill
+  // cleans the scores, but weight 0 · NaN value is NaN.
+  // The reference is normcheck's own: only the optimized side (ATen) violates them.
+  auto leaks = [](AttentionEntry e, const std::string& how) {
+    e.optimized_violated = {"key_padding_invariance", "reference_agreement"};
+    e.why = how + " (PyTorch #101967)";
+    return e;
+  };
+  register_attention(leaks(sdpa_additive_entry(),
+                           "reads masked keys: a NaN in one gives NaN + (−inf) = NaN scores, every "
+                           "valid output of its sequence NaN"));
+  register_attention(leaks(sdpa_masked_fill_entry(),
+                           "reads masked values: weight 0 · a NaN value is NaN, in that feature of "
+                           "every valid query"));
+  register_attention(leaks(sdpa_aten_entry(),
+                           "_scaled_dot_product_attention adds the −inf mask: a NaN masked key "
+                           "makes every valid output of its sequence NaN"));
+  register_attention(leaks(mha_aten_entry(),
+                           "baddbmm adds the −inf mask to scores of NaN padding tokens: every valid "
+                           "output of the sequence NaN"));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -117,6 +117,7 @@ int cmd_list(bool markdown) {
     if (row.info.family == nc::Family::norm) continue;
     std::string v;
     for (const auto& p : row.violated) v += (v.empty() ? "" : ", ") + p;
+    for (const auto& p : row.optimized_violated) v += (v.empty() ? "" : ", ") + p + " (optimized)";
     fmt::print("  {:<44} expected violations: {}\n", row.info.name, v.empty() ? "none" : v);
   }
   fmt::print("\nproperties:\n");

@@ -98,6 +98,7 @@ Row attention_row(const AttentionEntry& entry) {
                    .layer = entry.name,
                    .origin = entry.origin},
           .violated = entry.violated,
+          .optimized_violated = entry.optimized_violated,
           .why = entry.why,
           .attention = &entry};
 }

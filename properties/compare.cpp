@@ -129,7 +129,8 @@ bool Diff::compare(double a, double b, double tol, int pair, int element,
   }
   if (a == b || (std::isnan(a) && std::isnan(b))) return false;
   if (!std::isfinite(a) || !std::isfinite(b)) {
-    nonfinite_ = true;
+    // a leak of poison the output must not read (poisoned_unread) is a real violation
+    (leaks_count_ && std::isfinite(a) != std::isfinite(b) ? finite_ : nonfinite_) = true;
     note(INFINITY, a, b, tol, pair, element, where);
     return true;
   }

@@ -28,6 +28,7 @@ Expect expected(const Row& row, Impl impl, const Property& prop) {
     return Expect::not_applicable;
   // a must-hold property listed in a row's profile is a declared, explained exception (an
   // external kernel that is not thread-deterministic, say)
+  if (impl == Impl::optimized && row.optimized_violated.count(prop.id())) return Expect::violated;
   return row.violated.count(prop.id()) ? Expect::violated : Expect::holds;
 }
 

@@ -284,10 +284,13 @@ CaseRecord record(const Side& a, const Side& b) {
 }
 
 // A case and its related case through the cell's implementation, compared under a mapping.
+// `poisoned`: the case's only non-finite inputs are where no compared output may read
+// (Diff::poisoned_unread).
 CaseOutcome compare(const AttentionEntry& e, Impl impl, const MhaCase& a, const MhaCase& b,
-                    const std::string& note, const From& from = same_row) {
+                    const std::string& note, const From& from = same_row, bool poisoned = false) {
   const Side A = side(e, impl, a), B = side(e, impl, b);
   Diff d(kLabels);
+  if (poisoned) d.poisoned_unread();
   compare_rows(d, rows(A), rows(B), from);
   return outcome(d, note, [&] { return record(A, B); });
 }
@@ -354,7 +357,8 @@ CaseOutcome key_padding_invariance(const AttentionEntry& e, Impl impl) {
   c2.sync();
   return compare(e, impl, c, c2,
                  std::to_string(extra) + " padding tokens appended, every padded token set to " + poison_name[poison],
-                 rows_where([&](const Index& r) { return r[1] < c.m.key_lengths[r[0]]; }));
+                 rows_where([&](const Index& r) { return r[1] < c.m.key_lengths[r[0]]; }),
+                 /*poisoned=*/poison == 0);  // NaN only in padding tokens: a NaN out leaked
 }
 
 CaseOutcome kv_permutation_invariance(const AttentionEntry& e, Impl impl) {
@@ -526,6 +530,7 @@ CaseOutcome reference_agreement(const AttentionEntry& e, Impl) {
   // a poisoned query's own row is not compared
   auto keep = [&](int b, int i) { return !(c.self && poison && i >= c.m.key_lengths[b]); };
   Diff d(kLabels);
+  if (poison == 1) d.poisoned_unread();  // NaN only in padded tokens, whose rows are not compared
   compare_rows(d, rows(A), rows(B), rows_where([&](const Index& r) { return keep(r[0], r[1]); }));
   // a weight's relative error is at most twice its row's logit error
   compare_weights(

@@ -38,10 +38,12 @@ struct RowInfo {
 
 // A row of the matrix and what it runs: `norm` for norm and block rows, `attention` for
 // attention rows. The expected profile lists the properties that must be violated (block rows:
-// derived from the norm row's profile by each block property's Derivation).
+// derived from the norm row's profile by each block property's Derivation), and those only the
+// optimized implementation must violate (an external kernel's defects: its reference keeps them).
 struct Row {
   RowInfo info;
   std::set<std::string> violated = {};
+  std::set<std::string> optimized_violated = {};
   std::string why = {};
   LayerRow norm = {};
   Placement placement = Placement::pre;

@@ -228,18 +228,21 @@ CaseRecord record(const Side& a, const Side& b) {
           .related = side_json(b.implementation, json::array({call(b)}))};
 }
 
-// The output rows of two sides under a mapping (compare_rows), and the evidence.
-CaseOutcome compare(const Side& a, const Side& b, const std::string& note, const From& from = same_row) {
+// The output rows of two sides under a mapping (compare_rows), and the evidence. `poisoned`:
+// the case's only non-finite inputs are where no compared output may read (Diff::poisoned_unread).
+CaseOutcome compare(const Side& a, const Side& b, const std::string& note, const From& from = same_row,
+                    bool poisoned = false) {
   Diff d(kLabels);
+  if (poisoned) d.poisoned_unread();
   compare_rows(d, rows(a), rows(b), from);
   return outcome(d, note, [&] { return record(a, b); });
 }
 
 // A case and its related case through the cell's implementation, compared under a mapping.
 CaseOutcome compare(const AttentionEntry& e, Impl impl, const SdpaCase& a, const SdpaCase& b,
-                    const std::string& note, const From& from = same_row) {
+                    const std::string& note, const From& from = same_row, bool poisoned = false) {
   const Side A = side(e, impl, a), B = side(e, impl, b);
-  return compare(A, B, note, from);
+  return compare(A, B, note, from, poisoned);
 }
 
 }  // namespace
@@ -318,7 +321,8 @@ CaseOutcome key_padding_invariance(const AttentionEntry& e, Impl impl) {
   return compare(e, impl, c, c2,
                  std::to_string(extra) + " padding positions appended, every padded position set to " +
                      poison_name[poison],
-                 rows_where([&](const Index& r) { return r[2] < c.m.key_lengths[r[0]]; }));
+                 rows_where([&](const Index& r) { return r[2] < c.m.key_lengths[r[0]]; }),
+                 /*poisoned=*/poison == 0);  // NaN only in padded positions: a NaN out leaked
 }
 
 CaseOutcome kv_permutation_invariance(const AttentionEntry& e, Impl impl) {
@@ -515,6 +519,7 @@ CaseOutcome reference_agreement(const AttentionEntry& e, Impl) {
   }
   const Side A = side(e, Impl::optimized, c, true), B = side(e, Impl::reference, c, true);
   Diff d(kLabels);
+  if (poison == 1 || poison == 3) d.poisoned_unread();  // NaN / −inf only in masked keys, values
   compare_rows(d, rows(A), rows(B));
   compare_weights(d, c.s, A.r.weights, B.r.weights, [&](int b, int h, int i) { return logit_bound(c, b, h, i); });
   return outcome(d, "optimized (a) vs reference (b); queries ×" + std::to_string(mag) +
