@@ -290,11 +290,29 @@ std::string case_name(const nc::GoldenOutcome& o, std::size_t index) {
                       : fmt::format("case '{}' (#{})", one_line(o.id, 120), index);
 }
 
+// The rows a case goes through: with no --layer, the op's built-in row ({""}); with --layer, every
+// row computing the case's op whose id matches (none: the case is skipped). An op that is not a
+// string or not known gives {""}, so check_golden_case names the input error.
+std::vector<std::string> golden_case_rows(const nlohmann::json& c, const std::optional<std::regex>& layer) {
+  if (!layer || !c.is_object() || !c.contains("op") || !c["op"].is_string()) return {""};
+  const auto it = nc::golden_rows().find(c["op"].get<std::string>());
+  if (it == nc::golden_rows().end()) return {""};
+  std::vector<std::string> rows;
+  for (const auto& r : it->second)
+    if (std::regex_search(r.row, *layer)) rows.push_back(r.row);
+  return rows;
+}
+
 // Exit codes: 0 every case passed; 1 a case's numbers disagree; 2 an input error — a file that
 // cannot be read as a golden file, a malformed case (the line names the case and the field) or
 // an op this build does not know. An input error wins over a failure: the verdict is incomplete.
+// `layer` (a regex, empty: none): check each case through every row computing its op whose id
+// matches, an external library's included; outcomes are named "<row>: <case id>".
 int cmd_golden(const std::vector<std::string>& files, const std::string& impl,
-               const std::string& out_dir, const std::string& command) {
+               const std::string& out_dir, const std::string& layer_regex, const std::string& command) {
+  std::optional<std::regex> layer;
+  if (!layer_regex.empty()) layer.emplace(layer_regex);
+  int skipped = 0;
   if (!out_dir.empty()) nc::check_report_dir(out_dir);
   nc::GoldenRun run;
   run.files = files;
@@ -315,27 +333,34 @@ int cmd_golden(const std::vector<std::string>& files, const std::string& impl,
     const auto& cases = file["cases"];
     const bool grad = nc::is_grad_golden(file);  // gradient cases go through the backward passes
     for (std::size_t k = 0; k < cases.size(); ++k) {
-      bool ok = true, bad_input = false;
-      for (nc::Impl i : {nc::Impl::reference, nc::Impl::optimized}) {
-        if (impl != "both" && impl != nc::to_string(i)) continue;
-        const auto o = grad ? nc::check_grad_golden_case(cases[k], i)
-                            : nc::check_golden_case(cases[k], i);
-        if (o.input_error()) {  // the same for both implementations: one line
-          fmt::print(stderr, "normcheck golden: {}: {}: {}\n", one_line(path), case_name(o, k),
-                     one_line(o.error));
-          bad_input = true;
-          break;
+      const auto rows = grad ? std::vector<std::string>{""} : golden_case_rows(cases[k], layer);
+      if (rows.empty()) ++skipped;
+      for (const auto& row : rows) {
+        bool ok = true, bad_input = false;
+        for (nc::Impl i : {nc::Impl::reference, nc::Impl::optimized}) {
+          if (impl != "both" && impl != nc::to_string(i)) continue;
+          auto o = grad ? nc::check_grad_golden_case(cases[k], i)
+                        : nc::check_golden_case(cases[k], i, row);
+          if (o.input_error()) {  // the same for both implementations: one line
+            fmt::print(stderr, "normcheck golden: {}: {}: {}\n", one_line(path), case_name(o, k),
+                       one_line(o.error));
+            bad_input = true;
+            break;
+          }
+          if (!row.empty()) o.id = row + ": " + o.id;
+          run.outcomes.push_back(o);
+          if (!o.passed) {
+            ok = false;
+            fmt::print("FAIL {} [{}]: {}\n", one_line(o.id, 120), nc::to_string(i), one_line(o.error));
+          }
         }
-        run.outcomes.push_back(o);
-        if (!o.passed) {
-          ok = false;
-          fmt::print("FAIL {} [{}]: {}\n", one_line(o.id, 120), nc::to_string(i), one_line(o.error));
-        }
+        bad_input ? ++input_errors : ok ? ++run.passed : ++run.failed;
       }
-      bad_input ? ++input_errors : ok ? ++run.passed : ++run.failed;
     }
   }
   run.meta.seconds = since(start);
+  if (skipped > 0)
+    fmt::print("{} cases skipped: no row matching --layer computes their op\n", skipped);
   if (input_errors > 0)
     fmt::print("{} passed, {} failed, {} not checked (input errors)\n", run.passed, run.failed, input_errors);
   else
@@ -417,12 +442,15 @@ int normcheck::cli_main(int argc, char** argv) {
   merge->footer("Exit codes: 0 every cell as expected, 1 a surprise, 2 overlapping, missing or incompatible inputs.");
 
   std::vector<std::string> golden_files;
-  std::string golden_impl = "both", golden_out;
+  std::string golden_impl = "both", golden_out, golden_layer;
   auto* golden = app.add_subcommand("golden", "Check golden vectors (PyTorch) of the ops this build knows");
   golden->add_option("files", golden_files, "Golden JSON files")->required();
   golden->add_option("--implementation", golden_impl, "reference, optimized or both (default)")
       ->check(CLI::IsMember({"reference", "optimized", "both"}));
   golden->add_option("--out", golden_out, "Write the golden report (report.md, report.json, report.html) into DIR");
+  golden->add_option("--layer", golden_layer,
+                     "Check each case through every row whose id matches REGEX and computes its op "
+                     "(an external library's rows too; default: the op's built-in row)");
   golden->footer("Exit codes: 0 every case passed, 1 a case failed, 2 a usage or input error.");
 
   int mutant_cases = 100;
@@ -443,7 +471,7 @@ int normcheck::cli_main(int argc, char** argv) {
     if (matrix->parsed()) return cmd_matrix(m, command);
     if (merge->parsed()) return cmd_merge(merge_files, merge_out, merge_json, command);
     if (mut->parsed()) return cmd_mutants(mutant_cases, mutant_seed);
-    if (golden->parsed()) return cmd_golden(golden_files, golden_impl, golden_out, command);
+    if (golden->parsed()) return cmd_golden(golden_files, golden_impl, golden_out, golden_layer, command);
   } catch (const std::exception& e) {
     fmt::print(stderr, "normcheck: {}\n", e.what());
     return 2;
