@@ -239,6 +239,7 @@ int cmd_matrix(const MatrixArgs& a, const std::string& command) {
   }
   meta.total_cells = int(selected.size());
   meta.versions = nc::build_versions();
+  meta.environment = nc::run_environment();
   const int code = print_and_exit_code(results, meta);
   write_outputs(results, meta, a.json_path, a.out_dir);
   return code;
@@ -319,6 +320,7 @@ int cmd_golden(const std::vector<std::string>& files, const std::string& impl,
   run.meta.command = command;
   run.meta.started_at = nc::utc_now();
   run.meta.versions = nc::build_versions();
+  run.meta.environment = nc::run_environment();
   const auto start = std::chrono::steady_clock::now();
   int input_errors = 0;
   for (const auto& path : files) {

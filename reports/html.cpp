@@ -514,6 +514,8 @@ std::string report_html(const std::vector<CellResult>& results, const RunMeta& m
        (meta.merged_from.is_array() ? html_escape(fmt::format(" · merged from {} shards", meta.merged_from.size())) : "") +
        (meta.started_at.empty() ? "" : " · " + html_escape(meta.started_at)) + "</p>\n";
   if (!meta.command.empty()) b += "<p class=\"meta\"><code>" + html_escape(meta.command) + "</code></p>\n";
+  if (!meta.environment.empty())
+    b += "<p class=\"meta\">" + html_escape("environment: " + environment_text(meta.environment)) + "</p>\n";
   b += fmt::format("<p class=\"summary\"><strong>{} cells: {} as expected, <span class=\"{}\">{} surprise{}</span></strong> ({} errors, {} not applicable)</p>\n",
                    sum.cells, sum.as_expected, sum.surprises ? "bad" : "ok", sum.surprises,
                    sum.surprises == 1 ? "" : "s", sum.errors, sum.not_applicable);

@@ -97,6 +97,30 @@ json build_versions() {
   };
 }
 
+namespace {
+std::vector<std::function<json()>>& environment_sources() {
+  static std::vector<std::function<json()>> all;
+  return all;
+}
+}  // namespace
+
+void add_environment_source(std::function<json()> source) {
+  environment_sources().push_back(std::move(source));
+}
+
+json run_environment() {
+  json env = json::object();
+  for (const auto& source : environment_sources()) env.update(source());
+  return env;
+}
+
+std::string environment_text(const json& env) {
+  std::string s;
+  for (const auto& [key, value] : env.items())
+    s += (s.empty() ? "" : " · ") + key + " " + (value.is_string() ? value.get<std::string>() : value.dump());
+  return s;
+}
+
 std::string utc_now() {
   const std::time_t t = std::time(nullptr);
   std::tm tm{};
@@ -253,6 +277,7 @@ std::string report_markdown(const std::vector<CellResult>& results, const RunMet
     md += fmt::format(" · merged from {} shards", meta.merged_from.size());
   if (!meta.started_at.empty()) md += " · " + meta.started_at;
   md += "\n\n";
+  if (!meta.environment.empty()) md += "Environment: " + environment_text(meta.environment) + "\n\n";
   if (!meta.command.empty()) md += "`" + meta.command + "`\n\n";
   md += fmt::format("**{} cells: {} as expected, {} surprise{}** ({} errors, {} not applicable).\n\n",
                     s.cells, s.as_expected, s.surprises, s.surprises == 1 ? "" : "s", s.errors,
@@ -297,6 +322,7 @@ json report_json(const std::vector<CellResult>& results, const RunMeta& meta) {
             {"started_at", meta.started_at},
             {"command", meta.command},
             {"versions", meta.versions},
+            {"environment", meta.environment},
             {"selection",
              {{"layer", meta.layer_filter},
               {"property", meta.property_filter},
@@ -389,6 +415,7 @@ LoadedReport report_from_json(const json& j) {
   m.started_at = j.value("started_at", "");
   m.command = j.value("command", "");
   if (j.contains("versions") && j["versions"].is_object()) m.versions = j["versions"];
+  if (j.contains("environment") && j["environment"].is_object()) m.environment = j["environment"];
   if (j.contains("selection")) {
     const json& s = j["selection"];
     m.layer_filter = s.value("layer", ".*");
