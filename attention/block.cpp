@@ -163,4 +163,9 @@ BlockOutput block_decode(const LayerEntry& norm, Impl impl, Mode norm_mode,
                                  : decode<float>(norm, norm_mode, w, state, x, want_weights);
 }
 
+const BlockEntry& block_entry() {
+  static const BlockEntry builtin;
+  return builtin;
+}
+
 }  // namespace normcheck

@@ -16,10 +16,12 @@
 // takes float32 (Batch), and its double output is used as is. Optimized: float32 throughout.
 #pragma once
 
+#include <functional>
+#include <string>
 #include <vector>
 
-#include "attention/mha.hpp"
-#include "norms/registry.hpp"
+#include <normcheck/attention/mha.hpp>
+#include <normcheck/norms/registry.hpp>
 
 namespace normcheck {
 
@@ -58,5 +60,24 @@ BlockOutput block_forward(const LayerEntry& norm, Impl impl, Mode norm_mode,
 BlockOutput block_decode(const LayerEntry& norm, Impl impl, Mode norm_mode,
                          const BlockWeights& w, const BlockState& state, const Batch& x,
                          bool want_weights);
+
+// A block implementation a row runs: the built-in one (block_entry()), or a variant with its own
+// functions (mutants/: a block wired wrong), so a block row can be mutated without a global seam.
+// Each function serves both implementations (its `impl` argument) with the contracts above.
+using BlockForwardFn = std::function<BlockOutput(const LayerEntry& norm, Impl impl, Mode norm_mode,
+                                                 const BlockWeights& w, BlockState& state,
+                                                 const Batch& x, bool want_weights)>;
+using BlockDecodeFn = std::function<BlockOutput(const LayerEntry& norm, Impl impl, Mode norm_mode,
+                                                const BlockWeights& w, const BlockState& state,
+                                                const Batch& x, bool want_weights)>;
+
+struct BlockEntry {
+  std::string name = "block";  // the prefix of its rows' ids: "block_pre_layer_norm"
+  BlockForwardFn forward = block_forward;
+  BlockDecodeFn decode = block_decode;
+  std::string origin = "builtin";  // builtin | mutant
+};
+
+const BlockEntry& block_entry();  // the built-in block: block_forward, block_decode
 
 }  // namespace normcheck

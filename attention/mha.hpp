@@ -13,7 +13,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "attention/sdpa.hpp"
+#include <normcheck/attention/sdpa.hpp>
 
 namespace normcheck {
 

@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "attention/mha.hpp"
-#include "attention/sdpa.hpp"
+#include <normcheck/attention/mha.hpp>
+#include <normcheck/attention/sdpa.hpp>
 
 namespace normcheck {
 
@@ -48,7 +48,7 @@ struct AttentionEntry {
   std::set<std::string> violated = {};
   // Properties only the optimized implementation violates: an external library's defects, where
   // the reference (normcheck's own) keeps them. Explained in `why` too.
-  std::set<std::string> optimized_violated = {};
+  std::set<std::string> optimized_violates = {};
   std::string why = {};
   std::string origin = "builtin";  // builtin | external | mutant
   // The golden op it computes: its own name unless it implements a built-in op differently.

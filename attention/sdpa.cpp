@@ -8,6 +8,10 @@
 #include <string>
 
 #include <Eigen/Dense>
+#include <immintrin.h>
+
+#include "norms/kernels.hpp"
+#include "norms/kernels_api.hpp"
 
 namespace normcheck {
 
@@ -104,8 +108,16 @@ template void sdpa_reference<double>(std::vector<double>&, std::vector<double>*,
 // ---------------------------------------------------------------------------------------------
 // optimized: float32, tiled, register-blocked, online softmax
 //
-// Every value below is computed by a sequence of IEEE float operations fixed by the shapes and
-// by the row's own visible-key count, never by which rows share a tile or which thread runs it:
+// Three instruction-set paths (kernel_path(), norms/kernels_api.hpp; sdpa_use_path for tests):
+// AVX-512 runs the kernel in namespace z further down (16 lanes, FMA, queries along the lanes
+// in a prefill); AVX2 (with FMA) and the x86-64 baseline run the 8-lane tile below, which the
+// AVX-512 path also uses for heads wider than z::kMaxD. The paths round differently and agree
+// with the reference within the tolerance rule; each one on its own computes every value by a
+// sequence of operations fixed by the shapes and by the row's own visible-key count, never by
+// which rows share a tile or which thread runs it. Test:
+// SdpaPaths.EveryPathAgreesWithTheReferenceAndKeepsItsBitsAcrossThreadsAndBatches.
+//
+// The 8-lane tile:
 //   score(i, j)  d-lane l of an 8-lane accumulator sums q[d]·k[d] over d ≡ l (mod 8) in d order;
 //                the lanes fold by ((0+4)+(1+5))+((2+6)+(3+7)), then, if dh mod 8 ≠ 0, + the
 //                scalar tail (d ≥ dh − dh mod 8, in d order), then × scale. A block of up to 8
@@ -129,19 +141,11 @@ template void sdpa_reference<double>(std::vector<double>&, std::vector<double>*,
 // Register blocking only interleaves independent elements (4 rows × 4 or 2 keys of scores;
 // 4 rows × 32 or 16 columns of acc kept in registers across the keys all 4 rows see, then each
 // row's own remaining keys); each element still sees the operations listed above in the same
-// order. The tile is compiled for AVX-512VL (32 registers: the larger blocks), AVX2 and the
-// x86-64 baseline (see attention_tile_avx512 below); GCC vector extensions lower to ymm
-// operations or SSE pairs, the same IEEE operations, so the same bits (no path enables FMA,
-// and the file is compiled with -ffp-contract=off). Test: SdpaPaths.EveryCompiledPathGivesTheSameBits.
-// Broadcasts: inside these target() functions GCC 12 lowers a v8f{x, …, x} initializer to a
-// chain of inserts, so splat goes through lane 0 + shuffle, and p·v uses a memory-operand
-// vbroadcastss on the AVX paths (splat_at); both are data movement only. Scores keep d along
-// the lanes: keys along the lanes (K tile packed transposed) was measured and dropped — no gain
-// for prefill with 8-row query tiles, and a lone decode row, which must use the same order,
-// paid the whole transpose (2–3.5× slower). bench/ANALYSIS.md, attention section.
-
-#pragma GCC diagnostic ignored "-Wpsabi"  // v8f is only passed between always-inline functions
-// (GCC reports it at the end of the file, for the clones' dispatcher: the push is never popped)
+// order. On the FMA targets GCC contracts each a·b + c above into one FMA (the expressions are
+// the same in every block shape, so this holds there too). Broadcasts: inside these target()
+// functions GCC 12 lowers a v8f{x, …, x} initializer to a chain of inserts, so splat goes
+// through lane 0 + shuffle, and p·v uses a memory-operand vbroadcastss on the AVX paths
+// (splat_at); both are data movement only.
 
 namespace {
 
@@ -169,7 +173,7 @@ NC_INLINE void store8(float* p, v8f x) { std::memcpy(p, &x, sizeof x); }
 NC_INLINE v8f splat(float x) {
   v8f t = {};
   std::memcpy(&t, &x, sizeof x);
-  return __builtin_shuffle(t, v8i{});
+  return __builtin_shufflevector(t, t, 0, 0, 0, 0, 0, 0, 0, 0);
 }
 // *p on every lane for the p·v loops. AVX paths: a memory-operand vbroadcastss (a load-port
 // uop; GCC 12 loads the scalar and broadcasts it register to register, a shuffle-pipe uop next
@@ -229,9 +233,9 @@ NC_INLINE float exp1(float x) { return exp8(splat(x))[0]; }
 
 NC_INLINE v8f vmax(v8f a, v8f b) { return b > a ? b : a; }
 NC_INLINE float hmax(v8f a) {  // a fixed tree (max of non-NaN values does not depend on it)
-  a = vmax(a, __builtin_shuffle(a, v8i{4, 5, 6, 7, 0, 1, 2, 3}));
-  a = vmax(a, __builtin_shuffle(a, v8i{2, 3, 0, 1, 6, 7, 4, 5}));
-  a = vmax(a, __builtin_shuffle(a, v8i{1, 0, 3, 2, 5, 4, 7, 6}));
+  a = vmax(a, __builtin_shufflevector(a, a, 4, 5, 6, 7, 0, 1, 2, 3));
+  a = vmax(a, __builtin_shufflevector(a, a, 2, 3, 0, 1, 6, 7, 4, 5));
+  a = vmax(a, __builtin_shufflevector(a, a, 1, 0, 3, 2, 5, 4, 7, 6));
   return a[0];
 }
 // ((a0+a4)+(a1+a5))+((a2+a6)+(a3+a7))
@@ -241,16 +245,16 @@ NC_INLINE float fold(v8f a) {
 
 // fold of 8 accumulators at once: lane t of the result is fold(a[t]), by the same tree.
 NC_INLINE v8f hadd(v8f a, v8f b) {
-  return __builtin_shuffle(a, b, v8i{0, 2, 8, 10, 4, 6, 12, 14}) +
-         __builtin_shuffle(a, b, v8i{1, 3, 9, 11, 5, 7, 13, 15});
+  return __builtin_shufflevector(a, b, 0, 2, 8, 10, 4, 6, 12, 14) +
+         __builtin_shufflevector(a, b, 1, 3, 9, 11, 5, 7, 13, 15);
 }
 NC_INLINE v8f fold8(const v8f* a) {
   v8f t[4];
   for (int k = 0; k < 4; ++k)  // [a0+a4, a1+a5, a2+a6, a3+a7] of a[2k] | of a[2k+1]
-    t[k] = __builtin_shuffle(a[2 * k], a[2 * k + 1], v8i{0, 1, 2, 3, 8, 9, 10, 11}) +
-           __builtin_shuffle(a[2 * k], a[2 * k + 1], v8i{4, 5, 6, 7, 12, 13, 14, 15});
+    t[k] = __builtin_shufflevector(a[2 * k], a[2 * k + 1], 0, 1, 2, 3, 8, 9, 10, 11) +
+           __builtin_shufflevector(a[2 * k], a[2 * k + 1], 4, 5, 6, 7, 12, 13, 14, 15);
   const v8f f = hadd(hadd(t[0], t[1]), hadd(t[2], t[3]));  // a0 a2 a4 a6 | a1 a3 a5 a7
-  return __builtin_shuffle(f, v8i{0, 4, 1, 5, 2, 6, 3, 7});
+  return __builtin_shufflevector(f, f, 0, 4, 1, 5, 2, 6, 3, 7);
 }
 
 // Scores of R rows (q, row stride dh) × J consecutive keys (k, row stride dh), R·J ≤ 16, into
@@ -501,57 +505,486 @@ NC_INLINE void tile_impl(float* out, float* weights, const float* q, const float
   }
 }
 
-// The tile compiled three times, chosen once at run time: AVX-512 (VL: 32 ymm registers, so
-// 4 × 4 score blocks and 4 rows × 32 columns of p·v), AVX2 and the x86-64 baseline (16
-// registers: 4 × 2 and 4 × 16). None of them enables FMA (-mavx512vl does not imply it, and
-// this file is compiled with -ffp-contract=off as well), and the block shapes only interleave
-// independent elements, so all three give the same bits.
+// The 8-lane tile compiled for AVX2 with FMA (16 registers: 4 × 2 score blocks, 4 rows × 16
+// columns of p·v; GCC contracts each a·b + c into one FMA, the same expressions in every inlined
+// block shape, so block shapes still only interleave independent elements), for the x86-64
+// baseline (no FMA) and, with AVX-512VL's 32 registers (4 × 4, 4 × 32, FMA), for heads wider
+// than the AVX-512 kernel below takes (dh or dv above z::kMaxD).
 #define NC_TILE_ARGS                                                                        \
   float *out, float *weights, const float *q, const float *k, const float *v,               \
       const SdpaShape &s, const SdpaMask &m, float scale, int b, int h, int i0, float *acc
 #define NC_TILE_CALL out, weights, q, k, v, s, m, scale, b, h, i0, acc
-__attribute__((target("avx512f,avx512vl"))) void attention_tile_avx512(NC_TILE_ARGS) {
+__attribute__((target("avx512f,avx512vl,fma"))) void attention_tile_avx512vl(NC_TILE_ARGS) {
   tile_impl<true, 4, 4>(NC_TILE_CALL);
 }
-__attribute__((target("avx2"))) void attention_tile_avx2(NC_TILE_ARGS) {
+__attribute__((target("avx2,fma"))) void attention_tile_avx2(NC_TILE_ARGS) {
   tile_impl<true, 2, 2>(NC_TILE_CALL);
 }
 void attention_tile_baseline(NC_TILE_ARGS) { tile_impl<false, 2, 2>(NC_TILE_CALL); }
-
 using TileFn = void (*)(NC_TILE_ARGS);
-bool has_avx512() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
-}
-bool has_avx2() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2");
-}
-TileFn best_tile() {
-  return has_avx512() ? attention_tile_avx512 : has_avx2() ? attention_tile_avx2
-                                                           : attention_tile_baseline;
-}
-TileFn attention_tile = best_tile();  // changed only by sdpa_use_path (tests)
 
-__attribute__((target_clones("avx2", "default")))
-void exp_values(const float* x, float* y, std::size_t n) {
+// (a template, like tile_impl, so that the v8f values pass only between functions of the same
+// target: Clang rejects a v8f argument from an AVX2 function to a baseline one)
+template <int>
+NC_INLINE void exp_values_v8(const float* x, float* y, std::size_t n) {
   std::size_t i = 0;
   for (; i + 8 <= n; i += 8) store8(y + i, exp8(load8(x + i)));
   for (; i < n; ++i) y[i] = exp1(x[i]);
 }
+__attribute__((target("avx2,fma"))) void exp_values_avx2(const float* x, float* y, std::size_t n) {
+  exp_values_v8<0>(x, y, n);
+}
+void exp_values_baseline(const float* x, float* y, std::size_t n) { exp_values_v8<0>(x, y, n); }
 
 }  // namespace
 
-void sdpa_exp(const float* x, float* y, std::size_t n) { exp_values(x, y, n); }
+// =============================================================================================
+// The AVX-512 kernel (16 lanes, FMA), for heads of dh, dv ≤ z::kMaxD.
+//
+// Prefill (Tq ≥ 2) keeps queries along the lanes: a task is up to z::kQB = 48 query rows of one
+// (b, h), packed transposed once (Qt[d][i]); every key's score for 16 queries is an FMA chain
+// over d with the key's element broadcast from K in its own layout (no packing of K, no
+// horizontal sums), and the online softmax is lane-wise: each lane is one query.
+//   score(i, j)  acc = 0; acc = fma(q_i[d], k_j[d], acc) for d = 0, 1, …, dh − 1.
+//   key tiles    [j0, j0 + z::kKT) with j0 = 0, 64, 128, … (absolute key positions); a query
+//                sees keys j < visible_keys(i), masked lane by lane.
+//   per tile     tile max m_t = max over the visible j of acc (lane-wise max in j order);
+//                m_new = max(m, m_t·scale); correction c = exp(m − m_new) (exactly 1 when
+//                m = m_new, including before the first visible key); p_j = exp(acc_j·scale −
+//                m_new) (the product rounded first), 0 where not visible; l = fma(l, c, (a0 + a1) + (a2 + a3))
+//                with a_r the sum of p_j over j ≡ r (mod 4) in j order; o_c = o_c·c (skipped
+//                when every c is 1: x·1 = x), then o_c = fma(v_jc, p_j, o_c) for the visible j
+//                in order (masked FMAs leave the other lanes untouched: no 0·inf).
+//   output       o_c · (1/l); weights (when asked) recompute acc the same way and give
+//                exp(acc·scale − m) · (1/l).
+// Decode (Tq = 1) runs one query against the keys along the lanes instead (16 lanes would be
+// one query): score = the d-lane partial sums of 16 keys (d ≡ l mod 16, FMA chains over d)
+// folded by one tree (kernels::avx512::hsum16x16), then the same tile steps with p in 16-key
+// vectors and o_c in registers. A decode query therefore rounds differently from the same row
+// inside a prefill (both agree with the reference within the tolerance rule).
+// Every value's operations depend only on the shapes and on its own query's visible keys —
+// never on the thread count, which queries share a task or lane vector, or B — so the results
+// are bitwise the same for any thread count, batch composition or query split of a given Tq
+// class (1 or ≥ 2). Keys a query does not see may be multiplied in its lane for a neighbour
+// (causal) and are masked; keys at or past key_lengths are never read. Scratch: fixed-size
+// arrays on the stack (≈ 60 KB a thread), nothing that grows with T.
+
+NORMCHECK_AVX512_BEGIN
+
+namespace {
+namespace z {
+
+constexpr int kQV = 3;          // query vectors (16 lanes each) per prefill task
+constexpr int kQB = 16 * kQV;   // query rows per prefill task
+constexpr int kKT = 64;         // keys per tile
+constexpr int kKB = 8;          // keys per score block (8 × kQV accumulators)
+constexpr int kMaxD = 128;      // dh and dv this kernel takes (its stack scratch)
+
+// exp, lane-wise: n = round(x·log2 e), r = x − n·C1 − n·C2 (two FMAs; C1 + C2 = ln 2, n·C1
+// exact), e^r by Cephes expf's degree-7 polynomial (Horner with FMA), times 2^n by vscalefps
+// (one rounding, so results in the subnormals are rounded once). x is clamped to [−104, 89]:
+// below, e^x rounds to 0; above, the scaling overflows to +inf. NaN stays NaN (max and min
+// return their second operand when one is NaN).
+[[gnu::always_inline]] inline __m512 exp16(__m512 x) {
+  const __m512 xc = _mm512_min_ps(_mm512_set1_ps(89.0f), _mm512_max_ps(_mm512_set1_ps(-104.0f), x));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  const __m512 z = _mm512_mul_ps(r, r);
+  __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
+  y = _mm512_add_ps(_mm512_fmadd_ps(y, z, r), _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(y, n);
+}
+
+void exp_values(const float* x, float* y, std::size_t n) {
+  std::size_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, exp16(_mm512_loadu_ps(x + i)));
+  if (i < n) {
+    const __mmask16 k = kernels::avx512::head_mask(int(n - i));
+    _mm512_mask_storeu_ps(y + i, k, exp16(_mm512_maskz_loadu_ps(k, x + i)));
+  }
+}
+
+// The exponent of every p is s·scale rounded, minus the running max of those same rounded
+// values, so it is never positive: an FMA (s·scale − m unrounded) would add up to half an ulp
+// of s·scale, e^128 for logits near 1e10, an infinite l and NaN outputs. GCC contracts a
+// _mm512_mul_ps followed by a _mm512_sub_ps into that FMA (C++ has -ffp-contract=fast), so
+// the product is taken with an explicit rounding mode, which it never contracts.
+[[gnu::always_inline]] inline __m512 rounded_product(__m512 a, __m512 b) {
+  return _mm512_mul_round_ps(a, b, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+
+//
+// The correction exp(m − m_new), exactly 1 where m = m_new (also when both are −inf: no key
+// seen yet, and exp(−inf − −inf) would be NaN).
+[[gnu::always_inline]] inline __m512 correction(__m512 m, __m512 m_new) {
+  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(m, m_new, _CMP_EQ_OQ),
+                              exp16(_mm512_sub_ps(m, m_new)), _mm512_set1_ps(1.0f));
+}
+
+// ---------------------------------------------------------------------------------------------
+// prefill: queries along the lanes
+
+struct Prefill {
+  int dh, dv, rows;   // rows of this task (≤ kQB)
+  const float* k;     // [Tk, dh] of this (b, h)
+  const float* v;     // [Tk, dv]
+  float scale;
+  int kend;           // keys readable: the largest visible count of the task's rows
+  alignas(64) float Qt[kMaxD * kQB];   // [d][lane]
+  alignas(64) float Ot[kMaxD * kQB];   // [c][lane]: o^T
+  alignas(64) float S[kKT * kQB];      // [j][lane]: acc, then p, of one key tile
+  alignas(64) int end[kQB];            // visible keys per lane (padding lanes: kend)
+};
+
+// S[j][·] = acc of keys j0 + jb … + kKB − 1 (the last key of the tile repeated past nk).
+template <int QV>
+[[gnu::always_inline]] inline void score_block(Prefill& t, int j0, int jb, int nk) {
+  constexpr int L = 16 * QV;
+  const float* kp[kKB];
+  for (int kk = 0; kk < kKB; ++kk)
+    kp[kk] = t.k + std::size_t(j0 + std::min(jb + kk, nk - 1)) * t.dh;
+  __m512 acc[kKB][QV];
+  for (int kk = 0; kk < kKB; ++kk)
+    for (int u = 0; u < QV; ++u) acc[kk][u] = _mm512_setzero_ps();
+  for (int d = 0; d < t.dh; ++d) {
+    __m512 qd[QV];
+    for (int u = 0; u < QV; ++u) qd[u] = _mm512_load_ps(t.Qt + d * L + 16 * u);
+    for (int kk = 0; kk < kKB; ++kk) {
+      const __m512 kv = _mm512_set1_ps(kp[kk][d]);
+      for (int u = 0; u < QV; ++u) acc[kk][u] = _mm512_fmadd_ps(qd[u], kv, acc[kk][u]);
+    }
+  }
+  for (int kk = 0; kk < kKB; ++kk)
+    for (int u = 0; u < QV; ++u) _mm512_store_ps(t.S + (jb + kk) * L + 16 * u, acc[kk][u]);
+}
+
+// o^T[c0 + cc][·] for cc < CB over the tile's keys [0, nk); `full`: every lane sees them all.
+template <int QV, int CB>
+[[gnu::always_inline]] inline void pv_block(Prefill& t, int j0, int c0, int nk, bool full,
+                                            const __m512i* end) {
+  constexpr int L = 16 * QV;
+  __m512 acc[CB][QV];
+  for (int cc = 0; cc < CB; ++cc)
+    for (int u = 0; u < QV; ++u) acc[cc][u] = _mm512_load_ps(t.Ot + (c0 + cc) * L + 16 * u);
+  const float* vj = t.v + std::size_t(j0) * t.dv + c0;
+  if (full) {
+    for (int j = 0; j < nk; ++j, vj += t.dv) {
+      __m512 p[QV];
+      for (int u = 0; u < QV; ++u) p[u] = _mm512_load_ps(t.S + j * L + 16 * u);
+      for (int cc = 0; cc < CB; ++cc) {
+        const __m512 vv = _mm512_set1_ps(vj[cc]);
+        for (int u = 0; u < QV; ++u) acc[cc][u] = _mm512_fmadd_ps(vv, p[u], acc[cc][u]);
+      }
+    }
+  } else {
+    for (int j = 0; j < nk; ++j, vj += t.dv) {
+      __m512 p[QV];
+      __mmask16 vis[QV];
+      for (int u = 0; u < QV; ++u) {
+        p[u] = _mm512_load_ps(t.S + j * L + 16 * u);
+        vis[u] = _mm512_cmpgt_epi32_mask(end[u], _mm512_set1_epi32(j0 + j));
+      }
+      for (int cc = 0; cc < CB; ++cc) {
+        const __m512 vv = _mm512_set1_ps(vj[cc]);
+        for (int u = 0; u < QV; ++u) acc[cc][u] = _mm512_mask3_fmadd_ps(vv, p[u], acc[cc][u], vis[u]);
+      }
+    }
+  }
+  for (int cc = 0; cc < CB; ++cc)
+    for (int u = 0; u < QV; ++u) _mm512_store_ps(t.Ot + (c0 + cc) * L + 16 * u, acc[cc][u]);
+}
+
+template <int QV>
+void prefill_task(Prefill& t, float* out, float* weights, int Tk) {
+  constexpr int L = 16 * QV;
+  __m512i end[QV];
+  __m512 m[QV], l[QV];
+  int emin = t.kend;
+  for (int i = 0; i < t.rows; ++i) emin = std::min(emin, t.end[i]);
+  for (int i = t.rows; i < L; ++i) t.end[i] = t.kend;
+  for (int u = 0; u < QV; ++u) {
+    end[u] = _mm512_load_si512(t.end + 16 * u);
+    m[u] = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+    l[u] = _mm512_setzero_ps();
+  }
+  std::fill(t.Ot, t.Ot + std::size_t(t.dv) * L, 0.0f);
+  const __m512 scale = _mm512_set1_ps(t.scale);
+  for (int j0 = 0; j0 < t.kend; j0 += kKT) {
+    const int nk = std::min(kKT, t.kend - j0);
+    const bool full = emin >= j0 + nk;  // every lane sees every key of the tile
+    for (int jb = 0; jb < nk; jb += kKB) score_block<QV>(t, j0, jb, nk);
+    bool rescale = false;
+    __m512 corr[QV];
+    for (int u = 0; u < QV; ++u) {
+      __m512 mt = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+      for (int j = 0; j < nk; ++j) {
+        const __m512 s = _mm512_load_ps(t.S + j * L + 16 * u);
+        mt = full ? _mm512_max_ps(mt, s)
+                  : _mm512_mask_max_ps(mt, _mm512_cmpgt_epi32_mask(end[u], _mm512_set1_epi32(j0 + j)), mt, s);
+      }
+      const __m512 m_new = _mm512_max_ps(m[u], _mm512_mul_ps(mt, scale));
+      corr[u] = correction(m[u], m_new);
+      rescale |= _mm512_cmp_ps_mask(corr[u], _mm512_set1_ps(1.0f), _CMP_NEQ_UQ) != 0;
+      m[u] = m_new;
+      __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+      for (int j = 0; j < nk; ++j) {
+        float* sj = t.S + j * L + 16 * u;
+        __m512 p = exp16(_mm512_sub_ps(rounded_product(_mm512_load_ps(sj), scale), m_new));
+        if (!full) p = _mm512_maskz_mov_ps(_mm512_cmpgt_epi32_mask(end[u], _mm512_set1_epi32(j0 + j)), p);
+        _mm512_store_ps(sj, p);
+        a[j & 3] = _mm512_add_ps(a[j & 3], p);
+      }
+      l[u] = _mm512_fmadd_ps(l[u], corr[u], _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3])));
+    }
+    if (rescale)
+      for (int c = 0; c < t.dv; ++c)
+        for (int u = 0; u < QV; ++u) {
+          float* o = t.Ot + c * L + 16 * u;
+          _mm512_store_ps(o, _mm512_mul_ps(_mm512_load_ps(o), corr[u]));
+        }
+    int c = 0;
+    for (; c + 8 <= t.dv; c += 8) pv_block<QV, 8>(t, j0, c, nk, full, end);
+    if (c + 4 <= t.dv) pv_block<QV, 4>(t, j0, c, nk, full, end), c += 4;
+    if (c + 2 <= t.dv) pv_block<QV, 2>(t, j0, c, nk, full, end), c += 2;
+    if (c < t.dv) pv_block<QV, 1>(t, j0, c, nk, full, end);
+  }
+  // o = o^T · (1/l), back to rows; rows that see no key stay zero
+  alignas(64) float inv[L];
+  for (int u = 0; u < QV; ++u)
+    _mm512_store_ps(inv + 16 * u, _mm512_div_ps(_mm512_set1_ps(1.0f), l[u]));
+  for (int i = 0; i < t.rows; ++i) {
+    if (t.end[i] == 0) continue;
+    float* o = out + std::size_t(i) * t.dv;
+    for (int c = 0; c < t.dv; ++c) o[c] = t.Ot[c * L + i] * inv[i];
+  }
+  if (!weights) return;
+  // the same scores and exp against the final max
+  alignas(64) float mf[L];
+  for (int u = 0; u < QV; ++u) _mm512_store_ps(mf + 16 * u, m[u]);
+  for (int j0 = 0; j0 < t.kend; j0 += kKT) {
+    const int nk = std::min(kKT, t.kend - j0);
+    for (int jb = 0; jb < nk; jb += kKB) score_block<QV>(t, j0, jb, nk);
+    for (int j = 0; j < nk; ++j)
+      for (int u = 0; u < QV; ++u) {
+        float* sj = t.S + j * L + 16 * u;
+        const __m512 p = exp16(_mm512_sub_ps(rounded_product(_mm512_load_ps(sj), scale), _mm512_load_ps(mf + 16 * u)));
+        _mm512_store_ps(sj, _mm512_mul_ps(p, _mm512_load_ps(inv + 16 * u)));
+      }
+    for (int i = 0; i < t.rows; ++i)
+      for (int j = 0; j < nk && j0 + j < t.end[i]; ++j)
+        weights[std::size_t(i) * Tk + j0 + j] = t.S[j * L + i];
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// decode: one query, keys along the lanes
+
+// acc of key rows k[kk] (kk < 16) against q, d along the lanes: lane l sums d ≡ l (mod 16) by
+// FMA in d order; the last d vector masked.
+[[gnu::always_inline]] inline __m512 scores16(const float* q, const float* const* kr, int dh) {
+  __m512 acc[16];
+  for (int kk = 0; kk < 16; ++kk) acc[kk] = _mm512_setzero_ps();
+  int d = 0;
+  for (; d + 16 <= dh; d += 16) {
+    const __m512 qd = _mm512_loadu_ps(q + d);
+    for (int kk = 0; kk < 16; ++kk) {
+      kernels::avx512::prefetch_ahead(kr[kk] + d);
+      acc[kk] = _mm512_fmadd_ps(qd, _mm512_loadu_ps(kr[kk] + d), acc[kk]);
+    }
+  }
+  if (d < dh) {
+    const __mmask16 mk = kernels::avx512::head_mask(dh - d);
+    const __m512 qd = _mm512_maskz_loadu_ps(mk, q + d);
+    for (int kk = 0; kk < 16; ++kk)
+      acc[kk] = _mm512_fmadd_ps(qd, _mm512_maskz_loadu_ps(mk, kr[kk] + d), acc[kk]);
+  }
+  return kernels::avx512::hsum16x16(acc);
+}
+
+// S[0, 64) = acc of keys j0 … j0 + nk − 1 (the last repeated past nk, masked by the caller).
+[[gnu::always_inline]] inline void decode_scores(float* S, const float* q, const float* k,
+                                                 int dh, int j0, int nk) {
+  for (int g = 0; g * 16 < nk; ++g) {
+    const float* kr[16];
+    for (int kk = 0; kk < 16; ++kk)
+      kr[kk] = k + std::size_t(j0 + std::min(16 * g + kk, nk - 1)) * dh;
+    _mm512_store_ps(S + 16 * g, scores16(q, kr, dh));
+  }
+}
+
+template <int NV>  // value vectors: dv ≤ 16·NV
+void decode_row(float* out, float* weights, const float* q, const float* k, const float* v,
+                int dh, int dv, int e, float fscale) {
+  const __m512 scale = _mm512_set1_ps(fscale);
+  alignas(64) float S[kKT];
+  __m512 o[NV];
+  __mmask16 cm[NV];
+  for (int u = 0; u < NV; ++u) {
+    o[u] = _mm512_setzero_ps();
+    cm[u] = kernels::avx512::head_mask(std::clamp(dv - 16 * u, 0, 16));
+  }
+  float m = -std::numeric_limits<float>::infinity();
+  __m512 l = _mm512_setzero_ps();
+  for (int j0 = 0; j0 < e; j0 += kKT) {
+    const int nk = std::min(kKT, e - j0);
+    decode_scores(S, q, k, dh, j0, nk);
+    __m512 s[4], mt = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+    for (int g = 0; g < 4; ++g) {
+      const __mmask16 vis = kernels::avx512::head_mask(std::clamp(nk - 16 * g, 0, 16));
+      s[g] = _mm512_load_ps(S + 16 * g);
+      mt = _mm512_mask_max_ps(mt, vis, mt, s[g]);
+    }
+    const __m512 m_old = _mm512_set1_ps(m);
+    const __m512 m_new = _mm512_max_ps(m_old, _mm512_mul_ps(_mm512_set1_ps(_mm512_reduce_max_ps(mt)), scale));
+    const __m512 c = correction(m_old, m_new);
+    m = _mm512_cvtss_f32(m_new);
+    __m512 p[4];
+    for (int g = 0; g < 4; ++g) {
+      const __mmask16 vis = kernels::avx512::head_mask(std::clamp(nk - 16 * g, 0, 16));
+      p[g] = _mm512_maskz_mov_ps(vis, exp16(_mm512_sub_ps(rounded_product(s[g], scale), m_new)));
+      _mm512_store_ps(S + 16 * g, p[g]);
+    }
+    l = _mm512_fmadd_ps(l, c, _mm512_add_ps(_mm512_add_ps(p[0], p[1]), _mm512_add_ps(p[2], p[3])));
+    if (_mm512_cvtss_f32(c) != 1.0f)
+      for (int u = 0; u < NV; ++u) o[u] = _mm512_mul_ps(o[u], c);
+    const float* vj = v + std::size_t(j0) * dv;
+    for (int j = 0; j < nk; ++j, vj += dv) {
+      const __m512 pj = _mm512_set1_ps(S[j]);
+      for (int u = 0; u < NV; ++u) {
+        kernels::avx512::prefetch_ahead(vj + 16 * u);
+        o[u] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(cm[u], vj + 16 * u), pj, o[u]);
+      }
+    }
+  }
+  const float inv = 1.0f / kernels::avx512::hsum(l);
+  for (int u = 0; u < NV; ++u)
+    _mm512_mask_storeu_ps(out + 16 * u, cm[u], _mm512_mul_ps(o[u], _mm512_set1_ps(inv)));
+  if (!weights) return;
+  const __m512 mf = _mm512_set1_ps(m), vinv = _mm512_set1_ps(inv);
+  for (int j0 = 0; j0 < e; j0 += kKT) {
+    const int nk = std::min(kKT, e - j0);
+    decode_scores(S, q, k, dh, j0, nk);
+    for (int g = 0; g * 16 < nk; ++g) {
+      const __mmask16 vis = kernels::avx512::head_mask(std::min(nk - 16 * g, 16));
+      const __m512 w = _mm512_mul_ps(exp16(_mm512_sub_ps(rounded_product(_mm512_load_ps(S + 16 * g), scale), mf)), vinv);
+      _mm512_mask_storeu_ps(weights + j0 + 16 * g, vis, w);
+    }
+  }
+}
+
+using DecodeFn = void (*)(float*, float*, const float*, const float*, const float*, int, int, int, float);
+constexpr DecodeFn kDecode[8] = {decode_row<1>, decode_row<2>, decode_row<3>, decode_row<4>,
+                                 decode_row<5>, decode_row<6>, decode_row<7>, decode_row<8>};
+
+void attention_avx512(float* out, float* weights, const float* q, const float* k, const float* v,
+                      const SdpaShape& s, const SdpaMask& m, float scale) {
+  const std::size_t BH = std::size_t(s.B) * s.H;
+  const double work = double(BH) * s.Tq * s.Tk * (s.dh + s.dv);
+  if (s.Tq == 1) {
+#pragma omp parallel for schedule(static) if (BH > 1 && work >= kParallelMinWork)
+    for (long long bh = 0; bh < (long long)BH; ++bh) {
+      const int b = int(bh / s.H);
+      const int e = visible_keys(s, m, b, 0);
+      if (e == 0) continue;
+      kDecode[(s.dv + 15) / 16 - 1](out + bh * s.dv, weights ? weights + bh * s.Tk : nullptr,
+                                    q + bh * s.dh, k + bh * s.kv_rows() * s.dh,
+                                    v + bh * s.kv_rows() * s.dv, s.dh, s.dv, e, scale);
+    }
+    return;
+  }
+  const int tiles = (s.Tq + kQB - 1) / kQB;
+  const long long tasks = (long long)BH * tiles;
+#pragma omp parallel if (tasks > 1 && work >= kParallelMinWork)
+  {
+    Prefill t;  // per thread, on its stack
+    t.dh = s.dh;
+    t.dv = s.dv;
+    t.scale = scale;
+#pragma omp for schedule(static, 1)
+    for (long long task = 0; task < tasks; ++task) {
+      const std::size_t bh = std::size_t(task / tiles);
+      const int b = int(bh / s.H), i0 = int(task % tiles) * kQB;
+      t.rows = std::min(kQB, s.Tq - i0);
+      t.k = k + bh * s.kv_rows() * s.dh;
+      t.v = v + bh * s.kv_rows() * s.dv;
+      t.kend = 0;
+      for (int i = 0; i < t.rows; ++i) {
+        t.end[i] = visible_keys(s, m, b, i0 + i);
+        t.kend = std::max(t.kend, t.end[i]);
+      }
+      if (t.kend == 0) continue;  // every row fully masked: zeros
+      const int QV = (t.rows + 15) / 16;
+      const float* qr = q + (bh * s.Tq + i0) * s.dh;
+      for (int d = 0; d < s.dh; ++d)
+        for (int i = 0; i < 16 * QV; ++i)
+          t.Qt[d * 16 * QV + i] = i < t.rows ? qr[std::size_t(i) * s.dh + d] : 0.0f;
+      float* o = out + (bh * s.Tq + i0) * s.dv;
+      float* w = weights ? weights + (bh * s.Tq + i0) * s.Tk : nullptr;
+      if (QV == 1)
+        prefill_task<1>(t, o, w, s.Tk);
+      else if (QV == 2)
+        prefill_task<2>(t, o, w, s.Tk);
+      else
+        prefill_task<3>(t, o, w, s.Tk);
+    }
+  }
+}
+
+}  // namespace z
+}  // namespace
+
+NORMCHECK_AVX512_END
+
+namespace {
+
+// The path sdpa_optimized runs: kernel_path() (norms/kernels_api.hpp) unless a test chose one.
+SdpaPath current_path() {
+  switch (kernel_path()) {
+    case KernelPath::avx512: return SdpaPath::avx512;
+    case KernelPath::avx2: return SdpaPath::avx2;
+    default: return SdpaPath::baseline;
+  }
+}
+SdpaPath active_path = current_path();  // changed only by sdpa_use_path (tests)
+
+bool cpu_has(SdpaPath p) {
+  __builtin_cpu_init();
+  switch (p) {
+    case SdpaPath::avx512:
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+             __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+             __builtin_cpu_supports("fma");
+    case SdpaPath::avx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    default: return true;
+  }
+}
+
+}  // namespace
+
+void sdpa_exp(const float* x, float* y, std::size_t n) {
+  if (active_path == SdpaPath::avx512)
+    z::exp_values(x, y, n);
+  else if (active_path == SdpaPath::avx2)
+    exp_values_avx2(x, y, n);
+  else
+    exp_values_baseline(x, y, n);
+}
 
 bool sdpa_use_path(SdpaPath path) {
-  switch (path) {
-    case SdpaPath::best: attention_tile = best_tile(); return true;
-    case SdpaPath::avx512: if (!has_avx512()) return false; attention_tile = attention_tile_avx512; return true;
-    case SdpaPath::avx2: if (!has_avx2()) return false; attention_tile = attention_tile_avx2; return true;
-    case SdpaPath::baseline: attention_tile = attention_tile_baseline; return true;
+  if (path == SdpaPath::best) {
+    active_path = current_path();
+    return true;
   }
-  return false;
+  if (!cpu_has(path)) return false;
+  active_path = path;
+  return true;
 }
 
 void sdpa_optimized(std::vector<float>& out, std::vector<float>* weights,
@@ -562,10 +995,15 @@ void sdpa_optimized(std::vector<float>& out, std::vector<float>* weights,
   out.assign(s.out_size(), 0.0f);
   if (weights) weights->assign(s.weights_size(), 0.0f);
   float* w = weights ? weights->data() : nullptr;
+  const float fscale = float(scale);
+  if (active_path == SdpaPath::avx512 && s.dh <= z::kMaxD && s.dv <= z::kMaxD)
+    return z::attention_avx512(out.data(), w, q.data(), k.data(), v.data(), s, m, fscale);
+  const TileFn tile_fn = active_path == SdpaPath::avx512 ? attention_tile_avx512vl
+                      : active_path == SdpaPath::avx2 ? attention_tile_avx2
+                                                      : attention_tile_baseline;
   const int tiles = (s.Tq + kQT - 1) / kQT;
   const long long tasks = (long long)s.B * s.H * tiles;
   const double work = double(s.B) * s.H * s.Tq * s.Tk * (s.dh + s.dv);
-  const float fscale = float(scale);
 #pragma omp parallel if (tasks > 1 && work >= kParallelMinWork)
   {
     std::vector<float> acc(std::size_t(kQT) * s.dv);  // per thread, O(dv)
@@ -573,8 +1011,8 @@ void sdpa_optimized(std::vector<float>& out, std::vector<float>* weights,
     for (long long task = 0; task < tasks; ++task) {
       const int tile = int(task % tiles);
       const int bh = int(task / tiles);
-      attention_tile(out.data(), w, q.data(), k.data(), v.data(), s, m, fscale, bh / s.H,
-                     bh % s.H, tile * kQT, acc.data());
+      tile_fn(out.data(), w, q.data(), k.data(), v.data(), s, m, fscale, bh / s.H, bh % s.H,
+              tile * kQT, acc.data());
     }
   }
 }

@@ -9,25 +9,25 @@
 // A query that sees no key (fully masked row) yields zeros, never NaN.
 //
 // reference: double, the scores of each (b, h) materialized as a [Tq, Tk] Eigen matrix.
-// optimized: float32, tiled over queries (kSdpaQueryTile rows) and keys (kSdpaKeyTile keys at
-//            absolute positions 0, 32, 64, …) with an online softmax (running max and sum per
-//            query row, no [Tq, Tk] buffer), OpenMP over (batch, head, query tile). Scores are
-//            register-blocked (4 rows × 4 keys with AVX-512VL, × 2 otherwise; 8-lane
-//            accumulators over d), p·v keeps 4 rows × 32 (16) columns in registers across a
-//            key tile (p broadcast from memory on the AVX paths), exp is a vectorized fixed
-//            polynomial (sdpa_exp). Each element's operations and their order depend only on the shapes
+// optimized: float32, tiled, online softmax (running max and sum per query row, no [Tq, Tk]
+//            buffer), OpenMP over (batch, head, block of queries). Three instruction-set paths
+//            (kernel_path(), norms/kernels_api.hpp): AVX-512 with FMA (prefill with the queries
+//            along the lanes, packed per block; decode with the keys along the lanes), and an
+//            8-lane tile for AVX2 with FMA and the x86-64 baseline. On one path each element's
+//            operations and their order depend only on the shapes (including whether Tq is 1)
 //            and its own row's visible keys — never on the thread count, on which rows share a
-//            tile or block, or on the ISA path (GCC vector code, no FMA) — so the results are
-//            bitwise the same for any thread count, batch composition or query split, and a
-//            decode query (Tq = 1) computes exactly what the same position computes in a
-//            prefill. Keys a row does not see may be multiplied for a neighbouring row of its
-//            block (causal), never past the sequence's key_lengths, and never enter its result.
+//            tile or block — so the results are bitwise the same for any thread count, batch
+//            composition or query split. Different paths, and a decode query against the same
+//            position inside a prefill on the AVX-512 path, round differently and agree within
+//            the tolerance rule. Keys a row does not see may be multiplied for a neighbouring
+//            row of its block (causal) without entering its result, never past the sequence's
+//            key_lengths. attention/sdpa.cpp says the order of every operation.
 #pragma once
 
 #include <cstddef>
 #include <vector>
 
-#include "norms/tensor.hpp"
+#include <normcheck/norms/tensor.hpp>
 
 namespace normcheck {
 
@@ -76,21 +76,23 @@ void sdpa_optimized(std::vector<float>& out, std::vector<float>* weights,
                     const std::vector<float>& v, const SdpaShape& s, const SdpaMask& m,
                     double scale);
 
-// The optimized kernel's exp, exposed for its unit test: y[i] = e^x[i] for i < n, within 2 ulp
-// of std::exp (subnormal results included), e^−inf = 0, e^x = +inf past ln FLT_MAX, NaN → NaN.
-// A fixed polynomial evaluated lane by lane: the same bits on every path and for every n.
+// The optimized kernel's exp on the active path, exposed for its unit test: y[i] = e^x[i] for
+// i < n, within 2 ulp of std::exp (subnormal results included), e^−inf = 0, e^x = +inf past
+// ln FLT_MAX, NaN → NaN. A fixed polynomial evaluated lane by lane: the same bits for every n.
 void sdpa_exp(const float* x, float* y, std::size_t n);
 
-// Testing hook: the optimized kernel is compiled for AVX-512VL, AVX2 and the x86-64 baseline and
-// runs the best one this CPU supports; every path must give the same bits. Selects a path for
-// the calls that follow (not while a call runs); false (nothing changed) if the CPU lacks it.
+// Testing hook: the optimized kernel is compiled for AVX-512 (with FMA), AVX2 (with FMA) and the
+// x86-64 baseline and runs kernel_path()'s (norms/kernels_api.hpp). Selects a path for the calls
+// that follow (not while a call runs); false (nothing changed) if the CPU lacks it; best goes
+// back to kernel_path()'s.
 enum class SdpaPath { best, avx512, avx2, baseline };
 bool sdpa_use_path(SdpaPath path);
 
-// The optimized kernel's fixed tile sizes (its only scratch: kSdpaQueryTile·dv floats of
-// accumulators per thread, a kSdpaQueryTile × kSdpaKeyTile score tile on the stack). The key
-// tile is part of the numerics (the per-tile softmax rescaling and the 8-lane tile sums);
-// the query tile is not (rows are independent), it only sets the work per task.
+// The 8-lane tile's fixed sizes (its only scratch: kSdpaQueryTile·dv floats of accumulators per
+// thread, a kSdpaQueryTile × kSdpaKeyTile score tile on the stack). The key tile is part of the
+// numerics (the per-tile softmax rescaling and the 8-lane tile sums); the query tile is not
+// (rows are independent), it only sets the work per task. The AVX-512 kernel has its own
+// (sdpa.cpp, namespace z: 64-key tiles, 48-query blocks, fixed-size stack scratch).
 constexpr int kSdpaQueryTile = 8;
 constexpr int kSdpaKeyTile = 32;
 

@@ -1,22 +1,254 @@
-// What both benchmark programs share: the input data.
+// What both benchmark programs share: the input data, 64-byte-aligned buffers, the streaming
+// copy (the memory ceiling every kernel is measured against), the interleaved rounds that give
+// same-run ratios, and the CPU time other processes took while a group ran.
 #pragma once
 
+#include <benchmark/benchmark.h>
+#include <immintrin.h>
+#include <omp.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <new>
+#include <stdexcept>
+#include <string>
 #include <vector>
+
+#include "norms/kernels_api.hpp"
 
 namespace normcheck::bench {
 
+inline bool note_kernel_path() {
+  const KernelPath p = kernel_path();
+  benchmark::AddCustomContext("kernel_path", p == KernelPath::avx512 ? "avx512"
+                                             : p == KernelPath::avx2 ? "avx2"
+                                                                     : "baseline");
+  return true;
+}
+
 // n values uniform in [-2, 2) from a 64-bit LCG (filling 16M values must not dominate the run);
 // the same seed gives the same values in every program.
+inline void fill_random(float* v, std::size_t n, unsigned seed = 1) {
+  std::uint64_t state = 0x9E3779B97F4A7C15ULL * (seed + 1);
+  for (std::size_t i = 0; i < n; ++i) {
+    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+    v[i] = float(state >> 40) * (4.0f / 16777216.0f) - 2.0f;
+  }
+}
+
 inline std::vector<float> random_values(std::size_t n, unsigned seed = 1) {
   std::vector<float> v(n);
-  std::uint64_t state = 0x9E3779B97F4A7C15ULL * (seed + 1);
-  for (auto& x : v) {
-    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
-    x = float(state >> 40) * (4.0f / 16777216.0f) - 2.0f;
-  }
+  fill_random(v.data(), n, seed);
   return v;
 }
+
+// n floats at a 64-byte boundary (every candidate of a group gets the same alignment: glibc's
+// large allocations start 16 bytes into a page, which splits every 64-byte vector).
+class Buffer {
+ public:
+  explicit Buffer(std::size_t n, int seed = -1)
+      : n_(n), p_(static_cast<float*>(std::aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64))) {
+    if (!p_) throw std::bad_alloc();
+    if (seed >= 0)
+      fill_random(p_.get(), n, unsigned(seed));
+    else
+      std::fill_n(p_.get(), n, 0.0f);  // touched: no page faults inside a timed call
+  }
+  float* data() { return p_.get(); }
+  const float* data() const { return p_.get(); }
+  std::size_t size() const { return n_; }
+
+ private:
+  struct Free {
+    void operator()(float* p) const { std::free(p); }
+  };
+  std::size_t n_;
+  std::unique_ptr<float, Free> p_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// The streaming copy: the fastest way this machine moves n floats from src to dst. The whole
+// buffer is cut into one contiguous, 64-byte-aligned range per OpenMP thread; each thread reads
+// with the widest loads the CPU has and writes with non-temporal stores (no read-for-ownership
+// of dst), then fences. Both buffers must be 64-byte aligned.
+
+__attribute__((target("avx512f"))) inline void stream_range_avx512(float* d, const float* s,
+                                                                   std::size_t n) {
+  std::size_t i = 0;
+  for (; i + 64 <= n; i += 64) {
+    const __m512 a = _mm512_load_ps(s + i), b = _mm512_load_ps(s + i + 16),
+                 c = _mm512_load_ps(s + i + 32), e = _mm512_load_ps(s + i + 48);
+    _mm512_stream_ps(d + i, a);
+    _mm512_stream_ps(d + i + 16, b);
+    _mm512_stream_ps(d + i + 32, c);
+    _mm512_stream_ps(d + i + 48, e);
+  }
+  for (; i + 16 <= n; i += 16) _mm512_stream_ps(d + i, _mm512_load_ps(s + i));
+  for (; i < n; ++i) d[i] = s[i];
+}
+__attribute__((target("avx"))) inline void stream_range_avx(float* d, const float* s, std::size_t n) {
+  std::size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m256 a = _mm256_load_ps(s + i), b = _mm256_load_ps(s + i + 8),
+                 c = _mm256_load_ps(s + i + 16), e = _mm256_load_ps(s + i + 24);
+    _mm256_stream_ps(d + i, a);
+    _mm256_stream_ps(d + i + 8, b);
+    _mm256_stream_ps(d + i + 16, c);
+    _mm256_stream_ps(d + i + 24, e);
+  }
+  for (; i < n; ++i) d[i] = s[i];
+}
+inline void stream_range_sse(float* d, const float* s, std::size_t n) {
+  std::size_t i = 0;
+  for (; i + 4 <= n; i += 4) _mm_stream_ps(d + i, _mm_load_ps(s + i));
+  for (; i < n; ++i) d[i] = s[i];
+}
+
+inline void stream_copy(float* dst, const float* src, std::size_t n) {
+  static const int isa = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") ? 2 : __builtin_cpu_supports("avx") ? 1 : 0;
+  }();
+#pragma omp parallel
+  {
+    const std::size_t t = std::size_t(omp_get_thread_num()), nt = std::size_t(omp_get_num_threads());
+    const std::size_t lines = (n + 15) / 16;  // 64-byte lines
+    const std::size_t b = std::min(n, lines * t / nt * 16), e = std::min(n, lines * (t + 1) / nt * 16);
+    if (isa == 2)
+      stream_range_avx512(dst + b, src + b, e - b);
+    else if (isa == 1)
+      stream_range_avx(dst + b, src + b, e - b);
+    else
+      stream_range_sse(dst + b, src + b, e - b);
+    _mm_sfence();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU time used by other processes: the machine's busy time (/proc/stat) minus this process's
+// own (getrusage), in cores, between two samples. Above ~0.05 the group shared the CPU.
+
+struct CpuSample {
+  double wall = 0, busy = 0, self = 0;  // seconds
+  static CpuSample now() {
+    CpuSample s;
+    s.wall = std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+    std::ifstream f("/proc/stat");
+    std::string cpu;
+    unsigned long long v[10] = {};
+    f >> cpu;
+    for (auto& x : v) f >> x;
+    // user nice system idle iowait irq softirq steal: busy = all but idle and iowait
+    const double ticks = double(::sysconf(_SC_CLK_TCK));
+    s.busy = double(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / ticks;
+    rusage ru{};
+    getrusage(RUSAGE_SELF, &ru);
+    s.self = double(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+             1e-6 * double(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+    return s;
+  }
+};
+inline double others_cores(const CpuSample& a, const CpuSample& b) {
+  const double wall = b.wall - a.wall;
+  return wall > 0 ? std::max(0.0, ((b.busy - a.busy) - (b.self - a.self)) / wall) : 0.0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Interleaved rounds. A group is a set of candidates (a kernel, its ceiling, its peers) on the
+// same shape and thread count. Each round runs every candidate once, back to back, starting
+// from a different candidate each round; a ratio is taken within each round (the two calls
+// ran seconds apart at most, under the same load) and the report gives the median over the
+// rounds with the quartiles. Each candidate runs once untimed first (page faults, oneDNN's
+// JIT, the OpenMP team).
+
+struct Candidate {
+  std::string name;
+  double work;  // bytes or flops per call, for its rate
+  std::function<void()> run;
+};
+
+class Rounds {
+ public:
+  explicit Rounds(std::vector<Candidate> c) : c_(std::move(c)), t_(c_.size()) {}
+
+  // One round per benchmark iteration; the iteration's manual time is the round's.
+  void run(benchmark::State& st) {
+    for (auto& c : c_) c.run();
+    const CpuSample s0 = CpuSample::now();
+    std::size_t round = 0;
+    for (auto _ : st) {
+      double total = 0;
+      for (std::size_t k = 0; k < c_.size(); ++k) {
+        const std::size_t i = (round + k) % c_.size();
+        const auto a = std::chrono::steady_clock::now();
+        c_[i].run();
+        benchmark::ClobberMemory();
+        const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count();
+        t_[i].push_back(dt);
+        total += dt;
+      }
+      st.SetIterationTime(total);
+      ++round;
+    }
+    st.counters["others_cores"] = others_cores(s0, CpuSample::now());
+    st.counters["rounds"] = double(round);
+    for (std::size_t i = 0; i < c_.size(); ++i) {
+      std::vector<double> rate;
+      for (double dt : t_[i]) rate.push_back(c_[i].work / dt);
+      set_quartiles(st, c_[i].name, rate);
+    }
+  }
+
+  // rate(a) / rate(b) per round, where rate = work / time and rate(b) is the fastest of the
+  // candidates b_any in that round (the best sgemm). Rates are per byte moved (or per flop),
+  // so batch norm's 3 passes against the 2-pass copy need no extra factor: the copy's rate is
+  // the ceiling of any pass count.
+  void ratio(benchmark::State& st, const std::string& label, const std::string& a,
+             const std::vector<std::string>& b_any) const {
+    const std::size_t ia = index(a);
+    std::vector<double> r;
+    for (std::size_t k = 0; k < t_[ia].size(); ++k) {
+      double best = 0;  // the fastest of the b candidates in this round
+      for (const auto& b : b_any) {
+        const std::size_t ib = index(b);
+        best = std::max(best, c_[ib].work / t_[ib][k]);
+      }
+      r.push_back((c_[ia].work / t_[ia][k]) / best);
+    }
+    set_quartiles(st, label, r);
+  }
+
+ private:
+  std::size_t index(const std::string& name) const {
+    for (std::size_t i = 0; i < c_.size(); ++i)
+      if (c_[i].name == name) return i;
+    throw std::logic_error("no candidate " + name);
+  }
+  static void set_quartiles(benchmark::State& st, const std::string& name, std::vector<double> v) {
+    if (v.empty()) return;
+    std::sort(v.begin(), v.end());
+    auto q = [&](double p) {  // linear interpolation between order statistics
+      const double x = p * double(v.size() - 1);
+      const std::size_t i = std::size_t(x);
+      return i + 1 < v.size() ? v[i] + (x - double(i)) * (v[i + 1] - v[i]) : v[i];
+    };
+    st.counters[name] = q(0.5);
+    st.counters[name + "@q1"] = q(0.25);
+    st.counters[name + "@q3"] = q(0.75);
+    st.counters[name + "@min"] = v.front();
+    st.counters[name + "@max"] = v.back();
+  }
+
+  std::vector<Candidate> c_;
+  std::vector<std::vector<double>> t_;
+};
 
 }  // namespace normcheck::bench

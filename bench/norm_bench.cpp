@@ -1,18 +1,22 @@
-// Norm kernels against the memory-bandwidth ceiling and against oneDNN, in one run, at 1 and 2
-// OpenMP threads (the last argument). The optimized kernels are the raw float32 ones
-// (norms/kernels_api.hpp), not the registry's double-widening adapters; the references go
-// through the registry (they exist only in that form).
-// GB/s counts the bytes a kernel must move at minimum (rows·D·4 = one pass over x):
+// Norm kernels against the streaming copy and oneDNN, in interleaved rounds (bench/common.hpp),
+// at 1 and 2 OpenMP threads (the last argument). One benchmark per shape and thread count runs
+// every candidate once per round; its counters are each candidate's median rate and each ratio's
+// median, with quartiles and extremes (name@q1, @q3, @min, @max) and the CPU other processes
+// used meanwhile (others_cores). The optimized kernels are the raw float32 ones
+// (norms/kernels_api.hpp), not the registry's double-widening adapters.
+// Rates are bytes moved per second, from the minimum bytes a kernel must move (rows·D·4 = one
+// pass over x):
 //   copy, layer_norm, rms_norm, oneDNN LN:  read x, write y                     = 2 passes
 //   batch_norm train:  read x (statistics), read x again (normalize: the statistics must be
-//                      complete before the first output, and x does not fit in cache), write y
+//                      complete before the first output, and x does not fit in L2), write y
 //                                                                               = 3 passes
-// (γ, β and the running statistics are O(D): not counted.)
+// so batch_norm / copy is batch norm against the copy scaled to its 3 passes. (γ, β and the
+// running statistics are O(D): not counted.) The double references run alone, 1 thread.
 #include <benchmark/benchmark.h>
 #include <omp.h>
 
-#include <cstring>
 #include <cstdint>
+#include <cstdlib>
 
 #include "bench/common.hpp"
 #include "norms/batch_norm.hpp"
@@ -26,135 +30,99 @@
 namespace {
 
 using namespace normcheck;
+using bench::Buffer;
+using bench::Candidate;
 
-using bench::random_values;
+// The instruction-set path the kernels run (norms/kernels_api.hpp), in the JSON context.
+const bool kPathNoted = bench::note_kernel_path();
 
-struct Shape {
-  int rows, D, threads;
-  explicit Shape(benchmark::State& st)
-      : rows(int(st.range(0))), D(int(st.range(1))), threads(int(st.range(2))) {
-    omp_set_num_threads(threads);
-  }
-  std::size_t n() const { return std::size_t(rows) * D; }
-};
-
-void set_bytes(benchmark::State& st, const Shape& s, int passes) {
-  st.SetBytesProcessed(int64_t(st.iterations()) * passes * int64_t(s.n()) * 4);
-  st.counters["passes"] = passes;
+// Rounds per group: NORMCHECK_BENCH_ROUNDS, else the default (the smoke test uses 2).
+int rounds(int fallback) {
+  const char* e = std::getenv("NORMCHECK_BENCH_ROUNDS");
+  return e && std::atoi(e) > 0 ? std::atoi(e) : fallback;
 }
 
-// A row-wise copy of the same bytes, rows split over the threads like the kernels'.
-void BM_copy(benchmark::State& st) {
-  const Shape s(st);
-  const std::vector<float> x = random_values(s.n());
-  std::vector<float> y(s.n());
-  const int D = s.D;
-  for (auto _ : st) {
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < s.rows; ++r)
-      std::memcpy(&y[std::size_t(r) * D], &x[std::size_t(r) * D], std::size_t(D) * 4);
-    benchmark::DoNotOptimize(y.data());
-    benchmark::ClobberMemory();
-  }
-  set_bytes(st, s, 2);
+void BM_norms(benchmark::State& st) {
+  const int rows = int(st.range(0)), D = int(st.range(1)), threads = int(st.range(2));
+  omp_set_num_threads(threads);
+  const std::size_t n = std::size_t(rows) * D;
+  const double pass = double(n) * sizeof(float);
+  Buffer x(n, 1), y(n), g(D, 2), b(D, 3);
+  std::vector<double> rm(D, 0.0), rv(D, 1.0);
+  std::vector<Candidate> cs;
+  cs.push_back({"copy", 2 * pass, [&] { bench::stream_copy(y.data(), x.data(), n); }});
+  cs.push_back({"layer_norm", 2 * pass, [&] {
+                  layer_norm_kernel(y.data(), x.data(), g.data(), b.data(), std::size_t(rows), D, 1e-5f);
+                }});
+  cs.push_back({"rms_norm", 2 * pass, [&] {
+                  rms_norm_kernel(y.data(), x.data(), g.data(), b.data(), std::size_t(rows), D, 1e-5f);
+                }});
+  cs.push_back({"batch_norm", 3 * pass, [&] {
+                  batch_norm_train_kernel(y.data(), rm.data(), rv.data(), x.data(), g.data(),
+                                          b.data(), std::size_t(rows), D, 1e-5, 0.1);
+                }});
+#ifdef NORMCHECK_HAVE_DNNL
+  // oneDNN layer_normalization_forward, forward_inference, scale and shift; the primitive is
+  // created once, only execute() is timed.
+  using dnnl::memory;
+  dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+  dnnl::stream strm(eng);
+  const memory::desc data({rows, D}, memory::data_type::f32, memory::format_tag::ab);
+  const memory::desc vec({D}, memory::data_type::f32, memory::format_tag::a);
+  const auto flags = dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
+  const dnnl::layer_normalization_forward prim(dnnl::layer_normalization_forward::primitive_desc(
+      {dnnl::prop_kind::forward_inference, data, 1e-5f, flags}, eng));
+  memory mx(data, eng, x.data()), my(data, eng, y.data()), mg(vec, eng, g.data()),
+      mb(vec, eng, b.data());
+  cs.push_back({"onednn_ln", 2 * pass, [&] {
+                  prim.execute(strm, {{DNNL_ARG_SRC, mx}, {DNNL_ARG_DST, my}, {DNNL_ARG_SCALE, mg},
+                                      {DNNL_ARG_SHIFT, mb}});
+                  strm.wait();
+                }});
+#endif
+  bench::Rounds r(std::move(cs));
+  r.run(st);
+  r.ratio(st, "layer_norm/copy", "layer_norm", {"copy"});
+  r.ratio(st, "rms_norm/copy", "rms_norm", {"copy"});
+  r.ratio(st, "batch_norm/copy", "batch_norm", {"copy"});
+#ifdef NORMCHECK_HAVE_DNNL
+  r.ratio(st, "layer_norm/onednn_ln", "layer_norm", {"onednn_ln"});
+  r.ratio(st, "rms_norm/onednn_ln", "rms_norm", {"onednn_ln"});
+#endif
 }
 
-using TokenKernel = void (*)(float*, const float*, const float*, const float*, std::size_t, int,
-                             float);
+constexpr std::pair<int, int> kShapes[] = {{16384, 1024}, {4096, 4096}, {65536, 128}, {262144, 64}};
 
-void BM_token_norm(benchmark::State& st, TokenKernel kernel) {
-  const Shape s(st);
-  const std::vector<float> x = random_values(s.n()), g = random_values(s.D, 2),
-                           b = random_values(s.D, 3);
-  std::vector<float> y(s.n());
-  for (auto _ : st) {
-    kernel(y.data(), x.data(), g.data(), b.data(), std::size_t(s.rows), s.D, 1e-5f);
-    benchmark::DoNotOptimize(y.data());
-    benchmark::ClobberMemory();
-  }
-  set_bytes(st, s, 2);
+void shapes(benchmark::internal::Benchmark* b) {
+  for (int threads : {1, 2})
+    for (auto [rows, D] : kShapes) b->Args({rows, D, threads});
+  b->ArgNames({"rows", "D", "threads"})->Iterations(rounds(41))->UseManualTime()
+      ->Unit(benchmark::kMillisecond);
 }
-
-void BM_batch_norm_train(benchmark::State& st) {
-  const Shape s(st);
-  const std::vector<float> x = random_values(s.n()), g = random_values(s.D, 2),
-                           b = random_values(s.D, 3);
-  std::vector<float> y(s.n());
-  std::vector<double> rm(s.D, 0.0), rv(s.D, 1.0);
-  for (auto _ : st) {
-    batch_norm_train_kernel(y.data(), rm.data(), rv.data(), x.data(), g.data(), b.data(),
-                            std::size_t(s.rows), s.D, 1e-5, 0.1);
-    benchmark::DoNotOptimize(y.data());
-    benchmark::ClobberMemory();
-  }
-  set_bytes(st, s, 3);
-}
+BENCHMARK(BM_norms)->Apply(shapes);
 
 // The double references, through the registry (Output is double: they write 2× the bytes).
 void BM_reference(benchmark::State& st, const char* name) {
-  const Shape s(st);
-  Batch in(1, s.rows, s.D);
-  in.x = random_values(s.n());
+  const int rows = int(st.range(0)), D = int(st.range(1));
+  omp_set_num_threads(1);
+  Batch in(1, rows, D);
+  in.x = bench::random_values(std::size_t(rows) * D);
   Params p;
-  p.gamma = random_values(s.D, 2);
-  p.beta = random_values(s.D, 3);
+  p.gamma = bench::random_values(D, 2);
+  p.beta = bench::random_values(D, 3);
   const LayerEntry& l = layer(name);
   const Mode mode = l.stateful() ? Mode::train : Mode::none;
-  State state{std::vector<double>(s.D, 0.0), std::vector<double>(s.D, 1.0)};
+  State state{std::vector<double>(D, 0.0), std::vector<double>(D, 1.0)};
   Output out;
   for (auto _ : st) {
     l.forward(Impl::reference)(in, p, mode, &state, out);
     benchmark::DoNotOptimize(out.data());
   }
-  set_bytes(st, s, l.stateful() ? 3 : 2);
+  st.SetBytesProcessed(int64_t(st.iterations()) * (l.stateful() ? 3 : 2) * int64_t(in.x.size()) * 4);
 }
-
-#ifdef NORMCHECK_HAVE_DNNL
-// oneDNN layer_normalization_forward, forward_inference, scale and shift; the primitive is
-// created once, only execute() is timed.
-void BM_onednn_layer_norm(benchmark::State& st) {
-  using dnnl::memory;
-  const Shape s(st);
-  dnnl::engine eng(dnnl::engine::kind::cpu, 0);
-  dnnl::stream strm(eng);
-  const memory::desc data({s.rows, s.D}, memory::data_type::f32, memory::format_tag::ab);
-  const memory::desc vec({s.D}, memory::data_type::f32, memory::format_tag::a);
-  const auto flags = dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
-  const dnnl::layer_normalization_forward::primitive_desc pd(
-      {dnnl::prop_kind::forward_inference, data, 1e-5f, flags}, eng);
-  std::vector<float> x = random_values(s.n()), y(s.n()), g = random_values(s.D, 2),
-                     b = random_values(s.D, 3);
-  const dnnl::layer_normalization_forward prim(pd);
-  memory mx(data, eng, x.data()), my(data, eng, y.data()), mg(vec, eng, g.data()),
-      mb(vec, eng, b.data());
-  for (auto _ : st) {
-    prim.execute(strm, {{DNNL_ARG_SRC, mx}, {DNNL_ARG_DST, my}, {DNNL_ARG_SCALE, mg},
-                        {DNNL_ARG_SHIFT, mb}});
-    strm.wait();
-    benchmark::ClobberMemory();
-  }
-  set_bytes(st, s, 2);
-}
-#endif
-
-void shapes(benchmark::internal::Benchmark* b) {
-  for (int threads : {1, 2})
-    for (auto [rows, D] : {std::pair{16384, 1024}, {4096, 4096}, {65536, 128}})
-      b->Args({rows, D, threads});
-  b->ArgNames({"rows", "D", "threads"})->Unit(benchmark::kMillisecond)->UseRealTime();
-}
-
-BENCHMARK(BM_copy)->Apply(shapes);
-BENCHMARK_CAPTURE(BM_token_norm, layer_norm, layer_norm_kernel)->Apply(shapes);
-BENCHMARK_CAPTURE(BM_token_norm, rms_norm, rms_norm_kernel)->Apply(shapes);
-BENCHMARK(BM_batch_norm_train)->Apply(shapes);
-#ifdef NORMCHECK_HAVE_DNNL
-BENCHMARK(BM_onednn_layer_norm)->Apply(shapes);
-#endif
-// the references are serial (double, obviously right): 1 thread only
 void one_thread(benchmark::internal::Benchmark* b) {
-  for (auto [rows, D] : {std::pair{16384, 1024}, {4096, 4096}, {65536, 128}}) b->Args({rows, D, 1});
-  b->ArgNames({"rows", "D", "threads"})->Unit(benchmark::kMillisecond)->UseRealTime();
+  for (auto [rows, D] : kShapes) b->Args({rows, D});
+  b->ArgNames({"rows", "D"})->Unit(benchmark::kMillisecond)->UseRealTime();
 }
 BENCHMARK_CAPTURE(BM_reference, layer_norm, "layer_norm")->Apply(one_thread);
 BENCHMARK_CAPTURE(BM_reference, rms_norm, "rms_norm")->Apply(one_thread);

@@ -1,21 +1,30 @@
 // The `normcheck` command line (cli.hpp). Every list it shows or runs comes from the registries
-// (properties/catalog.hpp); every report it writes comes from reports/.
+// (properties/catalog.hpp); every report it writes comes from reports/. A project's own program
+// (its main registers its rows, then calls cli_main) is the same command under its own name:
+// usage, errors and replay commands name the program as it was started.
 //
 // Exit codes: 0 every cell as expected (golden: every case passed), 1 a surprise (golden: a
 // failed case), 2 a usage or input error, with a one-line reason on stderr.
 #include <omp.h>
 #include <unistd.h>
 
+#include <charconv>
 #include <chrono>
-#include <cstdlib>
+#include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
-#include <optional>
+#include <functional>
+#include <limits>
 #include <map>
+#include <mutex>
+#include <optional>
 #include <random>
-#include <set>
 #include <regex>
+#include <set>
 #include <sstream>
+#include <thread>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -23,6 +32,7 @@
 #include "cli/cli.hpp"
 #include "mutants/mutants.hpp"
 #include "properties/golden_grad.hpp"
+#include "properties/counterexample.hpp"
 #include "reports/golden_report.hpp"
 #include "reports/report.hpp"
 #include "reports/shard.hpp"
@@ -31,27 +41,111 @@ namespace nc = normcheck;
 
 namespace {
 
-// A usage or input error: exit code 2, the message is the one-line reason.
+// A usage error (exit code 2): the message is the one-line reason; the subcommand's help is
+// pointed to.
 struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-std::string shell_quote(const std::string& s) {
-  if (!s.empty() && s.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:,+@%") == std::string::npos)
-    return s;
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
+// An input error (exit code 2) that is not about the command line: a file that cannot be read.
+struct InputError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// The program as usage lines and messages name it: "normcheck", "my_normcheck".
+std::string program_name(const char* argv0) {
+  const std::string name = std::filesystem::path(argv0 ? argv0 : "normcheck").filename().string();
+  return name.empty() ? "normcheck" : name;
 }
 
-std::string command_line(int argc, char** argv) {
-  std::string s = "normcheck";
-  for (int i = 1; i < argc; ++i) s += " " + shell_quote(argv[i]);
-  return s;
+std::string plural(long long n, const char* one, const char* many) {
+  return fmt::format("{} {}", n, n == 1 ? one : many);
 }
 
 double since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+// A whole number in [lo, hi], or the option is refused naming itself (CLI11 prefixes the
+// option's name): "--seed: '-1' is not a whole number from 0 to 18446744073709551615".
+template <class T>
+CLI::Validator whole_number(T lo, T hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& text) -> std::string {
+        T v{};
+        const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+        if (ec == std::errc() && end == text.data() + text.size() && v >= lo && v <= hi) return "";
+        return fmt::format("'{}' is not a whole number from {} to {}", text, lo, hi);
+      },
+      fmt::format("INT in [{}, {}]", lo, hi));
+}
+
+const auto kSeed = whole_number<uint64_t>(0, std::numeric_limits<uint64_t>::max());
+const auto kCases = whole_number<int>(1, 10000000);
+
+// Colour on a terminal, unless NO_COLOR is set (https://no-color.org) or --color says otherwise.
+bool use_colour(const std::string& choice) {
+  if (choice == "always") return true;
+  if (choice == "never") return false;
+  const char* no_colour = std::getenv("NO_COLOR");
+  return isatty(STDOUT_FILENO) == 1 && !(no_colour && *no_colour);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The watchdog. The engine's budgets stop a cell between two cases; a case that never returns
+// (a kernel stuck in a loop or a lock) is stopped here: past the hard limit the watchdog thread
+// calls `fire` with the stuck cell, which reports it and ends the process (the main thread is
+// still inside the kernel, so the process cannot return normally).
+
+class Watchdog {
+ public:
+  using Fire = std::function<void(const nc::Cell& cell, double seconds)>;
+  Watchdog(double limit, Fire fire) : limit_(limit), fire_(std::move(fire)), thread_([this] { loop(); }) {}
+  ~Watchdog() {
+    {
+      std::lock_guard lock(m_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  void enter(const nc::Cell& cell) {
+    std::lock_guard lock(m_);
+    cell_ = &cell;
+    start_ = std::chrono::steady_clock::now();
+  }
+  void leave() {
+    std::lock_guard lock(m_);
+    cell_ = nullptr;
+  }
+
+ private:
+  void loop() {
+    std::unique_lock lock(m_);
+    while (!stop_) {
+      cv_.wait_for(lock, std::chrono::milliseconds(100));
+      if (stop_ || !cell_ || since(start_) < limit_) continue;
+      fire_(*cell_, since(start_));  // does not return
+    }
+  }
+  double limit_;
+  Fire fire_;
+  std::mutex m_;
+  std::condition_variable cv_;
+  const nc::Cell* cell_ = nullptr;
+  std::chrono::steady_clock::time_point start_;
+  bool stop_ = false;
+  std::thread thread_;  // last: starts once the members above exist
+};
+
+nc::CellResult stuck_cell(const nc::Cell& cell, double seconds, double limit) {
+  nc::CellResult r{.cell = cell.info};
+  r.observed = "error";
+  r.seconds = seconds;
+  r.message = fmt::format("{} / {} / {}: a case did not return within the watchdog's hard limit of {:.0f} s "
+                          "(a kernel that never returns?): the run stops here",
+                          cell.info.row.name, nc::to_string(cell.info.impl), cell.info.prop.id, limit);
+  return r;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -68,10 +162,10 @@ class Progress {
     row_seconds_ += r.seconds;
     if (row_finished) {
       const std::string line = fmt::format(
-          "  [{:>{}}/{}] {} · {}: {} cells, {} ({:.2f} s)", done_, digits(), total_,
-          nc::row_label(r), nc::to_string(r.cell.impl), row_cells_,
+          "  [{:>{}}/{}] {} · {}: {}, {} ({:.2f} s)", done_, digits(), total_, nc::row_label(r),
+          nc::to_string(r.cell.impl), plural(row_cells_, "cell", "cells"),
           row_surprises_ == 0 ? std::string("all as expected")
-                              : fmt::format("{} SURPRISE{}", row_surprises_, row_surprises_ == 1 ? "" : "S"),
+                              : plural(row_surprises_, "SURPRISE", "SURPRISES"),
           row_seconds_);
       if (tty_) fmt::print(stderr, "\r\033[K");
       fmt::print(stderr, "{}\n", line);
@@ -99,7 +193,29 @@ class Progress {
 // ---------------------------------------------------------------------------------------------
 // list
 
-int cmd_list(bool markdown) {
+// Replaces the generated block of README-like text (between "<!-- matrix:begin" and
+// "<!-- matrix:end -->") in `path`; prints what it did.
+int write_generated_tables(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw InputError(path + ": cannot open the file");
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string updated;
+  try {
+    updated = nc::with_generated_tables(text);
+  } catch (const std::invalid_argument& e) {
+    throw InputError(path + ": " + e.what());
+  }
+  if (updated == text) {
+    fmt::print("{}: the generated tables are up to date\n", path);
+    return 0;
+  }
+  nc::write_file_atomic(path, updated);
+  fmt::print("{}: generated tables rewritten from the registries\n", path);
+  return 0;
+}
+
+int cmd_list(bool markdown, const std::string& write_path) {
+  if (!write_path.empty()) return write_generated_tables(write_path);
   if (markdown) {
     fmt::print("{}", nc::expected_matrix_markdown());
     return 0;
@@ -108,6 +224,7 @@ int cmd_list(bool markdown) {
   for (const auto& row : nc::layer_rows()) {
     std::string v;
     for (const auto& p : row.profile->violated) v += (v.empty() ? "" : ", ") + p;
+    for (const auto& p : row.profile->optimized_violates) v += (v.empty() ? "" : ", ") + p + " (optimized)";
     fmt::print("  {:<28} {}\n", row.name(), row.layer->formula);
     fmt::print("  {:<28} expected violations: {}\n", "", v.empty() ? "none" : v);
   }
@@ -117,7 +234,7 @@ int cmd_list(bool markdown) {
     if (row.info.family == nc::Family::norm) continue;
     std::string v;
     for (const auto& p : row.violated) v += (v.empty() ? "" : ", ") + p;
-    for (const auto& p : row.optimized_violated) v += (v.empty() ? "" : ", ") + p + " (optimized)";
+    for (const auto& p : row.optimized_violates) v += (v.empty() ? "" : ", ") + p + " (optimized)";
     fmt::print("  {:<44} expected violations: {}\n", row.info.name, v.empty() ? "none" : v);
   }
   fmt::print("\nproperties:\n");
@@ -131,13 +248,53 @@ int cmd_list(bool markdown) {
 // ---------------------------------------------------------------------------------------------
 // matrix and merge
 
+struct Budgets {
+  double cell = nc::RunOptions{}.cell_budget;
+  double shrink = nc::RunOptions{}.shrink_budget;
+  double watchdog = 0;
+  void apply(nc::RunOptions& o) const {
+    o.cell_budget = cell;
+    o.shrink_budget = shrink;
+    o.watchdog = watchdog;
+  }
+};
+
+void add_budget_options(CLI::App* app, Budgets& b) {
+  app->add_option("--cell-budget", b.cell,
+                  "Seconds a cell may search; past it the cell is an error and the run goes on (default 60)")
+      ->check(CLI::Range(0.001, 1e6));
+  app->add_option("--shrink-budget", b.shrink,
+                  "Seconds a cell may shrink its counterexample; past it the smallest found so far is reported (default 30)")
+      ->check(CLI::Range(0.001, 1e6));
+  app->add_option("--watchdog", b.watchdog,
+                  "Hard limit, seconds, for one cell (a kernel that never returns): the cell is an error, the "
+                  "reports are written and the run exits 1 (default: both budgets + 30)")
+      ->check(CLI::Range(0.001, 1e6));
+}
+
 struct MatrixArgs {
   std::string json_path, out_dir, layer_re = ".*", property_re = ".*", impl = "both", reproduce, shard;
+  std::string colour = "auto";
   int cases = 100;
   int search_factor = 10;
   int threads = 0;
   std::optional<uint64_t> seed;
+  Budgets budgets;
 };
+
+std::regex compile(const std::string& re, const char* option) {
+  try {
+    return std::regex(re);
+  } catch (const std::regex_error& e) {
+    throw UsageError(fmt::format("{} '{}': invalid regular expression: {}", option, re, e.what()));
+  }
+}
+
+// Where the reports go, checked before a long run rather than after it.
+void check_outputs(const std::string& out_dir, const std::string& json_path) {
+  if (!out_dir.empty()) nc::check_report_dir(out_dir);
+  if (!json_path.empty()) nc::check_output_file(json_path);
+}
 
 void write_outputs(const std::vector<nc::CellResult>& results, const nc::RunMeta& meta,
                    const std::string& json_path, const std::string& out_dir) {
@@ -148,24 +305,24 @@ void write_outputs(const std::vector<nc::CellResult>& results, const nc::RunMeta
   }
 }
 
-int print_and_exit_code(const std::vector<nc::CellResult>& results, const nc::RunMeta& meta) {
+int print_and_exit_code(const std::vector<nc::CellResult>& results, const nc::RunMeta& meta,
+                        bool colour, bool sections) {
   const auto summary = nc::summarize(results);
-  fmt::print("{}\n", nc::matrix_table(results));
+  fmt::print("{}\n", nc::matrix_text(results, colour));
   for (const auto& r : results)
     if (!r.as_expected()) fmt::print("SURPRISE {}\n", r.message.empty() ? r.id() : r.message);
-  fmt::print("{} cells: {} as expected, {} surprises, {} errors ({:.1f} s, seed {})\n", summary.cells,
-             summary.as_expected, summary.surprises, summary.errors, meta.seconds, meta.seed);
+  // a replayed case: its section, as report.md shows it
+  if (sections)
+    for (const auto& r : results)
+      if (r.observed == "violated" || !r.as_expected()) fmt::print("\n{}\n", nc::section_text(r));
+  fmt::print("{}: {} as expected, {}, {} ({:.1f} s, seed {})\n", plural(summary.cells, "cell", "cells"),
+             summary.as_expected, plural(summary.surprises, "surprise", "surprises"),
+             plural(summary.errors, "error", "errors"), meta.seconds, meta.seed);
   return summary.surprises == 0 ? 0 : 1;
 }
 
-int cmd_matrix(const MatrixArgs& a, const std::string& command) {
-  std::regex layer_re, prop_re;
-  try {
-    layer_re = std::regex(a.layer_re);
-    prop_re = std::regex(a.property_re);
-  } catch (const std::regex_error& e) {
-    throw UsageError(std::string("invalid regular expression: ") + e.what());
-  }
+int cmd_matrix(const MatrixArgs& a, const std::string& program) {
+  const std::regex layer_re = compile(a.layer_re, "--layer"), prop_re = compile(a.property_re, "--property");
   std::optional<nc::ShardSpec> shard;
   if (!a.shard.empty()) {
     try {
@@ -176,7 +333,7 @@ int cmd_matrix(const MatrixArgs& a, const std::string& command) {
     if (!a.seed) throw UsageError("--shard needs --seed: every shard must run the same experiment");
     if (!a.reproduce.empty()) throw UsageError("--shard and --reproduce do not go together");
   }
-  if (!a.out_dir.empty()) nc::check_report_dir(a.out_dir);  // fail before a long run, not after
+  check_outputs(a.out_dir, a.json_path);
 
   std::vector<nc::Cell> selected;
   for (const auto& c : nc::all_cells()) {
@@ -187,8 +344,9 @@ int cmd_matrix(const MatrixArgs& a, const std::string& command) {
     selected.push_back(c);
   }
   if (selected.empty())
-    throw UsageError(fmt::format("no cell matches --layer '{}' --property '{}' --implementation {}",
-                                 a.layer_re, a.property_re, a.impl));
+    throw UsageError(fmt::format("no cell matches --layer '{}' --property '{}' --implementation {} "
+                                 "(`{} list` names the rows and properties)",
+                                 a.layer_re, a.property_re, a.impl, program));
   if (!a.reproduce.empty() && selected.size() != 1)
     throw UsageError(fmt::format("--reproduce replays one cell, but the filters select {}: anchor them "
                                  "(--layer '^row$' --property '^name$') and name --implementation",
@@ -197,81 +355,148 @@ int cmd_matrix(const MatrixArgs& a, const std::string& command) {
   for (std::size_t k = 0; k < selected.size(); ++k)
     if (!shard || nc::in_shard(k, *shard)) cells.push_back(selected[k]);
 
-  const uint64_t seed = a.seed ? *a.seed : (uint64_t(std::random_device{}()) << 32) | std::random_device{}();
   if (a.threads > 0) omp_set_num_threads(a.threads);
-  fmt::print(stderr, "normcheck matrix: {} cells{}, {} cases per cell, seed {}, {} OpenMP threads\n",
-             cells.size(), shard ? fmt::format(" (shard {}/{} of {})", shard->index, shard->count, selected.size()) : "",
-             a.cases, seed, omp_get_max_threads());
-
   nc::RunOptions opt;
   opt.cases = a.cases;
   opt.violation_search_factor = a.search_factor;
-  opt.seed = seed;
+  opt.seed = a.seed ? *a.seed : (uint64_t(std::random_device{}()) << 32) | std::random_device{}();
   opt.reproduce = a.reproduce;
   opt.use_rc_params_reproduce = false;
-  nc::RunMeta meta;
-  meta.started_at = nc::utc_now();
-  const auto start = std::chrono::steady_clock::now();
-  std::vector<nc::CellResult> results;
-  Progress progress(cells.size());
-  for (std::size_t i = 0; i < cells.size(); ++i) {
-    try {
-      results.push_back(nc::run_cell(cells[i], opt));
-    } catch (const std::invalid_argument& e) {  // a reproduce string for another cell
-      throw UsageError(e.what());
+  opt.program = nc::Program::cli;
+  a.budgets.apply(opt);
+  if (a.reproduce.empty())  // a replay is one case of one cell: no run to announce
+    fmt::print(stderr, "{} matrix: {}{}, {} per cell, seed {}, {}\n", program, plural(long(cells.size()), "cell", "cells"),
+               shard ? fmt::format(" (shard {}/{} of {})", shard->index, shard->count, selected.size()) : "",
+               plural(a.cases, "case", "cases"), *opt.seed, plural(omp_get_max_threads(), "OpenMP thread", "OpenMP threads"));
+
+  // what the run's metadata says beyond what run_matrix fills in
+  auto describe = [&](nc::RunMeta& meta) {
+    meta.layer_filter = a.layer_re;
+    meta.property_filter = a.property_re;
+    meta.implementation = a.impl;
+    if (shard) {
+      meta.shard_index = shard->index;
+      meta.shard_count = shard->count;
     }
-    const bool row_finished = i + 1 == cells.size() ||
-                              cells[i + 1].info.row.id != cells[i].info.row.id ||
-                              cells[i + 1].info.impl != cells[i].info.impl;
-    progress.cell_done(results.back(), row_finished, since(start));
+    meta.total_cells = int(selected.size());
+    meta.environment = nc::run_environment();  // external rows' sources, asked as the run ends
+  };
+  Progress progress(cells.size());
+  const auto start = std::chrono::steady_clock::now();
+  const std::string started_at = nc::utc_now();
+  // A case that never returns: the watchdog reports the cells finished so far and the stuck one
+  // (an error), writes the reports and ends the process with exit code 1.
+  std::vector<nc::CellResult> finished;
+  std::mutex finished_mutex;  // the watchdog reads them from its thread
+  Watchdog watchdog(opt.hard_limit(), [&](const nc::Cell& stuck, double seconds) {
+    std::lock_guard lock(finished_mutex);
+    finished.push_back(stuck_cell(stuck, seconds, opt.hard_limit()));
+    nc::RunMeta meta{.seed = *opt.seed, .cases = a.cases, .threads = omp_get_max_threads(),
+                     .seconds = since(start), .command = nc::this_command_line(), .started_at = started_at};
+    meta.versions = nc::build_versions();
+    describe(meta);
+    print_and_exit_code(finished, meta, use_colour(a.colour), false);
+    write_outputs(finished, meta, a.json_path, a.out_dir);
+    std::fflush(stdout);
+    std::fflush(stderr);
+    std::_Exit(1);
+  });
+  opt.on_cell = [&](const nc::Cell* c) { c ? watchdog.enter(*c) : watchdog.leave(); };
+  nc::MatrixRun run;
+  try {
+    run = nc::run_matrix(cells, opt, [&](const nc::CellResult& r, std::size_t i) {
+      {
+        std::lock_guard lock(finished_mutex);
+        finished.push_back(r);
+      }
+      const bool row_finished = i + 1 == cells.size() || cells[i + 1].info.row.id != cells[i].info.row.id ||
+                                cells[i + 1].info.impl != cells[i].info.impl;
+      progress.cell_done(r, row_finished, since(start));
+    });
+  } catch (const std::invalid_argument& e) {  // a reproduce string for another cell
+    throw UsageError(e.what());
   }
-  meta.seed = seed;
-  meta.cases = a.cases;
-  meta.threads = omp_get_max_threads();
-  meta.seconds = since(start);
-  meta.command = command;
-  meta.layer_filter = a.layer_re;
-  meta.property_filter = a.property_re;
-  meta.implementation = a.impl;
-  if (shard) {
-    meta.shard_index = shard->index;
-    meta.shard_count = shard->count;
-  }
-  meta.total_cells = int(selected.size());
-  meta.versions = nc::build_versions();
-  meta.environment = nc::run_environment();
-  const int code = print_and_exit_code(results, meta);
-  write_outputs(results, meta, a.json_path, a.out_dir);
+  nc::RunMeta& meta = run.meta;
+  describe(meta);
+  const int code = print_and_exit_code(run.results, meta, use_colour(a.colour), !a.reproduce.empty());
+  write_outputs(run.results, meta, a.json_path, a.out_dir);
   return code;
 }
 
 nlohmann::json read_json_file(const std::string& path) {
   std::ifstream in(path);
-  if (!in) throw UsageError(path + ": cannot open the file");
+  if (!in) throw InputError(path + ": cannot open the file");
   try {
     return nlohmann::json::parse(in);
   } catch (const nlohmann::json::parse_error& e) {
-    throw UsageError(path + ": not valid JSON (" + std::string(e.what()) + ")");
+    throw InputError(path + ": not valid JSON (" + std::string(e.what()) + ")");
   }
 }
 
 int cmd_merge(const std::vector<std::string>& files, const std::string& out_dir,
-              const std::string& json_path, const std::string& command) {
-  if (!out_dir.empty()) nc::check_report_dir(out_dir);
+              const std::string& json_path, const std::string& colour, const std::string& program) {
+  check_outputs(out_dir, json_path);
   std::vector<std::pair<std::string, nlohmann::json>> inputs;
   for (const auto& f : files) inputs.emplace_back(f, read_json_file(f));
   nc::LoadedReport merged;
   try {
     merged = nc::merge_reports(inputs);
   } catch (const nc::MergeError& e) {
-    throw UsageError(e.what());
+    throw InputError(e.what());
   }
-  merged.meta.command = command;
-  fmt::print(stderr, "normcheck merge: {} shards, {} cells, seed {}\n", inputs.size(),
-             merged.cells.size(), merged.meta.seed);
-  const int code = print_and_exit_code(merged.cells, merged.meta);
+  merged.meta.command = nc::this_command_line();
+  fmt::print(stderr, "{} merge: {}, {}, seed {}\n", program, plural(long(inputs.size()), "shard", "shards"),
+             plural(long(merged.cells.size()), "cell", "cells"), merged.meta.seed);
+  const int code = print_and_exit_code(merged.cells, merged.meta, use_colour(colour), false);
   write_outputs(merged.cells, merged.meta, json_path, out_dir);
   return code;
+}
+
+// ---------------------------------------------------------------------------------------------
+// show
+
+// The report.json of a report directory, or the file itself.
+nc::LoadedReport load_report(const std::string& path) {
+  std::error_code ec;
+  const std::string file = std::filesystem::is_directory(path, ec) ? path + "/report.json" : path;
+  try {
+    return nc::report_from_json(read_json_file(file));
+  } catch (const std::invalid_argument& e) {
+    throw InputError(file + ": not a normcheck matrix report: " + e.what());
+  }
+}
+
+int cmd_show(const std::vector<std::string>& wanted, const std::string& report, const std::string& program) {
+  const nc::LoadedReport loaded = load_report(report);
+  std::vector<const nc::CellResult*> shown;
+  if (wanted.empty()) {
+    for (const auto& r : loaded.cells)
+      if (!r.as_expected()) shown.push_back(&r);
+    if (shown.empty()) {
+      fmt::print("{}: {}, 0 surprises. Name a cell to show it: {} show row/implementation/property\n",
+                 report, plural(long(loaded.cells.size()), "cell", "cells"), program);
+      return 0;
+    }
+  }
+  for (const auto& w : wanted) {
+    // a cell id, its ctest name, or a ctest test name ending in it (Matrix/MatrixCell.AsExpected/<name>)
+    const nc::CellResult* found = nullptr;
+    for (const auto& r : loaded.cells) {
+      const std::string name = nc::gtest_name(r.id());
+      if (w == r.id() || w == name ||
+          (w.size() > name.size() && w.compare(w.size() - name.size(), name.size(), name) == 0 &&
+           w[w.size() - name.size() - 1] == '/'))
+        found = &r;
+    }
+    if (!found)
+      throw UsageError(fmt::format("no cell '{}' in {} ({}); a cell is named row/implementation/property, "
+                                   "e.g. {}", w, report, plural(long(loaded.cells.size()), "cell", "cells"),
+                                   loaded.cells.empty() ? "batch_norm_train/optimized/padding_invariance"
+                                                        : loaded.cells.front().id()));
+    shown.push_back(found);
+  }
+  for (std::size_t i = 0; i < shown.size(); ++i) fmt::print("{}{}", i ? "\n" : "", nc::section_text(*shown[i]));
+  return 0;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -291,61 +516,83 @@ std::string case_name(const nc::GoldenOutcome& o, std::size_t index) {
                       : fmt::format("case '{}' (#{})", one_line(o.id, 120), index);
 }
 
-// The rows a case goes through: with no --layer, the op's built-in row ({""}); with --layer, every
-// row computing the case's op whose id matches (none: the case is skipped). An op that is not a
-// string or not known gives {""}, so check_golden_case names the input error.
-std::vector<std::string> golden_case_rows(const nlohmann::json& c, const std::optional<std::regex>& layer) {
-  if (!layer || !c.is_object() || !c.contains("op") || !c["op"].is_string()) return {""};
-  const auto it = nc::golden_rows().find(c["op"].get<std::string>());
-  if (it == nc::golden_rows().end()) return {""};
-  std::vector<std::string> rows;
-  for (const auto& r : it->second)
-    if (std::regex_search(r.row, *layer)) rows.push_back(r.row);
-  return rows;
+// A checker of golden cases through one row: one of nc::golden_rows(), the rows computing an op.
+struct GoldenChecker {
+  std::string row, op;
+  nc::GoldenFn check;
+};
+
+// The rows --layer selects (id or name matching) among those computing a golden op, an external
+// library's rows (registered at run time) too.
+std::vector<GoldenChecker> golden_checkers(const std::string& layer_re) {
+  const std::regex re = compile(layer_re, "--layer");
+  std::map<std::string, std::string> names;
+  for (const auto& row : nc::all_rows()) names.emplace(row.info.id, row.info.name);
+  std::vector<GoldenChecker> out;
+  for (const auto& [op, rows] : nc::golden_rows())
+    for (const auto& r : rows) {
+      const auto name = names.find(r.row);
+      if (std::regex_search(r.row, re) || (name != names.end() && std::regex_search(name->second, re)))
+        out.push_back({r.row, op, r.check});
+    }
+  if (out.empty()) throw UsageError(fmt::format("no row with a golden op matches --layer '{}'", layer_re));
+  return out;
 }
 
 // Exit codes: 0 every case passed; 1 a case's numbers disagree; 2 an input error — a file that
 // cannot be read as a golden file, a malformed case (the line names the case and the field) or
 // an op this build does not know. An input error wins over a failure: the verdict is incomplete.
-// `layer` (a regex, empty: none): check each case through every row computing its op whose id
-// matches, an external library's included; outcomes are named "<row>: <case id>".
-int cmd_golden(const std::vector<std::string>& files, const std::string& impl,
-               const std::string& out_dir, const std::string& layer_regex, const std::string& command) {
-  std::optional<std::regex> layer;
-  if (!layer_regex.empty()) layer.emplace(layer_regex);
-  int skipped = 0;
-  if (!out_dir.empty()) nc::check_report_dir(out_dir);
+// With --layer, each case is checked through every selected row computing its op (an external
+// library's rows too; outcomes are named "<row>: <case id>"), and cases of other ops are not
+// checked.
+int cmd_golden(std::vector<std::string> files, const std::string& impl, const std::string& layer_re,
+               const std::string& out_dir, const std::string& program) {
+  check_outputs(out_dir, "");
+  std::vector<GoldenChecker> rows;
+  if (!layer_re.empty()) rows = golden_checkers(layer_re);
+  if (files.empty()) files.push_back(nc::default_golden_path());
   nc::GoldenRun run;
   run.files = files;
-  run.meta.command = command;
+  run.meta.command = nc::this_command_line();
   run.meta.started_at = nc::utc_now();
   run.meta.versions = nc::build_versions();
   run.meta.environment = nc::run_environment();
   const auto start = std::chrono::steady_clock::now();
-  int input_errors = 0;
+  int input_errors = 0, other_ops = 0;
   for (const auto& path : files) {
     nlohmann::json file;
     try {
       file = nc::load_golden(path);
     } catch (const nc::GoldenFileError& e) {
-      fmt::print(stderr, "normcheck golden: {}\n", one_line(e.what()));
+      fmt::print(stderr, "{} golden: {}\n", program, one_line(e.what()));
       ++input_errors;
       continue;
     }
     const auto& cases = file["cases"];
     const bool grad = nc::is_grad_golden(file);  // gradient cases go through the backward passes
     for (std::size_t k = 0; k < cases.size(); ++k) {
-      const auto rows = grad ? std::vector<std::string>{""} : golden_case_rows(cases[k], layer);
-      if (rows.empty()) ++skipped;
-      for (const auto& row : rows) {
+      // the checkers of this case: the built-in one of its op, or every selected row computing it
+      std::vector<std::pair<std::string, nc::GoldenFn>> checkers;
+      if (rows.empty()) {
+        checkers.push_back({"", [grad](const nlohmann::json& c, nc::Impl i) {
+                              return grad ? nc::check_grad_golden_case(c, i) : nc::check_golden_case(c, i);
+                            }});
+      } else {
+        const std::string op = cases[k].is_object() ? cases[k].value("op", std::string()) : std::string();
+        for (const auto& r : rows)
+          if (r.op == op) checkers.push_back({r.row, r.check});
+        if (checkers.empty()) {
+          ++other_ops;
+          continue;
+        }
+      }
+      for (const auto& [row, check] : checkers) {  // a row's case passes or fails as one
         bool ok = true, bad_input = false;
         for (nc::Impl i : {nc::Impl::reference, nc::Impl::optimized}) {
           if (impl != "both" && impl != nc::to_string(i)) continue;
-          auto o = grad ? nc::check_grad_golden_case(cases[k], i)
-                        : nc::check_golden_case(cases[k], i, row);
+          auto o = check(cases[k], i);
           if (o.input_error()) {  // the same for both implementations: one line
-            fmt::print(stderr, "normcheck golden: {}: {}: {}\n", one_line(path), case_name(o, k),
-                       one_line(o.error));
+            fmt::print(stderr, "{} golden: {}: {}: {}\n", program, one_line(path), case_name(o, k), one_line(o.error));
             bad_input = true;
             break;
           }
@@ -361,12 +608,11 @@ int cmd_golden(const std::vector<std::string>& files, const std::string& impl,
     }
   }
   run.meta.seconds = since(start);
-  if (skipped > 0)
-    fmt::print("{} cases skipped: no row matching --layer computes their op\n", skipped);
-  if (input_errors > 0)
-    fmt::print("{} passed, {} failed, {} not checked (input errors)\n", run.passed, run.failed, input_errors);
-  else
-    fmt::print("{} passed, {} failed\n", run.passed, run.failed);
+  std::string line = fmt::format("{} passed, {} failed", run.passed, run.failed);
+  if (input_errors > 0) line += fmt::format(", {} not checked (input errors)", input_errors);
+  if (other_ops > 0)
+    line += fmt::format(" ({} of other ops not checked)", plural(other_ops, "case", "cases"));
+  fmt::print("{}\n", line);
   if (!out_dir.empty()) {
     nc::write_report_dir(out_dir, nc::golden_report_files(run));
     fmt::print("report written to {}/ (report.md, report.json, report.html)\n", out_dir);
@@ -375,13 +621,22 @@ int cmd_golden(const std::vector<std::string>& files, const std::string& impl,
   return run.failed == 0 ? 0 : 1;
 }
 
-int cmd_mutants(int cases, std::optional<uint64_t> seed_opt) {
+int cmd_mutants(int cases, std::optional<uint64_t> seed_opt, const Budgets& budgets,
+                const std::string& program) {
   const uint64_t seed = seed_opt ? *seed_opt : std::random_device{}() * 4294967296ULL + std::random_device{}();
   nc::RunOptions opt;
   opt.cases = cases;
   opt.seed = seed;
-  fmt::print(stderr, "normcheck mutants: {} mutants, {} cases per cell, seed {}\n", nc::mutants().size(),
-             cases, seed);
+  opt.use_rc_params_reproduce = false;  // the seed given: RapidCheck's own configuration stays unloaded
+  budgets.apply(opt);
+  fmt::print(stderr, "{} mutants: {}, {} per cell, seed {}\n", program,
+             plural(long(nc::mutants().size()), "mutant", "mutants"), plural(cases, "case", "cases"), seed);
+  Watchdog watchdog(opt.hard_limit(), [&](const nc::Cell& stuck, double seconds) {
+    fmt::print("{}\nmutation score: incomplete\n", stuck_cell(stuck, seconds, opt.hard_limit()).message);
+    std::fflush(stdout);
+    std::_Exit(1);
+  });
+  opt.on_cell = [&](const nc::Cell* c) { c ? watchdog.enter(*c) : watchdog.leave(); };
   int killed = 0;
   for (const auto& m : nc::mutants()) {
     const auto r = nc::run_mutant(m, opt);
@@ -404,78 +659,115 @@ int normcheck::cli_main(int argc, char** argv) {
     setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
     execv("/proc/self/exe", argv);  // on failure, carry on with the default policy
   }
-  const std::string command = command_line(argc, argv);
-  CLI::App app{"normcheck: property-based verification of Transformer normalization layers"};
+  const std::string program = program_name(argc > 0 ? argv[0] : nullptr);
+  CLI::App app{program + ": property-based verification of Transformer normalization and attention layers",
+               program};
   app.require_subcommand(1);
   app.set_version_flag("--version", nc::build_versions()["normcheck"].get<std::string>());
   app.footer("Exit codes: 0 all as expected, 1 a surprise (or a failed golden case), 2 a usage or "
-             "input error. `normcheck SUBCOMMAND --help` describes each subcommand.");
+             "input error. `" + program + " SUBCOMMAND --help` describes each subcommand.");
 
   bool list_markdown = false;
+  std::string list_write;
   auto* list = app.add_subcommand("list", "List the layers (rows, with expected profiles), the properties and the golden ops");
-  list->add_flag("--markdown", list_markdown, "Print the expected matrix as a Markdown table (README's copy)");
+  list->add_flag("--markdown", list_markdown, "Print the expected matrix and the layer and property tables as Markdown (README's generated tables)");
+  list->add_option("--write", list_write, "Rewrite the generated tables of FILE (between its <!-- matrix:begin --> and <!-- matrix:end --> lines), e.g. README.md");
 
   MatrixArgs m;
   auto* matrix = app.add_subcommand("matrix", "Run the (layer, implementation, property) cells and print the matrix");
-  matrix->add_option("--cases", m.cases, "Generated cases per ✓ cell; default 100")
-      ->check(CLI::Range(1, 10000000));
+  matrix->add_option("--cases", m.cases, "Generated cases per ✓ cell; default 100")->check(kCases);
   matrix->add_option("--search-factor", m.search_factor,
                      "A ✗ cell searches up to FACTOR × cases for its counterexample; default 10")
-      ->check(CLI::Range(1, 1000));
-  matrix->add_option("--seed", m.seed, "RapidCheck seed; default: a fresh one, always printed");
+      ->check(whole_number<int>(1, 1000));
+  matrix->add_option("--seed", m.seed, "RapidCheck seed; default: a fresh one, always printed")->check(kSeed);
   matrix->add_option("--layer", m.layer_re, "Only rows whose id (batch_norm_train) or name matches REGEX");
   matrix->add_option("--property", m.property_re, "Only properties whose id matches REGEX");
   matrix->add_option("--implementation", m.impl, "reference, optimized or both (default)")
       ->check(CLI::IsMember({"reference", "optimized", "both"}));
   matrix->add_option("--threads", m.threads, "OpenMP threads of the kernels (default: OpenMP's)")
-      ->check(CLI::Range(1, 1024));
+      ->check(whole_number<int>(1, 1024));
   matrix->add_option("--shard", m.shard, "Run shard I of N (0 ≤ I < N): cell k of the selection when k mod N = I; needs --seed");
-  matrix->add_option("--reproduce", m.reproduce, "Replay one failing case: the 'reproduce=...' string of its report");
+  matrix->add_option("--reproduce", m.reproduce,
+                     "Replay one failing case (the 'reproduce=...' string of its report) and print its counterexample");
   matrix->add_option("--out", m.out_dir, "Write report.md, report.json and report.html into DIR (replaced atomically)");
   matrix->add_option("--json", m.json_path, "Also write the JSON report to FILE");
+  add_budget_options(matrix, m.budgets);
+  matrix->add_option("--color", m.colour, "Colour the matrix: auto (on a terminal, unless NO_COLOR is set), always, never")
+      ->check(CLI::IsMember({"auto", "always", "never"}));
   matrix->footer("Exit codes: 0 every cell as expected, 1 a surprise, 2 a usage or input error.");
 
+  std::vector<std::string> show_cells;
+  std::string show_report = "normcheck-report";
+  auto* show = app.add_subcommand("show", "Print cells' sections of a report (the property, the outcome, the replay commands, the counterexample) as report.md has them");
+  show->add_option("cells", show_cells, "Cells: row/implementation/property (or the ctest name); none: every surprise");
+  show->add_option("--report", show_report, "A report directory (matrix --out DIR) or its report.json; default normcheck-report");
+  show->footer("Exit codes: 0 printed, 2 no such report or cell.");
+
   std::vector<std::string> merge_files;
-  std::string merge_out, merge_json;
+  std::string merge_out, merge_json, merge_colour = "auto";
   auto* merge = app.add_subcommand("merge", "Join the report.json files of the shards of one run into one report");
   merge->add_option("files", merge_files, "report.json of every shard (matrix --shard I/N --json FILE or --out DIR)")->required();
   merge->add_option("--out", merge_out, "Write report.md, report.json and report.html into DIR");
   merge->add_option("--json", merge_json, "Write the merged JSON report to FILE");
+  merge->add_option("--color", merge_colour, "Colour the matrix: auto, always, never")
+      ->check(CLI::IsMember({"auto", "always", "never"}));
   merge->footer("Exit codes: 0 every cell as expected, 1 a surprise, 2 overlapping, missing or incompatible inputs.");
 
   std::vector<std::string> golden_files;
   std::string golden_impl = "both", golden_out, golden_layer;
   auto* golden = app.add_subcommand("golden", "Check golden vectors (PyTorch) of the ops this build knows");
-  golden->add_option("files", golden_files, "Golden JSON files")->required();
+  golden->add_option("files", golden_files, "Golden JSON files; default: the PyTorch golden file normcheck ships");
   golden->add_option("--implementation", golden_impl, "reference, optimized or both (default)")
       ->check(CLI::IsMember({"reference", "optimized", "both"}));
-  golden->add_option("--out", golden_out, "Write the golden report (report.md, report.json, report.html) into DIR");
   golden->add_option("--layer", golden_layer,
-                     "Check each case through every row whose id matches REGEX and computes its op "
-                     "(an external library's rows too; default: the op's built-in row)");
+                     "Check the cases of the ops that rows matching REGEX compute, through each of those "
+                     "rows (e.g. a project's own layer_norm kernel, or an external library's rows); "
+                     "cases of other ops are not checked");
+  golden->add_option("--out", golden_out, "Write the golden report (report.md, report.json, report.html) into DIR");
   golden->footer("Exit codes: 0 every case passed, 1 a case failed, 2 a usage or input error.");
 
   int mutant_cases = 100;
   std::optional<uint64_t> mutant_seed;
   auto* mut = app.add_subcommand("mutants", "Run the deliberately broken layers through the suite and print the mutation score");
-  mut->add_option("--cases", mutant_cases, "Generated cases per cell")->check(CLI::Range(1, 10000000));
-  mut->add_option("--seed", mutant_seed, "RapidCheck seed (default: fresh, always printed)");
+  mut->add_option("--cases", mutant_cases, "Generated cases per cell")->check(kCases);
+  mut->add_option("--seed", mutant_seed, "RapidCheck seed (default: fresh, always printed)")->check(kSeed);
+  Budgets mutant_budgets;
+  add_budget_options(mut, mutant_budgets);
 
+  // the subcommand named on the command line, for the help an error points to
+  std::string sub;
+  for (int i = 1; i < argc && sub.empty(); ++i)
+    if (argv[i][0] != '-') sub = argv[i];
+  const std::vector<CLI::App*> subcommands = app.get_subcommands({});
+  const bool known = !sub.empty() && std::any_of(subcommands.begin(), subcommands.end(),
+                                                 [&](const CLI::App* s) { return s->get_name() == sub; });
+  const std::string help = known ? program + " " + sub + " --help" : program + " --help";
+  if (!sub.empty() && !known) {
+    std::string names;
+    for (const CLI::App* s : subcommands) names.append(names.empty() ? "" : ", ").append(s->get_name());
+    fmt::print(stderr, "{}: unknown subcommand '{}'; the subcommands are {} (see {})\n", program, one_line(sub, 80),
+               names, help);
+    return 2;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
-    fmt::print(stderr, "normcheck: {} (see normcheck --help)\n", e.what());
+    fmt::print(stderr, "{}: {} (see {})\n", program, one_line(e.what()), help);
     return 2;
   }
   try {
-    if (list->parsed()) return cmd_list(list_markdown);
-    if (matrix->parsed()) return cmd_matrix(m, command);
-    if (merge->parsed()) return cmd_merge(merge_files, merge_out, merge_json, command);
-    if (mut->parsed()) return cmd_mutants(mutant_cases, mutant_seed);
-    if (golden->parsed()) return cmd_golden(golden_files, golden_impl, golden_out, golden_layer, command);
+    if (list->parsed()) return cmd_list(list_markdown, list_write);
+    if (matrix->parsed()) return cmd_matrix(m, program);
+    if (show->parsed()) return cmd_show(show_cells, show_report, program);
+    if (merge->parsed()) return cmd_merge(merge_files, merge_out, merge_json, merge_colour, program);
+    if (mut->parsed()) return cmd_mutants(mutant_cases, mutant_seed, mutant_budgets, program);
+    if (golden->parsed()) return cmd_golden(golden_files, golden_impl, golden_layer, golden_out, program);
+  } catch (const UsageError& e) {
+    fmt::print(stderr, "{}: {} (see {})\n", program, one_line(e.what(), 2000), help);
+    return 2;
   } catch (const std::exception& e) {
-    fmt::print(stderr, "normcheck: {}\n", e.what());
+    fmt::print(stderr, "{}: {}\n", program, one_line(e.what(), 2000));
     return 2;
   }
   return 2;

@@ -16,10 +16,12 @@ struct Mutant {
   std::string id;        // "ln_one_pass_variance"
   std::string imitates;  // the real layer or op whose profile it declares
   std::string bug;       // the real bug it imitates, in words
-  std::vector<Row> rows; // its rows (a norm layer's modes, or one attention row)
+  std::vector<Row> rows; // its rows (a norm layer's modes, one attention row, or block rows)
 };
 
 const std::vector<Mutant>& mutants();
+// The attention and block mutants (attention_mutants.cpp), part of mutants().
+std::vector<Mutant> attention_mutants();
 
 struct MutantResult {
   std::string id, imitates, bug;

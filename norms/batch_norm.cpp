@@ -167,8 +167,10 @@ void batch_norm_backward_reference(const Batch& in, const Params& p, Mode mode, 
 // optimized: float32 data. Statistics read x once from memory: the rows are cut into blocks of
 // R ≥ 16 whole rows (R·D·4 ≤ kStatBlockBytes where D allows, so a block stays in L2), each
 // block's mean and M2 are computed two-pass in double per feature range (the second pass hits
-// cache), and the blocks are merged in a fixed order with Chan's formula. Then one OpenMP pass over independent rows
-// normalizes. The raw kernels are in kernels_api.hpp.
+// cache), and the blocks are merged in a fixed order with Chan's formula; the AVX-512 path
+// instead takes each segment's rows in one pass (below). Then one OpenMP pass over independent
+// rows normalizes. The raw kernels are in kernels_api.hpp; three instruction-set paths
+// (kernel_path()): AVX-512 with FMA, the 8-lane code for AVX2 with FMA and for the baseline.
 //
 // Why the bits never depend on the thread count: R, the feature ranges, the segments (fixed
 // runs of consecutive blocks) and every merge order are functions of (B·T, D) only; a thread
@@ -176,17 +178,11 @@ void batch_norm_backward_reference(const Batch& in, const Params& p, Mode mode, 
 
 namespace {
 
-// A block of whole rows that stays in L2 between the two passes over it.
-constexpr std::size_t kStatBlockBytes = std::size_t(256) << 10;
-// Features summed at once: the per-feature accumulators (3 arrays of doubles) stay in L1.
-constexpr int kStatFeatures = 512;
-// Consecutive blocks merged into one partial; the partials are merged in order at the end.
-// Fixed, so the thread count only decides who computes a segment, never what it computes.
-constexpr int kStatSegments = 16;
-
-int stat_block_rows(int D) {
-  return int(std::clamp<std::size_t>(kStatBlockBytes / (std::size_t(D) * sizeof(float)), 16, 4096));
-}
+// The statistics' blocking (kernels.hpp, where the generators read it too).
+using kernels::kStatBlockBytes;
+using kernels::kStatFeatures;
+using kernels::kStatSegments;
+using kernels::stat_block_rows;
 
 // Chan's parallel update of (na, mean, m2) with a part of nb values, its mean mb and M2 m2b,
 // feature by feature (no lane depends on another: the vector and scalar code give the same
@@ -203,21 +199,21 @@ inline void chan_merge(double* __restrict mean, double* __restrict m2, long long
   const double wb = double(nb) / n, wab = double(na) * double(nb) / n;
   for (int d = 0; d < w; ++d) {
     const double delta = mb[d] - mean[d];
-    mean[d] = mean[d] + delta * wb;
+    // a part holding ±inf: the mean of all values is that infinity (or NaN for both signs),
+    // as a plain sum gives it; the update below would make ∞ − ∞ of it
+    mean[d] = std::isfinite(mean[d]) && std::isfinite(mb[d]) ? mean[d] + delta * wb : mean[d] + mb[d];
     m2[d] = (m2[d] + m2b[d]) + delta * delta * wab;
   }
 }
 
-// 4 doubles / 8 floats as GCC vector types: AVX2 registers in the avx2 clone, SSE2 registers
-// in the default one; either way lane-wise IEEE operations, so the same bits.
+// 4 doubles / 8 floats as GCC vector types: AVX2 registers on the AVX2 path, SSE2 registers on
+// the baseline; lane-wise IEEE operations either way.
 typedef double v4d __attribute__((vector_size(32)));
 typedef double v8d __attribute__((vector_size(64)));
 typedef float v8f __attribute__((vector_size(32)));
 
-// x[0..8) as doubles, lo = x[0..4), hi = x[4..8). Inlined into each clone; converting 8 floats
+// x[0..8) as doubles, lo = x[0..4), hi = x[4..8). Inlined into each path; converting 8 floats
 // at once is what lets GCC 12 emit one vcvtps2pd ymm per 4 values (it splits a 4-float one).
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wpsabi"
 [[gnu::always_inline]] inline void load8(const float* p, v4d& lo, v4d& hi) {
   v8f f;
   std::memcpy(&f, p, sizeof f);
@@ -225,20 +221,19 @@ typedef float v8f __attribute__((vector_size(32)));
   std::memcpy(&lo, &d, sizeof lo);
   std::memcpy(&hi, reinterpret_cast<const char*>(&d) + sizeof lo, sizeof hi);
 }
-#pragma GCC diagnostic pop
 
 // Mean and M2 of features [f0, f0 + w) over the n rows rows[0..n) (pointers to row starts),
 // two passes in double, each feature summed over the rows in index order (four rows per step,
 // still added one after the other); then merged into the running (count, mean[w], m2[w]) of
 // the caller. acc, tmean: scratch of w doubles, 32-byte aligned. While the first pass reads
 // the tile from memory, the same tile `pf` floats further (the next block; 0: none) is
-// prefetched into L2: without it the first pass of a 512-byte-row tile ran at half the speed.
-// AVX2 and baseline clones give the same bits (no FMA, lane-wise operations, a feature's
-// operations the same in the 8-wide body and in the scalar tail).
-__attribute__((target_clones("avx2", "default")))
-void tile_stats(const float* const* rows, int n, int f0, int w, double* __restrict acc,
-                double* __restrict tmean, long long count, double* mean, double* m2,
-                std::ptrdiff_t pf) {
+// prefetched into L2, so the next block's first pass does not wait on memory (bench/ANALYSIS.md).
+// The 8-lane body of the AVX2 path (FMA by contraction: GCC fuses the e·e + acc of each
+// feature, the same expression in the vector body and the scalar tail) and of the baseline.
+[[gnu::always_inline]] inline void tile_stats_v8(const float* const* rows, int n, int f0, int w,
+                                                double* __restrict acc, double* __restrict tmean,
+                                                long long count, double* mean, double* m2,
+                                                std::ptrdiff_t pf) {
   const int w8 = w / 8, wv = 8 * w8;  // features [0, wv) in vectors, [wv, w) one by one
   v4d* va = reinterpret_cast<v4d*>(acc);  // GCC vector types alias their element type
   v4d* vm = reinterpret_cast<v4d*>(tmean);
@@ -319,12 +314,24 @@ void tile_stats(const float* const* rows, int n, int f0, int w, double* __restri
   chan_merge(mean, m2, count, tmean, acc, n, w);
 }
 
-// Rows [r0, r1) of batch_norm_apply_kernel, dispatched once per range: AVX2 halves the
-// instructions per value, and without FMA both clones compute the same IEEE operations.
-__attribute__((target_clones("avx2", "default")))
-void apply_rows(float* out, const float* x, std::size_t r0, std::size_t r1, int T, int D,
-                const int* lengths, const float* mu, const float* a, const float* be,
-                bool stream) {
+__attribute__((target("avx2,fma"))) void tile_stats_avx2(const float* const* rows, int n, int f0,
+                                                        int w, double* acc, double* tmean,
+                                                        long long count, double* mean, double* m2,
+                                                        std::ptrdiff_t pf) {
+  tile_stats_v8(rows, n, f0, w, acc, tmean, count, mean, m2, pf);
+}
+void tile_stats_baseline(const float* const* rows, int n, int f0, int w, double* acc,
+                         double* tmean, long long count, double* mean, double* m2,
+                         std::ptrdiff_t pf) {
+  tile_stats_v8(rows, n, f0, w, acc, tmean, count, mean, m2, pf);
+}
+
+// Rows [r0, r1) of batch_norm_apply_kernel, dispatched once per range: y = (x − mu)·a + be
+// (an FMA on the AVX2 path, by contraction).
+[[gnu::always_inline]] inline void apply_rows_v8(float* out, const float* x, std::size_t r0,
+                                                 std::size_t r1, int T, int D, const int* lengths,
+                                                 const float* mu, const float* a, const float* be,
+                                                 bool stream) {
   for (std::size_t r = r0; r < r1; ++r) {
     if (lengths && int(r % T) >= lengths[r / T]) continue;
     const float* xr = x + r * D;  // [D]
@@ -332,6 +339,126 @@ void apply_rows(float* out, const float* x, std::size_t r0, std::size_t r1, int 
                        [&](int d) { return (xr[d] - mu[d]) * a[d] + be[d]; });
   }
 }
+__attribute__((target("avx2,fma"))) void apply_rows_avx2(float* out, const float* x,
+                                                        std::size_t r0, std::size_t r1, int T,
+                                                        int D, const int* lengths, const float* mu,
+                                                        const float* a, const float* be,
+                                                        bool stream) {
+  apply_rows_v8(out, x, r0, r1, T, D, lengths, mu, a, be, stream);
+}
+void apply_rows_baseline(float* out, const float* x, std::size_t r0, std::size_t r1, int T, int D,
+                         const int* lengths, const float* mu, const float* a, const float* be,
+                         bool stream) {
+  apply_rows_v8(out, x, r0, r1, T, D, lengths, mu, a, be, stream);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// AVX-512 path (FMA): the same 16 fixed segments and the same merge of their partials in index
+// order; each segment's statistics in one streaming pass (block_stats_avx512), the apply pass
+// through the shared streaming writer.
+NORMCHECK_AVX512_BEGIN
+
+namespace {
+
+namespace v16 = kernels::avx512;
+
+// The mean and M2 of every feature over n selected rows (rows[0..n), D features each: on this
+// path a whole segment), merged into the running (count, mean[D], m2[D]) of the caller. One pass over the rows in
+// memory order, in double, each sum over the rows in index order, eight rows per step:
+// s0 = Σx gives the mean (s0·fl(1/n): summed as the reference sums, so ±1e30 values that cancel
+// leave the small ones in, which a shifted sum would absorb); with p the first row,
+// s1 = Σ(x − p) and s2 = Σ(x − p)² (FMA) give M2 = max(0, fma(−s1·s1, fl(1/n), s2)). Shifting by
+// one of the rows' own values bounds the cancellation in s2 − s1²/n ((mean − p)² ≤ M2: at most
+// a factor n on double's rounding), a constant feature gives exactly M2 = 0, and the rows are
+// read once, as one stream. sc: scratch of 4·D16 doubles (D16 = D rounded up to 16), 64-byte aligned.
+void block_stats_avx512(const float* const* rows, int n, int D, double* __restrict sc,
+                        long long count, double* mean, double* m2) {
+  const int D16 = (D + 15) / 16 * 16;
+  double* __restrict piv = sc;
+  double* __restrict s0 = sc + D16;
+  double* __restrict s1 = sc + 2 * D16;
+  double* __restrict s2 = sc + 3 * D16;
+  auto load = [&](const float* p, int c, __m512d& lo, __m512d& hi) {  // [c, c + 16) of a row
+    const __mmask16 k = c + 16 <= D ? __mmask16(0xFFFF) : v16::head_mask(D - c);
+    lo = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(__mmask8(k), p + c));
+    hi = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(__mmask8(k >> 8), p + c + 8));
+  };
+  const __m512d zero = _mm512_setzero_pd();
+  for (int c = 0; c < D16; c += 16) {
+    __m512d lo, hi;
+    load(rows[0], c, lo, hi);
+    _mm512_store_pd(piv + c, lo);
+    _mm512_store_pd(piv + c + 8, hi);
+    for (double* a : {s0, s1, s2}) {
+      _mm512_store_pd(a + c, zero);
+      _mm512_store_pd(a + c + 8, zero);
+    }
+  }
+  // one half (8 features) of a step: m rows added to s0, their x − p to s1 and squared into s2
+  auto step = [&](const __m512d* x, int m, int c) {
+    const __m512d p = _mm512_load_pd(piv + c);
+    __m512d a0 = _mm512_load_pd(s0 + c), a1 = _mm512_load_pd(s1 + c), a2 = _mm512_load_pd(s2 + c);
+    for (int r = 0; r < m; ++r) {
+      const __m512d e = _mm512_sub_pd(x[r], p);
+      a0 = _mm512_add_pd(a0, x[r]);
+      a1 = _mm512_add_pd(a1, e);
+      a2 = _mm512_fmadd_pd(e, e, a2);
+    }
+    _mm512_store_pd(s0 + c, a0);
+    _mm512_store_pd(s1 + c, a1);
+    _mm512_store_pd(s2 + c, a2);
+  };
+  constexpr int kStep = 8;
+  int i = 0;
+  for (; i + kStep <= n; i += kStep)
+    for (int c = 0; c < D16; c += 16) {
+      __m512d lo[kStep], hi[kStep];
+      for (int r = 0; r < kStep; ++r) {
+        v16::prefetch_ahead(rows[i + r] + c);
+        load(rows[i + r], c, lo[r], hi[r]);
+      }
+      step(lo, kStep, c);
+      step(hi, kStep, c + 8);
+    }
+  for (; i < n; ++i)
+    for (int c = 0; c < D16; c += 16) {
+      __m512d lo, hi;
+      load(rows[i], c, lo, hi);
+      step(&lo, 1, c);
+      step(&hi, 1, c + 8);
+    }
+  const __m512d inv = _mm512_set1_pd(1.0 / double(n));
+  for (int c = 0; c < D16; c += 8) {
+    const __m512d a = _mm512_load_pd(s1 + c);
+    _mm512_store_pd(s2 + c, _mm512_max_pd(zero, _mm512_fnmadd_pd(_mm512_mul_pd(a, a), inv,
+                                                                 _mm512_load_pd(s2 + c))));
+    _mm512_store_pd(s0 + c, _mm512_mul_pd(_mm512_load_pd(s0 + c), inv));
+  }
+  chan_merge(mean, m2, count, s0, s2, n, D);
+}
+
+void apply_rows_avx512(float* out, const float* x, std::size_t r0, std::size_t r1, int T, int D,
+                       const int* lengths, const float* mu, const float* a, const float* be,
+                       bool stream) {
+  for (std::size_t r = r0; r < r1; ++r) {
+    if (lengths && int(r % T) >= lengths[r / T]) continue;
+    const float* xr = x + r * D;  // [D]
+    v16::write_row(out + r * D, D, stream, [&](int d, __mmask16 k) {
+      v16::prefetch_ahead(xr + d);
+      const __m512 xv = _mm512_maskz_loadu_ps(k, xr + d);
+      return _mm512_fmadd_ps(_mm512_sub_ps(xv, _mm512_maskz_loadu_ps(k, mu + d)),
+                             _mm512_maskz_loadu_ps(k, a + d), _mm512_maskz_loadu_ps(k, be + d));
+    });
+  }
+}
+
+}  // namespace
+
+NORMCHECK_AVX512_END
+
+namespace {
 
 // The raw kernels select positions by lengths (nullptr: every position).
 const int* selection(const Batch& in, TokenSet tokens) {
@@ -367,16 +494,32 @@ long long batch_norm_statistics_kernel(double* mean, double* var, const float* x
   // per segment: count of selected rows, mean[D], M2[D]
   std::vector<long long> seg_n(S, 0);
   std::vector<double> seg_mean(std::size_t(S) * D), seg_m2(std::size_t(S) * D);
+  const KernelPath path = kernel_path();
 #pragma omp parallel if (rows * D >= kernels::kParallelMinValues)
   {
-    std::vector<const float*> sel(R);  // the block's selected rows
+    // the selected rows of a block (of a whole segment on the AVX-512 path)
+    std::vector<const float*> sel(path == KernelPath::avx512 ? (blocks + S - 1) / S * R : R);
     alignas(64) double acc[kStatFeatures], tmean[kStatFeatures];
+    // AVX-512 path: pivot, s0, s1, s2 of D16 doubles each, 64-byte aligned
+    const std::size_t D16 = (std::size_t(D) + 15) / 16 * 16;
+    std::vector<double> sc_buf(path == KernelPath::avx512 ? 4 * D16 + 8 : 0);
+    double* sc = reinterpret_cast<double*>((reinterpret_cast<std::uintptr_t>(sc_buf.data()) + 63) & ~std::uintptr_t(63));
 #pragma omp for schedule(static)
     for (int s = 0; s < S; ++s) {
       double* sm = seg_mean.data() + std::size_t(s) * D;  // [D]
       double* s2 = seg_m2.data() + std::size_t(s) * D;    // [D]
       long long count = 0;
       const std::size_t end = blocks * (s + 1) / S;
+      if (path == KernelPath::avx512) {
+        // one pass needs no L2-sized blocks: the segment's rows are one block, so the per-block
+        // work on the D-long sums (start, finish, merge) happens once per segment
+        const std::size_t r0 = blocks * s / S * R, r1 = std::min(rows, end * R);
+        for (std::size_t r = r0; r < r1; ++r)
+          if (!lengths || int(r % T) < lengths[r / T]) sel[count++] = x + r * D;
+        if (count > 0) block_stats_avx512(sel.data(), int(count), D, sc, 0, sm, s2);
+        seg_n[s] = count;
+        continue;
+      }
       for (std::size_t blk = blocks * s / S; blk < end; ++blk) {
         const std::size_t r0 = blk * R, r1 = std::min(rows, r0 + R);
         // prefetch the next block of this segment while reading this one, when it is whole
@@ -386,8 +529,12 @@ long long batch_norm_statistics_kernel(double* mean, double* var, const float* x
           if (!lengths || int(r % T) < lengths[r / T]) sel[k++] = x + r * D;
         if (k == 0) continue;
         for (int f0 = 0; f0 < D; f0 += kStatFeatures)
-          tile_stats(sel.data(), k, f0, std::min(kStatFeatures, D - f0), acc, tmean, count,
-                     sm + f0, s2 + f0, pf);
+          if (path == KernelPath::avx2)
+            tile_stats_avx2(sel.data(), k, f0, std::min(kStatFeatures, D - f0), acc, tmean, count,
+                            sm + f0, s2 + f0, pf);
+          else
+            tile_stats_baseline(sel.data(), k, f0, std::min(kStatFeatures, D - f0), acc, tmean,
+                                count, sm + f0, s2 + f0, pf);
         count += k;
       }
       seg_n[s] = count;
@@ -418,8 +565,14 @@ void batch_norm_apply_kernel(float* out, const float* x, int B, int T, int D, co
   const std::size_t rows = std::size_t(B) * T;
   // large outputs through non-temporal stores (kernels.hpp): same values, no read of y
   const bool stream = rows * D * sizeof(float) >= kernels::kStreamMinBytes;
+  const KernelPath path = kernel_path();
   kernels::for_each_row_range(rows, std::size_t(D), [&](std::size_t r0, std::size_t r1) {
-    apply_rows(out, x, r0, r1, T, D, lengths, mu, a, be, stream);
+    if (path == KernelPath::avx512)
+      apply_rows_avx512(out, x, r0, r1, T, D, lengths, mu, a, be, stream);
+    else if (path == KernelPath::avx2)
+      apply_rows_avx2(out, x, r0, r1, T, D, lengths, mu, a, be, stream);
+    else
+      apply_rows_baseline(out, x, r0, r1, T, D, lengths, mu, a, be, stream);
   });
 }
 
@@ -661,8 +814,9 @@ LayerEntry batch_norm_entry() {
       "all B·T tokens, padding included (the naive use)", TokenSet::all_positions,
       {"batch_independence", "padding_invariance", "token_independence", "causality",
        "train_inference_equivalence", "streaming_equivalence", "token_scale_invariance",
-       "token_shift_invariance", "nan_containment"},
-      "batch statistics: every output depends on every position of the batch, padding included");
+       "token_shift_invariance", "nan_containment", "shard_invariance"},
+      "batch statistics: every output depends on every position of the batch, padding included "
+      "(a shard's own statistics differ from the batch's)");
 }
 
 }  // namespace normcheck

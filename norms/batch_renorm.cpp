@@ -123,7 +123,8 @@ LayerEntry batch_renorm_entry() {
                 [] {
                   std::set<std::string> v = scale_and_shift_invariances();
                   v.insert({"batch_independence", "token_independence", "causality",
-                            "train_inference_equivalence", "streaming_equivalence", "nan_containment"});
+                            "train_inference_equivalence", "streaming_equivalence", "nan_containment",
+                            "shard_invariance"});
                   return v;
                 }(),
                 "batch statistics cancel only while r and d are unclipped; the fixed running "

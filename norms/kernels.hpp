@@ -1,6 +1,8 @@
 // Building blocks shared by the optimized (float32) kernels: fixed-shape reductions whose order
-// depends only on the row length (never on the thread count or the batch), written so that GCC
-// vectorizes the 8-lane body, and the OpenMP loop over independent rows.
+// depends only on the row length (never on the thread count or the batch) — an 8-lane form in
+// GCC vector code (the AVX2 and baseline paths, and the layers that have no AVX-512 path) and a
+// 16-lane AVX-512 form with FMA (namespace avx512 below) — and the OpenMP loop over independent
+// rows. Which path runs: kernel_path() (kernels_api.hpp).
 #pragma once
 
 #include <algorithm>
@@ -9,8 +11,10 @@
 #include <cstdint>
 #include <vector>
 
+#include <immintrin.h>
 #include <omp.h>
-#include <xmmintrin.h>  // _mm_stream_ps, _mm_sfence (SSE: every x86-64)
+
+#include "norms/kernels_api.hpp"
 
 namespace normcheck::kernels {
 
@@ -21,14 +25,14 @@ constexpr int kLanes = 8;
 // (n < 32) take exactly the 8-lane path.
 constexpr int kWideLanes = 32;
 
-// Eight floats as one GCC vector. Its operators are lane-wise IEEE operations, so a body
-// written with them gives the same bits in the AVX2 clone (one ymm op) and the baseline clone
-// (two xmm ops); GCC does not contract them into FMA without -mfma / fast-math.
+// Eight floats as one GCC vector. Its operators are lane-wise IEEE operations: one ymm op in an
+// AVX2 function, two xmm ops in a baseline one. In a function compiled with FMA (the AVX2 path)
+// GCC contracts each a·b + c into one FMA; the helpers' expressions are the same in every
+// inlined copy, so a path still computes each value the same way wherever it is called.
 typedef float v8f __attribute__((vector_size(32)));
-// The helpers and the lane-wise lambdas passed to them inline, so the baseline clone never
-// passes a v8f by value across a call: GCC's note (emitted at the end of every including file)
-// that this would change the ABI without AVX does not apply.
-#pragma GCC diagnostic ignored "-Wpsabi"
+// The helpers and the lane-wise lambdas passed to them inline, so the baseline path never
+// passes a v8f by value across a call: GCC's note that this would change the ABI without AVX
+// does not apply (-Wno-psabi, CMakeLists.txt).
 
 [[gnu::always_inline]] inline v8f load8(const float* p) {
   v8f v;
@@ -233,6 +237,23 @@ inline void for_each_row_range(std::size_t n, std::size_t width, F&& body) {
 constexpr int kRowGroupMaxD = 512;
 constexpr int kRowGroup = 4;
 
+// BatchNorm's statistics (batch_norm_statistics_kernel): blocks of whole rows of at most this
+// many bytes (at least kStatMinBlockRows, at most kStatMaxBlockRows rows) stay in L2 between
+// their two passes; kStatFeatures features are summed at once (the accumulators stay in L1);
+// consecutive blocks are merged into kStatSegments partials, merged in order at the end.
+// Fixed, so the thread count only decides who computes a segment, never what it computes.
+constexpr std::size_t kStatBlockBytes = std::size_t(256) << 10;
+constexpr int kStatMinBlockRows = 16;
+constexpr int kStatMaxBlockRows = 4096;
+constexpr int kStatFeatures = 512;
+constexpr int kStatSegments = 16;
+
+// Rows of D features in one statistics block.
+inline int stat_block_rows(int D) {
+  return int(std::clamp<std::size_t>(kStatBlockBytes / (std::size_t(D) * sizeof(float)),
+                                     kStatMinBlockRows, kStatMaxBlockRows));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Backward passes
 
@@ -270,7 +291,8 @@ inline void reduce_row_segments(std::size_t n, std::size_t width, std::size_t m,
 //   dx = rstd·(dx̂ − x̂·mean(dx̂·x̂))                  (!kCenter: μ = 0, rstd = 1/√(mean(x²)+ε))
 // and adds dy·x̂ to acc_g[0, n) and dy to acc_b[0, n) (double, for dγ and dβ). gamma: [n] or
 // nullptr (1). dx may be dy or x (in place): every value is read before it is written.
-// The statistics are the forward's (kernels::mean_var, or the mean square), with its
+// The statistics are computed as the forward's baseline path computes them (kernels::mean_var,
+// or the mean square; its AVX2 and AVX-512 paths, with FMA, round them differently), with its
 // overflow path: a finite span whose variance overflows float is normalized on x·2^-k, which
 // gives the same x̂ and the rstd of x·2^-k; dx is then rstd·2^-k·(…) (the chain rule through the
 // exact scaling). Each mean is a fixed-order sum; the dx and accumulator loops are lane-wise.
@@ -330,3 +352,181 @@ template <bool kCenter>
 }
 
 }  // namespace normcheck::kernels
+
+// ---------------------------------------------------------------------------------------------
+// AVX-512 building blocks (with FMA). Everything in this region is compiled for that target and
+// only ever called from functions of the same target, after kernel_path() chose it.
+// NORMCHECK_AVX512_BEGIN … NORMCHECK_AVX512_END: everything defined in between (templates and
+// lambdas included) is compiled for AVX-512 with FMA — GCC's target pragma, Clang's attribute
+// push (Clang ignores the GCC one; the tsan preset builds with Clang). GCC 12 warns about the
+// deliberately undefined pass-through operand inside its own AVX-512 intrinsics
+// (_mm512_undefined_ps in shuffles, sqrt, permutexvar, reduce_max): a false positive, silenced
+// in the region only.
+#if defined(__clang__)
+#define NORMCHECK_AVX512_BEGIN                                                                  \
+  _Pragma("clang attribute push(__attribute__((target(\"avx512f,avx512dq,avx512bw,avx512vl,fma\"))), apply_to = function)")
+#define NORMCHECK_AVX512_END _Pragma("clang attribute pop")
+#else
+#define NORMCHECK_AVX512_BEGIN                                                                  \
+  _Pragma("GCC push_options") _Pragma("GCC target(\"avx512f,avx512dq,avx512bw,avx512vl,fma\")") \
+      _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wmaybe-uninitialized\"") \
+          _Pragma("GCC diagnostic ignored \"-Wuninitialized\"")
+#define NORMCHECK_AVX512_END _Pragma("GCC diagnostic pop") _Pragma("GCC pop_options")
+#endif
+
+NORMCHECK_AVX512_BEGIN
+
+namespace normcheck::kernels::avx512 {
+
+constexpr int W = 16;
+
+// Token norms with rows of at most this many values go 16 rows at a time, phase by phase, and
+// fold their 16 row sums together (hsum16x16); 16 such rows still fit in L1 between the passes.
+constexpr int kGroupMaxD = 256;
+
+// Lanes [0, n) set, n in [0, 16].
+[[gnu::always_inline]] inline __mmask16 head_mask(int n) {
+  return __mmask16((1u << n) - 1u);
+}
+
+// The sum of the 16 lanes by the fixed tree h_l = a_l + a_{l+8}, q_l = h_l + h_{l+4},
+// (q_0 + q_2) + (q_1 + q_3): the one every row reduction of this path uses (hsum16x16 below
+// performs the same tree for 16 rows at once).
+[[gnu::always_inline]] inline float hsum(__m512 a) {
+  const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1));
+  __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+  q = _mm_add_ps(q, _mm_movehl_ps(q, q));        // lane 0: q0 + q2, lane 1: q1 + q3
+  q = _mm_add_ss(q, _mm_movehdup_ps(q));          // lane 0: (q0 + q2) + (q1 + q3)
+  return _mm_cvtss_f32(q);
+}
+
+// Lane r of the result = hsum(v[r]), for 16 vectors at once: the same pairs are added in the
+// same order (a + b and b + a are the same IEEE value), transposed as they go, ~3 operations a
+// row instead of 8.
+[[gnu::always_inline]] inline __m512 hsum16x16(const __m512* v) {
+  __m512 s1[8], s2[4], s3[2];
+  for (int k = 0; k < 8; ++k)  // rows 2k, 2k+1: lanes 0-7 = h of row 2k, 8-15 = h of row 2k+1
+    s1[k] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * k], v[2 * k + 1], 0x44),
+                          _mm512_shuffle_f32x4(v[2 * k], v[2 * k + 1], 0xEE));
+  for (int k = 0; k < 4; ++k)  // quads: q of rows 4k, 4k+1, 4k+2, 4k+3
+    s2[k] = _mm512_add_ps(_mm512_shuffle_f32x4(s1[2 * k], s1[2 * k + 1], 0x88),
+                          _mm512_shuffle_f32x4(s1[2 * k], s1[2 * k + 1], 0xDD));
+  for (int k = 0; k < 2; ++k)  // per quad: q0 + q2, q1 + q3 of two rows
+    s3[k] = _mm512_add_ps(_mm512_shuffle_ps(s2[2 * k], s2[2 * k + 1], 0x44),
+                          _mm512_shuffle_ps(s2[2 * k], s2[2 * k + 1], 0xEE));
+  const __m512 s4 = _mm512_add_ps(_mm512_shuffle_ps(s3[0], s3[1], 0x88),
+                                  _mm512_shuffle_ps(s3[0], s3[1], 0xDD));
+  // s4 lane 4j + m holds row j + 4m; put row r in lane r
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  return _mm512_permutexvar_ps(order, s4);
+}
+
+// Σ f(x[i]) over a row of n values as 16 lane partial sums (lane l: the i ≡ l mod 16 terms),
+// for the caller to fold with hsum or hsum16x16. Vectors k = 0, 1, … of the row; four chains
+// (k mod 4) when there are at least 4, added as (c0 + c1) + (c2 + c3), then the vectors left
+// over in order; the last vector is masked (lanes past n contribute f_masked's 0). The order
+// depends on n only. f(v, mask) must return 0 in the lanes outside mask.
+template <class F>
+[[gnu::always_inline]] inline __m512 row_partial(const float* x, int n, F f) {
+  const int full = n / W, rem = n % W;
+  __m512 acc;
+  int k = 0;
+  if (full >= 4) {
+    __m512 c0 = f(_mm512_loadu_ps(x), 0xFFFF), c1 = f(_mm512_loadu_ps(x + W), 0xFFFF),
+           c2 = f(_mm512_loadu_ps(x + 2 * W), 0xFFFF), c3 = f(_mm512_loadu_ps(x + 3 * W), 0xFFFF);
+    for (k = 4; k + 4 <= full; k += 4) {
+      c0 = _mm512_add_ps(c0, f(_mm512_loadu_ps(x + k * W), 0xFFFF));
+      c1 = _mm512_add_ps(c1, f(_mm512_loadu_ps(x + (k + 1) * W), 0xFFFF));
+      c2 = _mm512_add_ps(c2, f(_mm512_loadu_ps(x + (k + 2) * W), 0xFFFF));
+      c3 = _mm512_add_ps(c3, f(_mm512_loadu_ps(x + (k + 3) * W), 0xFFFF));
+    }
+    acc = _mm512_add_ps(_mm512_add_ps(c0, c1), _mm512_add_ps(c2, c3));
+  } else {
+    acc = _mm512_setzero_ps();
+  }
+  for (; k < full; ++k) acc = _mm512_add_ps(acc, f(_mm512_loadu_ps(x + k * W), 0xFFFF));
+  if (rem) {
+    const __mmask16 m = head_mask(rem);
+    acc = _mm512_add_ps(acc, f(_mm512_maskz_loadu_ps(m, x + full * W), m));
+  }
+  return acc;
+}
+
+// The same for a sum of squares g(v)², accumulated with FMA (acc = g·g + acc).
+template <class G>
+[[gnu::always_inline]] inline __m512 row_partial_sq(const float* x, int n, G g) {
+  const int full = n / W, rem = n % W;
+  __m512 acc;
+  int k = 0;
+  auto sq = [&](const float* p, __m512 a) {
+    const __m512 d = g(_mm512_loadu_ps(p), 0xFFFF);
+    return _mm512_fmadd_ps(d, d, a);
+  };
+  if (full >= 4) {
+    const __m512 z = _mm512_setzero_ps();
+    __m512 c0 = sq(x, z), c1 = sq(x + W, z), c2 = sq(x + 2 * W, z), c3 = sq(x + 3 * W, z);
+    for (k = 4; k + 4 <= full; k += 4) {
+      c0 = sq(x + k * W, c0);
+      c1 = sq(x + (k + 1) * W, c1);
+      c2 = sq(x + (k + 2) * W, c2);
+      c3 = sq(x + (k + 3) * W, c3);
+    }
+    acc = _mm512_add_ps(_mm512_add_ps(c0, c1), _mm512_add_ps(c2, c3));
+  } else {
+    acc = _mm512_setzero_ps();
+  }
+  for (; k < full; ++k) acc = sq(x + k * W, acc);
+  if (rem) {
+    const __mmask16 m = head_mask(rem);
+    const __m512 d = g(_mm512_maskz_loadu_ps(m, x + full * W), m);
+    acc = _mm512_fmadd_ps(d, d, acc);
+  }
+  return acc;
+}
+
+// y[d, d + 16) = f(d, mask) for d = 0, 16, … < n, where f returns the 16 values at [d, d + 16)
+// (lanes outside mask are not stored; f loads with _mm512_maskz_loadu_ps(mask, …), which reads
+// nothing outside the mask). Through non-temporal stores when `stream` and y is 4-byte
+// aligned: a masked head up to the next 64-byte boundary, aligned streamed vectors, a masked
+// tail; f is then called at offsets shifted by the head. The values must be elementwise (lane
+// d depends only on position d), so they do not depend on where y's boundaries fall.
+template <class F>
+[[gnu::always_inline]] inline void write_row(float* y, int n, bool stream, F f) {
+  int d = 0;
+  const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(y);
+  if (stream && (a & 3) == 0) {
+    const int head = std::min(n, int(((64 - (a & 63)) & 63) / 4));
+    if (head) _mm512_mask_storeu_ps(y, head_mask(head), f(0, head_mask(head)));
+    for (d = head; d + W <= n; d += W) _mm512_stream_ps(y + d, f(d, __mmask16(0xFFFF)));
+  } else {
+    for (; d + W <= n; d += W) _mm512_storeu_ps(y + d, f(d, __mmask16(0xFFFF)));
+  }
+  if (d < n) {
+    const __mmask16 m = head_mask(n - d);
+    _mm512_mask_storeu_ps(y + d, m, f(d, m));
+  }
+}
+
+// A write pass calls this once per 64-byte line of x it reads, for the line kPrefetchBytes
+// further on, into L2. The statistics passes before it run on a row already in L1, so without
+// the prefetch the memory stream idles while they run (bench/ANALYSIS.md, step 2, has the
+// measurements). A prefetch never faults, so running past the end of x is harmless (the
+// address is computed as an integer, not as a pointer past the array).
+constexpr std::uintptr_t kPrefetchBytes = 16384;
+[[gnu::always_inline]] inline void prefetch_ahead(const float* p) {
+  _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(p) + kPrefetchBytes),
+               _MM_HINT_T1);
+}
+
+// The γ, β of a token norm's output at [d, d + 16): loaded, or 1 and 0 when the pointer is null
+// (the same operations either way: ·1 and +0).
+[[gnu::always_inline]] inline __m512 gamma_at(const float* gamma, int d, __mmask16 m) {
+  return gamma ? _mm512_maskz_loadu_ps(m, gamma + d) : _mm512_set1_ps(1.0f);
+}
+[[gnu::always_inline]] inline __m512 beta_at(const float* beta, int d, __mmask16 m) {
+  return beta ? _mm512_maskz_loadu_ps(m, beta + d) : _mm512_setzero_ps();
+}
+
+}  // namespace normcheck::kernels::avx512
+
+NORMCHECK_AVX512_END

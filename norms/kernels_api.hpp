@@ -6,8 +6,39 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdlib>
+#include <cstring>
 
 namespace normcheck {
+
+// The instruction-set path of the optimized kernels (the norm kernels below and attention),
+// chosen once per process: the widest this CPU has — AVX-512 with FMA, AVX2 with FMA, or the
+// x86-64 baseline (SSE2) — unless the environment variable NORMCHECK_KERNEL_PATH names a
+// narrower one (avx2 or baseline), which runs that path's code on a wider machine for testing.
+// Each path computes every value by operations whose order is fixed by the shapes, so on one
+// path the results are bitwise the same for any thread count, batch composition, alignment or
+// tiling. Different paths round differently (FMA, lane counts): they agree with each other and
+// with the reference within the tolerance rule, not bitwise.
+enum class KernelPath { avx512, avx2, baseline };
+
+inline KernelPath detect_kernel_path() {
+  __builtin_cpu_init();
+  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+                      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+                      __builtin_cpu_supports("fma");
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  KernelPath p = avx512 ? KernelPath::avx512 : avx2 ? KernelPath::avx2 : KernelPath::baseline;
+  if (const char* e = std::getenv("NORMCHECK_KERNEL_PATH")) {
+    if (std::strcmp(e, "avx2") == 0 && avx2) p = KernelPath::avx2;
+    if (std::strcmp(e, "baseline") == 0) p = KernelPath::baseline;
+  }
+  return p;
+}
+
+inline KernelPath kernel_path() {
+  static const KernelPath p = detect_kernel_path();
+  return p;
+}
 
 // layer_norm over `rows` independent tokens of D features. `out` may equal `x` (in place).
 // out: [rows, D] written; x: [rows, D] read; gamma, beta: [D] read, or nullptr (1 and 0).
@@ -22,10 +53,12 @@ void rms_norm_kernel(float* out, const float* x, const float* gamma, const float
 // every B·T position when `lengths` is nullptr, else t < lengths[b] (masked_batch_norm).
 // x: [B, T, D] read; lengths: [B] read, each in [0, T]; mean, var: [D] written (biased variance,
 // accumulated in double). Returns the number of selected positions (0: mean and var are 0).
-// x is read once from memory: blocks of whole rows (≤ 256 KB, so L2-resident) get a two-pass
-// mean and M2 per feature, merged in a fixed order with Chan's formula. The blocks, the
-// segments of blocks a thread takes and every merge order depend on (B·T, D) only, so the
-// result is bitwise the same at any thread count.
+// x is read once from memory: the rows are cut into at most 16 fixed segments (runs of blocks
+// of whole rows, ≤ 256 KB each), each of which gets a mean and M2 per feature — two passes over
+// each L2-resident block on the AVX2 and baseline paths, one pass of direct and shifted sums
+// over the whole segment on AVX-512 (batch_norm.cpp) — merged in a fixed order with Chan's
+// formula. The blocks, the segments a thread takes and every merge order depend on (B·T, D)
+// only, so on one instruction-set path the result is bitwise the same at any thread count.
 long long batch_norm_statistics_kernel(double* mean, double* var, const float* x, int B, int T,
                                        int D, const int* lengths);
 

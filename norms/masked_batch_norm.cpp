@@ -14,8 +14,10 @@ LayerEntry masked_batch_norm_entry() {
       "γ·(x−μ_d)/√(σ_d²+ε) + β over valid tokens; train: batch μ, σ²; eval: running stats",
       "valid tokens of the batch, per feature", TokenSet::valid_tokens,
       {"batch_independence", "token_independence", "causality", "train_inference_equivalence",
-       "streaming_equivalence", "token_scale_invariance", "token_shift_invariance", "nan_containment"},
-      "batch statistics over the valid tokens: padding no longer matters, the neighbours still do");
+       "streaming_equivalence", "token_scale_invariance", "token_shift_invariance", "nan_containment",
+       "shard_invariance"},
+      "batch statistics over the valid tokens: padding no longer matters, the neighbours (and so "
+      "the shard cut) still do");
 }
 
 }  // namespace normcheck

@@ -96,9 +96,17 @@ void onednn_batch_norm(const Batch& in, const Params& p, Mode mode, State* state
 }  // namespace
 
 LayerEntry onednn_layer_norm_entry() {
-  return implementation_of(layer_norm_entry(), "onednn_layer_norm",
-                           "oneDNN layer_normalization_forward (forward_inference, scale and shift)",
-                           onednn_layer_norm);
+  LayerEntry e = implementation_of(layer_norm_entry(), "onednn_layer_norm",
+                                   "oneDNN layer_normalization_forward (forward_inference, scale and shift)",
+                                   onednn_layer_norm);
+  // What the numerical-range properties found: its float32 variance overflows for tokens near
+  // 1e30 (and for any token scaled past ~1.8e19), which then come out as β; and a constant token
+  // does not give β: the float32 mean is rounded, x − μ is not 0, and with a small ε it is
+  // amplified (1000.1 gives ±1 instead of 0 at ε = 1e-12)
+  e.rows[0].violated.insert({"finite_output", "scale_range_invariance", "constant_token"});
+  e.rows[0].why += "; oneDNN: float32 variance overflows beyond ~1e19 (finite_output, "
+                   "scale_range_invariance); its rounded mean leaves a constant token ≠ β (constant_token)";
+  return e;
 }
 
 LayerEntry onednn_batch_norm_entry() {
@@ -116,6 +124,12 @@ LayerEntry onednn_batch_norm_entry() {
   // thread count
   e.rows[0].violated.insert("thread_determinism");
   e.rows[0].why += "; its reduction over rows depends on the thread count (thread_determinism)";
+  // the numerical-range properties: the same float32 accumulation overflows when the batch is
+  // scaled past ~1e19 or holds values near 1e30 (the output is β), and loses the spread of a
+  // batch at a large offset over many rows
+  e.rows[0].violated.insert({"finite_output", "scale_range_invariance", "offset_invariance"});
+  e.rows[0].why += "; float32 statistics overflow beyond ~1e19 and cancel at large offsets "
+                   "(finite_output, scale_range_invariance, offset_invariance)";
   return e;
 }
 

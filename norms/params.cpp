@@ -1,5 +1,6 @@
 #include "norms/params.hpp"
 
+#include <cmath>
 #include <vector>
 
 namespace normcheck {
@@ -11,6 +12,21 @@ ParamDef grid_param(std::string name, double min, double max, std::string meanin
           .draw = [min, max, steps](int, const PickInt& pick) {
             return min + (max - min) * double(pick(0, steps - 1)) / double(steps - 1);
           }};
+}
+
+ParamDef log_uniform_param(std::string name, double min, double max, std::string meaning,
+                           int steps) {
+  return {.name = std::move(name),
+          .meaning = std::move(meaning),
+          .fallback = min,
+          .draw = [min, max, steps](int, const PickInt& pick) {
+            const double t = double(pick(0, steps - 1)) / double(steps - 1);
+            return min * std::pow(max / min, t);
+          }};
+}
+
+ParamDef eps_param() {
+  return log_uniform_param("eps", 1e-12, 1e-2, "ε, added to the variance (log-uniform)");
 }
 
 ParamDef gain_param(std::string name, std::string meaning, double spread) {

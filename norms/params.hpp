@@ -32,6 +32,13 @@ struct ParamDef {
 ParamDef grid_param(std::string name, double min, double max, std::string meaning, int steps = 9);
 // A multiplier k/8 in [1 − spread, 1 + spread] (shrinks towards 1); fallback 1.
 ParamDef gain_param(std::string name, std::string meaning, double spread = 0.5);
+// A positive real number log-uniform over [min, max], on `steps` points (shrinks towards min).
+ParamDef log_uniform_param(std::string name, double min, double max, std::string meaning,
+                           int steps = 1001);
+// ε over the range real models use, log-uniform over 1e-12…1e-2 (1e-12: BERT-style LayerNorm,
+// 1e-5 and 1e-6: PyTorch's and T5's defaults, 1e-2: quantized and low-precision setups). The
+// generators draw every layer's ε from it.
+ParamDef eps_param();
 // A divisor G of D with groups of at least two features where D allows it (G = D normalizes
 // single features, which is the constant β); fallback 1.
 ParamDef groups_param(std::string name, std::string meaning);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <stdexcept>
 
 namespace normcheck {
@@ -18,6 +19,7 @@ LayerEntry scale_norm_entry();
 LayerEntry dyt_entry();
 LayerEntry identity_entry();
 LayerEntry batch_renorm_entry();
+LayerEntry sync_batch_norm_entry();
 #ifdef NORMCHECK_HAVE_DNNL
 LayerEntry onednn_layer_norm_entry();  // external kernels, when oneDNN is found (norms/onednn.cpp)
 LayerEntry onednn_batch_norm_entry();
@@ -37,6 +39,7 @@ std::deque<LayerEntry>& registry() {
       dyt_entry(),
       identity_entry(),
       batch_renorm_entry(),
+      sync_batch_norm_entry(),
 #ifdef NORMCHECK_HAVE_DNNL
       onednn_layer_norm_entry(),
       onednn_batch_norm_entry(),
@@ -74,6 +77,7 @@ LayerEntry implementation_of(const LayerEntry& base, std::string name, std::stri
   e.formula = std::move(formula);
   e.optimized = std::move(optimized);
   e.backward_reference = e.backward_optimized = {};
+  e.sharded_optimized = {};
   e.origin = std::move(origin);
   e.computes = base.op();
   return e;
@@ -106,6 +110,49 @@ std::string LayerRow::name() const {
 std::string LayerRow::id() const {
   if (mode() == Mode::none) return layer->name;
   return layer->name + "_" + to_string(mode());
+}
+
+void validate_shard_cut(const Batch& in, const ShardCut& shards) {
+  long long sum = 0;
+  std::string cut;
+  for (int s : shards) {
+    cut += (cut.empty() ? "" : ", ") + std::to_string(s);
+    if (s < 1) throw InvalidInput("shard cut [" + cut + "…]: every shard needs a sequence, got " + std::to_string(s));
+    sum += s;
+  }
+  if (shards.empty() || sum != in.B)
+    throw InvalidInput("shard cut [" + cut + "] does not cut the batch: its sizes sum to " +
+                       std::to_string(sum) + ", B = " + std::to_string(in.B));
+}
+
+Batch sequences(const Batch& in, int first, int count) {
+  Batch s(count, in.T, in.D);
+  const std::size_t per = std::size_t(in.T) * in.D;
+  std::copy(in.x.begin() + first * per, in.x.begin() + (first + count) * per, s.x.begin());
+  std::copy(in.lengths.begin() + first, in.lengths.begin() + first + count, s.lengths.begin());
+  return s;
+}
+
+void LayerEntry::forward_on_shards(Impl impl, const Batch& in, const ShardCut& shards,
+                                   const Params& p, Mode mode, State* state, Output& out) const {
+  validate_batch(in);
+  validate_shard_cut(in, shards);
+  const ShardedForwardFn& sharded = impl == Impl::reference ? sharded_reference : sharded_optimized;
+  if (sharded) return sharded(in, shards, p, mode, state, out);
+  // each worker alone: its shard, its own replica of the state
+  Output all(in.x.size(), 0.0);
+  std::optional<State> first;
+  int start = 0;
+  for (int size : shards) {
+    State replica = state ? *state : State{};
+    Output o;
+    forward(impl)(sequences(in, start, size), p, mode, state ? &replica : nullptr, o);
+    std::copy(o.begin(), o.end(), all.begin() + std::size_t(start) * in.T * in.D);
+    if (!first) first = std::move(replica);
+    start += size;
+  }
+  if (state) *state = std::move(*first);
+  out = std::move(all);
 }
 
 std::string golden_op(const LayerRow& row) {

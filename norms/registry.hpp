@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "norms/params.hpp"
-#include "norms/tensor.hpp"
+#include <normcheck/norms/params.hpp>
+#include <normcheck/norms/tensor.hpp>
 
 namespace normcheck {
 
@@ -58,6 +58,16 @@ void run_affine_backward(const Params& p, std::size_t size, Grads& out, Kernel&&
   out.dbeta.assign(dbeta.begin(), dbeta.end());
 }
 
+// A cut of a batch along B (the sequences) into consecutive shards, as data-parallel workers
+// hold it: the shards' sizes, each ≥ 1, summing to B. {B}: one shard, the whole batch.
+using ShardCut = std::vector<int>;
+
+// Forward pass of a batch cut into shards, as the workers of one data-parallel step run it:
+// writes out[B*T*D] in the whole batch's layout; `state` (stateful layers) is each worker's
+// replica, the same before the step, and after it holds what the step leaves in every replica.
+using ShardedForwardFn = std::function<void(const Batch& in, const ShardCut& shards,
+                                            const Params& p, Mode mode, State* state, Output& out)>;
+
 using ConditioningFn =
     std::function<Conditioning(const Batch& in, const Params& p, Mode mode, const State* state)>;
 
@@ -75,6 +85,9 @@ struct RowProfile {
   Mode mode = Mode::none;
   std::set<std::string> violated;
   std::string why;  // one line: the mechanism behind the ✗ cells
+  // Violated by the optimized implementation only: an external kernel's finding, where the
+  // reference (normcheck's own) keeps the property.
+  std::set<std::string> optimized_violates = {};
 };
 
 struct LayerEntry {
@@ -90,6 +103,10 @@ struct LayerEntry {
   // has no gradient).
   BackwardFn backward_reference = {};
   BackwardFn backward_optimized = {};
+  // Optional: the forward on a batch cut into shards (a layer whose workers communicate:
+  // sync_batch_norm). Empty: each shard alone with its own statistics (forward_on_shards).
+  ShardedForwardFn sharded_reference = {};
+  ShardedForwardFn sharded_optimized = {};
   std::string origin = "builtin";  // builtin | external (registered at run time) | mutant
   // The op this layer computes, for golden files: its own name unless it is another
   // implementation of a built-in layer (an external library's, a mutant's).
@@ -98,6 +115,12 @@ struct LayerEntry {
   bool stateful() const { return rows.size() > 1 || rows.at(0).mode != Mode::none; }
   const ForwardFn& forward(Impl i) const { return i == Impl::reference ? reference : optimized; }
   bool has_backward() const { return bool(backward_reference); }
+  // The forward of `impl` on `in` cut into `shards`: the layer's sharded forward, or by default
+  // each shard run alone (local statistics, as local BatchNorm on k workers) from its own copy of
+  // `state`; the state afterwards is shard 0's replica (what DDP broadcasts from rank 0 before
+  // the next step). Throws InvalidInput for a cut that is not of B, or what the layer rejects.
+  void forward_on_shards(Impl impl, const Batch& in, const ShardCut& shards, const Params& p,
+                         Mode mode, State* state, Output& out) const;
   const BackwardFn& backward(Impl i) const {
     return i == Impl::reference ? backward_reference : backward_optimized;
   }
@@ -122,7 +145,8 @@ std::vector<LayerRow> rows_of(const LayerEntry& l);
 // Another implementation of a layer (an external library's kernel, a mutant, a user's own): the
 // base's reference, parameters, conditioning and profile, computing the base's golden op, with
 // its own name, formula and optimized forward, and no backward pass (the base's would not be the
-// backward of this forward; set both backward functions to give it one).
+// backward of this forward; set both backward functions to give it one). Its optimized sharded
+// forward is the default (each shard alone through the new optimized forward) unless set again.
 LayerEntry implementation_of(const LayerEntry& base, std::string name, std::string formula,
                              ForwardFn optimized, std::string origin = "external");
 
@@ -134,6 +158,11 @@ const LayerEntry& register_layer(LayerEntry entry);
 // The golden-file op name of a row: the op its layer computes, with the mode ("layer_norm",
 // "batch_norm_train", "batch_norm_eval"; onednn_layer_norm: "layer_norm").
 std::string golden_op(const LayerRow& row);
+
+// Checks that `shards` cuts B (sizes ≥ 1, sum B); throws InvalidInput naming the cut.
+void validate_shard_cut(const Batch& in, const ShardCut& shards);
+// Sequences [first, first + count) of `in` as a batch of their own (same T and D).
+Batch sequences(const Batch& in, int first, int count);
 
 // Conditioning of token-wise layers: statistics over G contiguous feature groups of each valid
 // token (G = 1: the whole token). `centered` = false for RMS-style layers (no mean subtracted).

@@ -1,6 +1,8 @@
 #include "properties/attention_cases.hpp"
 
+#include <mutex>
 #include <numeric>
+#include <set>
 
 #include "properties/generators.hpp"
 
@@ -11,6 +13,13 @@ namespace normcheck::attn {
 
 rc::Gen<int> centered(int m) {
   return rc::gen::map(inRange(0, 2 * m + 1), [](int k) { return k % 2 ? (k + 1) / 2 : -(k / 2); });
+}
+
+rc::Gen<bool> chance(int k, int n) {
+  return rc::Gen<bool>([k, n](const rc::Random& random, int) {
+    if (rc::Random(random).next() % std::uint64_t(n) >= std::uint64_t(k)) return rc::shrinkable::just(false);
+    return rc::shrinkable::just(true, rc::seq::just(rc::shrinkable::just(false)));
+  });
 }
 
 std::vector<int> ints(std::size_t n, int m) {
@@ -49,18 +58,154 @@ std::vector<int> key_lengths(int B, int Tk) {
   return l;
 }
 
+namespace {
+
+// (tiles − 1) full tiles and a last one of 1 to `tile` elements, tiles 2 or 3 (the count does
+// not scale with RapidCheck's size, so large cases come at every size)
+int over_tiles(int tile) {
+  const int tiles = *rc::gen::element(2, 3);
+  return (tiles - 1) * tile + *inRange(1, tile + 1);
+}
+
+}  // namespace
+
+int tiled_keys() { return over_tiles(kSdpaKeyTile); }
+int tiled_queries() { return over_tiles(kSdpaQueryTile); }
+
 Tokens draw_tokens(const TokenRanges& r) {
   Tokens t;
+  const bool tiled = r.tiles_one_in > 0 && *one_in(r.tiles_one_in);
   t.B = *inRange(r.B.first, r.B.second + 1);
-  t.Tk = *inRange(r.T.first, r.T.second + 1);
+  t.Tk = tiled ? tiled_keys() : *inRange(r.T.first, r.T.second + 1);
   switch (r.queries) {
     case Queries::self: t.Tq = t.Tk; break;
     case Queries::at_most_keys: t.Tq = *inRange(1, t.Tk + 1); break;
-    case Queries::any: t.Tq = *inRange(r.T.first, r.T.second + 1); break;
+    case Queries::any: t.Tq = tiled ? tiled_queries() : *inRange(r.T.first, r.T.second + 1); break;
   }
   t.m.causal = r.causal == Causal::always || (r.causal == Causal::maybe && *rc::gen::arbitrary<bool>());
   if (r.padding) t.m.key_lengths = key_lengths(t.B, t.Tk);
+  classify_tokens(t.B, t.Tq, t.Tk, t.m);
   return t;
+}
+
+// ---------------------------------------------------------------------------------------------
+// what the cases draw
+
+std::string regime::poison(const std::string& kind) { return "poison " + kind; }
+
+namespace {
+
+struct Counter {
+  std::mutex lock;
+  Drawn counts;
+};
+Counter& counter() {
+  static Counter c;
+  return c;
+}
+// the current case: its cell and the labels it reached so far (cells run one at a time; a
+// thread_local keeps two threads' cases apart all the same)
+struct Current {
+  bool open = false;
+  std::string cell;
+  std::set<std::string> labels;
+};
+thread_local Current current;
+
+}  // namespace
+
+CaseScope::CaseScope(std::string cell) {
+  current.open = true;
+  current.cell = std::move(cell);
+  current.labels.clear();
+}
+
+CaseScope::~CaseScope() {
+  {
+    std::lock_guard<std::mutex> guard(counter().lock);
+    auto& row = counter().counts[current.cell];
+    for (const auto& l : current.labels) ++row[l];
+  }
+  current.open = false;
+  current.labels.clear();
+}
+
+void classify(const std::string& label) {
+  if (current.open) current.labels.insert(label);
+}
+
+void classify_tokens(int B, int Tq, int Tk, const SdpaMask& m) {
+  if (!current.open) return;
+  if (Tq == 1 && Tk == 1) classify(regime::T_is_1);
+  if (Tk > 1 && Tk <= kSdpaKeyTile) classify(regime::Tk_within_tile);
+  if (Tk > kSdpaKeyTile) {
+    classify(regime::Tk_beyond_tile);
+    classify(Tk <= 2 * kSdpaKeyTile ? regime::Tk_two_tiles : regime::Tk_beyond_two_tiles);
+    if (Tk % kSdpaKeyTile != 0) classify(regime::Tk_partial_last_tile);
+  }
+  if (Tq > kSdpaQueryTile) classify(regime::Tq_beyond_tile);
+  if (Tq < Tk) classify(regime::Tq_below_Tk);
+  for (int b = 0; b < B; ++b)
+    for (int i = 0; i < Tq; ++i) {
+      const int n = spec_visible(Tq, Tk, m, b, i);
+      if (n == 0) classify(regime::fully_masked);
+      if (n == 1) classify(regime::one_visible_key);
+    }
+}
+
+Drawn drawn() {
+  std::lock_guard<std::mutex> guard(counter().lock);
+  return counter().counts;
+}
+
+void reset_drawn() {
+  std::lock_guard<std::mutex> guard(counter().lock);
+  counter().counts.clear();
+}
+
+bool rises_across_key_tiles(const std::vector<double>& logits, double margin) {
+  double running = -std::numeric_limits<double>::infinity();
+  for (std::size_t j0 = 0; j0 < logits.size(); j0 += kSdpaKeyTile) {
+    double tile = -std::numeric_limits<double>::infinity();
+    for (std::size_t j = j0; j < std::min(logits.size(), j0 + kSdpaKeyTile); ++j) tile = std::max(tile, logits[j]);
+    if (j0 > 0 && tile >= running + margin) return true;
+    running = std::max(running, tile);
+  }
+  return false;
+}
+
+// ---------------------------------------------------------------------------------------------
+// the masks, as the spec states them
+
+int spec_visible(int Tq, int Tk, const SdpaMask& m, int b, int i) {
+  int n = Tk;
+  if (!m.key_lengths.empty()) n = std::min(n, m.key_lengths[b]);
+  if (m.causal) n = std::min(n, Tk - Tq + i + 1);
+  return std::max(n, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// poison
+
+float poison_value(Poison p) {
+  switch (p) {
+    case Poison::nan: return kNaN;
+    case Poison::pos_inf: return std::numeric_limits<float>::infinity();
+    case Poison::neg_inf: return -std::numeric_limits<float>::infinity();
+    case Poison::huge: return 1e30f;
+  }
+  return kNaN;
+}
+
+const char* to_string(Poison p) {
+  static constexpr const char* names[] = {"NaN", "+inf", "-inf", "1e30"};
+  return names[int(p)];
+}
+
+Poison draw_poison() {
+  const Poison p = *rc::gen::element(Poison::nan, Poison::pos_inf, Poison::neg_inf, Poison::huge);
+  classify(regime::poison(to_string(p)));
+  return p;
 }
 
 std::vector<std::pair<std::string, std::vector<int>>> schedules(int L, int P) {

@@ -13,6 +13,7 @@
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <map>
 #include <optional>
 #include <string>
 #include <utility>
@@ -43,19 +44,93 @@ using Case = CaseOutcome(const AttentionEntry& entry, Impl impl);
 namespace sdpa {
 Case row_stochastic, causality, key_padding_invariance, kv_permutation_invariance, query_permutation_equivariance,
     batch_independence, logit_shift_invariance, value_affine_equivariance, kv_cache_equivalence,
-    large_logit_stability, reference_agreement, thread_determinism;
+    large_logit_stability, reference_agreement, thread_determinism, causal_mask_semantics,
+    key_padding_semantics;
 }  // namespace sdpa
 
 namespace mha {
 Case row_stochastic, causality, key_padding_invariance, kv_permutation_invariance, query_permutation_equivariance,
     batch_independence, logit_shift_invariance, value_affine_equivariance, kv_cache_equivalence,
-    large_logit_stability, reference_agreement, thread_determinism;
+    large_logit_stability, reference_agreement, thread_determinism, causal_mask_semantics,
+    key_padding_semantics;
 }  // namespace mha
+
+// ---------------------------------------------------------------------------------------------
+// what the cases draw: a readable counter per cell
+//
+// Each case names the regimes it reaches (classify); the attention family opens a CaseScope
+// around every case of a cell, and a case counts once per label. Regimes are defined by the
+// optimized kernel's thresholds (attention/sdpa.hpp: kSdpaKeyTile, kSdpaQueryTile) and by the
+// data (rising maxima across key tiles, fully masked rows, poison). properties/tests/
+// attention_coverage_test.cpp runs a default matrix of the attention rows and fails when a cell never
+// drew a regime it must reach.
+
+// The labels (also what attention_coverage_test.cpp requires).
+namespace regime {
+inline const std::string T_is_1 = "T = 1 (one query, one key)";
+inline const std::string Tk_within_tile = "1 < Tk <= key tile";
+inline const std::string Tk_beyond_tile = "Tk > key tile";
+inline const std::string Tk_two_tiles = "key tile < Tk <= 2 key tiles";
+inline const std::string Tk_beyond_two_tiles = "Tk > 2 key tiles";
+inline const std::string Tk_partial_last_tile = "Tk > key tile, the last key tile partial";
+inline const std::string Tq_beyond_tile = "Tq > query tile";
+inline const std::string Tq_below_Tk = "Tq < Tk (bottom-right causal alignment)";
+inline const std::string rising_maxima = "rising maxima across key tiles";
+inline const std::string fully_masked = "fully masked row";
+inline const std::string one_visible_key = "a query that sees one key";
+inline const std::string mixed_horizons =
+    "a query tile with mixed causal horizons and non-finite keys/values masked for some of its rows";
+std::string poison(const std::string& kind);  // "poison NaN", "poison +inf", ...
+}  // namespace regime
+
+// Counts the labels of every case run while it lives, for the cell `cell` (a cell id).
+class CaseScope {
+ public:
+  explicit CaseScope(std::string cell);
+  ~CaseScope();
+  CaseScope(const CaseScope&) = delete;
+  CaseScope& operator=(const CaseScope&) = delete;
+};
+// Marks the current case as reaching a regime (no-op outside a CaseScope).
+void classify(const std::string& label);
+// The sizes of a case relative to the kernel's tiles, and its fully masked and one-key queries
+// (from `visible`, the spec's count below).
+void classify_tokens(int B, int Tq, int Tk, const SdpaMask& m);
+// cell id → label → cases that reached it, since the last reset.
+using Drawn = std::map<std::string, std::map<std::string, long>>;
+Drawn drawn();
+void reset_drawn();
+
+// Whether a row of logits over keys 0, 1, …, n − 1 (absolute positions) has a key tile whose
+// largest logit exceeds the running maximum of the tiles before it by at least `margin`: the
+// online softmax must rescale what it accumulated (margin 1: by a factor e^-1 or less).
+bool rises_across_key_tiles(const std::vector<double>& logits, double margin = 1.0);
+
+// ---------------------------------------------------------------------------------------------
+// the masks, as the spec states them
+//
+// The number of keys query i of sequence b sees, written from docs/PROPERTIES.md and not with
+// attention/sdpa.hpp's visible_keys (which both kernels share): a key-padding length L_b keeps
+// keys [0, L_b); the causal mask, bottom-right, keeps keys j <= Tk − Tq + i. The semantic pins
+// compare the kernels with these counts, so a mask wrong the same way in both shows.
+int spec_visible(int Tq, int Tk, const SdpaMask& m, int b, int i);
+
+// ---------------------------------------------------------------------------------------------
+// poison for the positions a property changes (masked, future, padded): NaN, ±inf, 1e30
+
+enum class Poison { nan, pos_inf, neg_inf, huge };
+float poison_value(Poison p);
+const char* to_string(Poison p);
+// one of the four (does not shrink: each kind is its own regime); classified
+Poison draw_poison();
 
 // ---------------------------------------------------------------------------------------------
 // generators: values on exact float grids, drawn from integers that shrink towards 0
 
 rc::Gen<int> centered(int m);
+// true k times in n; shrinks to false (a case drawn on the true branch shrinks off it first)
+rc::Gen<bool> chance(int k, int n);
+inline rc::Gen<bool> one_in(int n) { return chance(1, n); }
 std::vector<int> ints(std::size_t n, int m);
 // n values k/16 in [-4, 4]
 std::vector<float> values(std::size_t n);
@@ -74,6 +149,8 @@ enum class Causal { never, maybe, always };
 // self: Tq = Tk (the queries are the key positions: self-attention); at_most_keys: Tq ≤ Tk
 enum class Queries { any, self, at_most_keys };
 
+inline constexpr int kTilesOneIn = 4;
+
 // The batch, the token counts and the mask of a case, for both ops. Ranges are inclusive.
 struct TokenRanges {
   std::pair<int, int> B = {1, 3};
@@ -81,7 +158,16 @@ struct TokenRanges {
   Causal causal = Causal::maybe;
   Queries queries = Queries::any;
   bool padding = true;  // draw key lengths; false: no key-padding mask
+  // One case in `tiles_one_in` (0: never) draws Tk over two or three of the optimized kernel's
+  // key tiles (kSdpaKeyTile) and Tq over its query tiles (kSdpaQueryTile) instead of from T: the
+  // kernel's tiling is then compared with the reference and every property. Such a case shrinks
+  // towards the small range first, so a counterexample is large only when it must be.
+  int tiles_one_in = kTilesOneIn;
 };
+// Tk of a large case: 2 or 3 key tiles, the last one holding 1 to kSdpaKeyTile keys (mostly
+// partial; its size shrinks towards one key). Tq (queries `any`): 2 or 3 query tiles alike.
+int tiled_keys();
+int tiled_queries();
 
 struct Tokens {
   int B = 1, Tq = 1, Tk = 1;

@@ -9,10 +9,18 @@
 namespace normcheck {
 namespace {
 
-// The check of a property: the case code of the row's op.
+// The check of a property: the case code of the row's op, inside a CaseScope that counts what
+// the case drew for its cell (attention_cases.hpp).
 CheckFn by_op(attn::Case* sdpa, attn::Case* mha) {
   return [sdpa, mha](const Row& row, Impl impl) {
     return (row.attention->op == AttentionOp::sdpa ? sdpa : mha)(*row.attention, impl);
+  };
+}
+
+CheckFn counted(std::string property, CheckFn check) {
+  return [property = std::move(property), check = std::move(check)](const Row& row, Impl impl) {
+    attn::CaseScope scope(row.info.id + "/" + to_string(impl) + "/" + property);
+    return check(row, impl);
   };
 }
 
@@ -21,7 +29,7 @@ CheckFn by_op(attn::Case* sdpa, attn::Case* mha) {
 std::vector<Property> attention_properties() {
   namespace sdpa = attn::sdpa;
   namespace mha = attn::mha;
-  return {
+  std::vector<Property> all = {
       {.info = {"row_stochastic", "row_stoch",
                 "attention weights are ≥ 0, sum to 1 over the visible keys, are 0 at masked keys; a fully "
                 "masked row is all zeros",
@@ -88,7 +96,28 @@ std::vector<Property> attention_properties() {
                 "every output and weight, bitwise", "results never depend on the machine's parallelism"},
        .family = Family::attention, .comparison = Comparison::bitwise, .applies = {.optimized_only = true},
        .check = by_op(sdpa::thread_determinism, mha::thread_determinism)},
+      // Semantic pins: each implementation against the masks' own formulas (attention_cases.hpp,
+      // spec_visible), so that a mask wrong the same way in both implementations fails.
+      {.info = {"causal_mask_semantics", "causal_sem",
+                "query i of causal attention (Tq queries, Tk keys) equals non-causal attention over keys "
+                "0 to Tk − Tq + i alone: the last query sees every key, a query that sees one key returns "
+                "its value",
+                "each query alone, without a mask, against its visible prefix of keys (counted from the "
+                "spec, not by the kernels); v_0 itself (mha: out_proj(v_0)) for a query that sees one key",
+                "every query's output",
+                "the causal mask is aligned bottom-right, includes the diagonal and masks nothing else"},
+       .family = Family::attention, .check = by_op(sdpa::causal_mask_semantics, mha::causal_mask_semantics)},
+      {.info = {"key_padding_semantics", "pad_sem",
+                "with key lengths L_b, every query equals unmasked attention over the first L_b keys; L_b = 0 "
+                "gives zeros (mha: out_proj_bias)",
+                "padded keys/values poisoned (NaN, ±inf, 1e30); compared with each sequence's queries "
+                "against its first L_b keys only, without a mask (causal: each query's prefix)",
+                "every query's output",
+                "the key-padding mask removes exactly the padded keys"},
+       .family = Family::attention, .check = by_op(sdpa::key_padding_semantics, mha::key_padding_semantics)},
   };
+  for (auto& p : all) p.check = counted(p.id(), std::move(p.check));
+  return all;
 }
 
 }  // namespace normcheck

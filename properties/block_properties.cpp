@@ -10,6 +10,7 @@
 // Outputs of two runs are compared with composite_tolerance (rtol = atol = 1e-4, compare.hpp).
 #include <algorithm>
 #include <random>
+#include <type_traits>
 
 #include <rapidcheck.h>
 
@@ -108,12 +109,14 @@ BlockCase draw_block(const LayerRow& row, Placement placement) {
   return c;
 }
 
+const BlockEntry& block_of(const Row& row) { return row.block ? *row.block : block_entry(); }
+
 BlockOutput run(const Row& row, Impl impl, const BlockCase& c, const Batch& x, bool want_weights) {
   const RowRun how = row_run(row.norm);
   BlockState st = c.state;
   if (how.path == Path::decode)
-    return block_decode(*row.norm.layer, impl, how.mode, c.w, st, x, want_weights);
-  return block_forward(*row.norm.layer, impl, how.mode, c.w, st, x, want_weights);
+    return block_of(row).decode(*row.norm.layer, impl, how.mode, c.w, st, x, want_weights);
+  return block_of(row).forward(*row.norm.layer, impl, how.mode, c.w, st, x, want_weights);
 }
 
 json norm_params_json(const Params& p) {
@@ -159,11 +162,13 @@ json side(Impl impl, const Batch& x, const BlockOutput& o, bool weights = false,
 
 const Labels kTokenLabels{{"b", "t"}, "e", "x", "y"};
 
+// `cond`: the conditioning of what the two runs computed differently (0 for two runs of the
+// block; a formula's, see Amplification), added as the tolerance rule's float32 term 2e-6·cond.
 void compare_tokens(Diff& d, const Batch& xa, const BlockOutput& A, int b, int t, const Batch& xb,
-                    const BlockOutput& B, int b2, int t2) {
+                    const BlockOutput& B, int b2, int t2, double cond = 0) {
   const std::size_t ia = xa.index(b, t, 0), ib = xb.index(b2, t2, 0);
   d.rows({0, {b, t}}, {0, {b2, t2}}, RowView(&A.y[ia], xa.D), RowView(&B.y[ib], xb.D),
-         [&](int e) { return composite_tolerance(B.y[ib + e]); }, RowView(&xa.x[ia], xa.D),
+         [&](int e) { return composite_tolerance(B.y[ib + e]) + 2e-6 * cond; }, RowView(&xa.x[ia], xa.D),
          RowView(&xb.x[ib], xb.D));
 }
 
@@ -275,14 +280,14 @@ CaseOutcome decode_equivalence(const Row& row, Impl impl) {
     warmup = *inRange(1, 4);
     for (int i = 0; i < warmup; ++i) {
       const Batch w = draw_batch(row.norm, {c.x.B, c.x.T, c.x.D}, gen::Regime::normal, gen::Poison::zero);
-      block_forward(norm, impl, Mode::train, c.w, trained, w, false);
+      block_of(row).forward(norm, impl, Mode::train, c.w, trained, w, false);
     }
   }
   BlockState forced = trained;
   const BlockOutput A =
-      block_forward(norm, impl, stateful ? Mode::train : Mode::none, c.w, forced, c.x, false);
+      block_of(row).forward(norm, impl, stateful ? Mode::train : Mode::none, c.w, forced, c.x, false);
   const BlockOutput B =
-      block_decode(norm, impl, stateful ? Mode::eval : Mode::none, c.w, trained, c.x, false);
+      block_of(row).decode(norm, impl, stateful ? Mode::eval : Mode::none, c.w, trained, c.x, false);
   Diff d(kTokenLabels);
   for (int b = 0; b < c.x.B; ++b)
     for (int t = 0; t < c.x.lengths[b]; ++t) compare_tokens(d, c.x, A, b, t, c.x, B, b, t);
@@ -298,6 +303,172 @@ CaseOutcome decode_equivalence(const Row& row, Impl impl) {
           {"norm2", {{"mean", trained.norm2.running_mean}, {"var", trained.norm2.running_var}}}};
     return r;
   });
+}
+
+// ---------------------------------------------------------------------------------------------
+// semantic pins: the block against formulas written here, not against another run of itself,
+// so that a block wired wrong in both implementations (a residual taken from the wrong tensor, a
+// norm skipped, the MLP reading the wrong tensor) fails
+
+// The norm row on a whole padded batch act [B, T, E] in the row's mode, as the block calls it:
+// its input rounded to float32 (the norm API), its output as the norm gives it.
+//
+// A formula evaluates the block's float32 stages in its own order, so the two differ by rounding
+// errors, and a norm multiplies the relative error of its input by up to |x|/σ (|x|·inv_std of
+// the row's Conditioning, or 1 + cond when the row gives no inv_std): an input set of nearly
+// equal values (σ ≪ |x|, a small ε) makes rounding noise of order u·|x| an output of order 1.
+// Amplification collects, per norm call, the largest such factor over the valid elements; a
+// formula's conditioning is their product (the second norm amplifies what the first left).
+struct Amplification {
+  double product = 1;
+  void add(const Row& row, const Params& p, const State* state, const Batch& in) {
+    const auto& conditioning = row.norm.layer->conditioning;
+    if (!conditioning) return;
+    const Conditioning c = conditioning(in, p, row_run(row.norm).mode, state);
+    double worst = 1;
+    for (int b = 0; b < in.B; ++b)
+      for (int t = 0; t < in.lengths[b]; ++t)
+        for (int e = 0; e < in.D; ++e) {
+          const std::size_t i = in.index(b, t, e);
+          const double a = c.inv_std.empty() ? 1 + c.cond[i] : std::abs(double(in.x[i])) * c.inv_std[i];
+          if (std::isfinite(a)) worst = std::max(worst, a);
+        }
+    product *= worst;
+  }
+  // the tolerance rule's cond for the formula (about |x|/σ squared for two well-conditioned
+  // norms: a few units, so the term adds little to composite_tolerance's 1e-4)
+  double cond() const { return product; }
+};
+
+template <class T>
+std::vector<T> norm_of(const Row& row, Impl impl, const Params& p, State* state, const Batch& x,
+                       const std::vector<T>& act, Amplification* amp = nullptr) {
+  Batch in(x.B, x.T, x.D);
+  in.lengths = x.lengths;
+  for (std::size_t i = 0; i < act.size(); ++i) in.x[i] = float(act[i]);
+  if (amp) amp->add(row, p, state, in);  // before a train-mode call updates the state
+  Output out;
+  row.norm.layer->forward(impl)(in, p, row_run(row.norm).mode, state, out);
+  return std::vector<T>(out.begin(), out.end());
+}
+
+// MLP(u) = W2·relu(W1·u + b1) + b2 over n rows of E, written out (not block.cpp's `linear`).
+template <class T>
+std::vector<T> mlp_formula(const BlockWeights& w, const std::vector<T>& u, std::size_t n) {
+  const int E = w.attn.E, F = w.F;
+  std::vector<T> y(n * E), hidden(F);
+  for (std::size_t r = 0; r < n; ++r) {
+    for (int f = 0; f < F; ++f) {
+      T a = T(w.b1[f]);
+      for (int e = 0; e < E; ++e) a += T(w.w1[std::size_t(f) * E + e]) * u[r * E + e];
+      hidden[f] = a > T(0) ? a : T(0);
+    }
+    for (int e = 0; e < E; ++e) {
+      T a = T(w.b2[e]);
+      for (int f = 0; f < F; ++f) a += T(w.w2[std::size_t(e) * F + f]) * hidden[f];
+      y[r * E + e] = a;
+    }
+  }
+  return y;
+}
+
+template <class T>
+std::vector<T> plus(const std::vector<T>& a, const std::vector<T>& b) {
+  std::vector<T> r(a.size());
+  for (std::size_t i = 0; i < a.size(); ++i) r[i] = a[i] + b[i];
+  return r;
+}
+
+// The block's formula, step by step, in the implementation's precision (double for the
+// reference, float32 for the optimized), from its parts: the norm row, causal multi-head
+// self-attention with the batch's key-padding mask, the MLP above.
+//   Pre-LN   h = x + MHA(N1(x)),  y = h + MLP(N2(h))
+//   Post-LN  h = N1(x + MHA(x)),  y = N2(h + MLP(h))
+// Eval rows decode in the block; here they run over the whole batch: their norms are token-wise
+// in eval mode and causal attention over the batch is what decoding with a KV cache computes.
+template <class T>
+Output composed(const Row& row, Impl impl, const BlockWeights& w, BlockState st, const Batch& x,
+                Amplification* amp) {
+  const std::vector<T> in(x.x.begin(), x.x.end());
+  const SdpaMask mask{x.lengths, true};
+  auto mha = [&](const std::vector<T>& a) {
+    std::vector<T> out;
+    if constexpr (std::is_same_v<T, double>)
+      mha_reference(out, nullptr, w.attn, a, a, x.B, x.T, x.T, mask);
+    else
+      mha_optimized(out, nullptr, w.attn, a, a, x.B, x.T, x.T, mask);
+    return out;
+  };
+  std::vector<T> y;
+  if (w.placement == Placement::pre) {
+    const auto h = plus(in, mha(norm_of(row, impl, w.norm1, &st.norm1, x, in, amp)));
+    y = plus(h, mlp_formula(w, norm_of(row, impl, w.norm2, &st.norm2, x, h, amp), x.rows()));
+  } else {
+    const auto h = norm_of(row, impl, w.norm1, &st.norm1, x, plus(in, mha(in)), amp);
+    y = norm_of(row, impl, w.norm2, &st.norm2, x, plus(h, mlp_formula(w, h, x.rows())), amp);
+  }
+  return Output(y.begin(), y.end());
+}
+
+// A side that is a formula, not a block run: {"implementation": what computed it, "calls": [x, y]}.
+json formula_side(const std::string& what, const Batch& x, const Output& y) {
+  return side_json(what, json::array({call_json({{"B", x.B}, {"T", x.T}, {"E", x.D}},
+                                                {{"x", tensor_json(x.x, {"B", "T", "E"}, {x.B, x.T, x.D})},
+                                                 {"y", tensor_json(y, {"B", "T", "E"}, {x.B, x.T, x.D})}},
+                                                {{"lengths", x.lengths}})}));
+}
+
+// Valid tokens of the block's output (a) against the formula's (b), under composite_tolerance
+// plus the rule's conditioning term for the formula's norms (Amplification): the formula
+// evaluates the same float32 stages in its own order.
+CaseOutcome against_formula(const Row& row, Impl impl, const BlockCase& c, const BlockOutput& A,
+                            const Output& want, const Amplification& amp, const std::string& formula,
+                            const std::string& note) {
+  BlockOutput B;
+  B.y = want;
+  Diff d(kTokenLabels);
+  for (int b = 0; b < c.x.B; ++b)
+    for (int t = 0; t < c.x.lengths[b]; ++t) compare_tokens(d, c.x, A, b, t, c.x, B, b, t, amp.cond());
+  return outcome(d, note, [&] {
+    return CaseRecord{.params = case_params(row, c, to_string(row_run(row.norm).path)),
+                      .input = side(impl, c.x, A),
+                      .related = formula_side(formula, c.x, want)};
+  });
+}
+
+CaseOutcome block_zero_branches(const Row& row, Impl impl) {
+  BlockCase c = draw_block(row.norm, row.placement);
+  // zero padding: 0·x is 0 only for finite x, and a norm that counts the padding (batch_norm)
+  // would carry NaN poison into every token's branch; what padding does is block_padding's subject
+  gen::fill_padding(c.x, gen::Poison::zero);
+  std::fill(c.w.attn.out_proj_weight.begin(), c.w.attn.out_proj_weight.end(), 0.0f);
+  std::fill(c.w.attn.out_proj_bias.begin(), c.w.attn.out_proj_bias.end(), 0.0f);
+  std::fill(c.w.w2.begin(), c.w.w2.end(), 0.0f);
+  std::fill(c.w.b2.begin(), c.w.b2.end(), 0.0f);
+  const BlockOutput A = run(row, impl, c, c.x, false);
+  Output want(c.x.x.begin(), c.x.x.end());  // Pre-LN: x itself
+  Amplification amp;
+  std::string formula = "x (Pre-LN with both branches zero)";
+  if (row.placement == Placement::post) {  // N2(N1(x)), the norm row called directly
+    BlockState st = c.state;
+    const std::vector<double> x(c.x.x.begin(), c.x.x.end());
+    want = norm_of(row, impl, c.w.norm2, &st.norm2, c.x, norm_of(row, impl, c.w.norm1, &st.norm1, c.x, x, &amp), &amp);
+    formula = "N2(N1(x)) through the norm row (Post-LN with both branches zero)";
+  }
+  return against_formula(row, impl, c, A, want, amp, formula,
+                         "out_proj, b_o, W2 and b2 set to zero: the block (a) vs " + formula + " (b)");
+}
+
+CaseOutcome block_composition(const Row& row, Impl impl) {
+  const BlockCase c = draw_block(row.norm, row.placement);
+  const BlockOutput A = run(row, impl, c, c.x, false);
+  Amplification amp;
+  const Output want = impl == Impl::reference ? composed<double>(row, impl, c.w, c.state, c.x, &amp)
+                                              : composed<float>(row, impl, c.w, c.state, c.x, &amp);
+  const std::string formula = row.placement == Placement::pre
+                                  ? "h = x + MHA(N1(x)), y = h + MLP(N2(h)), step by step"
+                                  : "h = N1(x + MHA(x)), y = N2(h + MLP(h)), step by step";
+  return against_formula(row, impl, c, A, want, amp, formula, "the block (a) vs its formula " + formula + " (b)");
 }
 
 }  // namespace
@@ -357,6 +528,24 @@ std::vector<Property> block_properties() {
        .applies = {.mode_comparing = true},
        .derived = {.from = {"causality", "streaming_equivalence", "train_inference_equivalence"}},
        .check = decode_equivalence},
+      // Pins of the block's wiring against formulas: they hold for every norm (the formula runs
+      // the same norm on the same batch), so nothing is derived.
+      {.info = {"block_zero_branches", "blk_zero",
+                "with the attention-output and MLP-output weights and biases zero, a Pre-LN block is "
+                "the identity and a Post-LN block is N2(N1(x))",
+                "out_proj, b_o, W2, b2 set to zero (padding 0); compared with x (Pre-LN) or the norm row "
+                "applied twice (Post-LN)",
+                "all valid outputs",
+                "the residual carries x itself: a residual taken from another tensor shows"},
+       .check = block_zero_branches},
+      {.info = {"block_composition", "blk_formula",
+                "the block equals its formula evaluated step by step from its parts: Pre-LN h = x + "
+                "MHA(N1(x)), y = h + MLP(N2(h)); Post-LN h = N1(x + MHA(x)), y = N2(h + MLP(h))",
+                "the same x through the norm row, causal multi-head attention and an MLP composed by "
+                "the property",
+                "all valid outputs",
+                "the block is wired as specified: which tensor each norm, residual and MLP reads"},
+       .check = block_composition},
   };
   for (auto& p : all) p.family = Family::block;
   return all;

@@ -10,7 +10,7 @@ namespace normcheck {
 const std::vector<Property>& properties() {
   static const std::vector<Property> all = [] {
     std::vector<Property> p;
-    for (auto family : {norm_properties, attention_properties, block_properties})
+    for (auto family : {norm_properties, attention_properties, block_properties, gradient_properties})
       for (auto& prop : family()) p.push_back(std::move(prop));
     return p;
   }();
@@ -51,6 +51,7 @@ std::vector<Row> norm_rows(const LayerEntry& layer) {
                              .mode = r.mode(),
                              .origin = layer.origin},
                     .violated = r.profile->violated,
+                    .optimized_violates = r.profile->optimized_violates,
                     .why = r.profile->why,
                     .norm = r});
   return rows;
@@ -70,24 +71,54 @@ bool block_violates(const LayerRow& norm, Placement placement, const Property& p
 
 }  // namespace
 
-std::vector<Row> block_rows(const LayerEntry& layer) {
+std::vector<Row> block_rows(const LayerEntry& layer, const BlockEntry& block) {
   std::vector<Row> rows;
+  const bool builtin = block.origin == "builtin";
   for (const LayerRow& r : rows_of(layer))
     for (Placement placement : {Placement::pre, Placement::post}) {
       Row row{.info = {.family = Family::block,
-                       .id = std::string("block_") + to_string(placement) + "_" + r.id(),
-                       .name = r.name() + " [" + to_string(placement) + "-LN block]",
+                       .id = block.name + "_" + to_string(placement) + "_" + r.id(),
+                       .name = r.name() + " [" + to_string(placement) + "-LN " +
+                               (builtin ? std::string("block") : block.name) + "]",
                        .layer = layer.name,
                        .mode = r.mode(),
                        .placement = to_string(placement),
-                       .origin = layer.origin},
+                       .origin = builtin ? layer.origin : block.origin},
               .norm = r,
-              .placement = placement};
+              .placement = placement,
+              .block = &block};
       for (const auto& p : properties())
         if (p.family == Family::block && block_violates(r, placement, p)) row.violated.insert(p.id());
       row.why = row.violated.empty() ? "" : "inherited from the norm: " + r.profile->why;
       rows.push_back(std::move(row));
     }
+  return rows;
+}
+
+// A gradient property on a norm row's backward, from its Derivation: violated exactly when the
+// forward violates one of `from` (gradient_properties.cpp says why no row needs an exception).
+std::vector<Row> gradient_rows(const LayerEntry& layer) {
+  std::vector<Row> rows;
+  if (!layer.has_backward()) return rows;
+  for (const LayerRow& r : rows_of(layer)) {
+    Row row{.info = {.family = Family::gradient,
+                     .id = "grad_" + r.id(),
+                     .name = r.name() + " [gradient]",
+                     .layer = layer.name,
+                     .mode = r.mode(),
+                     .origin = layer.origin},
+            .norm = r};
+    for (const auto& p : properties())
+      if (p.family == Family::gradient &&
+          std::any_of(p.derived.from.begin(), p.derived.from.end(),
+                      [&](const std::string& id) { return r.profile->violated.count(id) > 0; }))
+        row.violated.insert(p.id());
+    row.why = row.violated.empty()
+                  ? ""
+                  : "dx flows back through the statistics the forward normalizes with (" +
+                        r.profile->why + ")";
+    rows.push_back(std::move(row));
+  }
   return rows;
 }
 
@@ -98,7 +129,7 @@ Row attention_row(const AttentionEntry& entry) {
                    .layer = entry.name,
                    .origin = entry.origin},
           .violated = entry.violated,
-          .optimized_violated = entry.optimized_violated,
+          .optimized_violates = entry.optimized_violates,
           .why = entry.why,
           .attention = &entry};
 }
@@ -110,6 +141,8 @@ std::vector<Row> all_rows() {
   for (const auto& e : attention_entries()) rows.push_back(attention_row(e));
   for (const auto& l : layers())
     for (auto& r : block_rows(l)) rows.push_back(std::move(r));
+  for (const auto& l : layers())
+    for (auto& r : gradient_rows(l)) rows.push_back(std::move(r));
   return rows;
 }
 
@@ -138,6 +171,17 @@ std::vector<Cell> norm_cells(const std::vector<const LayerEntry*>& layer_list) {
   std::vector<Row> rows;
   for (const LayerEntry* l : layer_list)
     for (auto& r : norm_rows(*l)) rows.push_back(std::move(r));
+  for (const LayerEntry* l : layer_list)
+    for (auto& r : gradient_rows(*l)) rows.push_back(std::move(r));
+  return cells_of(rows);
+}
+
+std::vector<Cell> layer_cells(const std::vector<const LayerEntry*>& layer_list) {
+  std::vector<Row> rows;
+  for (const LayerEntry* l : layer_list)
+    for (auto& r : norm_rows(*l)) rows.push_back(std::move(r));
+  for (const LayerEntry* l : layer_list)
+    for (auto& r : block_rows(*l)) rows.push_back(std::move(r));
   return cells_of(rows);
 }
 
@@ -159,6 +203,9 @@ const std::map<std::string, std::vector<GoldenRow>>& golden_rows() {
                                                : check_mha_golden_case(c, impl, *entry);
                                   }});
     }
+    m["block"].push_back({block_entry().name, [](const nlohmann::json& c, Impl impl) {
+                            return check_block_golden_case(c, impl, block_entry());
+                          }});
     return m;
   }();
   return rows;

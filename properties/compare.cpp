@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "properties/counterexample.hpp"
+
 namespace normcheck {
 
 using nlohmann::json;
@@ -41,6 +43,47 @@ double gradient_scale(const Grads& reference, const Conditioning& c, const Param
     m = std::max(m, c.inv_std[i] * g * std::abs(double(dy[i])));
   }
   return m;
+}
+
+double worse_deviation(double a, double b) {
+  if (std::isnan(a) || std::isnan(b)) return NAN;
+  return std::max(a, b);
+}
+
+GradientTerms& GradientTerms::operator|=(const GradientTerms& o) {
+  cond = std::max(cond, o.cond);
+  scale = std::max(scale, o.scale);
+  return *this;
+}
+
+GradientTerms gradient_terms(const LayerRow& row, const Batch& x, const Params& p, const State& s,
+                             const Grads& g, const std::vector<float>& dy, bool padding_too) {
+  const bool token_wise = !row.profile->violated.count("token_independence");
+  Batch every = x;
+  for (auto& l : every.lengths) l = x.T;
+  std::vector<const Batch*> sets = {&x};
+  if (padding_too && token_wise) sets.push_back(&every);
+  Grads compared = g;
+  if (!padding_too)  // padding's dx is not compared: it does not set the scale
+    for (int b = 0; b < x.B; ++b)
+      for (int t = x.lengths[b]; t < x.T; ++t)
+        std::fill_n(compared.dx.begin() + std::ptrdiff_t(x.index(b, t, 0)), x.D, 0.0);
+  GradientTerms terms;
+  for (const Batch* b : sets) {
+    const Conditioning c = row.layer->conditioning(*b, p, row.mode(), &s);
+    for (double v : c.cond)
+      if (std::isfinite(v)) terms.cond = std::max(terms.cond, v);
+    terms.scale = std::max(terms.scale, gradient_scale(compared, c, p, dy, x.D));
+  }
+  return terms;
+}
+
+GradTolerance gradient_tolerance(const GradientTerms& terms, Impl impl) {
+  return gradient_tolerance(terms.cond, terms.scale, impl);
+}
+
+double finite_difference_tolerance(double terms, double rounding, double h) {
+  return 1e-7 * terms + 3e-13 * rounding / h;
 }
 
 json number_json(double v) {
@@ -112,8 +155,8 @@ bool Diff::compare(double a, double b, double tol, int pair, int element,
     case Comparison::containment:
       if (std::isfinite(a) && !std::isfinite(b)) {
         finite_ = true;  // the mechanism is the spread of NaN itself
-        max_dev_ += 1;
-        note(max_dev_, a, b, 0, pair, element, where);
+        nonfinite_dev_ = worse_deviation(nonfinite_dev_, std::abs(a - b));
+        note(double(mismatches_ + 1), a, b, 0, pair, element, where);  // the latest is the worst
         return true;
       }
       return false;
@@ -121,16 +164,21 @@ bool Diff::compare(double a, double b, double tol, int pair, int element,
       if (same_bits(a, b)) return false;
       const bool finite = std::isfinite(a) && std::isfinite(b);
       if (finite) max_dev_ = std::max(max_dev_, std::abs(a - b));
+      else nonfinite_dev_ = worse_deviation(nonfinite_dev_, std::abs(a - b));
       (finite ? finite_ : nonfinite_) = true;
       note(finite ? std::abs(a - b) : INFINITY, a, b, 0, pair, element, where);
       return true;
     }
-    case Comparison::values: break;
+    case Comparison::values:
+    case Comparison::range: break;
   }
   if (a == b || (std::isnan(a) && std::isnan(b))) return false;
   if (!std::isfinite(a) || !std::isfinite(b)) {
-    // a leak of poison the output must not read (poisoned_unread) is a real violation
-    (leaks_count_ && std::isfinite(a) != std::isfinite(b) ? finite_ : nonfinite_) = true;
+    // a finite value lost to overflow is what a range property looks for; a leak of poison the
+    // output must not read (poisoned_unread) is a real violation
+    ((how_ == Comparison::range || leaks_count_) && std::isfinite(a) != std::isfinite(b) ? finite_
+                                                                                          : nonfinite_) = true;
+    nonfinite_dev_ = worse_deviation(nonfinite_dev_, std::abs(a - b));
     note(INFINITY, a, b, tol, pair, element, where);
     return true;
   }
@@ -145,13 +193,16 @@ bool Diff::compare(double a, double b, double tol, int pair, int element,
 void Diff::rows(const RowPos& pa, const RowPos& pb, RowView ya, RowView yb,
                 const std::function<double(int k)>& tol, RowView xa, RowView xb) {
   Pair p{pa, pb, xa, xb, ya, yb, std::vector<double>(std::size_t(ya.n), 0.0), {}};
-  const int index = int(pairs_.size());
+  const int index = int(count_++);
   for (int k = 0; k < ya.n; ++k) {
-    if (how_ == Comparison::values) p.tol[k] = tol(k);
+    if (how_ == Comparison::values || how_ == Comparison::range) p.tol[k] = tol(k);
     if (compare(ya[k], yb[k], p.tol[k], index, k, [&] { return labels_.output; }))
       p.mismatch.push_back(k);
   }
-  pairs_.push_back(std::move(p));
+  if (pairs_.size() < kKeptPairs)
+    pairs_.push_back(std::move(p));
+  else if (worst_.pair == index)
+    worst_pair_.assign(1, std::move(p));
 }
 
 void Diff::value(const std::string& where, double a, double b, double tol) {
@@ -161,6 +212,7 @@ void Diff::value(const std::string& where, double a, double b, double tol) {
 void Diff::fail(const std::string& where, double a, double b) {
   const bool finite = std::isfinite(a) && std::isfinite(b);
   if (finite) max_dev_ = std::max(max_dev_, std::abs(a - b));
+  else nonfinite_dev_ = worse_deviation(nonfinite_dev_, std::abs(a - b));
   (finite ? finite_ : nonfinite_) = true;
   note(INFINITY, a, b, 0, -1, -1, [&] { return where; });
 }
@@ -172,7 +224,7 @@ json Diff::worst_json(std::size_t max_pairs) const {
             {"deviation", number_json(std::abs(worst_.a - worst_.b))},
             {"tolerance", worst_.tol}};
   if (worst_.pair >= 0) {
-    const Pair& p = pairs_[worst_.pair];
+    const Pair& p = pair_at(worst_.pair);
     w["position_a"] = pos_json(p.pa, worst_.element);
     w["position_b"] = pos_json(p.pb, worst_.element);
     // its place in compared_json(max_pairs), which appends it when it is not among the first
@@ -197,7 +249,7 @@ json Diff::compared_json(std::size_t max_pairs) const {
     out.push_back(std::move(j));
   };
   for (std::size_t i = 0; i < pairs_.size() && out.size() < max_pairs; ++i) add(pairs_[i]);
-  if (worst_.pair >= int(max_pairs)) add(pairs_[worst_.pair]);
+  if (worst_.pair >= int(max_pairs)) add(pair_at(worst_.pair));
   return out;
 }
 
@@ -218,11 +270,9 @@ CaseOutcome outcome(const Diff& d, const std::string& related_input,
                 {"compared_count", d.compared_count()},
                 {"mismatches", d.mismatches()},
                 {"worst", d.worst_json()}};
-  json w = o.evidence["worst"];
-  w.erase("pair");
-  w.erase("position_b");
   o.summary = related_input + "; " + std::to_string(d.mismatches()) +
-              (d.mismatches() == 1 ? " value differs" : " values differ") + ", worst " + w.dump();
+              (d.mismatches() == 1 ? " value differs" : " values differ") + "; worst " +
+              worst_text(o.evidence);
   return o;
 }
 

@@ -26,7 +26,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "norms/registry.hpp"
+#include <normcheck/norms/registry.hpp>
 
 namespace normcheck {
 
@@ -38,6 +38,9 @@ double tolerance(double b, double cond);
 // bound over the ten float32 stages a token passes, each passing an error on with gain ≲ 1.
 double composite_tolerance(double b);
 bool same_bits(double a, double b);
+// The worse of two deviations |a − b|: NaN (a value NaN on one side only) above inf (infinite on
+// one side only) above any number. A deviation is never summarised as smaller than it was.
+double worse_deviation(double a, double b);
 
 // The tolerance rule for gradients, float32 against double (the rule the golden gradients were
 // built with, golden/README.md): |a − b| ≤ atol + rtol·|b| with atol = 2e-6·(1 + cond)·scale,
@@ -60,11 +63,41 @@ GradTolerance gradient_tolerance(double cond, double scale, Impl impl = Impl::op
 // error; for the golden cases (random dy) the two agree.
 double gradient_scale(const Grads& reference, const Conditioning& c, const Params& p,
                       const std::vector<float>& dy, int D);
+// What the rule reads of one backward call of a row at input x: cond, the largest conditioning
+// of a statistics set the compared gradients read (the forward's conditioning of x, whose sets
+// are those of its valid outputs), and scale, gradient_scale over the call's gradients g. A row
+// whose forward keeps token_independence (token-wise) computes dx at padding like any token's
+// and sums its dγ, dβ terms there: with `padding_too` its padding positions count as tokens
+// (their sets, their dx, their γ·dy terms); without it, only valid positions' dx and terms
+// enter (for comparisons of valid tokens' dx alone, whose padding may hold poison). dγ, dβ always
+// enter the scale.
+struct GradientTerms {
+  double cond = 0, scale = 0;
+  GradientTerms& operator|=(const GradientTerms& o);  // the larger of each (two sides compared)
+};
+GradientTerms gradient_terms(const LayerRow& row, const Batch& x, const Params& p, const State& s,
+                             const Grads& g, const std::vector<float>& dy, bool padding_too);
+GradTolerance gradient_tolerance(const GradientTerms& terms, Impl impl);
+
+// Central differences of a double forward against a directional derivative (the reference's
+// gradients, properties/gradient_properties.cpp): F(t) = Σ dy·y(x + t·v, γ + t·u, β + t·w),
+// R = (4·D(h/2) − D(h))/3 with D(h) = (F(h) − F(−h))/2h, against Σ dx·v + Σ dγ·u + Σ dβ·w.
+// Truncation: R's error is h⁴/480·|F⁽⁵⁾|, of relative size ((step)²/(σ² + ε))² with the steps
+// t·|v| ≤ 8·2^-20 = 7.6e-6 and σ² + ε ≥ ε ≥ 1e-6: below 4e-9 of `terms` = Σ|dx·v| + Σ|dγ·u| +
+// Σ|dβ·w|, the size of what the derivative adds up. Rounding: F is a double sum whose error is
+// about 1e-15·`rounding` with rounding = Σ(1 + |dy·y|); dividing by 2h and extrapolating makes
+// it about 3e-15·rounding/h. The bound allows 100 times the rounding and 1e-7 of `terms` (25
+// times the truncation): the bugs it is for change the derivative by 1/n or more (n − 1 for n in
+// a variance, a dropped term). norms/tests/gradient_test.cpp applies the same bound to its
+// steps of 2^-19 (ε = 1e-5).
+double finite_difference_tolerance(double terms, double rounding, double h);
 
 enum class Comparison {
   values,       // the tolerance rule
   bitwise,      // identical bits
   containment,  // a finite output must stay finite (the spread of NaN is the subject)
+  range,        // the tolerance rule, and a finite value on one side that is NaN or ±inf on the
+                // other is a counterexample too (the numerical range is the subject)
 };
 
 // JSON of a number: NaN and ±inf as the strings "NaN", "inf", "-inf".
@@ -129,14 +162,19 @@ class Diff {
   bool finite_violation() const { return finite_; }
   bool nonfinite_mismatch() const { return nonfinite_; }
   bool any() const { return finite_ || nonfinite_; }
-  double max_dev() const { return max_dev_; }
+  // The largest deviation of any compared value: NaN or inf when a value was NaN or infinite on
+  // one side only (worse_deviation), else the largest finite |a − b|.
+  double max_dev() const { return worse_deviation(max_dev_, nonfinite_dev_); }
   int mismatches() const { return mismatches_; }
   Comparison comparison() const { return how_; }
 
-  nlohmann::json worst_json(std::size_t max_pairs = 32) const;
+  // The evidence keeps the first kKeptPairs pairs and the worst one: a large case (millions of
+  // values) costs no more memory than a small one.
+  static constexpr std::size_t kKeptPairs = 32;
+  nlohmann::json worst_json(std::size_t max_pairs = kKeptPairs) const;
   nlohmann::json labels_json() const;
-  nlohmann::json compared_json(std::size_t max_pairs = 32) const;
-  std::size_t compared_count() const { return pairs_.size(); }
+  nlohmann::json compared_json(std::size_t max_pairs = kKeptPairs) const;
+  std::size_t compared_count() const { return count_; }
 
  private:
   struct Worst {
@@ -160,19 +198,29 @@ class Diff {
   Comparison how_;
   bool finite_ = false, nonfinite_ = false, leaks_count_ = false;
   int mismatches_ = 0;
-  double max_dev_ = 0;
+  double max_dev_ = 0;        // finite deviations
+  double nonfinite_dev_ = 0;  // deviations with NaN or ±inf on one side: NaN or inf
   Worst worst_;
-  std::vector<Pair> pairs_;
+  std::vector<Pair> pairs_;       // the first kKeptPairs
+  std::vector<Pair> worst_pair_;  // the worst pair when it is not among them (0 or 1)
+  std::size_t count_ = 0;
+  const Pair& pair_at(int index) const {
+    return std::size_t(index) < pairs_.size() ? pairs_[index] : worst_pair_.at(0);
+  }
 };
 
 // The outcome of one generated case of a cell.
 struct CaseOutcome {
   bool finite_violation = false;    // a real counterexample (finite, or a poison's leak)
   bool nonfinite_mismatch = false;  // NaN/inf on one side only (a failure for ✓ cells only)
-  double max_dev = 0;               // largest finite deviation seen in this case
+  double max_dev = 0;               // largest deviation in this case (Diff::max_dev: NaN or inf
+                                    // when a value was NaN or infinite on one side only)
   std::string summary;              // one line: what differs, where
   nlohmann::json evidence;          // the case in the schema above; filled when anything differs
-  bool any() const { return finite_violation || nonfinite_mismatch; }
+  // non-empty: an implementation threw InvalidInput on an input the other accepts (rejection.hpp);
+  // a failure of every cell, never a demonstration of a ✗ cell's property
+  std::string rejection = {};
+  bool any() const { return finite_violation || nonfinite_mismatch || !rejection.empty(); }
 };
 
 // What a case shows besides the comparison: filled only when something differs.

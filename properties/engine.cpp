@@ -1,10 +1,27 @@
 #include "properties/engine.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <sstream>
+#include <filesystem>
+#include <fstream>
 
+#include <fmt/format.h>
+
+#include "properties/coverage.hpp"
+#include "properties/counterexample.hpp"
 #include "properties/search.hpp"
+
+// Where the built-in programs are in the build tree and once installed (properties/CMakeLists.txt).
+#ifndef NORMCHECK_BUILD_CLI
+#define NORMCHECK_BUILD_CLI ""
+#endif
+#ifndef NORMCHECK_BUILD_PROPERTY_TESTS
+#define NORMCHECK_BUILD_PROPERTY_TESTS ""
+#endif
+#ifndef NORMCHECK_INSTALLED_CLI
+#define NORMCHECK_INSTALLED_CLI ""
+#endif
 
 namespace normcheck {
 
@@ -12,7 +29,7 @@ namespace normcheck {
 // the model's small functions
 
 const char* to_string(Family f) {
-  static constexpr const char* names[] = {"norm", "attention", "block"};
+  static constexpr const char* names[] = {"norm", "attention", "block", "gradient"};
   return names[int(f)];
 }
 
@@ -26,9 +43,15 @@ Expect expected(const Row& row, Impl impl, const Property& prop) {
   if (prop.applies.mode_comparing && row.info.mode == Mode::eval) return Expect::not_applicable;
   if (!prop.applies.needs.empty() && row.violated.count(prop.applies.needs))
     return Expect::not_applicable;
+  const auto& any = prop.applies.needs_one_of;
+  if (!any.empty() && std::all_of(any.begin(), any.end(), [&](const std::string& id) { return row.violated.count(id) > 0; }))
+    return Expect::not_applicable;
+  if (!prop.applies.forward_keeps.empty() &&
+      (!row.norm.profile || row.norm.profile->violated.count(prop.applies.forward_keeps)))
+    return Expect::not_applicable;
   // a must-hold property listed in a row's profile is a declared, explained exception (an
   // external kernel that is not thread-deterministic, say)
-  if (impl == Impl::optimized && row.optimized_violated.count(prop.id())) return Expect::violated;
+  if (impl == Impl::optimized && row.optimized_violates.count(prop.id())) return Expect::violated;
   return row.violated.count(prop.id()) ? Expect::violated : Expect::holds;
 }
 
@@ -55,15 +78,97 @@ RunOptions options_from_rc_params() {
 
 namespace {
 
-std::string fmt_double(double v) {
-  std::ostringstream s;
-  s.precision(6);
-  s << v;
-  return s.str();
-}
-
 std::string plural(int n, const char* one, const char* many) {
   return std::to_string(n) + " " + (n == 1 ? one : many);
+}
+
+// ---------------------------------------------------------------------------------------------
+// the programs replay commands name
+
+namespace fs = std::filesystem;
+
+Programs& project_programs() {
+  static Programs p;
+  return p;
+}
+
+// argv[0] of this process, as it was started ("build/release/normcheck", "/abs/my_tests",
+// "normcheck"), and the directory of its executable.
+const std::string& started_as() {
+  static const std::string argv0 = [] {
+    std::ifstream in("/proc/self/cmdline", std::ios::binary);
+    std::string first;
+    std::getline(in, first, '\0');
+    return first;
+  }();
+  return argv0;
+}
+
+fs::path own_directory() {
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  return ec ? fs::path() : exe.parent_path();
+}
+
+// A program found at `found` (absolute), written the way this process was started: absolute,
+// relative to the working directory, or by name when both were found on the PATH.
+std::string written_like_self(const fs::path& found) {
+  const std::string& self = started_as();
+  if (!self.empty() && self[0] == '/') return found.string();
+  if (self.find('/') == std::string::npos)
+    return found.parent_path() == own_directory() ? found.filename().string() : found.string();
+  std::error_code ec;
+  const fs::path rel = found.lexically_relative(fs::current_path(ec));
+  if (ec || rel.empty()) return found.string();
+  const std::string text = rel.string();
+  return text.find('/') == std::string::npos ? "./" + text : text;
+}
+
+// `name` as a replay command writes it: next to the running program, else at one of `known`
+// (absolute paths), else as given.
+std::string locate(const std::string& name, const std::vector<std::string>& known = {}) {
+  std::error_code ec;
+  std::vector<fs::path> candidates;
+  if (name.find('/') != std::string::npos) candidates.push_back(fs::absolute(name, ec));
+  else if (!own_directory().empty()) candidates.push_back(own_directory() / name);
+  for (const auto& k : known)
+    if (!k.empty()) candidates.push_back(k);
+  for (const auto& c : candidates)
+    if (fs::is_regular_file(c, ec)) return written_like_self(c.lexically_normal());
+  return name;
+}
+
+// The programs that hold a row: built-in (and mutant) rows live in normcheck's own programs,
+// rows registered at run time in the project's (set_replay_programs).
+struct Holders {
+  std::string cli, tests;
+};
+
+Holders holders_of(const RowInfo& row, Program running) {
+  const bool builtin = row.origin != "external";
+  const Programs& project = project_programs();
+  Holders h;
+  if (running == Program::cli) h.cli = started_as();
+  else if (builtin) h.cli = locate("normcheck", {NORMCHECK_BUILD_CLI, NORMCHECK_INSTALLED_CLI});
+  else h.cli = project.cli.empty() ? "YOUR_CLI_MAIN_PROGRAM" : locate(project.cli);
+  if (running == Program::tests) h.tests = started_as();
+  else if (builtin) h.tests = locate("normcheck_property_tests", {NORMCHECK_BUILD_PROPERTY_TESTS});
+  else h.tests = project.tests.empty() ? "YOUR_TEST_BINARY" : locate(project.tests);
+  return h;
+}
+
+std::string quoted_program(const std::string& p) {
+  return p.find_first_of(" '\"$`\\") == std::string::npos ? p : "'" + p + "'";
+}
+
+void set_replay(CellResult& r, Program running) {
+  if (r.reproduce.empty()) return;
+  const Holders h = holders_of(r.cell.row, running);
+  r.replay_cli = quoted_program(h.cli) + " matrix --layer '^" + r.cell.row.id + "$' --property '^" +
+                 r.cell.prop.id + "$' --implementation " + to_string(r.cell.impl) +
+                 " --reproduce '" + r.reproduce + "'";
+  r.replay_tests = "RC_PARAMS=\"" + r.reproduce + "\" " + quoted_program(h.tests) +
+                   " --gtest_filter='*/" + gtest_name(r.id()) + "'";
 }
 
 // "batch_norm [train] / optimized / padding_invariance"
@@ -78,7 +183,21 @@ bool CellResult::as_expected() const {
   return observed == to_string(cell.expected);
 }
 
+namespace {
+CellResult run_cell_unwatched(const Cell& cell, const RunOptions& options);
+}
+
 CellResult run_cell(const Cell& cell, const RunOptions& options) {
+  if (!options.on_cell) return run_cell_unwatched(cell, options);
+  options.on_cell(&cell);
+  CellResult r = run_cell_unwatched(cell, options);
+  options.on_cell(nullptr);
+  return r;
+}
+
+namespace {
+
+CellResult run_cell_unwatched(const Cell& cell, const RunOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   CellResult r{.cell = cell.info};
   if (r.cell.expected == Expect::not_applicable) {
@@ -88,20 +207,30 @@ CellResult run_cell(const Cell& cell, const RunOptions& options) {
   const bool want_violation = r.cell.expected == Expect::violated;
 
   std::optional<CaseOutcome> last_failure;
-  double max_dev = 0;
+  double max_dev = 0;  // NaN and inf included: a deviation is never summarised as smaller
+  bool failed_once = false;
+  coverage::start_cell();
   auto one_case = [&](std::string& why) {
     CaseOutcome o;
+    // shrink candidates are not draws of the search: only the search's cases are counted
+    coverage::start_case(!failed_once);
     try {
       o = cell.property->check(cell.row, cell.info.impl);
     } catch (const InvalidInput& e) {
+      // both implementations reject it (rejection.hpp): not an input of this layer
+      coverage::end_case();
       why = std::string("the row rejects this input: ") + e.what();
       return CaseVerdict::discard;
     }
-    max_dev = std::max(max_dev, o.max_dev);
-    // A ✗ cell counts only a finite counterexample (never one made of NaN alone); a ✓ cell
-    // fails on any disagreement.
-    if (want_violation ? !o.finite_violation : !o.any()) return CaseVerdict::fine;
+    coverage::end_case();
+    max_dev = worse_deviation(max_dev, o.max_dev);
+    // A ✗ cell counts only a finite counterexample (never one made of NaN alone) — or a
+    // rejected valid input, which is shrunk like a counterexample and reported as an error; a
+    // ✓ cell fails on any disagreement.
+    const bool fails = want_violation ? o.finite_violation || !o.rejection.empty() : o.any();
+    if (!fails) return CaseVerdict::fine;
     why = o.summary;
+    failed_once = true;
     last_failure = std::move(o);
     return CaseVerdict::counterexample;
   };
@@ -111,10 +240,13 @@ CellResult run_cell(const Cell& cell, const RunOptions& options) {
                    .max_size = options.max_size,
                    .seed = options.seed ? *options.seed : rc_params().seed,
                    .reproduce = options.reproduce,
-                   .use_rc_params_reproduce = options.use_rc_params_reproduce};
+                   .use_rc_params_reproduce = options.use_rc_params_reproduce,
+                   .search_budget = options.cell_budget,
+                   .shrink_budget = options.shrink_budget};
   r.seed = so.seed;
   const SearchResult found = search(one_case, so);
   r.max_deviation = max_dev;
+  r.drawn = coverage::cell_counts();
 
   const std::string name = cell_name(r.cell);
   switch (found.kind) {
@@ -123,26 +255,39 @@ CellResult run_cell(const Cell& cell, const RunOptions& options) {
       r.cases = found.cases;
       if (want_violation)
         r.message = name + ": expected violation not found in " + plural(r.cases, "case", "cases") +
-                    " (largest deviation " + fmt_double(max_dev) +
+                    " (largest deviation " + deviation_text(max_dev) +
                     "). Either the row keeps this invariant or the generators cannot reach the "
                     "inputs that break it.";
       break;
-    case SearchResult::Kind::failed:
-      r.observed = "violated";
+    case SearchResult::Kind::failed: {
       r.cases = found.cases + 1;
       r.reproduce = found.reproduce;
+      r.shrink_budget_spent = found.shrink_budget_spent;
+      set_replay(r, options.program);
       // the last counterexample RapidCheck saw is the shrunk one it reports
       if (last_failure) r.counterexample = last_failure->evidence;
-      if (!want_violation)
-        r.message = name + ": expected to hold, but a counterexample was found after " +
-                    plural(r.cases, "case", "cases") + " and shrunk: " +
+      const bool rejected = last_failure && !last_failure->rejection.empty();
+      // a rejected valid input is no evidence for a ✗ cell: the row failed otherwise
+      r.observed = rejected && want_violation ? "error" : "violated";
+      const std::string shrunk =
+          found.shrink_budget_spent
+              ? " and shrunk until the shrink budget (" + fmt::format("{:g}", options.shrink_budget) +
+                    " s) was spent: the smallest counterexample found so far"
+              : " and shrunk";
+      if (!want_violation || rejected)
+        r.message = name + ": expected " + (want_violation ? "a violation" : "to hold") +
+                    ", but " + (rejected ? "an implementation rejects a valid input" : "a counterexample was found") +
+                    " after " + plural(r.cases, "case", "cases") + shrunk + ": " +
                     (last_failure ? last_failure->summary : std::string("?")) +
                     "\n  replay: " + replay_command(r) + "\n      or  " + rc_params_command(r);
+      else if (found.shrink_budget_spent)
+        r.message = name + ": counterexample found after " + plural(r.cases, "case", "cases") + shrunk;
       break;
+    }
     case SearchResult::Kind::gave_up:
       r.observed = "error";
       r.cases = found.cases;
-      r.message = name + ": gave up: " + found.description;
+      r.message = name + (found.search_budget_spent ? ": " : ": gave up: ") + found.description;
       break;
     case SearchResult::Kind::error:
       r.observed = "error";
@@ -153,16 +298,24 @@ CellResult run_cell(const Cell& cell, const RunOptions& options) {
   return r;
 }
 
+}  // namespace
+
+void set_replay_programs(Programs programs) { project_programs() = std::move(programs); }
+
+// A result made elsewhere (read back from JSON without its commands, or built by hand) gets the
+// commands this process would print.
 std::string replay_command(const CellResult& r) {
-  if (r.reproduce.empty()) return "";
-  return "normcheck matrix --layer '^" + r.cell.row.id + "$' --property '^" + r.cell.prop.id +
-         "$' --implementation " + to_string(r.cell.impl) + " --reproduce '" + r.reproduce + "'";
+  if (!r.replay_cli.empty() || r.reproduce.empty()) return r.replay_cli;
+  CellResult c = r;
+  set_replay(c, Program::library);
+  return c.replay_cli;
 }
 
 std::string rc_params_command(const CellResult& r) {
-  if (r.reproduce.empty()) return "";
-  return "RC_PARAMS=\"" + r.reproduce + "\" normcheck_property_tests --gtest_filter='*/" +
-         gtest_name(r.id()) + "'";
+  if (!r.replay_tests.empty() || r.reproduce.empty()) return r.replay_tests;
+  CellResult c = r;
+  set_replay(c, Program::library);
+  return c.replay_tests;
 }
 
 nlohmann::json to_json(const CellResult& r) {
@@ -178,14 +331,18 @@ nlohmann::json to_json(const CellResult& r) {
                       {"observed", r.observed},
                       {"as_expected", r.as_expected()},
                       {"cases", r.cases},
-                      {"max_deviation", r.max_deviation},
+                      {"max_deviation", number_json(r.max_deviation)},
                       {"counterexample", r.counterexample},
                       {"reproduce", r.reproduce},
                       {"seed", r.seed},
                       {"seconds", r.seconds}};
   if (!row.placement.empty()) j["placement"] = row.placement;
   if (row.origin != "builtin") j["origin"] = row.origin;
+  if (!r.reproduce.empty())
+    j["replay"] = {{"normcheck", replay_command(r)}, {"ctest", rc_params_command(r)}};
   if (!r.message.empty()) j["message"] = r.message;
+  if (r.shrink_budget_spent) j["shrink_budget_spent"] = true;
+  if (!r.drawn.empty()) j["drawn"] = r.drawn;
   return j;
 }
 

@@ -3,15 +3,23 @@
 // string that replays it.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <optional>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
-#include "properties/model.hpp"
+#include <normcheck/properties/model.hpp>
 
 namespace normcheck {
+
+// Which program runs the cells. A program whose main calls cli_main, or a GoogleTest binary
+// running NORMCHECK_INSTANTIATE_MATRIX, holds every cell it runs, so its own replay command names
+// it as it was started (argv[0]).
+enum class Program { library, cli, tests };
 
 struct RunOptions {
   int cases = 100;                   // generated cases for a ✓ cell
@@ -23,6 +31,20 @@ struct RunOptions {
   // off: with it off and a seed given, RapidCheck's global configuration is never loaded (and
   // never prints its own, unrelated, seed).
   bool use_rc_params_reproduce = true;
+  // Wall-clock budgets, seconds (≤ 0: none). Past `cell_budget` a cell still searching ends as
+  // `error` and the run goes on; past `shrink_budget` after its first counterexample a cell
+  // reports the smallest counterexample shrunk so far. A case already running is not
+  // interrupted: the watchdog (cli) ends a run whose cell passes hard_limit() (a kernel that
+  // never returns): `watchdog` seconds, or when ≤ 0 both budgets plus 30 s.
+  double cell_budget = 60;
+  double shrink_budget = 30;
+  double watchdog = 0;
+  // Called as each cell starts (with the cell) and ends (nullptr): the CLI's watchdog.
+  std::function<void(const Cell*)> on_cell = {};
+  double hard_limit() const {
+    return watchdog > 0 ? watchdog : std::max(cell_budget, 0.0) + std::max(shrink_budget, 0.0) + 30;
+  }
+  Program program = Program::library;
 };
 
 // RunOptions from RapidCheck's global configuration (RC_PARAMS: seed, max_success, reproduce).
@@ -32,12 +54,21 @@ struct CellResult {
   CellInfo cell;
   std::string observed = {};  // holds | violated | error | not_applicable
   int cases = 0;         // cases run (for a ✗ cell: until the counterexample was found)
+  // The largest deviation seen over every case: NaN when a value was NaN on one side only, inf
+  // when infinite on one side only (worse_deviation), else the largest finite |a − b|.
   double max_deviation = 0;
   nlohmann::json counterexample = {};  // null when none was found
   std::string reproduce = {};     // RC_PARAMS value that replays the counterexample
+  // The two commands that replay it, naming the programs that hold the cell (replay_command,
+  // rc_params_command); set by run_cell when `reproduce` is.
+  std::string replay_cli = {}, replay_tests = {};
   std::string message = {};       // one paragraph a person reads
   uint64_t seed = 0;
   double seconds = 0;
+  bool shrink_budget_spent = false;  // the counterexample is the smallest found within the budget
+  // What the cell's cases drew, by class (generators.hpp, gen::Coverage): sizes relative to each
+  // kernel threshold, data regimes, poison, ... (successful and failing cases alike).
+  std::map<std::string, int> drawn = {};
 
   std::string id() const { return cell.id(); }
   bool as_expected() const;
@@ -45,11 +76,28 @@ struct CellResult {
 
 CellResult run_cell(const Cell& cell, const RunOptions& options);
 
-// The two commands that replay a failure exactly (empty when there is nothing to replay):
-//   normcheck matrix --layer '^<row>$' --property '^<property>$' --implementation <impl> --reproduce '...'
-//   RC_PARAMS="reproduce=..." normcheck_property_tests --gtest_filter='*<gtest name>'
+// ---------------------------------------------------------------------------------------------
+// Replay. A failure carries two commands that replay exactly its minimal case, each in a program
+// that holds the cell (empty when there is nothing to replay):
+//   <cli> matrix --layer '^<row>$' --property '^<property>$' --implementation <impl> --reproduce '...'
+//   RC_PARAMS="reproduce=..." <tests> --gtest_filter='*/<gtest name>'
+// <cli> is a program whose main registers the row and calls cli_main; <tests> the GoogleTest
+// binary that instantiates the row's cells. The running program is named as it was started
+// (argv[0]); another one as a path in the same style (relative to the working directory, or
+// absolute, as ctest starts tests), found next to the running program, else by its name.
 std::string replay_command(const CellResult& r);
 std::string rc_params_command(const CellResult& r);
+
+// The programs holding a row's cells. Built-in rows: `normcheck` and `normcheck_property_tests`.
+struct Programs {
+  std::string cli;    // the project's command line (main: register the rows, call cli_main)
+  std::string tests;  // the project's test binary (NORMCHECK_INSTANTIATE_MATRIX over its cells)
+};
+// Names the programs holding the rows this process registers at run time (register_layer,
+// register_attention): the names of the project's two executables (CMake targets), or paths.
+// Call it where the rows are registered, so both programs know it. Without it, the replay
+// commands of those rows name the running program and a placeholder for the other.
+void set_replay_programs(Programs programs);
 
 nlohmann::json to_json(const CellResult& r);
 

@@ -10,5 +10,6 @@ namespace normcheck {
 std::vector<Property> norm_properties();       // norm_properties.cpp
 std::vector<Property> attention_properties();  // attention_properties.cpp (sdpa and mha rows)
 std::vector<Property> block_properties();      // block_properties.cpp
+std::vector<Property> gradient_properties();   // gradient_properties.cpp
 
 }  // namespace normcheck

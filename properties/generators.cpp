@@ -1,17 +1,25 @@
 #include "properties/generators.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <functional>
 #include <limits>
+
+#include "norms/kernels.hpp"
+#include "properties/coverage.hpp"
 
 namespace normcheck::gen {
 
-using rc::gen::element;
 using rc::gen::inRange;
 using rc::gen::weightedElement;
+namespace k = normcheck::kernels;
 
 const char* to_string(Regime r) {
-  static constexpr const char* names[] = {"normal", "large_offset", "tiny_variance", "constant_rows",
-                                          "dense"};
+  static constexpr const char* names[] = {"normal",        "decimal",
+                                          "dense",         "large_offset",
+                                          "tiny_variance", "offset_tiny_variance",
+                                          "constant_rows"};
   return names[int(r)];
 }
 
@@ -30,48 +38,242 @@ float poison_value(Poison p) {
   return 0.0f;
 }
 
-int features() {
-  // the small size is drawn first and kept, so a shrink from an awkward size lands on it
-  const int small = *inRange(1, 9);
-  switch (*weightedElement<int>({{6, 0}, {3, 1}, {1, 2}})) {
-    case 1: return *element(7, 15, 17, 31, 33);
-    case 2: return *element(63, 65, 100);
-    default: return small;
+namespace {
+
+// The generators' reach: a case never holds more values than this, whatever the thresholds say
+// (a threshold raised beyond it is a regime no run draws, and the coverage test says so).
+constexpr std::size_t kMediumMaxValues = std::size_t(1) << 17;  // 512 KB of float32
+constexpr std::size_t kLargeMaxValues = std::size_t(3) << 21;   // 24 MB of float32
+// Above this many values a batch's values come from one drawn seed instead of value by value.
+constexpr std::size_t kPickedValues = 2048;
+// RapidCheck's sizes run 0…100 (kNominalSize) over a default run.
+constexpr int kMediumFromSize = 50;
+constexpr int kLargeAtSize = 100;
+
+// splitmix64: the source of a distribution's draw and of the values of seeded batches.
+struct Rng {
+  uint64_t s;
+  uint64_t next() {
+    uint64_t z = (s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
   }
+  double uniform() { return double(next() >> 11) * 0x1.0p-53; }  // [0, 1)
+  int in(int lo, int hi) {                                        // [lo, hi]
+    return hi <= lo ? lo : lo + int(next() % uint64_t(hi - lo + 1));
+  }
+  bool chance(double p) { return uniform() < p; }
+  // log-uniform integer in [lo, hi]
+  int log_in(int lo, int hi) {
+    if (hi <= lo) return lo;
+    return std::clamp(int(std::lround(std::exp(std::log(double(lo)) +
+                                                uniform() * (std::log(double(hi)) - std::log(double(lo)))))),
+                      lo, hi);
+  }
+};
+
+// An integer drawn by `draw` (any distribution, given RapidCheck's size) that shrinks towards
+// `lo` as an integer: from any draw the shrinker can reach the smallest value that still fails.
+rc::Gen<int> shrinking_int(int lo, std::function<int(Rng&, int size)> draw) {
+  return rc::Gen<int>([lo, draw](const rc::Random& random, int size) {
+    rc::Random r(random);
+    Rng rng{r.next()};
+    const int v = std::max(lo, draw(rng, size));
+    return rc::shrinkable::shrinkRecur(v, [lo](int x) { return rc::shrink::towards(x, lo); });
+  });
 }
 
-Shape shape(int min_T) {
-  const int B = *inRange(1, 5);
-  const int T = *inRange(min_T, 7);
-  return {B, T, features()};
+// A draw's upper end at RapidCheck size `size`, as RapidCheck's own ranges grow.
+int sized(int lo, int hi, int size) {
+  return lo + int((long long)(hi - lo) * std::clamp(size, 0, 100) / 100);
+}
+// The same, growing with the square of the size: the first fifth of a run stays at the
+// smallest widths, so the first counterexample a search meets is already small (a shrink of D
+// is tried once, before the values shrink: RapidCheck never returns to an earlier pick)
+int sized_slowly(int lo, int hi, int size) {
+  const long long s = std::clamp(size, 0, 100);
+  return lo + int((long long)(hi - lo) * s * s / 10000);
+}
+
+enum class Scale { small, medium, large };
+
+// D near a threshold (within a vector's width either side) or log-uniform below twice the
+// largest D threshold.
+int draw_medium_D(Rng& r) {
+  const int thresholds[] = {k::kLanes, k::kWideLanes, k::kRowGroupMaxD, k::kStatFeatures};
+  if (r.chance(1.0 / 6)) return r.in(1, 3);  // many rows of few features
+  if (r.chance(0.5)) {
+    const int t = thresholds[r.in(0, 3)];
+    return std::max(1, t + r.in(-k::kLanes - 1, k::kLanes + 1));
+  }
+  return r.log_in(1, 2 * std::max(k::kRowGroupMaxD, k::kStatFeatures) + 2 * k::kLanes);
+}
+
+// Rows (B·T) of D features for a medium case: across a row group, a multiple of BatchNorm's
+// smallest block, the parallel threshold, or BatchNorm's statistics block (two blocks or more).
+long long draw_medium_rows(Rng& r, int D) {
+  long long rows = 1;
+  switch (r.in(0, 3)) {
+    case 0: rows = r.in(k::kRowGroup, 4 * k::kRowGroup + k::kRowGroup - 1); break;
+    case 1: rows = (long long)k::kStatMinBlockRows * r.in(1, 4); break;
+    case 2: rows = (long long)(k::kParallelMinValues + D - 1) / D + r.in(-2, 2); break;
+    case 3: rows = (long long)k::stat_block_rows(D) * r.in(1, 2) + r.in(1, k::kStatMinBlockRows); break;
+  }
+  return std::clamp<long long>(rows, 1, (long long)(kMediumMaxValues / std::size_t(D)));
+}
+
+// A large case: past the streaming threshold (and so past kStatSegments BatchNorm blocks), D
+// from the row-group and feature-tile range so that the rows stay few enough to compare.
+int draw_large_D(Rng& r) {
+  if (r.chance(0.5)) {
+    const int t = r.chance(0.5) ? k::kRowGroupMaxD : k::kStatFeatures;
+    return std::max(1, t + r.in(-k::kLanes - 1, k::kLanes + 1));
+  }
+  return r.log_in(8 * k::kLanes, 8 * std::max(k::kRowGroupMaxD, k::kStatFeatures));
+}
+
+long long draw_large_rows(Rng& r, int D) {
+  const long long need = (long long)((k::kStreamMinBytes / sizeof(float) + std::size_t(D) - 1) / std::size_t(D));
+  return std::clamp<long long>(need + r.in(0, k::kStatMinBlockRows), 1,
+                               (long long)(kLargeMaxValues / std::size_t(D)));
+}
+
+}  // namespace
+
+int current_size() {
+  return *rc::gen::withSize([](int size) { return rc::gen::just(size); });
+}
+
+int integer(int lo, int hi, int toward) {
+  return *rc::Gen<int>([lo, hi, toward](const rc::Random& random, int) {
+    rc::Random r(random);
+    Rng rng{r.next()};
+    return rc::shrinkable::shrinkRecur(rng.in(lo, hi),
+                                       [toward](int x) { return rc::shrink::towards(x, toward); });
+  });
+}
+
+std::vector<int> integers(int n, int lo, int hi, int toward) {
+  std::vector<int> v(std::size_t(std::max(n, 0)));
+  if (n <= kFewPicks) {
+    for (auto& e : v) e = integer(lo, hi, toward);
+  } else {
+    Rng rng{*rc::gen::arbitrary<uint64_t>()};
+    for (auto& e : v) e = rng.in(lo, hi);
+  }
+  return v;
+}
+
+Shape shape(int min_T, Reach reach) {
+  // the scale is a pick of its own that shrinks towards small (then B, T and D are drawn
+  // afresh); B, T and D shrink as integers whatever scale drew them
+  const Scale scale = Scale(*shrinking_int(0, [reach](Rng& r, int s) {
+    if (reach == Reach::large && s >= kLargeAtSize) return int(Scale::large);
+    if (reach == Reach::parallel && r.chance(2.0 / 3)) return int(Scale::medium);
+    if (reach != Reach::small && s >= kMediumFromSize && r.chance(0.25)) return int(Scale::medium);
+    return int(Scale::small);
+  }));
+  const int D = *shrinking_int(1, [scale](Rng& r, int s) {
+    switch (scale) {
+      case Scale::small: {
+        const int hi = sized_slowly(1, k::kWideLanes + k::kLanes, s);
+        return r.chance(0.6) ? r.in(1, std::min(hi, k::kLanes + 1)) : r.in(1, hi);
+      }
+      case Scale::medium: return draw_medium_D(r);
+      case Scale::large: return draw_large_D(r);
+    }
+    return 1;
+  });
+  // the rows a scale aims at (a pick of its own), split into B sequences of T tokens; medium
+  // cases are now and then B sequences of one token (a decode step)
+  const long long rows = *shrinking_int(1, [scale, D](Rng& r, int) {
+    if (scale == Scale::small) return 1;
+    return int(scale == Scale::medium ? draw_medium_rows(r, D) : draw_large_rows(r, D));
+  });
+  const int B = *shrinking_int(1, [scale, rows, min_T](Rng& r, int s) {
+    if (scale == Scale::small) return r.in(1, sized(1, 4, s));
+    if (scale == Scale::medium && min_T <= 1 && rows <= 1024 && r.chance(0.25)) return int(rows);
+    return int(std::min<long long>(rows, r.in(1, 8)));
+  });
+  const int T = *shrinking_int(min_T, [scale, rows, B, min_T](Rng& r, int s) {
+    if (scale == Scale::small) return r.in(min_T, std::max(min_T, sized(1, 6, s)));
+    return int(std::max<long long>(min_T, (rows + B - 1) / B));
+  });
+  return {B, T, D};
 }
 
 Regime regime() {
-  return *weightedElement<Regime>({{12, Regime::normal},
+  return *weightedElement<Regime>({{10, Regime::normal},
+                                   {3, Regime::decimal},
                                    {1, Regime::large_offset},
                                    {1, Regime::tiny_variance},
+                                   {1, Regime::offset_tiny_variance},
                                    {1, Regime::constant_rows}});
 }
 
 Regime hard_regime() {
   return *weightedElement<Regime>({{3, Regime::normal},
+                                   {2, Regime::decimal},
                                    {2, Regime::large_offset},
                                    {2, Regime::tiny_variance},
+                                   {2, Regime::offset_tiny_variance},
                                    {2, Regime::constant_rows}});
 }
 
-Poison poison() { return *element(Poison::zero, Poison::huge, Poison::neg_inf, Poison::nan); }
+Regime bitwise_regime() {
+  return *weightedElement<Regime>({{3, Regime::decimal},
+                                   {2, Regime::dense},
+                                   {1, Regime::offset_tiny_variance},
+                                   {1, Regime::large_offset}});
+}
+
+Poison poison() { return *rc::gen::element(Poison::zero, Poison::huge, Poison::neg_inf, Poison::nan); }
 
 namespace {
 
 // Integers in [-m, m] that shrink towards 0 (inRange would shrink towards -m).
 rc::Gen<int> centered(int m) {
-  return rc::gen::map(inRange(0, 2 * m + 1), [](int k) { return k % 2 ? (k + 1) / 2 : -(k / 2); });
+  return rc::gen::map(inRange(0, 2 * m + 1), [](int v) { return v % 2 ? (v + 1) / 2 : -(v / 2); });
 }
 
 // D integers in one pick, so a token's values keep their place when D shrinks.
 std::vector<int> ints(int D, int m) {
   return *rc::gen::container<std::vector<int>>(std::size_t(D), centered(m));
+}
+
+// The offset of the offset_tiny_variance regime: 1e4, 1e5 or 1e6 times 1 + j/8.
+float big_offset(int e, int j) { return float(std::pow(10.0, e) * (1.0 + j / 8.0)); }
+
+// A token's values from a seeded source, in the regime's ranges; any float there, so sums round.
+void seeded_token(float* v, int D, Regime r, Rng& rng) {
+  switch (r) {
+    case Regime::normal:
+    case Regime::dense:
+      for (int d = 0; d < D; ++d) v[d] = float(rng.uniform() * 8.0 - 4.0);
+      break;
+    case Regime::decimal:
+      for (int d = 0; d < D; ++d) v[d] = float(rng.in(-400, 400)) / 10.0f;
+      break;
+    case Regime::large_offset:
+      for (int d = 0; d < D; ++d) v[d] = 1000.0f + float(rng.uniform() * 0.2 - 0.1);
+      break;
+    case Regime::tiny_variance: {
+      const float c = float(rng.in(-64, 64)) / 16.0f;
+      for (int d = 0; d < D; ++d) v[d] = c + float(rng.in(-2, 2)) / 16384.0f;
+      break;
+    }
+    case Regime::offset_tiny_variance: {
+      const float c = big_offset(rng.in(4, 6), rng.in(0, 7));
+      for (int d = 0; d < D; ++d) v[d] = c + float(rng.in(-32, 32)) / 16.0f;
+      break;
+    }
+    case Regime::constant_rows: {
+      const float c = float(rng.in(-64, 64)) / 16.0f;
+      for (int d = 0; d < D; ++d) v[d] = c;
+      break;
+    }
+  }
 }
 
 }  // namespace
@@ -80,29 +282,40 @@ std::vector<float> token(Regime r, int D) {
   std::vector<float> v(D);
   switch (r) {
     case Regime::normal: {  // k/16 in [-4, 4]
-      const auto k = ints(D, 64);
-      for (int d = 0; d < D; ++d) v[d] = float(k[d]) / 16.0f;
+      const auto q = ints(D, 64);
+      for (int d = 0; d < D; ++d) v[d] = float(q[d]) / 16.0f;
+      break;
+    }
+    case Regime::decimal: {  // k/10 in [-40, 40]
+      const auto q = ints(D, 400);
+      for (int d = 0; d < D; ++d) v[d] = float(q[d]) / 10.0f;
+      break;
+    }
+    case Regime::dense: {  // k·2^-18 in [-4, 4]
+      const auto q = ints(D, 1 << 20);
+      for (int d = 0; d < D; ++d) v[d] = float(q[d]) / 262144.0f;
       break;
     }
     case Regime::large_offset: {  // 1e3 ± 0.1 on a 2^-10 grid
-      const auto k = ints(D, 102);
-      for (int d = 0; d < D; ++d) v[d] = 1000.0f + float(k[d]) / 1024.0f;
+      const auto q = ints(D, 102);
+      for (int d = 0; d < D; ++d) v[d] = 1000.0f + float(q[d]) / 1024.0f;
       break;
     }
     case Regime::tiny_variance: {  // c ± 2·2^-14 around one centre per token
       const float c = float(*centered(64)) / 16.0f;
-      const auto k = ints(D, 2);
-      for (int d = 0; d < D; ++d) v[d] = c + float(k[d]) / 16384.0f;
+      const auto q = ints(D, 2);
+      for (int d = 0; d < D; ++d) v[d] = c + float(q[d]) / 16384.0f;
+      break;
+    }
+    case Regime::offset_tiny_variance: {  // 1e4…1e6 ± 2 on a 1/16 grid
+      const int e = *inRange(4, 7), j = *inRange(0, 8);
+      const auto q = ints(D, 32);
+      for (int d = 0; d < D; ++d) v[d] = big_offset(e, j) + float(q[d]) / 16.0f;
       break;
     }
     case Regime::constant_rows: {
       const float c = float(*centered(64)) / 16.0f;
       for (auto& e : v) e = c;
-      break;
-    }
-    case Regime::dense: {  // k·2^-18 in [-4, 4]
-      const auto k = ints(D, 1 << 20);
-      for (int d = 0; d < D; ++d) v[d] = float(k[d]) / 262144.0f;
       break;
     }
   }
@@ -126,44 +339,183 @@ void fill_padding(Batch& x, Poison p) {
 Batch batch(const Shape& s, Regime r, Poison p, const std::vector<int>& lengths) {
   Batch x(s.B, s.T, s.D);
   x.lengths = lengths;
-  for (int b = 0; b < s.B; ++b)
-    for (int t = 0; t < x.lengths[b]; ++t) {
-      const auto v = token(r, s.D);
-      std::copy(v.begin(), v.end(), &x.at(b, t, 0));
-    }
+  const std::size_t valid_values = std::size_t(x.valid_tokens()) * std::size_t(s.D);
+  if (valid_values > kPickedValues) {
+    // too many values to draw one by one: one seed (shrinking it draws other values)
+    Rng rng{*rc::gen::arbitrary<uint64_t>()};
+    for (int b = 0; b < s.B; ++b)
+      for (int t = 0; t < x.lengths[b]; ++t) seeded_token(&x.at(b, t, 0), s.D, r, rng);
+  } else {
+    for (int b = 0; b < s.B; ++b)
+      for (int t = 0; t < x.lengths[b]; ++t) {
+        const auto v = token(r, s.D);
+        std::copy(v.begin(), v.end(), &x.at(b, t, 0));
+      }
+  }
   fill_padding(x, p);
+  classify(x);
+  classify(r);
+  bool padded = false;
+  for (int b = 0; b < x.B; ++b) padded = padded || x.lengths[b] < x.T;
+  if (padded) coverage::note(std::string("poison:") + to_string(p));
   return x;
 }
 
-Batch batch(const Shape& s, Regime r, Poison p, int min_len) {
+Batch batch(const Shape& s, Regime r, Poison p, int min_len, bool allow_empty) {
   std::vector<int> lengths(s.B);
-  for (auto& l : lengths) l = *inRange(std::min(min_len, s.T), s.T + 1);
+  const int lo = std::min(min_len, s.T);
+  if (s.B > kFewPicks) {  // many sequences: their lengths from one seed
+    Rng rng{*rc::gen::arbitrary<uint64_t>()};
+    for (auto& l : lengths)
+      l = allow_empty && rng.chance(0.1) ? 0 : rng.chance(0.5) ? s.T : rng.in(lo, s.T);
+    return batch(s, r, p, lengths);
+  }
+  for (auto& l : lengths) {
+    // a few empty sequences (fully masked), when there are others
+    if (allow_empty && s.B >= 2 && *shrinking_int(0, [](Rng& g, int) { return g.chance(0.1) ? 1 : 0; }))
+      l = 0;
+    else
+      l = *shrinking_int(lo, [lo, T = s.T](Rng& g, int) { return g.chance(0.5) ? T : g.in(lo, T); });
+  }
   return batch(s, r, p, lengths);
 }
+
+void make_extreme(Batch& x) {
+  constexpr int kMixed = 99;
+  for (int b = 0; b < x.B; ++b)
+    for (int t = 0; t < x.lengths[b]; ++t) {
+      const int e = *weightedElement<int>(
+          {{2, 0}, {1, -38}, {1, -30}, {1, -20}, {1, 20}, {1, 25}, {2, 30}, {2, kMixed}});
+      float* v = &x.at(b, t, 0);
+      if (e == kMixed) {
+        for (int d = 0; d < x.D; ++d)
+          if (std::abs(v[d]) >= 2.0f) v[d] = v[d] > 0 ? 1e30f : -1e30f;
+        coverage::note("magnitude:mixed with ±1e30");
+      } else {
+        const double m = std::pow(10.0, e);
+        for (int d = 0; d < x.D; ++d) v[d] = float(double(v[d]) * m);
+        coverage::note("magnitude:1e" + std::to_string(e));
+      }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// classification
+
+namespace {
+
+struct SizeClass {
+  const char* name;
+  bool (*holds)(long long rows, int D, long long values);
+};
+
+// Every regime a kernel threshold defines (norms/kernels.hpp), on both sides of it.
+const std::vector<SizeClass>& size_classes() {
+  static const std::vector<SizeClass> all = {
+      {"D<kLanes", [](long long, int D, long long) { return D < k::kLanes; }},
+      {"D>kLanes, D%kLanes!=0 (vector tail)",
+       [](long long, int D, long long) { return D > k::kLanes && D % k::kLanes != 0; }},
+      {"D>=kWideLanes", [](long long, int D, long long) { return D >= k::kWideLanes; }},
+      {"D>=kWideLanes, D%kWideLanes!=0 (wide tail)",
+       [](long long, int D, long long) { return D > k::kWideLanes && D % k::kWideLanes != 0; }},
+      {"rows<kRowGroup", [](long long rows, int, long long) { return rows < k::kRowGroup; }},
+      {"rows>=kRowGroup, D<=kRowGroupMaxD (row groups)",
+       [](long long rows, int D, long long) { return rows >= k::kRowGroup && D <= k::kRowGroupMaxD; }},
+      {"rows>kRowGroup, rows%kRowGroup!=0 (group tail)",
+       [](long long rows, int, long long) { return rows > k::kRowGroup && rows % k::kRowGroup != 0; }},
+      {"rows>=kRowGroup, D>kRowGroupMaxD (rows one by one)",
+       [](long long rows, int D, long long) { return rows >= k::kRowGroup && D > k::kRowGroupMaxD; }},
+      {"rows%kStatMinBlockRows==0 (multiple of 16 rows)",
+       [](long long rows, int, long long) { return rows >= k::kStatMinBlockRows && rows % k::kStatMinBlockRows == 0; }},
+      {"values<kParallelMinValues", [](long long, int, long long v) { return v < (long long)k::kParallelMinValues; }},
+      {"values>=kParallelMinValues", [](long long, int, long long v) { return v >= (long long)k::kParallelMinValues; }},
+      {"D>kStatFeatures (feature tiles)", [](long long, int D, long long) { return D > k::kStatFeatures; }},
+      {"rows>stat_block_rows(D) (BatchNorm blocks merged)",
+       [](long long rows, int D, long long) { return rows > k::stat_block_rows(D); }},
+      {"blocks>kStatSegments (segments of several blocks)",
+       [](long long rows, int D, long long) {
+         return rows > (long long)k::kStatSegments * k::stat_block_rows(D);
+       }},
+      {"bytes<kStreamMinBytes", [](long long, int, long long v) {
+         return std::size_t(v) * sizeof(float) < k::kStreamMinBytes;
+       }},
+      {"bytes>=kStreamMinBytes (non-temporal stores)", [](long long, int, long long v) {
+         return std::size_t(v) * sizeof(float) >= k::kStreamMinBytes;
+       }},
+  };
+  return all;
+}
+
+}  // namespace
+
+void classify(const Batch& x) {
+  const long long rows = (long long)x.B * x.T, values = rows * x.D;
+  for (const auto& c : size_classes())
+    if (c.holds(rows, x.D, values)) coverage::note(c.name);
+  if (x.T == 1) coverage::note("T=1");
+  for (int b = 0; b < x.B; ++b)
+    if (x.lengths[b] == 0) coverage::note("empty sequence");
+}
+
+void classify(Regime r) { coverage::note(std::string("regime:") + to_string(r)); }
+
+std::vector<std::string> threshold_classes() {
+  std::vector<std::string> out;
+  for (const auto& c : size_classes()) out.push_back(c.name);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// parameters
 
 Params params(const LayerEntry& layer, int D) {
   Params p;
   const auto& spec = layer.params;
   if (spec.affine) {
-    for (int k : ints(D, 4)) p.gamma.push_back(float(8 + k) / 8.0f);  // [0.5, 1.5], shrinks to 1
+    for (int q : ints(D, 4)) p.gamma.push_back(float(8 + q) / 8.0f);  // [0.5, 1.5], shrinks to 1
     if (spec.bias)
-      for (int k : ints(D, 8)) p.beta.push_back(float(k) / 8.0f);  // [-1, 1], shrinks to 0
+      for (int q : ints(D, 8)) p.beta.push_back(float(q) / 8.0f);  // [-1, 1], shrinks to 0
   }
-  p.eps = *element(1e-5, 1e-6);
-  if (spec.momentum) p.momentum = *element(0.1, 0.5, 1.0);
-  const PickInt pick = [](int lo, int hi) { return *inRange(lo, hi + 1); };
+  // parameters are drawn over their whole range at every size (they do not grow with a case)
+  const PickInt pick = [](int lo, int hi) {
+    return *shrinking_int(lo, [lo, hi](Rng& r, int) { return r.in(lo, hi); });
+  };
+  p.eps = eps_param().draw(D, pick);
+  if (spec.momentum) p.momentum = *rc::gen::element(0.1, 0.5, 1.0);
   for (const auto& def : spec.named) p.named[def.name] = def.draw(D, pick);
   return p;
 }
 
 State state(int D) {
   State s;
-  for (int k : ints(D, 8)) s.running_mean.push_back(double(k) / 8.0);
-  for (int k : ints(D, 4)) s.running_var.push_back(double(8 + k) / 8.0);
+  for (int q : ints(D, 8)) s.running_mean.push_back(double(q) / 8.0);
+  for (int q : ints(D, 4)) s.running_var.push_back(double(8 + q) / 8.0);
   return s;
 }
 
 float scale_factor() { return float(*inRange(1, 17)) / 4.0f; }
 float shift_amount() { return float(*centered(16)) / 4.0f; }
+
+std::vector<float> scale_factors(int n) {
+  if (n <= kFewPicks) {
+    std::vector<float> v(std::size_t(std::max(n, 0)));
+    for (auto& e : v) e = scale_factor();
+    return v;
+  }
+  std::vector<float> v;
+  for (int q : integers(n, 1, 16, 4)) v.push_back(float(q) / 4.0f);
+  return v;
+}
+
+std::vector<float> shift_amounts(int n) {
+  if (n <= kFewPicks) {
+    std::vector<float> v(std::size_t(std::max(n, 0)));
+    for (auto& e : v) e = shift_amount();
+    return v;
+  }
+  std::vector<float> v;
+  for (int q : integers(n, -16, 16, 0)) v.push_back(float(q) / 4.0f);
+  return v;
+}
 
 }  // namespace normcheck::gen

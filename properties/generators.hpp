@@ -1,7 +1,25 @@
-// RapidCheck generators for padded batches. Values are drawn on exact float32 grids from
-// integers, so counterexamples shrink to small readable numbers (k/16) and every related input
-// (a shift by k/4, a scale by k/4 or a power of two) is computed exactly where it can be.
+// RapidCheck generators for padded batches.
+//
+// Sizes. B, T and D are integers drawn from distributions that aim at the kernels' own
+// thresholds (norms/kernels.hpp: vector lanes, row groups, the parallel and streaming
+// thresholds, BatchNorm's statistics blocks — read from the constants, never copied) and that
+// shrink as integers towards their smallest value, so a counterexample ends at the smallest
+// size that still fails and vector tails are covered by generation, not by a fixed list of
+// awkward sizes. Cases grow with RapidCheck's size: medium cases (a row group, a BatchNorm
+// block, the parallel threshold) appear from size 50 on, and a property that asks for them gets
+// one large case (past the 8 MB streaming threshold) at the largest size, which every run of
+// 100 cases reaches exactly once.
+//
+// Values. Small cases are drawn value by value on readable grids (k/16, k/10) so that
+// counterexamples shrink to small numbers; large ones from one drawn seed. Regimes: dyadic k/16
+// (exact sums), decimal k/10 and dense values (sums that round in float32, for the bitwise
+// properties), large offsets, tiny variance, a large offset with tiny variance, constant tokens.
+//
+// Every draw notes its classes in the case's coverage (properties/coverage.hpp).
 #pragma once
+
+#include <string>
+#include <vector>
 
 #include <rapidcheck.h>
 
@@ -9,9 +27,15 @@
 
 namespace normcheck::gen {
 
-// dense: values on a fine 2^-18 grid, so that sums round and any change of reduction order
-// shows in the last bits (thread and batch determinism)
-enum class Regime { normal, large_offset, tiny_variance, constant_rows, dense };
+enum class Regime {
+  normal,                // k/16 in [-4, 4]: dyadic, sums are exact
+  decimal,               // k/10 in [-40, 40]: not dyadic, sums round in float32
+  dense,                 // k·2^-18 in [-4, 4] (large cases: any float in [-4, 4])
+  large_offset,          // 1e3 ± 0.1
+  tiny_variance,         // c ± 2·2^-14
+  offset_tiny_variance,  // 1e4…1e6 ± a few sixteenths: E[x²] − E[x]² cancels completely
+  constant_rows,         // every feature of a token equal
+};
 enum class Poison { zero, huge, neg_inf, nan };
 const char* to_string(Regime r);
 const char* to_string(Poison p);
@@ -21,27 +45,61 @@ struct Shape {
   int B, T, D;
 };
 
-// Shapes: B in [1, 4], T in [1, 6], D biased to odd and awkward sizes (1, 7, 31, 33, 100).
-Shape shape(int min_T = 1);
-int features();
-Regime regime();        // mostly normal; hard regimes weighted in
-Regime hard_regime();   // large offsets, tiny variance and constant rows weighted up
+// How large a property's cases may grow: small (at most 4 × 6 × 40 values), medium (from size
+// 50 on, a quarter of the cases reach row groups, BatchNorm blocks, the parallel threshold: up
+// to a few hundred thousand values), parallel (two thirds of the cases medium, at any size: the
+// thread-count properties) and large (medium, and one case a run past the streaming threshold).
+enum class Reach { small, medium, parallel, large };
+
+// B ≥ 1, T ≥ min_T, D ≥ 1 within `reach`, each shrinking towards its minimum.
+Shape shape(int min_T = 1, Reach reach = Reach::small);
+Regime regime();          // mostly normal; the other regimes weighted in
+Regime hard_regime();     // large offsets, tiny variance and constant rows weighted up
+Regime bitwise_regime();  // values whose float32 sums round: for the bitwise properties
 Poison poison();
 
-// One token of D features in a regime.
+// One token of D features in a regime (drawn value by value).
 std::vector<float> token(Regime r, int D);
-// A batch with random lengths in [min_len, T] and poison at every padding position.
-Batch batch(const Shape& s, Regime r, Poison p, int min_len = 1);
+// A batch with random lengths in [min_len, T] and poison at every padding position; with
+// allow_empty, a sequence (of a batch of ≥ 2) is now and then empty (length 0).
+Batch batch(const Shape& s, Regime r, Poison p, int min_len = 1, bool allow_empty = false);
 Batch batch(const Shape& s, Regime r, Poison p, const std::vector<int>& lengths);
 void fill_padding(Batch& x, Poison p);
 // Replaces the valid tokens after position s of sequence b with fresh ones (causality).
 void replace_after(Batch& x, int b, int s);
 
+// The same batch with each valid token's magnitude drawn on its own: ordinary, 1e-38 (subnormal
+// floats), 1e-30, 1e-20, 1e20, 1e25, 1e30 (values up to ±4e30), or ordinary values with some
+// ±1e30 among them. Each token's magnitude shrinks towards ordinary. Every value stays finite.
+void make_extreme(Batch& x);
+
+// Notes in the case's coverage what a batch is: its sizes relative to every kernel threshold,
+// T = 1, empty sequences, the regime and the padding's poison. batch() calls it.
+void classify(const Batch& x);
+void classify(Regime r);
+// The classes a kernel threshold defines, each on both sides of its threshold where both are
+// reachable: a default run must draw every one of them (properties/tests/coverage_test.cpp).
+std::vector<std::string> threshold_classes();
+
+// γ, β, ε (layer.params.eps_param: log-uniform over 1e-12…1e-2), momentum and the named
+// parameters of a layer.
 Params params(const LayerEntry& layer, int D);
 State state(int D);
 
-// Multipliers k/4 in [0.25, 4] and shifts k/4 in [-4, 4].
+// Multipliers k/4 in [0.25, 4] and shifts k/4 in [-4, 4]; n of them at once.
 float scale_factor();
 float shift_amount();
+std::vector<float> scale_factors(int n);
+std::vector<float> shift_amounts(int n);
+
+// RapidCheck's current size (0…100 in a default run).
+int current_size();
+// An integer uniform over [lo, hi] at every size, shrinking towards `toward` (in [lo, hi]).
+int integer(int lo, int hi, int toward);
+// n integers uniform over [lo, hi], each shrinking towards `toward`: one pick each for a few
+// (kFewPicks), else from one drawn seed — a large case must not cost thousands of picks, each
+// a shrink candidate that reruns the case.
+constexpr int kFewPicks = 16;
+std::vector<int> integers(int n, int lo, int hi, int toward);
 
 }  // namespace normcheck::gen

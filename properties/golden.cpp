@@ -57,7 +57,7 @@ long long whole_number(const json& v, const std::string& field, double lo, doubl
   return (long long)d;
 }
 
-Tolerance tolerance(const json& c, Impl impl) {
+Tolerance tolerance(const json& c, Impl impl, double reference_share) {
   Tolerance t;
   if (c.contains("tolerance")) {
     const json& j = c["tolerance"];
@@ -72,8 +72,8 @@ Tolerance tolerance(const json& c, Impl impl) {
     }
   }
   if (impl == Impl::reference) {  // double precision: 1e-4 of the float bound (about 1e-9)
-    t.atol *= 1e-4;
-    t.rtol = 1e-9;
+    t.atol *= reference_share;
+    t.rtol = reference_share == 1e-4 ? 1e-9 : t.rtol * reference_share;
   }
   return t;
 }
@@ -243,6 +243,12 @@ std::string default_golden_path() {
   if (const char* env = std::getenv("NORMCHECK_GOLDEN")) return env;
   if (std::ifstream(NORMCHECK_GOLDEN_PATH)) return NORMCHECK_GOLDEN_PATH;
   return NORMCHECK_GOLDEN_INSTALLED;
+}
+
+std::string default_block_golden_path() {
+  if (const char* env = std::getenv("NORMCHECK_BLOCK_GOLDEN")) return env;
+  if (std::ifstream(NORMCHECK_BLOCK_GOLDEN_PATH)) return NORMCHECK_BLOCK_GOLDEN_PATH;
+  return NORMCHECK_BLOCK_GOLDEN_INSTALLED;
 }
 
 json load_golden(const std::string& path) {

@@ -1,4 +1,5 @@
-// Golden conformance: expected outputs computed by PyTorch (golden/pytorch_golden.json).
+// Golden conformance: expected outputs computed by PyTorch (golden/pytorch_golden.json, and the
+// Transformer block's golden/pytorch_block_golden.json).
 #pragma once
 
 #include <functional>
@@ -8,8 +9,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "attention/registry.hpp"
-#include "norms/registry.hpp"
+#include <normcheck/attention/block.hpp>
+#include <normcheck/attention/registry.hpp>
+#include <normcheck/norms/registry.hpp>
 
 namespace normcheck {
 
@@ -45,6 +47,9 @@ nlohmann::json load_golden(const std::string& path);
 GoldenOutcome check_norm_golden_case(const nlohmann::json& c, Impl impl, const LayerRow& row);
 GoldenOutcome check_sdpa_golden_case(const nlohmann::json& c, Impl impl, const AttentionEntry& e);
 GoldenOutcome check_mha_golden_case(const nlohmann::json& c, Impl impl, const AttentionEntry& e);
+// Op "block" (golden/pytorch_block_golden.json): the case's norm inside `block` (the built-in
+// block, or a variant a mutant row runs), by teacher forcing.
+GoldenOutcome check_block_golden_case(const nlohmann::json& c, Impl impl, const BlockEntry& block);
 
 // Helpers for golden checkers of other ops (attention): a numeric array field of the expected
 // size (throws InvalidInput naming the field), and the comparison with the case's tolerance.
@@ -71,7 +76,9 @@ constexpr std::size_t kMaxValues = std::size_t(1) << 26;
 struct Tolerance {
   double atol = 1e-5, rtol = 1e-5;
 };
-Tolerance tolerance(const nlohmann::json& c, Impl impl);
+// The case's float32 bound; for the reference `reference_share` of it (1e-4: about 1e-9, for a
+// reference that is double throughout).
+Tolerance tolerance(const nlohmann::json& c, Impl impl, double reference_share = 1e-4);
 // Compares got with want at every index `include(i)` accepts; the first failure goes to o.error.
 void compare(GoldenOutcome& o, const std::string& field, const std::vector<double>& got,
              const std::vector<double>& want, const Tolerance& tol,
@@ -89,7 +96,9 @@ GoldenOutcome run_case(const nlohmann::json& c, Impl impl,
 void run_kernel(const std::string& op, const std::function<void()>& kernel);
 }  // namespace golden
 
-// The path of the project's copy of the golden file (set at build time).
+// The path of the project's copy of the golden file (set at build time; NORMCHECK_GOLDEN
+// overrides it), and of the block golden file (NORMCHECK_BLOCK_GOLDEN).
 std::string default_golden_path();
+std::string default_block_golden_path();
 
 }  // namespace normcheck

@@ -9,6 +9,8 @@
 // error; the values carry (E + 1)·u·v̂ and the out-projection (E + 1)·u·|o|, all taken to y
 // through |W_o|. k_s = (dh + 2E + 4)/32 and k_v = (E + 1)/32 turn those counts of u into
 // 2e-6·cond.
+#include <map>
+
 #include "properties/attention_cases.hpp"
 #include "properties/generators.hpp"
 
@@ -327,38 +329,48 @@ CaseOutcome causality(const AttentionEntry& e, Impl impl) {
   const MhaCase c = draw({.causal = Causal::always, .queries = Queries::self});
   const int b = *inRange(0, c.B);
   const int s = *inRange(0, c.Tq);
+  // the future: fresh tokens one time in five, else poison (its queries, keys and values too)
+  const bool fresh = *one_in(5);
+  const Poison poison = fresh ? Poison::nan : draw_poison();
   MhaCase c2 = c;
   for (int t = s + 1; t < c.Tq; ++t) {
-    const auto v = values(c.E());
+    const auto v = fresh ? values(c.E()) : std::vector<float>(c.E(), poison_value(poison));
     std::copy(v.begin(), v.end(), c2.q_tok(b, t));
   }
   c2.sync();
+  if (!fresh && poison != Poison::huge && s + 1 < c.Tq && s / kSdpaQueryTile == (s + 1) / kSdpaQueryTile &&
+      spec_visible(c.Tq, c.Tk, c.m, b, s + 1) > std::max(1, spec_visible(c.Tq, c.Tk, c.m, b, s)))
+    classify(regime::mixed_horizons);
   return compare(e, impl, c, c2,
-                 "tokens after position " + std::to_string(s) + " of sequence " + std::to_string(b) + " replaced",
+                 "tokens after position " + std::to_string(s) + " of sequence " + std::to_string(b) + " set to " +
+                     (fresh ? std::string("fresh values") : to_string(poison)),
                  rows_where([&](const Index& r) { return r[0] == b && r[1] <= s; }));
 }
 
 CaseOutcome key_padding_invariance(const AttentionEntry& e, Impl impl) {
   const MhaCase c = draw({.queries = Queries::self});
   const int extra = *inRange(0, 4);
-  const int poison = *rc::gen::element(0, 1, 2);
-  const float pv[] = {kNaN, 1e30f, 1000.0f};
-  const char* poison_name[] = {"NaN", "1e30", "1000"};
+  // 1000 one time in five (a finite value a leak moves far), else poison
+  const bool v1000 = *one_in(5);
+  const Poison poison = v1000 ? Poison::huge : draw_poison();
+  const float pv = v1000 ? 1000.0f : poison_value(poison);
   MhaCase c2 = c;
   c2.Tq = c2.Tk = c.Tq + extra;
   c2.query = values(std::size_t(c.B) * c2.Tq * c.E());
   for (int b = 0; b < c.B; ++b)
     for (int t = 0; t < c2.Tq; ++t) {
       if (t >= c.m.key_lengths[b])
-        std::fill_n(c2.q_tok(b, t), c.E(), pv[poison]);
+        std::fill_n(c2.q_tok(b, t), c.E(), pv);
       else
         std::copy_n(c.q_tok(b, t), c.E(), c2.q_tok(b, t));
     }
   c2.sync();
   return compare(e, impl, c, c2,
-                 std::to_string(extra) + " padding tokens appended, every padded token set to " + poison_name[poison],
+                 std::to_string(extra) + " padding tokens appended, every padded token set to " +
+                     (v1000 ? std::string("1000") : to_string(poison)),
                  rows_where([&](const Index& r) { return r[1] < c.m.key_lengths[r[0]]; }),
-                 /*poisoned=*/poison == 0);  // NaN only in padding tokens: a NaN out leaked
+                 // NaN only in padding tokens: a NaN out leaked
+                 /*poisoned=*/!v1000 && poison == Poison::nan);
 }
 
 CaseOutcome kv_permutation_invariance(const AttentionEntry& e, Impl impl) {
@@ -509,8 +521,48 @@ CaseOutcome large_logit_stability(const AttentionEntry& e, Impl impl) {
   return outcome(d, note, [&] { return record(A, B); });
 }
 
+// Logits rising with the memory position (the FlashAttention rescale regime: every later key
+// tile raises each row's running maximum): feature 0 of memory token j plus j/2; in every head,
+// key dimension 0 reads feature 0 with weight 1/2 and query dimension 0 is the constant 2 (its
+// W_q row zero, its bias 2), so each logit climbs by j/2/√dh on top of the drawn ones. Exact in
+// float32 for the drawn values.
+void rising_memory(MhaCase& c) {
+  const int E = c.E(), dh = c.w.head_dim();
+  for (int h = 0; h < c.w.H; ++h) {
+    const int q = h * dh, k = E + h * dh;
+    std::fill_n(&c.w.in_proj_weight[std::size_t(q) * E], E, 0.0f);
+    c.w.in_proj_bias[q] = 2.0f;
+    c.w.in_proj_weight[std::size_t(k) * E] = 0.5f;
+  }
+  for (int b = 0; b < c.B; ++b)
+    for (int j = 0; j < c.Tk; ++j) c.m_tok(b, j)[0] += float(j) / 2.0f;
+  if (c.self) c.query = c.memory;
+}
+
+// Classifies a case in which some row's maxima rise across key tiles (on the reference's logits
+// of the visible keys).
+void classify_rising(const MhaCase& c) {
+  if (c.Tk <= kSdpaKeyTile) return;
+  const MhaHeads h = mha_reference_heads(c.w, widen(c.query), widen(c.memory), c.B, c.Tq, c.Tk, c.m);
+  const int H = c.w.H, dh = c.w.head_dim();
+  for (int b = 0; b < c.B; ++b)
+    for (int hd = 0; hd < H; ++hd)
+      for (int i = 0; i < c.Tq; ++i) {
+        std::vector<double> s(spec_visible(c.Tq, c.Tk, c.m, b, i));
+        for (int j = 0; j < int(s.size()); ++j)
+          for (int d = 0; d < dh; ++d)
+            s[j] += h.q[((std::size_t(b) * H + hd) * c.Tq + i) * dh + d] * h.k[((std::size_t(b) * H + hd) * c.Tk + j) * dh + d];
+        for (auto& x : s) x *= default_scale(dh);
+        if (rises_across_key_tiles(s)) return classify(regime::rising_maxima);
+      }
+}
+
 CaseOutcome reference_agreement(const AttentionEntry& e, Impl) {
-  MhaCase c = draw();
+  // the kernel's tiling is what this compares: half the cases over several tiles, one in eight
+  // a single query against a single token
+  MhaCase c = *one_in(8) ? draw({.T = {1, 1}, .tiles_one_in = 0}) : draw({.tiles_one_in = 2});
+  const bool rising = c.Tk > kSdpaKeyTile && *chance(3, 4);
+  if (rising) rising_memory(c);
   const bool rough = *rc::gen::arbitrary<bool>();
   if (rough) {
     for (auto* v : {&c.query, &c.w.in_proj_weight, &c.w.in_proj_bias, &c.w.out_proj_weight, &c.w.out_proj_bias})
@@ -518,26 +570,29 @@ CaseOutcome reference_agreement(const AttentionEntry& e, Impl) {
     if (!c.self) roughen(c.memory, 5);
     c.sync();
   }
-  const int poison = *rc::gen::element(0, 1, 2);
-  const float pv[] = {0.0f, kNaN, 1e30f};
-  if (poison)
+  classify_rising(c);
+  const bool poisoned = *chance(3, 4);
+  const Poison poison = poisoned ? draw_poison() : Poison::nan;
+  if (poisoned)
     for (int b = 0; b < c.B; ++b)
       for (int t = c.m.key_lengths[b]; t < c.Tk; ++t) {
-        std::fill_n(c.m_tok(b, t), c.E(), pv[poison]);
-        if (c.self) std::fill_n(c.q_tok(b, t), c.E(), pv[poison]);
+        std::fill_n(c.m_tok(b, t), c.E(), poison_value(poison));
+        if (c.self) std::fill_n(c.q_tok(b, t), c.E(), poison_value(poison));
       }
   const Side A = side(e, Impl::optimized, c, true), B = side(e, Impl::reference, c, true);
   // a poisoned query's own row is not compared
-  auto keep = [&](int b, int i) { return !(c.self && poison && i >= c.m.key_lengths[b]); };
+  auto keep = [&](int b, int i) { return !(c.self && poisoned && i >= c.m.key_lengths[b]); };
   Diff d(kLabels);
-  if (poison == 1) d.poisoned_unread();  // NaN only in padded tokens, whose rows are not compared
+  // NaN only in padded tokens, whose rows are not compared
+  if (poisoned && poison == Poison::nan) d.poisoned_unread();
   compare_rows(d, rows(A), rows(B), rows_where([&](const Index& r) { return keep(r[0], r[1]); }));
   // a weight's relative error is at most twice its row's logit error
   compare_weights(
       d, c.heads(), A.r.weights, B.r.weights,
       [&](int b, int h, int i) { return B.cond.logits[(std::size_t(b) * c.w.H + h) * c.Tq + i]; }, keep);
-  return outcome(d, std::string("optimized (a) vs reference (b)") + (rough ? ", values off the dyadic grid" : "") +
-                        (poison ? ", padded memory tokens poisoned" : ""),
+  return outcome(d, std::string("optimized (a) vs reference (b)") + (rising ? ", memory rising along feature 0" : "") +
+                        (rough ? ", values off the dyadic grid" : "") +
+                        (poisoned ? std::string(", padded memory tokens set to ") + to_string(poison) : ""),
                  [&] { return record(A, B); });
 }
 
@@ -554,6 +609,116 @@ CaseOutcome thread_determinism(const AttentionEntry& e, Impl) {
         compare_weights(d, c.heads(), one.r.weights, many.r.weights);
       },
       record);
+}
+
+namespace {
+
+// y of one query that sees exactly memory token m_0: its weight is 1, so y = W_o·(W_v·m_0 + b_v)
+// + b_o (long double, from the weights alone).
+std::vector<double> one_key_output(const MhaWeights& w, const float* m0) {
+  const int E = w.E;
+  std::vector<long double> v(E);
+  for (int o = 0; o < E; ++o) {
+    long double a = w.in_proj_bias[2 * E + o];
+    for (int k = 0; k < E; ++k) a += (long double)w.in_proj_weight[std::size_t(2 * E + o) * E + k] * m0[k];
+    v[o] = a;
+  }
+  std::vector<double> y(E);
+  for (int o = 0; o < E; ++o) {
+    long double a = w.out_proj_bias[o];
+    for (int k = 0; k < E; ++k) a += (long double)w.out_proj_weight[std::size_t(o) * E + k] * v[k];
+    y[o] = double(a);
+  }
+  return y;
+}
+
+// Every compared query of c against what the masks' formula says it sees (spec_visible): the
+// queries of sequence b that see n memory tokens, in one call without a mask against b's first n
+// memory tokens; n = 0 gives out_proj_bias and n = 1 out_proj(v_0) (one_key_output), with no
+// kernel call. keep(b, i): the query is compared (a poisoned padded query is not).
+CaseOutcome against_prefixes(const AttentionEntry& e, Impl impl, const MhaCase& c, const std::string& note,
+                             const std::function<bool(int b, int i)>& keep) {
+  const Side A = side(e, impl, c);
+  const int E = c.E();
+  struct Prefix {
+    int b, n;
+    std::vector<int> queries;
+    Side side;  // a kernel call (n ≥ 2) or the closed form in side.r.out (n ≤ 1)
+  };
+  std::vector<Prefix> prefixes;
+  for (int b = 0; b < c.B; ++b) {
+    std::map<int, std::vector<int>> by_count;
+    for (int i = 0; i < c.Tq; ++i)
+      if (keep(b, i)) by_count[spec_visible(c.Tq, c.Tk, c.m, b, i)].push_back(i);
+    for (const auto& [n, queries] : by_count) {
+      MhaCase p;
+      p.w = c.w;
+      p.B = 1;
+      p.Tq = int(queries.size());
+      p.Tk = std::max(n, 1);
+      p.self = false;
+      for (int i : queries) p.query.insert(p.query.end(), c.q_tok(b, i), c.q_tok(b, i) + E);
+      p.memory.assign(c.m_tok(b, 0), c.m_tok(b, 0) + std::size_t(p.Tk) * E);
+      if (n >= 2) {
+        prefixes.push_back({b, n, queries, side(e, impl, std::move(p))});
+        continue;
+      }
+      Output closed;
+      const std::vector<double> y = n == 1 ? one_key_output(c.w, c.m_tok(b, 0))
+                                           : std::vector<double>(c.w.out_proj_bias.begin(), c.w.out_proj_bias.end());
+      for (std::size_t r = 0; r < queries.size(); ++r) closed.insert(closed.end(), y.begin(), y.end());
+      prefixes.push_back({b, n, queries,
+                          Side{std::move(p), n ? "out_proj(v_0) (one visible token)" : "out_proj_bias (no visible token)",
+                               {closed, {}}}});
+    }
+  }
+  Diff d(kLabels);
+  for (std::size_t k = 0; k < prefixes.size(); ++k) {
+    const Prefix& p = prefixes[k];
+    OutRows r = rows(p.side.c, p.side.r.out, &p.side.cond.y, int(k));
+    compare_rows(d, rows(A), r, [&](const Index& row) { return Index{p.b, p.queries[row[1]]}; });
+  }
+  return outcome(d, note + "; the kernel (a) vs each query against its visible prefix alone, no mask (b)", [&] {
+    json calls = json::array();
+    for (const Prefix& p : prefixes) {
+      json j = call(p.side, c.w);
+      j["attributes"]["sequence"] = p.b;
+      j["attributes"]["visible_tokens"] = p.n;
+      j["attributes"]["queries"] = p.queries;
+      j["attributes"]["computed_by"] = p.side.implementation;
+      calls.push_back(std::move(j));
+    }
+    return CaseRecord{.params = params(c),
+                      .input = side_json(A.implementation, json::array({call(A, c.w)})),
+                      .related = side_json(to_string(impl), std::move(calls))};
+  });
+}
+
+}  // namespace
+
+CaseOutcome causal_mask_semantics(const AttentionEntry& e, Impl impl) {
+  // self-attention one time in two (its first token sees itself alone), else a block of Tq
+  // queries against Tk ≥ Tq memory tokens (bottom-right)
+  const bool self = *rc::gen::arbitrary<bool>();
+  const MhaCase c = draw({.causal = Causal::always, .queries = self ? Queries::self : Queries::at_most_keys,
+                          .padding = false, .tiles_one_in = 3});
+  return against_prefixes(e, impl, c,
+                          "causal attention of " + std::to_string(c.Tq) + " queries against " + std::to_string(c.Tk) +
+                              " memory tokens",
+                          [](int, int) { return true; });
+}
+
+CaseOutcome key_padding_semantics(const AttentionEntry& e, Impl impl) {
+  const bool self = *rc::gen::arbitrary<bool>();
+  MhaCase c = draw({.queries = self ? Queries::self : Queries::at_most_keys, .tiles_one_in = 3});
+  const Poison poison = draw_poison();
+  for (int b = 0; b < c.B; ++b)
+    for (int t = c.m.key_lengths[b]; t < c.Tk; ++t) std::fill_n(c.m_tok(b, t), c.E(), poison_value(poison));
+  if (c.self) c.query = c.memory;
+  return against_prefixes(e, impl, c,
+                          std::string("key lengths ") + list(c.m.key_lengths) + (c.m.causal ? " with the causal mask" : "") +
+                              ", padded memory tokens set to " + to_string(poison),
+                          [&](int b, int i) { return !c.self || i < c.m.key_lengths[b]; });
 }
 
 }  // namespace normcheck::attn::mha

@@ -9,6 +9,8 @@
 // (dh + 2)·u·cond < 2e-6·cond for dh ≤ 31; exp, the normalization and the value sums stay within
 // 1e-5 + 1e-5·|b|. Where a case makes every logit exact in float32 (large_logit_stability:
 // integer q and k, power-of-two scale) cond is 0: the plain single-layer bound.
+#include <map>
+
 #include "properties/attention_cases.hpp"
 #include "properties/generators.hpp"
 
@@ -278,51 +280,68 @@ CaseOutcome row_stochastic(const AttentionEntry& e, Impl impl) {
 }
 
 CaseOutcome causality(const AttentionEntry& e, Impl impl) {
-  const SdpaCase c = draw({.causal = Causal::always, .queries = Queries::at_most_keys});
+  // self-attention one time in two: a query tile's rows then see different numbers of keys
+  const bool self = *rc::gen::arbitrary<bool>();
+  const SdpaCase c = draw({.causal = Causal::always, .queries = self ? Queries::self : Queries::at_most_keys});
   const int b = *inRange(0, c.s.B);
   const int s = *inRange(0, c.s.Tq);
   const int pos = c.s.Tk - c.s.Tq + s;  // absolute position of query s (bottom-right)
+  // the future: fresh values one time in five, else poison (what a kernel must never read, or
+  // multiply by a zero weight: 0·NaN is NaN)
+  const bool fresh = *one_in(5);
+  const Poison poison = fresh ? Poison::nan : draw_poison();
+  const float pv = poison_value(poison);
   SdpaCase c2 = c;
   for (int h = 0; h < c.s.H; ++h) {
     for (int i = s + 1; i < c.s.Tq; ++i) {
-      const auto q = values(c.s.dh);
+      const auto q = fresh ? values(c.s.dh) : std::vector<float>(c.s.dh, pv);
       std::copy(q.begin(), q.end(), c2.q_at(b, h, i));
     }
     for (int j = pos + 1; j < c.s.Tk; ++j) {
-      const auto k = values(c.s.dh), v = values(c.s.dv);
+      const auto k = fresh ? values(c.s.dh) : std::vector<float>(c.s.dh, pv);
+      const auto v = fresh ? values(c.s.dv) : std::vector<float>(c.s.dv, pv);
       std::copy(k.begin(), k.end(), c2.k_at(b, h, j));
       std::copy(v.begin(), v.end(), c2.v_at(b, h, j));
     }
   }
+  // query s and s + 1 in one query tile, s + 1 seeing a poisoned key that s must not: the rows
+  // of a tile share score and p·v blocks over their widest row
+  if (!fresh && poison != Poison::huge && s + 1 < c.s.Tq && s / kSdpaQueryTile == (s + 1) / kSdpaQueryTile &&
+      spec_visible(c.s.Tq, c.s.Tk, c.m, b, s + 1) > std::max(1, spec_visible(c.s.Tq, c.s.Tk, c.m, b, s)))
+    classify(regime::mixed_horizons);
   return compare(e, impl, c, c2,
                  "sequence " + std::to_string(b) + ": queries after " + std::to_string(s) +
-                     " and keys/values after position " + std::to_string(pos) + " replaced",
+                     " and keys/values after position " + std::to_string(pos) + " set to " +
+                     (fresh ? std::string("fresh values") : to_string(poison)),
                  rows_where([&](const Index& r) { return r[0] == b && r[2] <= s; }));
 }
 
 CaseOutcome key_padding_invariance(const AttentionEntry& e, Impl impl) {
   const SdpaCase c = draw({.queries = Queries::self});
   const int extra = *inRange(0, 4);
-  const int poison = *rc::gen::element(0, 1, 2);
-  const char* poison_name[] = {"NaN", "1e30", "V = 1000"};
+  // V = 1000 at padded values one time in five (a finite value a leak moves far); else
+  // poison in padded keys, values and queries
+  const bool v1000 = *one_in(5);
+  const Poison poison = v1000 ? Poison::huge : draw_poison();
   SdpaCase c2 = with_tokens(c, c.s.Tq + extra, c.s.Tk + extra);
   for (int b = 0; b < c.s.B; ++b)
     for (int h = 0; h < c.s.H; ++h)
       for (int t = c.m.key_lengths[b]; t < c2.s.Tk; ++t) {
-        if (poison == 2) {
+        if (v1000) {
           std::fill_n(c2.v_at(b, h, t), c.s.dv, 1000.0f);
           continue;
         }
-        const float p = poison == 0 ? kNaN : 1e30f;
+        const float p = poison_value(poison);
         std::fill_n(c2.k_at(b, h, t), c.s.dh, p);
         std::fill_n(c2.v_at(b, h, t), c.s.dv, p);
         std::fill_n(c2.q_at(b, h, t), c.s.dh, p);
       }
   return compare(e, impl, c, c2,
                  std::to_string(extra) + " padding positions appended, every padded position set to " +
-                     poison_name[poison],
+                     (v1000 ? std::string("V = 1000") : to_string(poison)),
                  rows_where([&](const Index& r) { return r[2] < c.m.key_lengths[r[0]]; }),
-                 /*poisoned=*/poison == 0);  // NaN only in padded positions: a NaN out leaked
+                 // NaN only in padded positions: a NaN out leaked
+                 /*poisoned=*/!v1000 && poison == Poison::nan);
 }
 
 CaseOutcome kv_permutation_invariance(const AttentionEntry& e, Impl impl) {
@@ -497,19 +516,45 @@ CaseOutcome large_logit_stability(const AttentionEntry& e, Impl impl) {
                            B.implementation + " (b)");
 }
 
+// Logits rising with the key position (the FlashAttention rescale regime: every later key tile
+// raises each row's running maximum): feature 0 of key j plus j/2, and feature 0 of every query
+// at least 1, so each query's logits climb by ≥ kSdpaKeyTile/2·scale per tile. Exact in float32.
+void rising_logits(SdpaCase& c) {
+  for (int b = 0; b < c.s.B; ++b)
+    for (int h = 0; h < c.s.H; ++h) {
+      for (int i = 0; i < c.s.Tq; ++i) c.q_at(b, h, i)[0] = 1.0f + std::abs(c.q_at(b, h, i)[0]);
+      for (int j = 0; j < c.s.Tk; ++j) c.k_at(b, h, j)[0] += float(j) / 2.0f;
+    }
+}
+
+// Classifies a case whose rows' maxima rise across key tiles (on the exact logits of the
+// visible keys).
+void classify_rising(const SdpaCase& c) {
+  if (c.s.Tk <= kSdpaKeyTile) return;
+  for (int b = 0; b < c.s.B; ++b)
+    for (int h = 0; h < c.s.H; ++h)
+      for (int i = 0; i < c.s.Tq; ++i)
+        if (rises_across_key_tiles(logits<double>(c, b, h, i))) return classify(regime::rising_maxima);
+}
+
 CaseOutcome reference_agreement(const AttentionEntry& e, Impl) {
-  SdpaCase c = draw();
-  // hard inputs: larger magnitudes (sharper softmax), poison in the padded keys and values
+  // the kernel's tiling is what this compares: half the cases over several tiles, one in eight
+  // a single query against a single key
+  SdpaCase c = *one_in(8) ? draw({.T = {1, 1}, .tiles_one_in = 0}) : draw({.tiles_one_in = 2});
+  // hard inputs: larger magnitudes (sharper softmax), maxima rising across key tiles, poison in
+  // the padded keys and values
   const float mag = *rc::gen::element(1.0f, 4.0f, 16.0f);
   for (auto& x : c.q) x *= mag;
-  const int poison = *rc::gen::element(0, 1, 2, 3);
-  const float pv[] = {0.0f, kNaN, 1e30f, -std::numeric_limits<float>::infinity()};
-  if (poison)
+  const bool rising = c.s.Tk > kSdpaKeyTile && *chance(3, 4);
+  if (rising) rising_logits(c);
+  const bool poisoned = *chance(3, 4);
+  const Poison poison = poisoned ? draw_poison() : Poison::nan;
+  if (poisoned)
     for (int b = 0; b < c.s.B; ++b)
       for (int h = 0; h < c.s.H; ++h)
         for (int t = c.m.key_lengths[b]; t < c.s.Tk; ++t) {
-          std::fill_n(c.k_at(b, h, t), c.s.dh, pv[poison]);
-          std::fill_n(c.v_at(b, h, t), c.s.dv, pv[poison]);
+          std::fill_n(c.k_at(b, h, t), c.s.dh, poison_value(poison));
+          std::fill_n(c.v_at(b, h, t), c.s.dv, poison_value(poison));
         }
   const bool rough = *rc::gen::arbitrary<bool>();
   if (rough) {
@@ -517,14 +562,17 @@ CaseOutcome reference_agreement(const AttentionEntry& e, Impl) {
     roughen(c.k, 2);
     roughen(c.v, 3);
   }
+  classify_rising(c);
   const Side A = side(e, Impl::optimized, c, true), B = side(e, Impl::reference, c, true);
   Diff d(kLabels);
-  if (poison == 1 || poison == 3) d.poisoned_unread();  // NaN / −inf only in masked keys, values
+  // NaN / −inf only in masked keys, values
+  if (poisoned && (poison == Poison::nan || poison == Poison::neg_inf)) d.poisoned_unread();
   compare_rows(d, rows(A), rows(B));
   compare_weights(d, c.s, A.r.weights, B.r.weights, [&](int b, int h, int i) { return logit_bound(c, b, h, i); });
   return outcome(d, "optimized (a) vs reference (b); queries ×" + std::to_string(mag) +
+                        (rising ? ", logits rising across key tiles" : "") +
                         (rough ? ", values off the dyadic grid" : "") +
-                        (poison ? ", padded keys/values poisoned" : ""),
+                        (poisoned ? std::string(", padded keys/values set to ") + to_string(poison) : ""),
                  [&] { return record(A, B); });
 }
 
@@ -540,6 +588,92 @@ CaseOutcome thread_determinism(const AttentionEntry& e, Impl) {
         compare_weights(d, c.s, one.r.weights, many.r.weights);
       },
       record);
+}
+
+namespace {
+
+// Every query of c against what the masks' formula says it sees (spec_visible): the queries of
+// sequence b that see n keys, in one call without a mask against b's first n keys; n = 0 is
+// zeros and n = 1 is v_0 itself (its one weight is e^0/e^0 = 1 exactly), with no kernel call.
+CaseOutcome against_prefixes(const AttentionEntry& e, Impl impl, const SdpaCase& c, const std::string& note) {
+  const Side A = side(e, impl, c);
+  struct Prefix {
+    int b, n;
+    std::vector<int> queries;
+    Side side;  // a kernel call (n ≥ 2) or the closed form in side.r.out (n ≤ 1)
+  };
+  std::vector<Prefix> prefixes;
+  for (int b = 0; b < c.s.B; ++b) {
+    std::map<int, std::vector<int>> by_count;
+    for (int i = 0; i < c.s.Tq; ++i) by_count[spec_visible(c.s.Tq, c.s.Tk, c.m, b, i)].push_back(i);
+    for (const auto& [n, queries] : by_count) {
+      SdpaCase p;
+      p.s = {1, c.s.H, int(queries.size()), std::max(n, 1), c.s.dh, c.s.dv, 0};
+      p.scale = c.scale;
+      p.q.resize(p.s.q_size());
+      p.k.resize(p.s.k_size());
+      p.v.resize(p.s.v_size());
+      for (int h = 0; h < c.s.H; ++h) {
+        for (std::size_t r = 0; r < queries.size(); ++r)
+          std::copy_n(c.q_at(b, h, queries[r]), c.s.dh, p.q_at(0, h, int(r)));
+        for (int j = 0; j < p.s.Tk; ++j) {
+          std::copy_n(c.k_at(b, h, j), c.s.dh, p.k_at(0, h, j));
+          std::copy_n(c.v_at(b, h, j), c.s.dv, p.v_at(0, h, j));
+        }
+      }
+      if (n >= 2) {
+        prefixes.push_back({b, n, queries, side(e, impl, std::move(p))});
+        continue;
+      }
+      Output closed(p.s.out_size(), 0.0);  // n = 0: zeros
+      if (n == 1)
+        for (int h = 0; h < c.s.H; ++h)
+          for (std::size_t r = 0; r < queries.size(); ++r)
+            std::copy_n(p.v_at(0, h, 0), c.s.dv, &closed[p.row(0, h, int(r)) * c.s.dv]);
+      prefixes.push_back({b, n, queries, Side{std::move(p), n ? "v_0 (one visible key)" : "zeros (no visible key)", {closed, {}}}});
+    }
+  }
+  Diff d(kLabels);
+  for (std::size_t k = 0; k < prefixes.size(); ++k) {
+    const Prefix& p = prefixes[k];
+    compare_rows(d, rows(A), rows(p.side, int(k)),
+                 [&](const Index& r) { return Index{p.b, r[1], p.queries[r[2]]}; });
+  }
+  return outcome(d, note + "; the kernel (a) vs each query against its visible prefix alone, no mask (b)", [&] {
+    json calls = json::array();
+    for (const Prefix& p : prefixes)
+      calls.push_back(call(p.side, {{"sequence", p.b}, {"visible_keys", p.n}, {"queries", p.queries},
+                                    {"computed_by", p.side.implementation}}));
+    return CaseRecord{.params = params(c),
+                      .input = side_json(A.implementation, json::array({call(A)})),
+                      .related = side_json(to_string(impl), std::move(calls))};
+  });
+}
+
+}  // namespace
+
+CaseOutcome causal_mask_semantics(const AttentionEntry& e, Impl impl) {
+  // self-attention (Tq = Tk: the first query sees one key, the last every key) one time in two,
+  // else Tq ≤ Tk (a block of queries against a longer cache: bottom-right alignment)
+  const bool self = *rc::gen::arbitrary<bool>();
+  const SdpaCase c = draw({.causal = Causal::always, .queries = self ? Queries::self : Queries::at_most_keys,
+                           .padding = false, .tiles_one_in = 3});
+  return against_prefixes(e, impl, c, "causal attention of " + std::to_string(c.s.Tq) + " queries against " +
+                                          std::to_string(c.s.Tk) + " keys");
+}
+
+CaseOutcome key_padding_semantics(const AttentionEntry& e, Impl impl) {
+  SdpaCase c = draw({.queries = Queries::at_most_keys, .tiles_one_in = 3});
+  const Poison poison = draw_poison();
+  for (int b = 0; b < c.s.B; ++b)
+    for (int h = 0; h < c.s.H; ++h)
+      for (int t = c.m.key_lengths[b]; t < c.s.Tk; ++t) {
+        std::fill_n(c.k_at(b, h, t), c.s.dh, poison_value(poison));
+        std::fill_n(c.v_at(b, h, t), c.s.dv, poison_value(poison));
+      }
+  return against_prefixes(e, impl, c, std::string("key lengths ") + list(c.m.key_lengths) +
+                                          (c.m.causal ? " with the causal mask" : "") +
+                                          ", padded keys and values set to " + to_string(poison));
 }
 
 }  // namespace normcheck::attn::sdpa

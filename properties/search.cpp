@@ -1,5 +1,7 @@
 #include "properties/search.hpp"
 
+#include <chrono>
+#include <optional>
 #include <stdexcept>
 #include <unordered_map>
 
@@ -25,12 +27,39 @@ RcParams rc_params() {
 }
 
 SearchResult search(const std::function<CaseVerdict(std::string& why)>& one_case, const SearchOptions& o) {
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  const bool budgeted = o.reproduce.empty();
+  const auto seconds = [](double s) {
+    return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
+  };
+  // RapidCheck returns from its search at the first counterexample, so every case run after
+  // one is a shrink candidate (or the final replay of the smallest one).
+  std::optional<Clock::time_point> first_failure;
+  bool search_spent = false, shrink_spent = false;
+  int cases_run = 0;
   auto body = [&]() {
+    if (budgeted && !first_failure && o.search_budget > 0 &&
+        Clock::now() - start > seconds(o.search_budget)) {
+      // cheap discards until RapidCheck gives up: the cell ends as an error, the run goes on
+      search_spent = true;
+      RC_DISCARD("the cell's search budget of " + std::to_string(o.search_budget) +
+                 " s was spent after " + std::to_string(cases_run) + " cases");
+    }
+    if (budgeted && first_failure && o.shrink_budget > 0 &&
+        Clock::now() - *first_failure > seconds(o.shrink_budget)) {
+      // a candidate that passes is never accepted: the smallest counterexample so far stays
+      shrink_spent = true;
+      return;
+    }
+    ++cases_run;
     std::string why;
     switch (one_case(why)) {
       case CaseVerdict::fine: return;
       case CaseVerdict::discard: RC_DISCARD(why);
-      case CaseVerdict::counterexample: RC_FAIL(why);
+      case CaseVerdict::counterexample:
+        if (!first_failure) first_failure = Clock::now();
+        RC_FAIL(why);
     }
   };
   rc::detail::TestParams params;
@@ -65,6 +94,9 @@ SearchResult search(const std::function<CaseVerdict(std::string& why)>& one_case
     const auto& fail = result.template get<rc::detail::FailureResult>();
     r.kind = SearchResult::Kind::failed;
     r.cases = fail.numSuccess;
+    r.shrink_budget_spent = shrink_spent;
+    if (first_failure)
+      r.shrink_seconds = std::chrono::duration<double>(Clock::now() - *first_failure).count();
     rc::detail::Configuration cfg;
     cfg.reproduce[o.id] = fail.reproduce;
     // keep only the reproduce=... key: it is all a replay needs
@@ -75,6 +107,7 @@ SearchResult search(const std::function<CaseVerdict(std::string& why)>& one_case
     r.kind = SearchResult::Kind::gave_up;
     r.cases = result.template get<rc::detail::GaveUpResult>().numSuccess;
     r.description = result.template get<rc::detail::GaveUpResult>().description;
+    r.search_budget_spent = search_spent;
   } else {
     r.kind = SearchResult::Kind::error;
     r.description = result.template get<rc::detail::Error>().description;

@@ -25,6 +25,12 @@ struct SearchOptions {
   std::string reproduce;   // "reproduce=..." naming `id`: replay that one case (empty: search)
   // with `reproduce` empty: replay a case RC_PARAMS names for `id` (the ctest binary)
   bool use_rc_params_reproduce = false;
+  // Wall-clock budgets in seconds (≤ 0: none). Past `search_budget` the remaining cases are
+  // discarded without running, so RapidCheck gives up (the cell is an error); past
+  // `shrink_budget` after the first counterexample, no further shrink is accepted, and the
+  // smallest counterexample so far is the result. A replay (`reproduce`) has no budget.
+  double search_budget = 0;
+  double shrink_budget = 0;
 };
 
 struct SearchResult {
@@ -32,6 +38,9 @@ struct SearchResult {
   int cases = 0;            // cases that passed (before the failure, for a failure)
   std::string reproduce;    // failed: "reproduce=...", the minimal case
   std::string description;  // gave_up and error: RapidCheck's words
+  bool search_budget_spent = false;  // gave_up because the search budget ran out
+  bool shrink_budget_spent = false;  // failed, shrinking stopped by its budget
+  double shrink_seconds = 0;         // failed: time spent shrinking
 };
 
 // Runs `one_case` (which may say why in `why`) until max_success cases pass or one is a counterexample, then shrinks it.

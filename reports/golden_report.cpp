@@ -5,7 +5,7 @@
 
 #include <fmt/format.h>
 
-#include "reports/counterexample.hpp"
+#include "properties/counterexample.hpp"
 #include "reports/html.hpp"
 
 namespace normcheck {

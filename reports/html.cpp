@@ -7,7 +7,7 @@
 
 #include <fmt/format.h>
 
-#include "reports/counterexample.hpp"
+#include "properties/counterexample.hpp"
 #include "reports/report.hpp"
 
 namespace normcheck {
@@ -35,16 +35,18 @@ Rgb ramp(const std::vector<Rgb>& stops, double t) {
   return mix(stops[i], stops[i + 1], t - double(i));
 }
 
-const std::vector<Rgb> kViridis = {{68, 1, 84}, {59, 82, 139}, {33, 145, 140}, {94, 201, 98}, {253, 231, 37}};
+// ✗ cells: dark, by the largest deviation (white ink everywhere); ✓ cells are pale, so the two
+// differ in lightness as well as in symbol, without colour.
+const std::vector<Rgb> kViolated = {{42, 4, 74}, {92, 18, 110}, {146, 32, 104}, {194, 56, 72}, {214, 88, 30}};
+const Rgb kHolds = {230, 244, 234}, kHoldsInk = {19, 115, 51}, kNotApplicable = {241, 241, 241},
+          kError = {208, 28, 139};
 const std::vector<Rgb> kDiverging = {{33, 102, 172}, {146, 197, 222}, {247, 247, 247}, {244, 165, 130}, {178, 24, 43}};
 const std::vector<Rgb> kRatio = {{254, 224, 139}, {253, 174, 97}, {244, 109, 67}, {215, 48, 39}, {120, 0, 30}};
 constexpr double kLogMin = -9, kLogMax = 3;
 
-double luminance(const Rgb& c) { return (0.299 * c.r + 0.587 * c.g + 0.114 * c.b) / 255; }
-
 double deviation_t(double dev) {
+  if (std::isnan(dev) || std::isinf(dev)) return 1;  // NaN or inf on one side only: the top
   if (!(dev > 0)) return 0;
-  if (std::isinf(dev)) return 1;
   return (std::log10(dev) - kLogMin) / (kLogMax - kLogMin);
 }
 
@@ -68,6 +70,8 @@ std::string symbol_path(const std::string& observed, double cx, double cy, doubl
 
 const char* kStyle = R"~(
 body{font:14px/1.45 "DejaVu Sans",Arial,sans-serif;color:#1b1b1b;margin:24px auto;max-width:1340px;padding:0 16px;background:#fff}
+.scroll{overflow-x:auto;max-width:100%}
+.verdict{font-size:18px;margin:6px 0 10px} .legend{margin:4px 0 8px}
 h1{font-size:24px;margin:0 0 4px} h2{font-size:19px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
 h3{font-size:15px;margin:0 0 8px}
 .meta{color:#555;font-size:13px} .summary{font-size:16px;margin:10px 0}
@@ -80,7 +84,9 @@ table{border-collapse:collapse;font-size:13px} td,th{border:1px solid #ddd;paddi
 article.failure{border:1px solid #ddd;border-left:5px solid #8a8a8a;border-radius:4px;padding:10px 14px;margin:14px 0}
 article.failure.surprise{border-left-color:#c62828;background:#fff8f8}
 .heatmaps{display:flex;flex-wrap:wrap;gap:14px;align-items:flex-start;margin:8px 0}
-.heatmaps figure{margin:0} .heatmaps figcaption{font-size:12px;color:#333}
+.heatmaps figure{margin:0;max-width:100%;overflow-x:auto} .heatmaps figcaption{font-size:12px;color:#333}
+details.failure{border:1px solid #ddd;border-left:5px solid #8a8a8a;border-radius:4px;padding:6px 14px;margin:6px 0}
+details.failure>summary{color:#1b1b1b} details.failure[open]>summary{margin-bottom:8px}
 svg text{font-family:"DejaVu Sans",Arial,sans-serif}
 a{color:#0b57d0}
 details summary{cursor:pointer;color:#0b57d0}
@@ -209,7 +215,7 @@ std::string html_escape(const std::string& s) {
   return out;
 }
 
-std::string deviation_colour(double deviation) { return hex(ramp(kViridis, deviation_t(deviation))); }
+std::string deviation_colour(double deviation) { return hex(ramp(kViolated, deviation_t(deviation))); }
 
 std::string markdown_to_html(const std::string& md) {
   std::vector<std::string> lines;
@@ -246,7 +252,7 @@ std::string markdown_to_html(const std::string& md) {
     }
     if (line[0] == '|') {
       flush_para();
-      out += "<table>\n";
+      out += "<div class=\"scroll\"><table>\n";
       bool header = true;
       for (; i < lines.size() && !lines[i].empty() && lines[i][0] == '|'; ++i) {
         const auto cells = split_cells(lines[i]);
@@ -257,7 +263,7 @@ std::string markdown_to_html(const std::string& md) {
         header = false;
       }
       --i;
-      out += "</table>\n";
+      out += "</table></div>\n";
       continue;
     }
     if (line.rfind("- ", 0) == 0) {
@@ -283,32 +289,33 @@ std::string html_page(const std::string& title, const std::string& body) {
          "</body>\n</html>\n";
 }
 
-std::string matrix_svg(const std::vector<CellResult>& results) {
-  // columns: property order of the registry, then any other; rows: row label × implementation
+namespace {
+
+// One family's heatmap: rows are row label × implementation, columns its properties.
+std::string family_svg(Family family, const std::vector<const CellResult*>& results,
+                       const std::set<std::string>& with_section) {
   std::vector<std::string> cols;
   for (const auto& p : columns())
-    if (std::any_of(results.begin(), results.end(), [&](const CellResult& r) { return r.cell.prop.id == p.id; }))
+    if (std::any_of(results.begin(), results.end(), [&](const CellResult* r) { return r->cell.prop.id == p.id; }))
       cols.push_back(p.id);
-  for (const auto& r : results)
-    if (std::find(cols.begin(), cols.end(), r.cell.prop.id) == cols.end()) cols.push_back(r.cell.prop.id);
+  for (const auto* r : results)
+    if (std::find(cols.begin(), cols.end(), r->cell.prop.id) == cols.end()) cols.push_back(r->cell.prop.id);
   std::vector<std::pair<std::string, Impl>> rows;
-  for (const auto& r : results) {
-    const auto key = std::make_pair(row_label(r), r.cell.impl);
+  for (const auto* r : results) {
+    const auto key = std::make_pair(row_label(*r), r->cell.impl);
     if (std::find(rows.begin(), rows.end(), key) == rows.end()) rows.push_back(key);
   }
   std::map<std::string, std::string> short_names;
-  for (const auto& r : results)
-    short_names[r.cell.prop.id] = r.cell.prop.column.empty() ? r.cell.prop.id : r.cell.prop.column;
-  std::set<std::string> with_section;
-  for (const auto& s : failure_sections(results)) with_section.insert(s.cell->id());
+  for (const auto* r : results)
+    short_names[r->cell.prop.id] = r->cell.prop.column.empty() ? r->cell.prop.id : r->cell.prop.column;
 
   const int cell = 34, gap = 2;
   std::size_t label_chars = 10;
   for (const auto& [label, impl] : rows) label_chars = std::max(label_chars, display_width(label) + 12);
   const int left = int(label_chars * 7) + 10, top = 104;
   const int width = left + int(cols.size()) * cell + 40, height = top + int(rows.size()) * cell + 10;
-  std::string s = fmt::format(R"~(<svg id="matrix" xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" viewBox="0 0 {} {}" role="img" aria-label="property matrix">)~",
-                              width, height, width, height);
+  std::string s = fmt::format(R"~(<svg class="matrix" id="matrix-{}" xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" viewBox="0 0 {} {}" role="img" aria-label="{} matrix">)~",
+                              to_string(family), width, height, width, height, family_title(family));
   for (std::size_t c = 0; c < cols.size(); ++c) {
     const double x = left + c * cell + cell / 2.0, y = top - 8;
     s += fmt::format(R"~(<text transform="translate({:.1f},{:.1f}) rotate(-55)" font-size="12" fill="#222"><title>{}</title>{}</text>)~",
@@ -322,31 +329,33 @@ std::string matrix_svg(const std::vector<CellResult>& results) {
                      new_group ? html_escape(rows[r].first) + " · " : std::string(),
                      rows[r].second == Impl::reference ? "reference" : "optimized");
   }
-  for (const auto& res : results) {
-    const std::size_t r = std::find(rows.begin(), rows.end(), std::make_pair(row_label(res), res.cell.impl)) - rows.begin();
-    const std::size_t c = std::find(cols.begin(), cols.end(), res.cell.prop.id) - cols.begin();
+  for (const CellResult* res : results) {
+    const std::size_t r = std::find(rows.begin(), rows.end(), std::make_pair(row_label(*res), res->cell.impl)) - rows.begin();
+    const std::size_t c = std::find(cols.begin(), cols.end(), res->cell.prop.id) - cols.begin();
     const double x = left + c * cell, y = top + r * cell;
-    const bool na = res.observed == "not_applicable";
-    const bool err = res.observed == "error";
-    const Rgb fill = na ? Rgb{236, 236, 236} : err ? Rgb{208, 28, 139} : ramp(kViridis, deviation_t(res.max_deviation));
-    const std::string ink = na ? "#9a9a9a" : luminance(fill) > 0.55 ? "#111" : "#fff";
-    const std::string title = fmt::format("{} / {} / {}: expected {}, observed {}{}, {} cases, largest deviation {}",
-                                          row_label(res), to_string(res.cell.impl), res.cell.prop.id,
-                                          to_string(res.cell.expected), res.observed,
-                                          res.as_expected() ? "" : " (SURPRISE)", res.cases,
-                                          format_number(res.max_deviation));
-    const bool link = with_section.count(res.id()) > 0;
-    if (link) s += fmt::format(R"~(<a href="#cell-{}">)~", gtest_name(res.id()));
+    const std::string& observed = res->observed;
+    const Rgb fill = observed == "holds" ? kHolds
+                     : observed == "violated" ? ramp(kViolated, deviation_t(res->max_deviation))
+                     : observed == "not_applicable" ? kNotApplicable
+                                                    : kError;
+    const std::string ink = observed == "holds" ? hex(kHoldsInk) : observed == "not_applicable" ? "#9a9a9a" : "#fff";
+    const std::string title = fmt::format("{} / {} / {}: expected {}, observed {}{}, {} case{}, largest deviation {}",
+                                          row_label(*res), to_string(res->cell.impl), res->cell.prop.id,
+                                          to_string(res->cell.expected), observed,
+                                          res->as_expected() ? "" : " (SURPRISE)", res->cases,
+                                          res->cases == 1 ? "" : "s", deviation_text(res->max_deviation));
+    const bool link = with_section.count(res->id()) > 0;
+    if (link) s += fmt::format(R"~(<a href="#cell-{}">)~", gtest_name(res->id()));
     s += fmt::format(R"~(<g><title>{}</title><rect class="cell" data-cell="{}" data-expected="{}" data-observed="{}" x="{:.1f}" y="{:.1f}" width="{}" height="{}" rx="3" fill="{}"/>)~",
-                     html_escape(title), html_escape(res.id()), to_string(res.cell.expected), res.observed,
+                     html_escape(title), html_escape(res->id()), to_string(res->cell.expected), observed,
                      x + gap / 2.0, y + gap / 2.0, cell - gap, cell - gap, hex(fill));
-    s += symbol_path(res.observed, x + cell / 2.0, y + cell / 2.0, 14, ink, 2.6);
-    if (!res.as_expected()) {
+    s += symbol_path(observed, x + cell / 2.0, y + cell / 2.0, 14, ink, 2.6);
+    if (!res->as_expected()) {
       s += fmt::format(R"~(<rect class="surprise" x="{:.1f}" y="{:.1f}" width="{}" height="{}" rx="3" fill="none" stroke="#e0001b" stroke-width="3.5"/>)~",
                        x + 2.5, y + 2.5, cell - 5, cell - 5);
       // the expected outcome, small, in the corner
       s += fmt::format(R"~(<rect x="{:.1f}" y="{:.1f}" width="12" height="12" fill="#fff" stroke="#e0001b"/>)~", x + cell - 14, y + 2);
-      s += symbol_path(to_string(res.cell.expected), x + cell - 8, y + 8, 7, "#e0001b", 1.6);
+      s += symbol_path(to_string(res->cell.expected), x + cell - 8, y + 8, 7, "#e0001b", 1.6);
     }
     s += "</g>";
     if (link) s += "</a>";
@@ -354,31 +363,55 @@ std::string matrix_svg(const std::vector<CellResult>& results) {
   return s + "</svg>";
 }
 
-namespace {
-
+// The key, shown above the matrices: a swatch per outcome (✓ pale, ✗ dark, by deviation), the
+// deviation scale of ✗ cells, the surprise frame.
 std::string legend_svg() {
-  const int w = 640, h = 58, x0 = 10, bar = 300;
-  std::string s = fmt::format(R"~(<svg class="legend" xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" viewBox="0 0 {} {}"><defs><linearGradient id="devscale">)~",
+  const int w = 900, h = 62, bar = 240;
+  std::string s = fmt::format(R"~(<svg class="legend" xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" viewBox="0 0 {} {}" role="img" aria-label="legend"><defs><linearGradient id="devscale">)~",
                               w, h, w, h);
   for (int i = 0; i <= 8; ++i)
-    s += fmt::format(R"~(<stop offset="{:.3f}" stop-color="{}"/>)~", i / 8.0, hex(ramp(kViridis, i / 8.0)));
+    s += fmt::format(R"~(<stop offset="{:.3f}" stop-color="{}"/>)~", i / 8.0, hex(ramp(kViolated, i / 8.0)));
   s += "</linearGradient></defs>";
-  s += fmt::format(R"~(<text x="{}" y="12" font-size="12" fill="#222">colour: largest |deviation| seen in the cell</text>)~", x0);
-  s += fmt::format(R"~(<rect x="{}" y="18" width="{}" height="14" fill="url(#devscale)"/>)~", x0, bar);
-  for (int e = int(kLogMin); e <= int(kLogMax); e += 3) {
-    const double x = x0 + bar * (e - kLogMin) / (kLogMax - kLogMin);
-    s += fmt::format(R"~(<line x1="{0:.1f}" x2="{0:.1f}" y1="32" y2="37" stroke="#444"/><text x="{0:.1f}" y="49" font-size="11" text-anchor="middle" fill="#333">{1}</text>)~",
-                     x, e == 0 ? std::string("1") : "1e" + std::to_string(e));
-  }
-  const int lx = x0 + bar + 30;
-  s += fmt::format(R"~(<rect x="{}" y="16" width="22" height="22" rx="3" fill="#3b528b"/><rect x="{}" y="18.5" width="17" height="17" rx="3" fill="none" stroke="#e0001b" stroke-width="3"/>)~",
-                   lx, lx + 2.5);
-  s += fmt::format(R"~(<text x="{}" y="31" font-size="12" fill="#222">red frame: a surprise; the</text><text x="{}" y="46" font-size="12" fill="#222">corner shows what was expected</text>)~",
-                   lx + 30, lx + 30);
+  int x = 4;
+  auto swatch = [&](const std::string& observed, const Rgb& fill, const std::string& ink, const std::string& text) {
+    s += fmt::format(R"~(<rect x="{}" y="6" width="26" height="26" rx="3" fill="{}" stroke="#ccc"/>)~", x, hex(fill));
+    s += symbol_path(observed, x + 13, 19, 12, ink, 2.4);
+    s += fmt::format(R"~(<text x="{}" y="24" font-size="12" fill="#222">{}</text>)~", x + 32, html_escape(text));
+    x += 32 + int(display_width(text)) * 7 + 16;
+  };
+  swatch("holds", kHolds, hex(kHoldsInk), "holds");
+  swatch("violated", ramp(kViolated, 0.5), "#fff", "violated (a counterexample)");
+  swatch("not_applicable", kNotApplicable, "#9a9a9a", "not applicable");
+  swatch("error", kError, "#fff", "error");
+  s += fmt::format(R"~(<rect x="{}" y="6" width="26" height="26" rx="3" fill="{}"/><rect x="{}" y="8.5" width="21" height="21" rx="3" fill="none" stroke="#e0001b" stroke-width="3"/>)~",
+                   x, hex(kHolds), x + 2.5);
+  s += symbol_path("violated", x + 13, 19, 12, hex(kHoldsInk), 2.4);
+  s += fmt::format(R"~(<text x="{}" y="24" font-size="12" fill="#222">surprise (corner: what was expected)</text>)~", x + 32);
+  // the deviation scale of ✗ cells
+  const int bx = 4, by = 40;
+  s += fmt::format(R"~(<text x="{}" y="{}" font-size="12" fill="#222">✗ colour: largest |deviation| seen, 1e-9</text>)~", bx, by + 12);
+  const int sx = bx + 270;
+  s += fmt::format(R"~(<rect x="{}" y="{}" width="{}" height="14" fill="url(#devscale)"/>)~", sx, by + 1, bar);
+  s += fmt::format(R"~(<text x="{}" y="{}" font-size="12" fill="#222">1e3, NaN or inf on one side</text>)~", sx + bar + 6, by + 12);
   return s + "</svg>";
 }
 
 }  // namespace
+
+std::string matrix_svg(const std::vector<CellResult>& results) {
+  std::set<std::string> with_section;
+  for (const auto& s : failure_sections(results)) with_section.insert(s.cell->id());
+  std::string out;
+  for (Family f : kFamilies) {
+    std::vector<const CellResult*> family;
+    for (const auto& r : results)
+      if (r.cell.row.family == f) family.push_back(&r);
+    if (family.empty()) continue;
+    out += std::string("<h3>") + family_title(f) + "</h3>\n<div class=\"scroll\">" +
+           family_svg(f, family, with_section) + "</div>\n";
+  }
+  return out;
+}
 
 std::string counterexample_svg(const json& cx) {
   if (!cx.is_object() || !cx.contains("compared") || !cx["compared"].is_array() || cx["compared"].empty())
@@ -504,46 +537,62 @@ std::string counterexample_svg(const json& cx) {
 
 std::string report_html(const std::vector<CellResult>& results, const RunMeta& meta) {
   const Summary sum = summarize(results);
+  auto plural = [](long long n, const char* one, const char* many) {
+    return fmt::format("{} {}", n, n == 1 ? one : many);
+  };
+  const std::string verdict = sum.surprises == 0 ? std::string("0 surprises")
+                                                 : plural(sum.surprises, "SURPRISE", "SURPRISES");
   std::string b;
-  b += "<header><h1>normcheck matrix</h1>\n";
+  b += "<header><h1>normcheck matrix — " + verdict + "</h1>\n";
+  b += fmt::format("<p class=\"verdict\"><strong>{}: {} as expected, <span class=\"{}\">{}</span></strong> ({}, {} not applicable){}</p>\n",
+                   plural(sum.cells, "cell", "cells"), sum.as_expected, sum.surprises ? "bad" : "ok",
+                   plural(sum.surprises, "surprise", "surprises"), plural(sum.errors, "error", "errors"),
+                   sum.not_applicable,
+                   sum.surprises == 0 ? ": every cell is what the spec expects." : ": see Surprises below.");
   b += "<p class=\"meta\">" +
-       html_escape(fmt::format("seed {} · {} cases per cell · {} OpenMP threads · {:.2f} s · normcheck {}",
-                               meta.seed, meta.cases, meta.threads, meta.seconds,
+       html_escape(fmt::format("seed {} · {} per cell · {} · {:.2f} s · normcheck {}", meta.seed,
+                               plural(meta.cases, "case", "cases"),
+                               plural(meta.threads, "OpenMP thread", "OpenMP threads"), meta.seconds,
                                meta.versions.value("normcheck", std::string("?")))) +
        (meta.shard_count > 1 ? html_escape(fmt::format(" · shard {}/{}", meta.shard_index, meta.shard_count)) : "") +
-       (meta.merged_from.is_array() ? html_escape(fmt::format(" · merged from {} shards", meta.merged_from.size())) : "") +
+       (meta.merged_from.is_array() ? html_escape(" · merged from " + plural(long(meta.merged_from.size()), "shard", "shards")) : "") +
        (meta.started_at.empty() ? "" : " · " + html_escape(meta.started_at)) + "</p>\n";
   if (!meta.command.empty()) b += "<p class=\"meta\"><code>" + html_escape(meta.command) + "</code></p>\n";
   if (!meta.environment.empty())
     b += "<p class=\"meta\">" + html_escape("environment: " + environment_text(meta.environment)) + "</p>\n";
-  b += fmt::format("<p class=\"summary\"><strong>{} cells: {} as expected, <span class=\"{}\">{} surprise{}</span></strong> ({} errors, {} not applicable)</p>\n",
-                   sum.cells, sum.as_expected, sum.surprises ? "bad" : "ok", sum.surprises,
-                   sum.surprises == 1 ? "" : "s", sum.errors, sum.not_applicable);
   b += "</header>\n<section id=\"matrix-section\"><h2>Matrix</h2>\n";
-  b += "<p class=\"meta\">Symbol: the observed outcome (✓ holds, ✗ violated, – not applicable, E error). "
-       "Click a ✗ cell or a surprise for its counterexample.</p>\n";
-  b += matrix_svg(results) + "\n" + legend_svg() + "\n";
-  b += "<details><summary>The matrix as a table (as in report.md)</summary>\n" + markdown_to_html(matrix_table(results)) + "</details>\n";
+  b += "<div class=\"legend scroll\">" + legend_svg() + "</div>\n";
+  b += "<p class=\"meta\">The symbol is the observed outcome; a ✗ cell or a surprise links to its "
+       "counterexample. Hover a cell for its numbers.</p>\n";
+  b += matrix_svg(results);
+  b += "<details><summary>The matrix as tables (as in report.md)</summary>\n" + markdown_to_html(matrix_table(results)) + "</details>\n";
   b += "</section>\n";
   const auto sections = failure_sections(results);
   if (sum.surprises > 0) {
-    b += "<section id=\"surprises\"><h2>Surprises</h2><ul>\n";
-    for (const auto& s : sections)
-      if (s.surprise) b += "<li><a href=\"#" + s.anchor + "\">" + html_escape(s.title) + "</a></li>\n";
-    b += "</ul></section>\n";
-  }
-  if (!sections.empty()) {
-    b += fmt::format("<section id=\"failures\"><h2>Failures</h2><p class=\"meta\">One section per ✗ cell and per surprise ({}), surprises first.</p>\n",
-                     sections.size());
+    b += fmt::format("<section id=\"surprises\"><h2>Surprises ({})</h2>\n", sum.surprises);
     for (const auto& s : sections) {
-      b += fmt::format("<article class=\"failure{}\" id=\"{}\">\n<h3>{}</h3>\n", s.surprise ? " surprise" : "",
-                       s.anchor, html_escape(s.title));
+      if (!s.surprise) continue;
+      b += fmt::format("<article class=\"failure surprise\" id=\"{}\">\n<h3>{}</h3>\n", s.anchor, html_escape(s.title));
       b += counterexample_svg(s.cell->counterexample);
       b += markdown_to_html(s.body) + "</article>\n";
     }
     b += "</section>\n";
   }
-  return html_page("normcheck matrix — " + std::to_string(sum.surprises) + " surprises", b);
+  const std::size_t expected = std::count_if(sections.begin(), sections.end(), [](const FailureSection& s) { return !s.surprise; });
+  if (expected > 0) {
+    b += fmt::format("<section id=\"violations\"><h2>Expected violations ({})</h2><p class=\"meta\">The ✗ cells, "
+                     "each found as the spec expects. Open a line for its minimal counterexample.</p>\n",
+                     expected);
+    for (const auto& s : sections) {
+      if (s.surprise) continue;
+      b += fmt::format("<details class=\"failure\" id=\"{}\"><summary><strong>{}</strong>: {}</summary>\n", s.anchor,
+                       html_escape(s.title), html_escape(violation_summary(*s.cell)));
+      b += counterexample_svg(s.cell->counterexample);
+      b += markdown_to_html(s.body) + "</details>\n";
+    }
+    b += "</section>\n";
+  }
+  return html_page("normcheck matrix — " + verdict, b);
 }
 
 }  // namespace normcheck

@@ -1,6 +1,7 @@
 #include "reports/output_dir.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -104,7 +105,46 @@ bool check_replaceable(const fs::path& target, const std::string& dir) {
 
 }  // namespace
 
-void check_report_dir(const std::string& dir) { check_replaceable(report_dir_path(dir), dir); }
+namespace {
+
+// The nearest existing directory at or above `p`, where DIR's parents would be created.
+fs::path existing_ancestor(fs::path p) {
+  std::error_code ec;
+  while (!p.empty() && !fs::exists(p, ec)) {
+    if (p == p.parent_path()) break;
+    p = p.parent_path();
+  }
+  return p;
+}
+
+// Whether files can be created where `target` (a file or a directory) will be written: a
+// directory is made and removed in its parent, or in the nearest existing ancestor when the
+// parents do not exist yet (nothing is left behind). `what` names the option in the message.
+void check_writable(const fs::path& target, const std::string& what) {
+  const fs::path parent = existing_ancestor(target.parent_path());
+  std::error_code ec;
+  if (!fs::is_directory(parent, ec))
+    throw OutputError(what + ": " + parent.string() + " is not a directory");
+  const fs::path probe = sibling(parent / target.filename(), "probe");
+  if (::mkdir(probe.c_str(), 0700) != 0)
+    throw OutputError(what + ": cannot write in " + parent.string() + ": " + errno_text());
+  ::rmdir(probe.c_str());
+}
+
+}  // namespace
+
+void check_report_dir(const std::string& dir) {
+  const fs::path target = report_dir_path(dir);
+  check_replaceable(target, dir);
+  check_writable(target, "--out " + dir);
+}
+
+void check_output_file(const std::string& path) {
+  const fs::path target = fs::absolute(fs::path(path)).lexically_normal();
+  std::error_code ec;
+  if (fs::is_directory(target, ec)) throw OutputError(path + " is a directory");
+  check_writable(target, path);
+}
 
 void write_report_dir(const std::string& dir, const ReportFiles& files,
                       const std::function<void()>& before_commit) {

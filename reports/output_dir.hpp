@@ -32,9 +32,12 @@ using ReportFiles = std::vector<std::pair<std::string, std::string>>;  // file n
 void write_report_dir(const std::string& dir, const ReportFiles& files,
                       const std::function<void()>& before_commit = {});
 
-// The check write_report_dir makes before it writes, for callers that want to fail before a
-// long run rather than after it. Throws OutputError.
+// The checks write_report_dir makes before it writes, and that its directory can be written
+// (a directory is created and removed beside DIR), for callers that want to fail before a long
+// run rather than after it. Throws OutputError.
 void check_report_dir(const std::string& dir);
+// The same for a single file (write_file_atomic): not a directory, and its directory writable.
+void check_output_file(const std::string& path);
 
 // The file names a report directory may hold (what write_report_dir may replace).
 const std::vector<std::string>& report_file_names();

@@ -1,14 +1,20 @@
 #include "reports/report.hpp"
 
+#include <omp.h>
+
 #include <algorithm>
+#include <chrono>
 #include <ctime>
+#include <fstream>
 #include <map>
+#include <random>
 #include <set>
 #include <stdexcept>
 
+#include <fmt/color.h>
 #include <fmt/format.h>
 
-#include "reports/counterexample.hpp"
+#include "properties/counterexample.hpp"
 #include "reports/html.hpp"
 
 #ifndef NORMCHECK_VERSION
@@ -25,16 +31,20 @@
 #endif
 
 namespace normcheck {
+
+const char* family_title(Family f) {
+  switch (f) {
+    case Family::norm: return "Norm layers";
+    case Family::attention: return "Attention";
+    case Family::block: return "Norm layers inside a Transformer block";
+    case Family::gradient: return "Gradients of the norm layers (backward passes)";
+  }
+  return "?";
+}
+
 namespace {
 
 using nlohmann::json;
-
-const char* symbol(const std::string& observed) {
-  if (observed == "holds") return "✓";
-  if (observed == "violated") return "✗";
-  if (observed == "not_applicable") return "–";
-  return "E";
-}
 
 const char* impl_short(Impl i) { return i == Impl::reference ? "ref" : "opt"; }
 
@@ -45,40 +55,188 @@ Expect expect_from_string(const std::string& s) {
   throw std::invalid_argument("field 'expected': '" + s + "' is not holds, violated or not_applicable");
 }
 
-// Column order: the registries' property order, restricted to the run; properties the registry
-// does not know (a report from another build) follow in order of appearance.
-std::vector<std::string> columns_of(const std::vector<CellResult>& results) {
-  std::vector<std::string> cols;
-  for (const auto& p : columns())
-    for (const auto& r : results)
-      if (r.cell.prop.id == p.id) {
-        cols.push_back(p.id);
-        break;
-      }
-  for (const auto& r : results)
-    if (std::find(cols.begin(), cols.end(), r.cell.prop.id) == cols.end()) cols.push_back(r.cell.prop.id);
-  return cols;
-}
-
-std::string short_name(const std::string& property, const std::vector<CellResult>& results) {
-  for (const auto& r : results)
-    if (r.cell.prop.id == property && !r.cell.prop.column.empty()) return r.cell.prop.column;
-  return property;
-}
-
 std::string seconds_text(double s) {
   return s < 10 ? fmt::format("{:.2f} s", s) : fmt::format("{:.1f} s", s);
 }
 
-std::string outcome_sentence(const CellResult& r) {
-  if (r.observed == "violated")
-    return fmt::format("counterexample found after {} case{} and shrunk to the minimal one below",
-                       r.cases, r.cases == 1 ? "" : "s");
-  if (r.observed == "holds")
-    return fmt::format("no counterexample in {} cases, largest deviation seen {}", r.cases,
-                       format_number(r.max_deviation));
-  if (r.observed == "error") return "the cell could not be run";
-  return "not applicable";
+std::string plural(long long n, const char* one, const char* many) {
+  return fmt::format("{} {}", n, n == 1 ? one : many);
+}
+
+// ---------------------------------------------------------------------------------------------
+// the matrix, as a grid per family
+
+// One cell of the printed matrix: a row × a property, both implementations. An implementation
+// the property does not apply to (reference_agreement on the reference) does not hide the other.
+struct GridCell {
+  std::vector<const CellResult*> shown;
+  bool agree() const {
+    return std::all_of(shown.begin(), shown.end(),
+                       [&](const CellResult* r) { return r->observed == shown.front()->observed; });
+  }
+  bool as_expected() const {
+    return std::all_of(shown.begin(), shown.end(), [](const CellResult* r) { return r->as_expected(); });
+  }
+};
+
+struct Grid {
+  Family family = Family::norm;
+  std::vector<std::string> columns;  // property ids
+  std::vector<std::string> headers;  // their column names
+  std::vector<std::string> rows;     // row labels
+  std::map<std::pair<std::string, std::string>, GridCell> cells;  // (row, property)
+  const GridCell* at(const std::string& row, const std::string& col) const {
+    auto it = cells.find({row, col});
+    return it == cells.end() ? nullptr : &it->second;
+  }
+};
+
+// Column order: the registries' property order, restricted to the family's results; properties
+// the registry does not know (a report from another build) follow in order of appearance.
+std::vector<Grid> grids_of(const std::vector<CellResult>& results) {
+  std::vector<Grid> grids;
+  for (Family f : kFamilies) {
+    Grid g;
+    g.family = f;
+    std::map<std::pair<std::string, std::string>, std::vector<const CellResult*>> all;
+    for (const auto& r : results) {
+      if (r.cell.row.family != f) continue;
+      const std::string label = row_label(r);
+      if (std::find(g.rows.begin(), g.rows.end(), label) == g.rows.end()) g.rows.push_back(label);
+      all[{label, r.cell.prop.id}].push_back(&r);
+    }
+    if (g.rows.empty()) continue;
+    auto add_column = [&](const std::string& id) {
+      if (std::find(g.columns.begin(), g.columns.end(), id) != g.columns.end()) return;
+      for (const auto& r : results)
+        if (r.cell.row.family == f && r.cell.prop.id == id) {
+          g.columns.push_back(id);
+          g.headers.push_back(r.cell.prop.column.empty() ? id : r.cell.prop.column);
+          return;
+        }
+    };
+    for (const auto& p : columns()) add_column(p.id);
+    for (const auto& r : results)
+      if (r.cell.row.family == f) add_column(r.cell.prop.id);
+    for (auto& [key, list] : all) {
+      GridCell c;
+      for (const auto* r : list)
+        if (r->observed != "not_applicable" || !r->as_expected()) c.shown.push_back(r);
+      if (c.shown.empty()) c.shown.push_back(list.front());
+      g.cells[key] = c;
+    }
+    grids.push_back(std::move(g));
+  }
+  return grids;
+}
+
+std::string markdown_cell(const GridCell& c) {
+  if (c.agree()) return std::string(outcome_symbol(c.shown.front()->observed)) + (c.as_expected() ? "" : "!");
+  std::string text;
+  for (const auto* r : c.shown)
+    text += std::string(text.empty() ? "" : " ") + impl_short(r->cell.impl) + " " +
+            outcome_symbol(r->observed) + (r->as_expected() ? "" : "!");
+  return text;
+}
+
+std::string markdown_grid(const Grid& g) {
+  std::string out = "| layer [mode] |";
+  for (const auto& h : g.headers) out.append(" ").append(h).append(" |");
+  out += "\n|---|";
+  for (std::size_t i = 0; i < g.columns.size(); ++i) out += "---|";
+  out += "\n";
+  for (const auto& row : g.rows) {
+    out += "| " + row + " |";
+    for (const auto& col : g.columns) {
+      const GridCell* c = g.at(row, col);
+      if (c) out.append(" ").append(markdown_cell(*c)).append(" |");
+      else out += "   |";
+    }
+    out += "\n";
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// the matrix for a terminal
+
+constexpr std::size_t kTerminalWidth = 160;
+constexpr std::size_t kPitch = 7;  // columns per property: names up to 13 characters on staggered lines
+
+std::string paint(const std::string& text, bool colour, fmt::text_style style) {
+  return colour ? fmt::format(style, "{}", text) : text;
+}
+
+// "✓", "✗!", "✓|✗" (reference|optimized), coloured: ✓ green, ✗ blue, – dim, a surprise red.
+std::string terminal_cell(const GridCell& c, bool colour) {
+  auto one = [&](const CellResult* r) {
+    const std::string sym = std::string(outcome_symbol(r->observed)) + (r->as_expected() ? "" : "!");
+    if (!r->as_expected()) return paint(sym, colour, fmt::emphasis::bold | fmt::fg(fmt::terminal_color::bright_red));
+    if (r->observed == "holds") return paint(sym, colour, fmt::fg(fmt::terminal_color::green));
+    if (r->observed == "violated") return paint(sym, colour, fmt::fg(fmt::terminal_color::bright_blue));
+    return paint(sym, colour, fmt::emphasis::faint);
+  };
+  if (c.agree() && c.as_expected()) return one(c.shown.front());
+  if (c.agree() && c.shown.size() == 1) return one(c.shown.front());
+  std::string text;
+  for (const auto* r : c.shown) text.append(text.empty() ? "" : "|").append(one(r));
+  return text;
+}
+
+std::size_t visible_width(const std::string& s) {
+  // display width without ANSI escape sequences
+  std::string plain;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\033') {
+      while (i < s.size() && s[i] != 'm') ++i;
+      continue;
+    }
+    plain += s[i];
+  }
+  return display_width(plain);
+}
+
+std::string pad_to(std::string s, std::size_t width) {
+  const std::size_t w = visible_width(s);
+  if (w < width) s.append(width - w, ' ');
+  return s;
+}
+
+std::string terminal_grid(const Grid& g, bool colour) {
+  std::size_t label_w = 12;
+  for (const auto& r : g.rows) label_w = std::max(label_w, display_width(r));
+  label_w += 2;
+  const std::size_t per_chunk =
+      std::max<std::size_t>(1, (kTerminalWidth > label_w + 4 ? kTerminalWidth - label_w - 4 : 1) / kPitch);
+  std::string out = paint(family_title(g.family), colour, fmt::emphasis::bold) +
+                    fmt::format(" ({}, {})\n", plural(long(g.rows.size()), "row", "rows"),
+                                plural(long(g.columns.size()), "property", "properties"));
+  for (std::size_t first = 0; first < g.columns.size(); first += per_chunk) {
+    const std::size_t last = std::min(g.columns.size(), first + per_chunk);
+    // names on two staggered lines, each starting above its column's symbol
+    for (int line = 0; line < 2; ++line) {
+      std::string h(label_w, ' ');
+      for (std::size_t k = first; k < last; ++k) {
+        if (int((k - first) % 2) != line) continue;
+        h = pad_to(h, label_w + (k - first) * kPitch);
+        h += g.headers[k];
+      }
+      while (!h.empty() && h.back() == ' ') h.pop_back();
+      if (!h.empty()) out += h + "\n";
+    }
+    for (const auto& row : g.rows) {
+      std::string line = pad_to(row, label_w);
+      for (std::size_t k = first; k < last; ++k) {
+        line = pad_to(line, label_w + (k - first) * kPitch);
+        const GridCell* c = g.at(row, g.columns[k]);
+        line += c ? terminal_cell(*c, colour) : "";
+      }
+      while (!line.empty() && line.back() == ' ') line.pop_back();
+      out += line + "\n";
+    }
+    if (last < g.columns.size()) out += "\n";
+  }
+  return out;
 }
 
 }  // namespace
@@ -130,6 +288,44 @@ std::string utc_now() {
   return buf;
 }
 
+std::string this_command_line() {
+  std::ifstream in("/proc/self/cmdline", std::ios::binary);
+  std::string line, arg;
+  while (std::getline(in, arg, '\0')) {
+    const bool plain = !arg.empty() &&
+        arg.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:,+@%") == std::string::npos;
+    std::string quoted = "'";
+    for (char c : arg) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    line.append(line.empty() ? "" : " ").append(plain ? arg : quoted.append("'"));
+  }
+  return line;
+}
+
+MatrixRun run_matrix(const std::vector<Cell>& cells, RunOptions options,
+                     const std::function<void(const CellResult&, std::size_t)>& after_each) {
+  MatrixRun run;
+  if (!options.seed) options.seed = (uint64_t(std::random_device{}()) << 32) | std::random_device{}();
+  RunMeta& m = run.meta;
+  m.seed = *options.seed;
+  m.cases = options.cases;
+  m.threads = omp_get_max_threads();
+  m.started_at = utc_now();
+  m.command = this_command_line();
+  m.versions = build_versions();
+  m.total_cells = int(cells.size());
+  const auto start = std::chrono::steady_clock::now();
+  for (std::size_t i = 0; i < cells.size(); ++i) {
+    run.results.push_back(run_cell(cells[i], options));
+    if (after_each) after_each(run.results.back(), i);
+  }
+  m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return run;
+}
+
+void write_report(const std::string& dir, const MatrixRun& run) {
+  write_report_dir(dir, matrix_report_files(run.results, run.meta));
+}
+
 Summary summarize(const std::vector<CellResult>& results) {
   Summary s;
   for (const auto& r : results) {
@@ -145,72 +341,35 @@ Summary summarize(const std::vector<CellResult>& results) {
 std::string row_label(const CellResult& r) { return r.cell.row.name; }
 
 std::string matrix_table(const std::vector<CellResult>& results) {
-  const std::vector<std::string> cols = columns_of(results);
-  std::vector<std::string> rows;
-  std::map<std::pair<std::string, std::string>, std::vector<const CellResult*>> cell;
-  for (const auto& r : results) {
-    const std::string label = row_label(r);
-    if (std::find(rows.begin(), rows.end(), label) == rows.end()) rows.push_back(label);
-    cell[{label, r.cell.prop.id}].push_back(&r);
-  }
-  std::string out = "| layer [mode] |";
-  for (const auto& c : cols) out.append(" ").append(short_name(c, results)).append(" |");
-  out += "\n|---|";
-  for (std::size_t i = 0; i < cols.size(); ++i) out += "---|";
-  out += "\n";
-  for (const auto& row : rows) {
-    out += "| " + row + " |";
-    for (const auto& c : cols) {
-      auto it = cell.find({row, c});
-      if (it == cell.end()) {
-        out += "   |";
-        continue;
-      }
-      // an implementation the property does not apply to (reference_agreement on the
-      // reference) does not hide the other one
-      std::vector<const CellResult*> shown;
-      for (const auto* r : it->second)
-        if (r->observed != "not_applicable" || !r->as_expected()) shown.push_back(r);
-      if (shown.empty()) shown.push_back(it->second.front());
-      const bool agree = std::all_of(shown.begin(), shown.end(), [&](const CellResult* r) {
-        return r->observed == shown.front()->observed;
-      });
-      const bool all_expected = std::all_of(shown.begin(), shown.end(),
-                                            [](const CellResult* r) { return r->as_expected(); });
-      std::string text;
-      if (agree) {
-        text = std::string(symbol(shown.front()->observed)) + (all_expected ? "" : "!");
-      } else {
-        for (const auto* r : shown)
-          text += std::string(text.empty() ? "" : " ") + impl_short(r->cell.impl) + " " +
-                  symbol(r->observed) + (r->as_expected() ? "" : "!");
-      }
-      out += " " + text + " |";
-    }
-    out += "\n";
-  }
+  std::string out;
+  for (const auto& g : grids_of(results)) out.append(out.empty() ? "" : "\n").append(markdown_grid(g));
   return out;
 }
 
-std::string expected_matrix_markdown() {
-  // one table per family, each with its own columns: norm rows, attention ops, blocks
-  std::map<Family, std::vector<CellResult>> family;
-  for (const auto& c : all_cells()) {
-    // the built-in catalogue only: external rows (oneDNN) depend on what the build found
-    if (c.info.impl != Impl::optimized || c.info.row.origin != "builtin") continue;
-    family[c.info.row.family].push_back({.cell = c.info, .observed = to_string(c.info.expected)});
-  }
-  std::string table;
-  for (const auto& [f, cells] : family) {
-    if (!table.empty()) table += "\n";
-    table += matrix_table(cells);
-  }
-  // rows are not per implementation here
-  for (std::string::size_type at; (at = table.find(" (opt)")) != std::string::npos;)
-    table.erase(at, 6);
-  for (std::string::size_type at; (at = table.find("layer [mode] (impl)")) != std::string::npos;)
-    table.replace(at, 19, "layer [mode]");
+std::string matrix_legend() {
+  return "✓ holds · ✗ violated: a counterexample was found · – not applicable · E error · "
+         "! not what the spec expects (a surprise) · `ref ✓ opt ✗`: the reference and the "
+         "optimized implementation differ";
+}
 
+std::string matrix_text(const std::vector<CellResult>& results, bool colour) {
+  std::string out;
+  for (const auto& g : grids_of(results)) out.append(out.empty() ? "" : "\n").append(terminal_grid(g, colour));
+  return out + "\n✓ holds · ✗ violated: a counterexample was found · – not applicable · E error\n"
+               "! not what the spec expects (a surprise) · ✓|✗ the reference (left) and the optimized "
+               "implementation (right) differ\n";
+}
+
+std::string expected_matrix_markdown() {
+  // the built-in catalogue only: external rows (oneDNN) depend on what the build found; one
+  // symbol per row and property (the expected matrix is the same for both implementations but
+  // where a property applies to one only)
+  std::vector<CellResult> cells;
+  for (const auto& c : all_cells()) {
+    if (c.info.impl != Impl::optimized || c.info.row.origin != "builtin") continue;
+    cells.push_back({.cell = c.info, .observed = to_string(c.info.expected)});
+  }
+  const std::string table = matrix_table(cells);
   std::string layers_md = "\n| layer | formula | statistics over | modes |\n|---|---|---|---|\n";
   for (const auto& l : layers()) {
     if (l.origin != "builtin") continue;
@@ -226,39 +385,26 @@ std::string expected_matrix_markdown() {
   return table + layers_md + props_md;
 }
 
+std::string with_generated_tables(const std::string& text) {
+  const std::string begin = "<!-- matrix:begin", end = "<!-- matrix:end -->";
+  const auto b = text.find(begin);
+  if (b == std::string::npos) throw std::invalid_argument("no line starting with '" + begin + "'");
+  const auto body = text.find('\n', b);
+  const auto e = text.find(end, b);
+  if (body == std::string::npos || e == std::string::npos) throw std::invalid_argument("no '" + end + "' line after '" + begin + "'");
+  return text.substr(0, body + 1) + expected_matrix_markdown() + text.substr(e);
+}
+
 std::vector<FailureSection> failure_sections(const std::vector<CellResult>& results) {
   std::vector<FailureSection> surprises, violations;
   for (const auto& r : results) {
     const bool surprise = !r.as_expected();
     if (!surprise && r.observed != "violated") continue;
-    FailureSection s;
-    s.cell = &r;
-    s.surprise = surprise;
-    s.anchor = "cell-" + gtest_name(r.id());
-    s.title = fmt::format("{} {} / {} / {}", symbol(r.observed), row_label(r), to_string(r.cell.impl),
-                          r.cell.prop.id);
-    if (surprise)
-      s.title += fmt::format(" — SURPRISE: expected {}, observed {}", to_string(r.cell.expected), r.observed);
-    const PropertyInfo& p = r.cell.prop;
-    std::string b;
-    b += fmt::format("**Property** `{}`: {}.  \n", p.id, p.statement.empty() ? "?" : p.statement);
-    if (!p.claim.empty()) b += fmt::format("**Claim it evidences:** {}.  \n", p.claim);
-    if (!p.related_input.empty()) b += fmt::format("**Related input:** {}.  \n", p.related_input);
-    if (!p.compared.empty()) b += fmt::format("**Compared:** {}.\n", p.compared);
-    b += fmt::format("\n**Expected** {}, **observed** {}{}: {} (seed {}, {}).\n",
-                     to_string(r.cell.expected), r.observed,
-                     surprise ? " — a surprise" : r.cell.expected == Expect::violated ? ", as the spec says" : "",
-                     outcome_sentence(r), r.seed, seconds_text(r.seconds));
-    if (surprise && r.observed != "violated" && !r.message.empty())
-      b += "\n" + r.message + "\n";
-    if (!r.reproduce.empty()) {
-      b += "\n**Replay** exactly this case:\n\n```sh\n" + replay_command(r) + "\n```\n\n";
-      b += "or in the ctest binary:\n\n```sh\n" + rc_params_command(r) + "\n```\n";
-    }
-    if (!r.counterexample.is_null())
-      b += "\n**Minimal counterexample** (a = the input, b = the related input; y = output):\n\n```text\n" +
-           counterexample_text(r.counterexample) + "```\n";
-    s.body = b;
+    FailureSection s{.cell = &r,
+                     .surprise = surprise,
+                     .anchor = "cell-" + gtest_name(r.id()),
+                     .title = section_title(r),
+                     .body = section_body(r)};
     (surprise ? surprises : violations).push_back(std::move(s));
   }
   surprises.insert(surprises.end(), std::make_move_iterator(violations.begin()),
@@ -266,36 +412,53 @@ std::vector<FailureSection> failure_sections(const std::vector<CellResult>& resu
   return surprises;
 }
 
+std::string run_line(const RunMeta& meta) {
+  std::string line = fmt::format("Seed **{}** · {} per cell · {} · {} · normcheck {}", meta.seed,
+                                 plural(meta.cases, "case", "cases"),
+                                 plural(meta.threads, "OpenMP thread", "OpenMP threads"),
+                                 seconds_text(meta.seconds), meta.versions.value("normcheck", std::string("?")));
+  if (meta.shard_count > 1) line += fmt::format(" · shard {}/{}", meta.shard_index, meta.shard_count);
+  if (meta.merged_from.is_array()) line += " · merged from " + plural(long(meta.merged_from.size()), "shard", "shards");
+  if (!meta.started_at.empty()) line += " · " + meta.started_at;
+  return line;
+}
+
+std::string verdict_line(const Summary& s) {
+  return fmt::format("**{}: {} as expected, {}** ({}, {} not applicable){}", plural(s.cells, "cell", "cells"),
+                     s.as_expected, plural(s.surprises, "surprise", "surprises"),
+                     plural(s.errors, "error", "errors"), s.not_applicable,
+                     s.surprises == 0 ? ": every cell is what the spec expects." : ": see Surprises below.");
+}
+
 std::string report_markdown(const std::vector<CellResult>& results, const RunMeta& meta) {
   const Summary s = summarize(results);
-  std::string md = "# normcheck matrix\n\n";
-  md += fmt::format("Seed **{}** · {} cases per cell · {} OpenMP threads · {} · normcheck {}",
-                    meta.seed, meta.cases, meta.threads, seconds_text(meta.seconds),
-                    meta.versions.value("normcheck", std::string("?")));
-  if (meta.shard_count > 1) md += fmt::format(" · shard {}/{}", meta.shard_index, meta.shard_count);
-  if (meta.merged_from.is_array())
-    md += fmt::format(" · merged from {} shards", meta.merged_from.size());
-  if (!meta.started_at.empty()) md += " · " + meta.started_at;
-  md += "\n\n";
-  if (!meta.environment.empty()) md += "Environment: " + environment_text(meta.environment) + "\n\n";
-  if (!meta.command.empty()) md += "`" + meta.command + "`\n\n";
-  md += fmt::format("**{} cells: {} as expected, {} surprise{}** ({} errors, {} not applicable).\n\n",
-                    s.cells, s.as_expected, s.surprises, s.surprises == 1 ? "" : "s", s.errors,
-                    s.not_applicable);
-  md += matrix_table(results);
-  md += "\n✓ holds · ✗ violated (a counterexample was found) · – not applicable · E error · "
-        "**!** observed differs from the expected matrix · `ref ✓ opt ✗!` when the reference "
-        "and the optimized implementation differ.\n";
+  std::string md = "# normcheck matrix — " +
+                   (s.surprises == 0 ? std::string("0 surprises")
+                                     : plural(s.surprises, "SURPRISE", "SURPRISES")) + "\n\n";
+  md += verdict_line(s) + "\n\n";
+  md += run_line(meta) + "  \n";
+  if (!meta.environment.empty()) md += "Environment: " + environment_text(meta.environment) + "  \n";
+  if (!meta.command.empty()) md += "`" + meta.command + "`\n";
+  md += "\n## Matrix\n\n" + matrix_legend() + ".\n";
+  for (const auto& g : grids_of(results))
+    md += std::string("\n### ") + family_title(g.family) + "\n\n" + markdown_grid(g);
+
   const auto sections = failure_sections(results);
   if (s.surprises > 0) {
-    md += "\n## Surprises\n\n";
+    md += fmt::format("\n## Surprises ({})\n\nCells that are not what the spec expects, each with its "
+                      "replay commands and minimal counterexample.\n", s.surprises);
     for (const auto& sec : sections)
-      if (sec.surprise) md += "- " + sec.title + "\n";
+      if (sec.surprise) md += "\n### " + sec.title + "\n\n" + sec.body;
   }
-  if (!sections.empty())
-    md += fmt::format("\n## Failures\n\nOne section per ✗ cell and per surprise ({}), surprises first.\n",
-                      sections.size());
-  for (const auto& sec : sections) md += "\n### " + sec.title + "\n\n" + sec.body;
+  std::size_t expected = 0;
+  for (const auto& sec : sections) expected += sec.surprise ? 0 : 1;
+  if (expected > 0) {
+    md += fmt::format("\n## Expected violations ({})\n\nThe ✗ cells, each found as the spec expects. "
+                      "Their minimal counterexamples: report.html (open a line), or "
+                      "`normcheck show CELL --report DIR` in a terminal.\n\n", expected);
+    for (const auto& sec : sections)
+      if (!sec.surprise) md += "- `" + sec.cell->id() + "`: " + violation_summary(*sec.cell) + "\n";
+  }
   return md;
 }
 
@@ -310,11 +473,9 @@ json report_json(const std::vector<CellResult>& results, const RunMeta& meta) {
                           {"related_input", r.cell.prop.related_input},
                           {"compared", r.cell.prop.compared},
                           {"claim", r.cell.prop.claim}};
-    if (!r.reproduce.empty())
-      c["replay"] = {{"normcheck", replay_command(r)}, {"ctest", rc_params_command(r)}};
     cells.push_back(std::move(c));
   }
-  json j = {{"format", "normcheck-matrix/2"},
+  json j = {{"format", kMatrixFormat},
             {"seed", meta.seed},
             {"cases_per_cell", meta.cases},
             {"threads", meta.threads},
@@ -368,9 +529,9 @@ T get(const json& j, const std::string& name) {
 }  // namespace
 
 Family family_from_string(const std::string& s) {
-  for (Family f : {Family::norm, Family::attention, Family::block})
+  for (Family f : kFamilies)
     if (s == to_string(f)) return f;
-  throw std::invalid_argument("field 'family': '" + s + "' is not norm, attention or block");
+  throw std::invalid_argument("field 'family': '" + s + "' is not norm, attention, block or gradient");
 }
 
 CellResult cell_from_json(const json& c) {
@@ -389,12 +550,23 @@ CellResult cell_from_json(const json& c) {
   r.cell.expected = expect_from_string(get<std::string>(c, "expected"));
   r.observed = get<std::string>(c, "observed");
   r.cases = get<int>(c, "cases");
-  r.max_deviation = get<double>(c, "max_deviation");
+  const json& dev = field(c, "max_deviation");
+  if (dev.is_number()) r.max_deviation = dev.get<double>();
+  else if (dev == "NaN" || dev == "inf" || dev == "-inf") r.max_deviation = value_of(dev);
+  else throw std::invalid_argument("field 'max_deviation' is neither a number nor \"NaN\", \"inf\"");
   r.counterexample = field(c, "counterexample");
   r.reproduce = get<std::string>(c, "reproduce");
+  if (c.contains("replay") && c["replay"].is_object()) {
+    r.replay_cli = c["replay"].value("normcheck", std::string());
+    r.replay_tests = c["replay"].value("ctest", std::string());
+  }
   r.message = c.value("message", std::string());
   r.seed = c.value("seed", uint64_t(0));
   r.seconds = c.value("seconds", 0.0);
+  r.shrink_budget_spent = c.value("shrink_budget_spent", false);
+  if (c.contains("drawn") && c["drawn"].is_object())
+    for (const auto& [cls, n] : c["drawn"].items())
+      if (n.is_number_integer()) r.drawn[cls] = n.get<int>();
   const json& p = field(c, "property_info");
   r.cell.prop = {property, p.value("column", property), p.value("statement", ""),
                  p.value("related_input", ""), p.value("compared", ""), p.value("claim", "")};
@@ -404,8 +576,8 @@ CellResult cell_from_json(const json& c) {
 LoadedReport report_from_json(const json& j) {
   if (!j.is_object()) throw std::invalid_argument("not a JSON object");
   const std::string format = get<std::string>(j, "format");
-  if (format != "normcheck-matrix/2")
-    throw std::invalid_argument("format '" + format + "' is not normcheck-matrix/2");
+  if (format != kMatrixFormat && format != "normcheck-matrix/2")
+    throw std::invalid_argument("format '" + format + "' is not " + kMatrixFormat + " (or normcheck-matrix/2)");
   LoadedReport out;
   RunMeta& m = out.meta;
   m.seed = get<uint64_t>(j, "seed");

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <regex>
+#include <tuple>
 
 #include "reports/report.hpp"
 #include "cli/tests/test_util.hpp"
@@ -27,7 +28,7 @@ TEST(Cli, ListNamesEveryRowAndProperty) {
 }
 
 TEST(Cli, EverySubcommandHasHelp) {
-  for (const std::string sub : {"list", "matrix", "merge", "golden"}) {
+  for (const std::string sub : {"list", "matrix", "show", "merge", "golden", "mutants"}) {
     const auto r = run(cli() + " " + sub + " --help");
     EXPECT_EQ(r.code, 0) << sub;
     EXPECT_NE(r.out.find("Usage"), std::string::npos) << sub;
@@ -39,35 +40,100 @@ TEST(Cli, EverySubcommandHasHelp) {
   EXPECT_EQ(run(cli() + " --version").code, 0);
 }
 
+TEST(Cli, ListWriteRegeneratesTheTablesOfAFile) {
+  const std::string readme = read_file(std::string(NORMCHECK_SOURCE_DIR) + "/README.md");
+  const std::string path = scratch("list_write") + "/README.md";
+  std::string drifted = readme;
+  const std::string from = "| rms_norm | ✓ |", to = "| rms_norm | ✗ |";
+  ASSERT_NE(drifted.find(from), std::string::npos);
+  drifted.replace(drifted.find(from), from.size(), to);
+  std::ofstream(path) << drifted;
+  const auto r = run(cli() + " list --write " + path);
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("rewritten"), std::string::npos) << r.out;
+  EXPECT_EQ(read_file(path), with_generated_tables(drifted));
+  EXPECT_EQ(read_file(path).find(to), std::string::npos);
+  const auto again = run(cli() + " list --write " + path);
+  EXPECT_NE(again.out.find("up to date"), std::string::npos) << again.out;
+  std::ofstream(path) << "no markers";
+  const auto bad = run(cli() + " list --write " + path);
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.err.find("matrix:begin"), std::string::npos) << bad.err;
+}
+
 TEST(Cli, UsageErrorsExitWithTwoAndOneLineReason) {
   const std::string other = scratch("usage_other");
   std::ofstream(other + "/notes.txt") << "not a report";
-  const std::vector<std::pair<std::string, std::string>> cases = {
-      {"matrix --cases 0", "--cases"},
-      {"matrix --layer no_such_layer", "no cell matches"},
-      {"matrix --layer '('", "regular expression"},
-      {"matrix --shard 3/3 --seed 1", "0 ≤ I < N"},
-      {"matrix --shard two --seed 1", "expected I/N"},
-      {"matrix --shard 0/2", "needs --seed"},
-      {"matrix --layer batch_norm --reproduce reproduce=AAAA", "replays one cell"},
+  // the command line, what the one line must say, and the help it points to ("" for none: an
+  // input error about a file, not about the command line)
+  const std::vector<std::tuple<std::string, std::string, std::string>> cases = {
+      {"matrix --cases 0", "--cases: '0' is not a whole number from 1 to", "normcheck matrix --help"},
+      {"matrix --cases abc", "--cases: 'abc' is not a whole number", "normcheck matrix --help"},
+      {"matrix --seed -1", "--seed: '-1' is not a whole number from 0 to 18446744073709551615", "normcheck matrix --help"},
+      {"matrix --seed 18446744073709551616", "--seed: '18446744073709551616' is not a whole number", "normcheck matrix --help"},
+      {"matrix --threads 2x", "--threads: '2x'", "normcheck matrix --help"},
+      {"mutants --seed -1", "--seed: '-1'", "normcheck mutants --help"},
+      {"matrix --implementation fast", "--implementation", "normcheck matrix --help"},
+      {"matrix --layer no_such_layer", "no cell matches", "normcheck matrix --help"},
+      {"matrix --layer '('", "--layer '(': invalid regular expression", "normcheck matrix --help"},
+      {"matrix --shard 3/3 --seed 1", "0 ≤ I < N", "normcheck matrix --help"},
+      {"matrix --shard two --seed 1", "expected I/N", "normcheck matrix --help"},
+      {"matrix --shard 0/2", "needs --seed", "normcheck matrix --help"},
+      {"matrix --layer batch_norm --reproduce reproduce=AAAA", "replays one cell", "normcheck matrix --help"},
       {"matrix --layer '^layer_norm$' --property '^padding_invariance$' --implementation reference "
        "--reproduce 'reproduce=BAjYhR3Yo9lbvJXbfRnchlmbv8Gc0lWbppXZk9yc0JXZh1Waud2XlFXdpZXYsVmbjVWxSQbFNvTDU3q5ix1SGjINZDWzLWay208t1EJTY5josRAADoAAAAwBBAAAAAAAAA'",
-       "not for cell"},
-      {"matrix --layer '^layer_norm$' --out " + other, "refusing to replace"},
-      {"golden /no/such/file.json", "cannot open"},
-      {"merge /no/such/file.json", "cannot open"},
-      {"frobnicate", "see normcheck --help"},
+       "not for cell", "normcheck matrix --help"},
+      {"matrix --layer '^layer_norm$' --out " + other, "refusing to replace", ""},
+      // an --out that cannot be written fails before the run, not after it
+      {"matrix --out /proc/x", "--out /proc/x: cannot write in /proc", ""},
+      {"matrix --json /proc/x/y.json", "/proc/x/y.json: cannot write in /proc", ""},
+      {"golden /no/such/file.json", "cannot open", ""},
+      {"golden --layer no_such_layer", "no row with a golden op matches --layer", "normcheck golden --help"},
+      {"merge /no/such/file.json", "cannot open", ""},
+      {"merge", "files is required", "normcheck merge --help"},
+      {"show --report /no/such/dir", "cannot open", ""},
+      {"frobnicate", "unknown subcommand 'frobnicate'; the subcommands are list, matrix, show", "normcheck --help"},
+      {"", "A subcommand is required", "normcheck --help"},
   };
-  for (const auto& [args, reason] : cases) {
+  for (const auto& [args, reason, help] : cases) {
     const auto r = run(cli() + " " + args);
     EXPECT_EQ(r.code, 2) << args << "\n" << r.err;
     EXPECT_NE(r.err.find(reason), std::string::npos) << args << "\nstderr: " << r.err;
-    // "normcheck: reason", or "normcheck golden: reason" for a golden input error
-    const std::string prefix = args.rfind("golden", 0) == 0 ? "normcheck golden: " : "normcheck: ";
-    EXPECT_EQ(testing::count(r.err, prefix), 1u) << "one line of reason, got:\n" << r.err;
-    EXPECT_EQ(r.err.find('\n', r.err.find(prefix)), r.err.size() - 1) << "the reason is the last line:\n" << r.err;
+    if (!help.empty()) {
+      EXPECT_NE(r.err.find("(see " + help + ")"), std::string::npos) << args << "\nstderr: " << r.err;
+    }
+    // "normcheck: reason", or "normcheck golden: reason" for a golden input error; nothing else
+    // (no run started: the start line would be on stderr)
+    const std::string prefix = args.rfind("golden /", 0) == 0 ? "normcheck golden: " : "normcheck: ";
+    EXPECT_EQ(r.err.rfind(prefix, 0), 0u) << args << ": one line of reason, got:\n" << r.err;
+    EXPECT_EQ(testing::count(r.err, "\n"), 1u) << args << ": one line of reason, got:\n" << r.err;
   }
   EXPECT_TRUE(std::filesystem::exists(other + "/notes.txt")) << "a refused --out must stay untouched";
+}
+
+TEST(Cli, SingularAndPluralAreRight) {
+  const auto r = run(cli() + " matrix --layer '^batch_norm_train$' --property '^padding_invariance$' "
+                             "--implementation optimized --cases 1 --search-factor 1 --seed 1");
+  EXPECT_NE(r.out.find("1 cell: "), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("1 case per cell"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("optimized: 1 cell, "), std::string::npos) << r.err;
+  for (const std::string& out : {r.out, r.err})
+    for (const char* wrong : {"1 cells", "1 cases", "1 values", "1 surprises", "1 errors"})
+      EXPECT_EQ(out.find(std::string(" ") + wrong), std::string::npos) << wrong << " in\n" << out;
+}
+
+TEST(Cli, ColourOnATerminalUnlessNoColor) {
+  if (run("command -v script").code != 0) GTEST_SKIP() << "script(1) is needed to run under a terminal";
+  const std::string matrix = cli() + " matrix --layer '^rms_norm$' --property '^padding_invariance$' --cases 5 --seed 1";
+  // colour is SGR (ESC [ … m); the progress line on a terminal uses ESC [K, which is not colour
+  const std::regex sgr("\033\\[[0-9;]*m");
+  const auto tty = run("script -qec \"" + matrix + "\" /dev/null");
+  EXPECT_TRUE(std::regex_search(tty.out, sgr)) << "colour on a terminal:\n" << tty.out;
+  const auto no_colour = run("NO_COLOR=1 script -qec \"" + matrix + "\" /dev/null");
+  EXPECT_NE(no_colour.out.find("2 cells: 2 as expected"), std::string::npos) << no_colour.out;
+  EXPECT_FALSE(std::regex_search(no_colour.out, sgr)) << "NO_COLOR:\n" << no_colour.out;
+  EXPECT_FALSE(std::regex_search(run(matrix).out, sgr)) << "no colour into a pipe";
+  EXPECT_TRUE(std::regex_search(run(matrix + " --color always").out, sgr));
 }
 
 TEST(Cli, ExitCodeOneOnASurprise) {
@@ -99,7 +165,7 @@ TEST(Cli, MatrixJsonHasTheContractFields) {
                              "--cases 50 --seed 7 --threads 2 --json " + path);
   EXPECT_EQ(r.code, 0) << r.out;
   const auto j = nlohmann::json::parse(read_file(path));
-  EXPECT_EQ(j["format"], "normcheck-matrix/2");
+  EXPECT_EQ(j["format"], kMatrixFormat);
   EXPECT_EQ(j["seed"], 7);
   EXPECT_EQ(j["cases_per_cell"], 50);
   EXPECT_EQ(j["threads"], 2);

@@ -65,10 +65,17 @@ TEST(Shard, ShardsPartitionTheCellsAndMergeGivesTheSingleRunReport) {
   }
   EXPECT_EQ(merged["merged_from"].size(), 3u);
   EXPECT_EQ(merged["shard"]["count"], 1);
-  // the merged report.md has the single run's matrix
-  const std::string full_md_matrix = run(cli() + " matrix" + kSelection).out;
-  EXPECT_NE(read_file(dir + "/merged/report.md").find(full_md_matrix.substr(0, full_md_matrix.find("\n\n"))),
-            std::string::npos);
+  // the merged report.md has the single run's matrix, and merge prints it as the run did
+  const auto single = run(cli() + " matrix" + kSelection + " --out " + dir + "/single");
+  ASSERT_EQ(single.code, 0) << single.err;
+  auto matrix_of = [](const std::string& md) {
+    const auto at = md.find("## Matrix");
+    return at == std::string::npos ? std::string() : md.substr(at, md.find("\n## ", at + 1) - at);
+  };
+  const std::string single_matrix = matrix_of(read_file(dir + "/single/report.md"));
+  ASSERT_NE(single_matrix.find("| rms_norm |"), std::string::npos) << single_matrix;
+  EXPECT_EQ(matrix_of(read_file(dir + "/merged/report.md")), single_matrix);
+  EXPECT_EQ(m.out.substr(0, m.out.find("\n\n✓")), single.out.substr(0, single.out.find("\n\n✓")));
 }
 
 TEST(Shard, MergeRefusesInputsThatAreNotOneRun) {

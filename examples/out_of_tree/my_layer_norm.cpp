@@ -1,17 +1,14 @@
-// The project's own LayerNorm kernel: Welford's single-pass mean and variance in float32.
-// normcheck's LayerNorm reference is the reference; the expected profile is LayerNorm's.
-#include "my_layer_norm.hpp"
+// The project's own LayerNorm kernel (Welford's one-pass statistics in float32), registered as
+// an implementation of normcheck's layer_norm: its reference, parameters, conditioning, profile.
+#include <normcheck/normcheck.hpp>
 
 #include <cmath>
 
-namespace my_kernels {
 namespace {
 
 void welford_layer_norm(const normcheck::Batch& in, const normcheck::Params& p, normcheck::Mode,
                         normcheck::State*, normcheck::Output& out) {
-  normcheck::validate_batch(in);
-  normcheck::validate_affine(p, in.D);
-  normcheck::validate_eps(p.eps);
+  normcheck::validate_affine_norm(in, p);
   const int D = in.D;
   std::vector<float> y(in.x.size());
 #pragma omp parallel for schedule(static)
@@ -23,7 +20,12 @@ void welford_layer_norm(const normcheck::Batch& in, const normcheck::Params& p, 
       mean += delta / float(d + 1);
       m2 += delta * (x[d] - mean);
     }
-    const float rstd = 1.0f / std::sqrt(m2 / float(D) + float(p.eps));
+#ifdef MY_LAYER_NORM_PLANTED_BUG  // scripts/check-out-of-tree: the unbiased variance, by mistake
+    const float var = m2 / float(D - 1);
+#else
+    const float var = m2 / float(D);
+#endif
+    const float rstd = 1.0f / std::sqrt(var + float(p.eps));
     for (int d = 0; d < D; ++d)
       y[r * D + d] = (x[d] - mean) * rstd * (p.gamma.empty() ? 1.0f : p.gamma[d]) +
                      (p.beta.empty() ? 0.0f : p.beta[d]);
@@ -33,15 +35,12 @@ void welford_layer_norm(const normcheck::Batch& in, const normcheck::Params& p, 
 
 }  // namespace
 
-std::vector<const normcheck::LayerEntry*> register_with_normcheck() {
-  static const normcheck::LayerEntry* mine = [] {
-    normcheck::LayerEntry e = normcheck::layer("layer_norm");  // its profile and reference
-    e.name = "my_welford_layer_norm";
-    e.formula = "γ·(x−μ)/√(σ²+ε) + β, Welford's one-pass statistics in float32";
-    e.optimized = welford_layer_norm;
-    return &normcheck::register_layer(std::move(e));
+std::vector<const normcheck::LayerEntry*> my_layers() {
+  static const normcheck::LayerEntry& mine = [] () -> const normcheck::LayerEntry& {
+    normcheck::set_replay_programs({.cli = "my_normcheck", .tests = "my_kernels_tests"});  // replays name them
+    return normcheck::register_layer(normcheck::implementation_of(
+        normcheck::layer("layer_norm"), "my_layer_norm", "LayerNorm, Welford's statistics in float32",
+        welford_layer_norm));
   }();
-  return {mine};
+  return {&mine};
 }
-
-}  // namespace my_kernels

@@ -101,5 +101,110 @@ RC_GTEST_PROP(Equivalence, InstanceNormIsMaskedBatchNormOnEachSequenceAlone, ())
   }
 }
 
+// The sharded forward's default (LayerEntry::forward_on_shards): a cut into one shard is the
+// plain forward, bit for bit, state included; and each shard of a cut is its own plain forward
+// (batch_norm in train mode: its own statistics), the state after it shard 0's.
+RC_GTEST_PROP(Equivalence, DefaultShardedForwardRunsEachShardAlone, ()) {
+  auto shape = gen::shape(2);
+  shape.B = std::max(shape.B, 2);
+  const Batch x = gen::batch(shape, gen::regime(), gen::Poison::zero, 2);
+  const LayerEntry& bn = layer(*rc::gen::element<std::string>("batch_norm", "masked_batch_norm", "layer_norm"));
+  const Params p = gen::params(bn, shape.D);
+  const State s0 = gen::state(shape.D);
+  const Impl impl = any_impl();
+  const Mode mode = *rc::gen::element(Mode::train, Mode::eval);
+  State whole_s = s0, one_s = s0;
+  Output whole, one;
+  bn.forward(impl)(x, p, mode, &whole_s, whole);
+  bn.forward_on_shards(impl, x, {shape.B}, p, mode, &one_s, one);
+  RC_ASSERT(std::memcmp(whole.data(), one.data(), whole.size() * sizeof(double)) == 0);
+  RC_ASSERT(whole_s.running_mean == one_s.running_mean);
+  RC_ASSERT(whole_s.running_var == one_s.running_var);
+  const int first = *rc::gen::inRange(1, shape.B);
+  State cut_s = s0, first_s = s0, second_s = s0;
+  Output cut, y0, y1;
+  bn.forward_on_shards(impl, x, {first, shape.B - first}, p, mode, &cut_s, cut);
+  bn.forward(impl)(sequences(x, 0, first), p, mode, &first_s, y0);
+  bn.forward(impl)(sequences(x, first, shape.B - first), p, mode, &second_s, y1);
+  y0.insert(y0.end(), y1.begin(), y1.end());
+  RC_ASSERT(std::memcmp(cut.data(), y0.data(), cut.size() * sizeof(double)) == 0);
+  RC_ASSERT(cut_s.running_mean == first_s.running_mean);
+  RC_ASSERT(cut_s.running_var == first_s.running_var);
+}
+
+TEST(Shards, ACutThatIsNotOfTheBatchIsRejected) {
+  Batch x(3, 2, 4);
+  Params p;
+  Output y;
+  for (const ShardCut& cut : {ShardCut{}, ShardCut{1, 1}, ShardCut{2, 2}, ShardCut{3, 0}, ShardCut{4, -1}})
+    EXPECT_THROW(layer("layer_norm").forward_on_shards(Impl::optimized, x, cut, p, Mode::none, nullptr, y),
+                 InvalidInput);
+}
+
+// sync_batch_norm as one worker is batch_norm; on any cut it is the whole batch's batch_norm
+// within the tolerance rule (the merged statistics are the whole batch's), running statistics
+// included; and with a fixed cut its optimized bits do not depend on the thread count.
+RC_GTEST_PROP(Equivalence, SyncBatchNormIsBatchNormOnAnyCut, ()) {
+  auto shape = gen::shape(2);
+  shape.B = std::max(shape.B, 2);
+  const Batch x = gen::batch(shape, gen::regime(), gen::Poison::zero, 2);
+  const LayerEntry& sync = layer("sync_batch_norm");
+  const Params p = gen::params(sync, shape.D);
+  const State s0 = gen::state(shape.D);
+  const Impl impl = any_impl();
+  const Mode mode = *rc::gen::element(Mode::train, Mode::eval);
+  const int first = *rc::gen::inRange(1, shape.B);
+  State s_bn = s0, s_one = s0, s_cut = s0;
+  Output bn, one, cut;
+  layer("batch_norm").forward(impl)(x, p, mode, &s_bn, bn);
+  sync.forward(impl)(x, p, mode, &s_one, one);
+  sync.forward_on_shards(impl, x, {first, shape.B - first}, p, mode, &s_cut, cut);
+  const double cond = max_cond(sync.conditioning(x, p, mode, &s0));
+  assert_close(x, one, bn, cond, false);
+  assert_close(x, cut, bn, cond, false);
+  for (int d = 0; d < shape.D; ++d) {
+    RC_ASSERT(std::abs(s_cut.running_mean[d] - s_bn.running_mean[d]) <= tolerance(s_bn.running_mean[d], 0));
+    RC_ASSERT(std::abs(s_cut.running_var[d] - s_bn.running_var[d]) <= tolerance(s_bn.running_var[d], 0));
+  }
+}
+
+TEST(Shards, SyncBatchNormBitsDoNotDependOnThreadsForAFixedCut) {
+  // wide and tall enough for the statistics kernel's parallel path; decimals round in float32
+  Batch x(7, 300, 96);
+  for (std::size_t i = 0; i < x.x.size(); ++i) x.x[i] = float(int(i * 7919 % 2001) - 1000) / 10.0f;
+  Params p;
+  const ShardCut cut{3, 1, 3};
+  Output ref;
+  State s_ref{std::vector<double>(96, 0.0), std::vector<double>(96, 1.0)};
+  {
+    omp_set_num_threads(1);
+    layer("sync_batch_norm").forward_on_shards(Impl::optimized, x, cut, p, Mode::train, &s_ref, ref);
+  }
+  for (int threads : {2, 3, 4}) {
+    omp_set_num_threads(threads);
+    State s{std::vector<double>(96, 0.0), std::vector<double>(96, 1.0)};
+    Output y;
+    layer("sync_batch_norm").forward_on_shards(Impl::optimized, x, cut, p, Mode::train, &s, y);
+    EXPECT_EQ(0, std::memcmp(ref.data(), y.data(), y.size() * sizeof(double))) << threads << " threads";
+    EXPECT_EQ(s_ref.running_var, s.running_var) << threads << " threads";
+  }
+  omp_set_num_threads(2);
+}
+
+// The property itself can fail: batch_norm (each shard its own statistics) on a cut of a batch
+// whose sequences differ gives other outputs than the whole batch.
+TEST(Shards, LocalBatchNormOnShardsIsNotTheWholeBatch) {
+  Batch x(2, 2, 1);
+  x.x = {0.f, 1.f, 10.f, 12.f};
+  Params p;
+  State s{{0.0}, {1.0}}, s2 = s;
+  Output whole, cut;
+  layer("batch_norm").forward(Impl::reference)(x, p, Mode::train, &s, whole);
+  layer("batch_norm").forward_on_shards(Impl::reference, x, {1, 1}, p, Mode::train, &s2, cut);
+  EXPECT_NEAR(whole[0], -5.75 / std::sqrt(28.1875), 1e-4);  // μ = 5.75, σ² = 28.1875
+  EXPECT_NEAR(cut[0], -1.0, 1e-4);                          // shard 0 alone: μ = 0.5, σ² = 0.25
+  EXPECT_NE(s.running_mean, s2.running_mean);
+}
+
 }  // namespace
 }  // namespace normcheck

@@ -1,5 +1,6 @@
-// Golden conformance against PyTorch (golden/pytorch_golden.json), one ctest test per
-// (case, implementation), for every op the registries know; and the checkers can fail.
+// Golden conformance against PyTorch (golden/pytorch_golden.json and the block's
+// golden/pytorch_block_golden.json), one ctest test per (case, implementation), for every op the
+// registries know; and the checkers can fail.
 #include <gtest/gtest.h>
 
 #include "properties/catalog.hpp"
@@ -14,10 +15,12 @@ struct GoldenParam {
 
 std::vector<GoldenParam> golden_params() {
   std::vector<GoldenParam> params;
-  const auto file = load_golden(default_golden_path());
-  for (const auto& c : file["cases"])
-    for (Impl impl : {Impl::reference, Impl::optimized})
-      if (golden_op_known(c.value("op", ""))) params.push_back({c, impl});
+  for (const auto& path : {default_golden_path(), default_block_golden_path()}) {
+    const auto file = load_golden(path);
+    for (const auto& c : file["cases"])
+      for (Impl impl : {Impl::reference, Impl::optimized})
+        if (golden_op_known(c.value("op", ""))) params.push_back({c, impl});
+  }
   return params;
 }
 
@@ -42,10 +45,59 @@ std::string golden_name(const ::testing::TestParamInfo<GoldenParam>& info) {
 INSTANTIATE_TEST_SUITE_P(PyTorch, Golden, ::testing::ValuesIn(golden_params()), golden_name);
 
 nlohmann::json first_case(const std::string& op) {
-  const auto file = load_golden(default_golden_path());
-  for (const auto& c : file["cases"])
-    if (c["op"] == op) return c;
+  for (const auto& path : {default_golden_path(), default_block_golden_path()}) {
+    const auto file = load_golden(path);
+    for (const auto& c : file["cases"])
+      if (c["op"] == op) return c;
+  }
   throw std::runtime_error("no golden case for " + op);
+}
+
+TEST(GoldenBlock, EveryCaseOfTheFileIsChecked) {
+  const auto file = load_golden(default_block_golden_path());
+  ASSERT_EQ(file["cases"].size(), 24u);
+  for (const auto& c : file["cases"]) EXPECT_TRUE(golden_op_known(c["op"].get<std::string>())) << c["id"];
+}
+
+// The block's golden cases pin its wiring: a block whose residual stream starts from N1(x)
+// instead of x (the built-in block fed N1(x): every residual carries the normalized tensor)
+// fails them on both implementations, in both placements.
+TEST(GoldenBlock, ABlockWiredWrongFails) {
+  auto wrong = [](const LayerEntry& norm, Impl impl, Mode mode, const BlockWeights& w, BlockState& st,
+                  const Batch& x, bool) {
+    Output a;
+    norm.forward(impl)(x, w.norm1, mode, &st.norm1, a);
+    Batch n1 = x;
+    for (std::size_t i = 0; i < a.size(); ++i) n1.x[i] = float(a[i]);
+    return block_forward(norm, impl, mode, w, st, n1, false);
+  };
+  const BlockEntry broken{.name = "block_residual_from_n1", .forward = wrong, .origin = "mutant"};
+  for (const auto& c : load_golden(default_block_golden_path())["cases"])
+    for (Impl impl : {Impl::reference, Impl::optimized}) {
+      const auto o = check_block_golden_case(c, impl, broken);
+      EXPECT_FALSE(o.passed) << c["id"] << " " << to_string(impl);
+      EXPECT_FALSE(o.input_error()) << o.error;
+    }
+}
+
+TEST(GoldenBlock, CorruptedValueFailsAndFieldErrorsNameTheField) {
+  auto c = first_case("block");
+  c["y"][3] = c["y"][3].get<double>() + 1e-3;
+  for (Impl impl : {Impl::reference, Impl::optimized}) {
+    const auto o = check_golden_case(c, impl);
+    EXPECT_FALSE(o.passed);
+    EXPECT_NE(o.error.find("y[0,0,3]"), std::string::npos) << o.error;
+  }
+  auto d = first_case("block");
+  d["norm"] = "batch_norm";
+  EXPECT_NE(check_golden_case(d, Impl::optimized).error.find("field 'norm'"), std::string::npos);
+  d = first_case("block");
+  d["norm2"]["gamma"].erase(0);
+  EXPECT_NE(check_golden_case(d, Impl::optimized).error.find("field 'norm2.gamma'"), std::string::npos)
+      << check_golden_case(d, Impl::optimized).error;
+  d = first_case("block");
+  d["w2"].erase(0);
+  EXPECT_NE(check_golden_case(d, Impl::optimized).error.find("field 'w2'"), std::string::npos);
 }
 
 TEST(GoldenChecker, CorruptedExpectedValueFailsNamingThePosition) {
@@ -106,6 +158,24 @@ TEST(GoldenAttention, HeadsNotDividingEIsAFieldError) {
   EXPECT_NE(o.error.find("heads = 3 must divide E"), std::string::npos) << o.error;
 }
 
+
+// A built-in layer computing another layer's op passes that op's golden cases through each of
+// its rows (sync_batch_norm as one worker is batch_norm: batch_norm_train and _eval cases).
+TEST(Golden, BuiltinRowsComputingAnotherOpPassItsCases) {
+  const auto file = load_golden(default_golden_path());
+  int checked = 0;
+  for (const auto& row : layer_rows()) {
+    if (row.layer->origin != "builtin" || row.layer->op() == row.layer->name) continue;
+    for (const auto& c : file["cases"])
+      if (c.value("op", "") == golden_op(row))
+        for (Impl impl : {Impl::reference, Impl::optimized}) {
+          const auto o = check_norm_golden_case(c, impl, row);
+          EXPECT_TRUE(o.passed) << row.id() << ": " << o.id << " (" << to_string(impl) << "): " << o.error;
+          ++checked;
+        }
+  }
+  EXPECT_GT(checked, 0) << "no built-in row computes another op";
+}
 
 }  // namespace
 }  // namespace normcheck

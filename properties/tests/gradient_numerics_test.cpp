@@ -22,24 +22,12 @@ namespace {
 
 using namespace test::grad;
 
-// The tolerance rule for a call (gradient_tolerance with gradient_scale, properties/compare.hpp):
-// the largest conditioning of a statistics set the gradients read, and the scale of the
-// gradients and of their terms. The conditioning function describes the sets of the forward's
-// valid outputs; a token-wise row's gradients also cover padding tokens (dx there is computed
-// like any token's, and dγ, dβ sum over them), so for those rows it is taken on the batch with
-// every position valid too.
+// The tolerance rule for a call (gradient_terms: compare.hpp), padding counted as tokens where
+// the row computes it so: every position's dx is compared here.
 GradTolerance tolerance_for(const LayerRow& row, const Batch& x, const Params& p, const State& s,
                             const Grads& ref, const std::vector<float>& dy,
                             Impl impl = Impl::optimized) {
-  std::vector<Batch> sets = {x};
-  if (token_wise(row)) sets.push_back(all_valid(x));
-  double cond = 0, scale = 0;
-  for (const Batch& b : sets) {
-    const Conditioning c = row.layer->conditioning(b, p, row.mode(), &s);
-    for (double v : c.cond) cond = std::max(cond, v);
-    scale = std::max(scale, gradient_scale(ref, c, p, dy, x.D));
-  }
-  return gradient_tolerance(cond, scale, impl);
+  return gradient_tolerance(gradient_terms(row, x, p, s, ref, dy, true), impl);
 }
 
 // Compares every value of `got` with `want` under `tol`; the first difference as a message.

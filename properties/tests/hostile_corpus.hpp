@@ -39,11 +39,13 @@ inline std::vector<std::string> hostile_files() {
   return names;
 }
 
-// The first case of `op` in the project's golden file.
+// The first case of `op` in the project's golden files.
 inline nlohmann::json golden_case(const std::string& op) {
-  static const auto file = load_golden(default_golden_path());
-  for (const auto& c : file["cases"])
-    if (c["op"] == op) return c;
+  static const std::vector<nlohmann::json> files = {load_golden(default_golden_path()),
+                                                    load_golden(default_block_golden_path())};
+  for (const auto& file : files)
+    for (const auto& c : file["cases"])
+      if (c["op"] == op) return c;
   throw std::runtime_error("no golden case for " + op);
 }
 

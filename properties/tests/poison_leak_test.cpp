@@ -98,7 +98,7 @@ AttentionEntry leaky(std::set<std::string> violated) {
   AttentionEntry e = sdpa_entry();
   e.name = "additive_mask_sdpa";
   e.sdpa_optimized = additive_mask_sdpa;
-  e.optimized_violated = std::move(violated);
+  e.optimized_violates = std::move(violated);
   e.why = "reads masked keys: NaN + (−inf) = NaN";
   return e;
 }

@@ -6,7 +6,7 @@
 #include <cmath>
 #include <sstream>
 
-#include "reports/counterexample.hpp"
+#include "properties/counterexample.hpp"
 #include "reports/report.hpp"
 
 namespace normcheck {
@@ -50,6 +50,17 @@ void layer_norm_neighbour_stats(const Batch& in, const Params& p, Mode, State*, 
     for (int d = 0; d < D; ++d)
       out[r * D + d] = (in.x[r * D + d] - mean) / std::sqrt(var + p.eps) * (p.gamma.empty() ? 1.0 : p.gamma[d]) +
                        (p.beta.empty() ? 0.0 : p.beta[d]);
+  }
+}
+
+// A kernel right everywhere but at D = 1, where it divides 0 by 0: NaN where the reference says
+// 0 (β). A bias made of NaN alone: it must not be summarised as "deviation 0".
+void layer_norm_nan_at_one_feature(const Batch& in, const Params& p, Mode mode, State* s, Output& out) {
+  layer("layer_norm").optimized(in, p, mode, s, out);
+  if (in.D != 1) return;
+  for (std::size_t r = 0; r < in.rows(); ++r) {
+    const double centred = in.x[r] - in.x[r], spread = std::abs(in.x[r] - in.x[r]);
+    out[r] = centred / spread;  // 0/0
   }
 }
 
@@ -154,6 +165,18 @@ TEST(BrokenLayer, NeighbourStatisticsShowTheReplacedToken) {
   const json& p = worst_pair(r.counterexample);
   EXPECT_EQ(row_values(sec, "x   input"), formatted(p["x_a"], 8)) << sec;
   EXPECT_EQ(row_values(sec, "y′  related"), formatted(p["y_b"], 8)) << sec;
+}
+
+TEST(BrokenLayer, ANanOnlyBiasIsShownAsNanEverywhere) {
+  auto b = broken_layer_norm("layer_norm_nan_at_d1", layer_norm_nan_at_one_feature, "reference_agreement");
+  const CellResult r = run(b->cell, 4242, 300);
+  ASSERT_EQ(r.observed, "violated") << r.message;
+  EXPECT_TRUE(std::isnan(r.max_deviation)) << "largest deviation " << r.max_deviation;
+  EXPECT_EQ(to_json(r)["max_deviation"], "NaN");
+  EXPECT_NE(r.message.find("NaN on one side only"), std::string::npos) << r.message;
+  const std::string sec = section_text(r);
+  EXPECT_NE(sec.find("|y−y′| = NaN: NaN on one side only"), std::string::npos) << sec;
+  EXPECT_EQ(sec.find("deviation 0"), std::string::npos) << sec;
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-#include "reports/counterexample.hpp"
+#include "properties/counterexample.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -417,19 +417,59 @@ std::string compact_json(const json& j, int indent) {
   return j.dump();
 }
 
+namespace {
+
+bool known_shape(const json& cx) {
+  return cx.is_object() && cx.contains("compared") && cx["compared"].is_array() &&
+         cx.contains("input") && cx.contains("related") && cx.contains("labels");
+}
+
+Positions positions_of(const json& cx) {
+  Positions pos;
+  for (const auto& n : cx["labels"].value("index", json::array())) pos.names.push_back(n.get<std::string>());
+  const json& in = cx["input"];
+  const json& rel = cx["related"];
+  pos.calls_a = in.value("calls", json::array()).size() + in.value("calls_not_shown", 0) > 1;
+  pos.calls_b = rel.value("calls", json::array()).size() + rel.value("calls_not_shown", 0) > 1;
+  return pos;
+}
+
+}  // namespace
+
+std::string worst_text(const json& cx) {
+  if (!known_shape(cx) || !cx.contains("worst")) return "?";
+  const json& w = cx["worst"];
+  const json& labels = cx["labels"];
+  const std::string y = labels.value("output", std::string("y")), element = labels.value("element", std::string("k"));
+  std::string out;
+  if (w.contains("position_a")) {
+    const Positions pos = positions_of(cx);
+    out = fmt::format("{} = {} at input {} {}={} vs {}′ = {} at related {}: |{}−{}′| = {}", y,
+                      format_number(w["a"]), pos.text(w["position_a"], pos.calls_a), element,
+                      w["position_a"].value("element", -1), y, format_number(w["b"]),
+                      pos.text(w["position_b"], pos.calls_b), y, y,
+                      magnitude(value_of(w.value("deviation", json(nullptr)))));
+  } else {
+    out = fmt::format("{} = {} (input) vs {} (related): |a−b| = {}", w.value("where", std::string("?")),
+                      format_number(w["a"]), format_number(w["b"]),
+                      format_number(w.value("deviation", json(nullptr))));
+  }
+  const double tol = value_of(w.value("tolerance", json(0)));
+  const double wa = value_of(w["a"]), wb = value_of(w["b"]);
+  if (std::isfinite(wa) != std::isfinite(wb))
+    return out + ": " + format_number(std::isfinite(wa) ? w["b"] : w["a"]) + " on one side only";
+  if (tol > 0) return out + " > tolerance " + magnitude(tol);
+  return out + " (must be identical)";
+}
+
 std::string counterexample_text(const json& cx) {
   if (cx.is_null()) return "(no counterexample)\n";
-  const bool known = cx.is_object() && cx.contains("compared") && cx["compared"].is_array() &&
-                     cx.contains("input") && cx.contains("related") && cx.contains("labels");
-  if (!known) return compact_json(cx) + "\n";
+  if (!known_shape(cx)) return compact_json(cx) + "\n";
   std::string out;
   const json& in = cx["input"];
   const json& rel = cx["related"];
   const json& labels = cx["labels"];
-  Positions pos;
-  for (const auto& n : labels.value("index", json::array())) pos.names.push_back(n.get<std::string>());
-  pos.calls_a = in.value("calls", json::array()).size() + in.value("calls_not_shown", 0) > 1;
-  pos.calls_b = rel.value("calls", json::array()).size() + rel.value("calls_not_shown", 0) > 1;
+  const Positions pos = positions_of(cx);
   const std::string y = labels.value("output", std::string("y")), element = labels.value("element", std::string("k"));
 
   out += "related input: " + compress_lists(cx.value("related_input", std::string("?"))) + "\n";
@@ -438,6 +478,12 @@ std::string counterexample_text(const json& cx) {
     out += "        " + side_summary(rel, "b (related input)") + "\n";
   if (cx.contains("params") && cx["params"].is_object() && !cx["params"].empty())
     out += params_text(cx["params"]);
+  if (cx.contains("rejected") && cx["rejected"].is_object()) {
+    const json& rj = cx["rejected"];
+    out += fmt::format("rejected: the {} implementation throws InvalidInput on this input, which the {} accepts: {}\n",
+                       rj.value("implementation", std::string("?")), rj.value("accepted_by", std::string("?")),
+                       rj.value("message", std::string("?")));
+  }
 
   const json& compared = cx["compared"];
   const std::size_t total_pairs = cx.value("compared_count", compared.size());
@@ -452,21 +498,8 @@ std::string counterexample_text(const json& cx) {
     if (w.contains("position_a")) {
       worst_pair = w.value("pair", -1);
       worst_element = w["position_a"].value("element", -1);
-      out += fmt::format("worst: {} = {} at input {} {}={} vs {}′ = {} at related {}: |{}−{}′| = {}", y,
-                         format_number(w["a"]), pos.text(w["position_a"], pos.calls_a), element,
-                         worst_element, y, format_number(w["b"]), pos.text(w["position_b"], pos.calls_b),
-                         y, y, magnitude(value_of(w.value("deviation", json(nullptr)))));
-    } else {
-      out += fmt::format("worst: {} = {} (input) vs {} (related): |a−b| = {}", w.value("where", std::string("?")),
-                         format_number(w["a"]), format_number(w["b"]),
-                         format_number(w.value("deviation", json(nullptr))));
     }
-    const double tol = value_of(w.value("tolerance", json(0)));
-    const double wa = value_of(w["a"]), wb = value_of(w["b"]);
-    if (std::isfinite(wa) != std::isfinite(wb))
-      out += ": " + format_number(std::isfinite(wa) ? w["b"] : w["a"]) + " on one side only\n";
-    else if (tol > 0) out += " > tolerance " + magnitude(tol) + "\n";
-    else out += " (must be identical)\n";
+    out += "worst: " + worst_text(cx) + "\n";
   }
 
   // every pair on one line when there are several
@@ -529,6 +562,86 @@ std::string counterexample_text(const json& cx) {
   context(in, "whole input (a)", "a");
   context(rel, "whole related input (b)", "b");
   return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// a cell's section
+
+const char* outcome_symbol(const std::string& observed) {
+  if (observed == "holds") return "✓";
+  if (observed == "violated") return "✗";
+  if (observed == "not_applicable") return "–";
+  return "E";
+}
+
+std::string deviation_text(double deviation) {
+  if (std::isnan(deviation)) return "NaN (a value NaN on one side only)";
+  if (std::isinf(deviation)) return "inf (a value infinite on one side only)";
+  return format_number(deviation);
+}
+
+namespace {
+
+// "1 case", "2 cases" (not `plural`: engine.cpp has one, and the library is a unity build)
+std::string counted(long long n, const char* one, const char* many) {
+  return fmt::format("{} {}", n, n == 1 ? one : many);
+}
+
+std::string seconds_text(double s) {
+  return s < 10 ? fmt::format("{:.2f} s", s) : fmt::format("{:.1f} s", s);
+}
+
+std::string outcome_sentence(const CellResult& r) {
+  if (r.observed == "violated")
+    return "counterexample found after " + counted(r.cases, "case", "cases") +
+           " and shrunk to the minimal one below";
+  if (r.observed == "holds")
+    return "no counterexample in " + counted(r.cases, "case", "cases") + ", largest deviation seen " +
+           deviation_text(r.max_deviation);
+  if (r.observed == "error") return "the cell could not be run";
+  return "not applicable";
+}
+
+}  // namespace
+
+std::string section_title(const CellResult& r) {
+  std::string title = fmt::format("{} {} / {} / {}", outcome_symbol(r.observed), r.cell.row.name,
+                                  to_string(r.cell.impl), r.cell.prop.id);
+  if (!r.as_expected())
+    title += fmt::format(" — SURPRISE: expected {}, observed {}", to_string(r.cell.expected), r.observed);
+  return title;
+}
+
+std::string section_body(const CellResult& r) {
+  const bool surprise = !r.as_expected();
+  const PropertyInfo& p = r.cell.prop;
+  std::string b;
+  b += fmt::format("**Property** `{}`: {}.  \n", p.id, p.statement.empty() ? "?" : p.statement);
+  if (!p.claim.empty()) b += fmt::format("**Claim it evidences:** {}.  \n", p.claim);
+  if (!p.related_input.empty()) b += fmt::format("**Related input:** {}.  \n", p.related_input);
+  if (!p.compared.empty()) b += fmt::format("**Compared:** {}.\n", p.compared);
+  b += fmt::format("\n**Expected** {}, **observed** {}{}: {} (seed {}, {}).\n",
+                   to_string(r.cell.expected), r.observed,
+                   surprise ? " — a surprise" : r.cell.expected == Expect::violated ? ", as the spec says" : "",
+                   outcome_sentence(r), r.seed, seconds_text(r.seconds));
+  if (surprise && r.observed != "violated" && !r.message.empty()) b += "\n" + r.message + "\n";
+  if (!r.reproduce.empty()) {
+    b += "\n**Replay** exactly this case:\n\n```sh\n" + replay_command(r) + "\n```\n\n";
+    b += "or in the test binary:\n\n```sh\n" + rc_params_command(r) + "\n```\n";
+  }
+  if (!r.counterexample.is_null())
+    b += "\n**Minimal counterexample** (a = the input, b = the related input; y = output):\n\n```text\n" +
+         counterexample_text(r.counterexample) + "```\n";
+  return b;
+}
+
+std::string section_text(const CellResult& r) { return "### " + section_title(r) + "\n\n" + section_body(r); }
+
+std::string violation_summary(const CellResult& r) {
+  std::string s = "found after " + counted(r.cases, "case", "cases");
+  if (known_shape(r.counterexample) && r.counterexample.contains("worst"))
+    s += "; worst " + worst_text(r.counterexample);
+  return s;
 }
 
 }  // namespace normcheck

@@ -1,0 +1,166 @@
+// sync_batch_norm: BatchNorm whose data-parallel workers share their statistics. Each worker
+// (a shard of the batch, cut along B) computes its count n_i, per-feature mean μ_i and M2_i
+// (Σ (x − μ_i)²) over its B_i·T positions (padding included, as batch_norm); the workers
+// all-gather them and merge them in shard order with Chan's parallel formula,
+//   n = n_a + n_b,  δ = μ_b − μ_a,  μ = μ_a + δ·n_b/n,  M2 = M2_a + M2_b + δ²·n_a·n_b/n,
+// count-weighted as PyTorch's SyncBatchNorm (batch_norm_gather_stats_with_counts), then
+// normalize with the merged mean and biased variance M2/n and update the running statistics with
+// the unbiased M2/(n − 1). Eval: the running statistics, no communication.
+// Called on a batch as a whole (the plain forward) it is one worker holding the whole batch:
+// batch_norm, whose golden cases it passes.
+// The optimized forward: each shard's statistics through batch_norm_statistics_kernel (double,
+// fixed blocking, OpenMP), merged feature by feature in shard order (OpenMP over features: no
+// feature depends on another), normalized in float32 by batch_norm_apply_kernel; so for a fixed
+// cut its bits do not depend on the thread count.
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "norms/batch_norm.hpp"
+#include "norms/kernels_api.hpp"
+
+namespace normcheck {
+namespace {
+
+constexpr const char* kName = "sync_batch_norm";
+
+// What a worker all-gathers: its count and, per feature, its mean and M2.
+struct Moments {
+  long long n = 0;
+  std::vector<double> mean, m2;  // [D] each
+};
+
+// Chan's parallel update of `a` with `b`, feature by feature. A part holding ±inf: the mean is
+// that infinity (or NaN for both signs), as a plain sum gives it.
+void chan_merge(Moments& a, const Moments& b) {
+  if (a.n == 0) {
+    a = b;
+    return;
+  }
+  const double n = double(a.n) + double(b.n);
+  const double wb = double(b.n) / n, wab = double(a.n) * double(b.n) / n;
+  const int D = int(a.mean.size());
+#pragma omp parallel for schedule(static) if (D >= 4096)
+  for (int d = 0; d < D; ++d) {
+    const double delta = b.mean[d] - a.mean[d];
+    a.mean[d] = std::isfinite(a.mean[d]) && std::isfinite(b.mean[d]) ? a.mean[d] + delta * wb
+                                                                     : a.mean[d] + b.mean[d];
+    a.m2[d] = (a.m2[d] + b.m2[d]) + delta * delta * wab;
+  }
+  a.n += b.n;
+}
+
+// A worker's moments over sequences [first, first + count), every position: reference (two
+// passes in double) or optimized (the BatchNorm statistics kernel).
+Moments shard_moments(Impl impl, const Batch& in, int first, int count) {
+  const int D = in.D;
+  Moments m;
+  m.mean.assign(D, 0.0);
+  m.m2.assign(D, 0.0);
+  const std::size_t begin = std::size_t(first) * in.T, end = std::size_t(first + count) * in.T;
+  if (impl == Impl::optimized) {
+    std::vector<double> var(D);
+    m.n = batch_norm_statistics_kernel(m.mean.data(), var.data(),
+                                       in.x.data() + begin * std::size_t(D), count, in.T, D, nullptr);
+    for (int d = 0; d < D; ++d) m.m2[d] = var[d] * double(m.n);
+    return m;
+  }
+  m.n = (long long)(end - begin);
+  for (std::size_t r = begin; r < end; ++r)
+    for (int d = 0; d < D; ++d) m.mean[d] += in.x[r * D + d];
+  for (int d = 0; d < D; ++d) m.mean[d] /= double(m.n);
+  for (std::size_t r = begin; r < end; ++r)
+    for (int d = 0; d < D; ++d) {
+      const double e = in.x[r * D + d] - m.mean[d];
+      m.m2[d] += e * e;
+    }
+  return m;
+}
+
+void sync_forward(Impl impl, const Batch& in, const ShardCut& cut, const Params& p, Mode mode,
+                  State* state, Output& out) {
+  const long long n = check_batch_norm_inputs(in, p, mode, state, TokenSet::all_positions, kName);
+  validate_shard_cut(in, cut);
+  const int D = in.D;
+  std::vector<double> mean, var(D);
+  if (mode == Mode::train) {
+    // every worker's moments, all-gathered, merged in shard order (the same on every worker)
+    Moments all;
+    int first = 0;
+    for (int size : cut) {
+      chan_merge(all, shard_moments(impl, in, first, size));
+      first += size;
+    }
+    mean = std::move(all.mean);
+    for (int d = 0; d < D; ++d) var[d] = all.m2[d] / double(n);
+  } else {
+    mean = state->running_mean;
+    var = state->running_var;
+  }
+  // each worker normalizes its own shard with the shared statistics: elementwise, so the whole
+  // batch at once is the same
+  if (impl == Impl::reference) {
+    out.assign(in.x.size(), 0.0);
+    for (std::size_t i = 0; i < in.x.size(); ++i) {
+      const int d = int(i % D);
+      const double g = p.gamma.empty() ? 1.0 : p.gamma[d];
+      const double be = p.beta.empty() ? 0.0 : p.beta[d];
+      out[i] = g * (in.x[i] - mean[d]) / std::sqrt(var[d] + p.eps) + be;
+    }
+  } else {
+    std::vector<float> mu(D), a(D), be(D), y(in.x.size());
+    for (int d = 0; d < D; ++d) {
+      mu[d] = float(mean[d]);
+      a[d] = float((p.gamma.empty() ? 1.0 : p.gamma[d]) / std::sqrt(var[d] + p.eps));
+      be[d] = p.beta.empty() ? 0.0f : p.beta[d];
+    }
+    batch_norm_apply_kernel(y.data(), in.x.data(), in.B, in.T, D, nullptr, mu.data(), a.data(),
+                            be.data());
+    out.assign(y.begin(), y.end());
+  }
+  if (mode == Mode::train) {
+    const double unbiased = double(n) / double(n - 1);
+    for (int d = 0; d < D; ++d) {
+      state->running_mean[d] = (1 - p.momentum) * state->running_mean[d] + p.momentum * mean[d];
+      state->running_var[d] =
+          (1 - p.momentum) * state->running_var[d] + p.momentum * var[d] * unbiased;
+    }
+  }
+}
+
+ShardedForwardFn sharded(Impl impl) {
+  return [impl](const Batch& in, const ShardCut& cut, const Params& p, Mode m, State* s,
+                Output& o) { sync_forward(impl, in, cut, p, m, s, o); };
+}
+
+ForwardFn one_worker(Impl impl) {
+  return [impl](const Batch& in, const Params& p, Mode m, State* s, Output& o) {
+    validate_batch(in);
+    sync_forward(impl, in, {in.B}, p, m, s, o);
+  };
+}
+
+}  // namespace
+
+LayerEntry sync_batch_norm_entry() {
+  // batch_norm's profile but shard invariance: the workers' statistics are the whole batch's
+  LayerEntry e = batch_norm_family(
+      kName,
+      "γ·(x−μ_d)/√(σ_d²+ε) + β; train: μ, σ² of the whole batch, merged from the shards' "
+      "(count, mean, M2) by Chan's formula; eval: running stats",
+      "all B·T tokens of every shard, padding included (all-gathered)", TokenSet::all_positions,
+      {"batch_independence", "padding_invariance", "token_independence", "causality",
+       "train_inference_equivalence", "streaming_equivalence", "token_scale_invariance",
+       "token_shift_invariance", "nan_containment"},
+      "batch statistics synchronized across shards: the cut no longer matters, the neighbours "
+      "and the padding still do");
+  e.reference = one_worker(Impl::reference);
+  e.optimized = one_worker(Impl::optimized);
+  e.sharded_reference = sharded(Impl::reference);
+  e.sharded_optimized = sharded(Impl::optimized);
+  e.backward_reference = e.backward_optimized = {};  // no backward: it would all-reduce too
+  e.computes = "batch_norm";  // one worker is batch_norm: its golden cases
+  return e;
+}
+
+}  // namespace normcheck

@@ -1,0 +1,127 @@
+// The engine's budgets and its discard policy, on hand-built cells around broken copies of
+// layer_norm (nothing is added to the registry).
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <thread>
+
+#include "properties/catalog.hpp"
+
+namespace normcheck {
+namespace {
+
+struct Broken {
+  LayerEntry entry;
+  std::vector<Cell> cells;
+  const Cell& cell(Impl impl, const std::string& prop) const {
+    for (const auto& c : cells)
+      if (c.info.impl == impl && c.info.prop.id == prop) return c;
+    throw std::invalid_argument(prop);
+  }
+};
+
+std::unique_ptr<Broken> layer_norm_with(ForwardFn optimized) {
+  auto b = std::make_unique<Broken>();
+  b->entry = layer("layer_norm");
+  b->entry.name = "broken_layer_norm";
+  b->entry.optimized = std::move(optimized);
+  b->cells = norm_cells({&b->entry});
+  return b;
+}
+
+RunOptions options(uint64_t seed) {
+  RunOptions o;
+  o.seed = seed;
+  o.use_rc_params_reproduce = false;
+  return o;
+}
+
+void slow_layer_norm(const Batch& in, const Params& p, Mode m, State* s, Output& out) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  layer("layer_norm").optimized(in, p, m, s, out);
+}
+
+// wrong by 1 on batches of 40 values or more, and slow: its counterexample needs many slow
+// shrink steps
+void slow_wrong_layer_norm(const Batch& in, const Params& p, Mode m, State* s, Output& out) {
+  slow_layer_norm(in, p, m, s, out);
+  if (in.x.size() >= 40)
+    for (auto& v : out) v += 1;
+}
+
+double seconds_of(const std::function<void()>& f) {
+  const auto t = std::chrono::steady_clock::now();
+  f();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+TEST(Engine, PastTheCellBudgetASearchingCellIsAnErrorAndReturnsSoon) {
+  const auto b = layer_norm_with(slow_layer_norm);
+  RunOptions o = options(1);
+  o.cell_budget = 0.3;  // 100 cases of 40 ms would take 4 s
+  CellResult r;
+  const double s = seconds_of([&] { r = run_cell(b->cell(Impl::optimized, "reference_agreement"), o); });
+  EXPECT_EQ(r.observed, "error") << r.message;
+  EXPECT_NE(r.message.find("search budget"), std::string::npos) << r.message;
+  EXPECT_LT(s, 2.0);
+  // without the budget the same cell holds
+  o.cell_budget = 0;
+  o.cases = 10;
+  EXPECT_EQ(run_cell(b->cell(Impl::optimized, "reference_agreement"), o).observed, "holds");
+}
+
+TEST(Engine, PastTheShrinkBudgetTheSmallestCounterexampleSoFarIsReported) {
+  const auto b = layer_norm_with(slow_wrong_layer_norm);
+  RunOptions o = options(2);
+  o.shrink_budget = 0.3;
+  CellResult r;
+  const double s = seconds_of([&] { r = run_cell(b->cell(Impl::optimized, "reference_agreement"), o); });
+  EXPECT_EQ(r.observed, "violated");
+  EXPECT_TRUE(r.shrink_budget_spent);
+  EXPECT_FALSE(r.counterexample.is_null());
+  EXPECT_NE(r.message.find("shrink budget"), std::string::npos) << r.message;
+  EXPECT_LT(s, 3.0);
+  // the reported case replays: it is the best shrink accepted before the budget ran out
+  RunOptions replay = options(2);
+  replay.reproduce = r.reproduce;
+  EXPECT_EQ(run_cell(b->cell(Impl::optimized, "reference_agreement"), replay).observed, "violated");
+}
+
+// Throws on a valid input: tokens of more than 4 features.
+void picky_layer_norm(const Batch& in, const Params& p, Mode m, State* s, Output& out) {
+  if (in.D > 4) throw InvalidInput("picky: D = " + std::to_string(in.D) + " is not supported");
+  layer("layer_norm").optimized(in, p, m, s, out);
+}
+
+TEST(Engine, AnImplementationThatRejectsWhatTheReferenceAcceptsFailsWithThatInput) {
+  const auto b = layer_norm_with(picky_layer_norm);
+  // a ✓ cell: violated, with the smallest rejected input and the message
+  const CellResult r = run_cell(b->cell(Impl::optimized, "batch_independence"), options(3));
+  EXPECT_EQ(r.observed, "violated") << r.message;
+  ASSERT_TRUE(r.counterexample.contains("rejected")) << r.counterexample.dump(1);
+  EXPECT_EQ(r.counterexample["rejected"]["implementation"], "optimized");
+  EXPECT_NE(r.counterexample["rejected"]["message"].get<std::string>().find("D = 5"), std::string::npos)
+      << "shrunk to the smallest D it rejects: " << r.counterexample["rejected"].dump();
+  EXPECT_NE(r.message.find("rejects a valid input"), std::string::npos) << r.message;
+  // a ✗ cell cannot take a rejection as its evidence: an error, not "violated"
+  const CellResult x = run_cell(b->cell(Impl::optimized, "feature_shift_invariance"), options(3));
+  EXPECT_EQ(x.cell.expected, Expect::violated);
+  if (x.observed != "violated") {
+    EXPECT_EQ(x.observed, "error");
+    EXPECT_TRUE(x.counterexample.contains("rejected"));
+  }
+  // the reference cells are untouched (the reference accepts everything the generators draw)
+  EXPECT_EQ(run_cell(b->cell(Impl::reference, "batch_independence"), options(3)).observed, "holds");
+}
+
+TEST(Engine, ACaseBothImplementationsRejectIsDiscarded) {
+  // batch_norm [train] rejects one value per channel in both implementations: never a failure
+  for (const auto& c : all_cells())
+    if (c.info.row.id == "batch_norm_train" && c.info.prop.id == "padding_invariance") {
+      const CellResult r = run_cell(c, options(4));
+      EXPECT_TRUE(r.as_expected()) << r.message;
+    }
+}
+
+}  // namespace
+}  // namespace normcheck
