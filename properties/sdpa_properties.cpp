@@ -313,7 +313,9 @@ CaseOutcome causality(const AttentionEntry& e, Impl impl) {
                  "sequence " + std::to_string(b) + ": queries after " + std::to_string(s) +
                      " and keys/values after position " + std::to_string(pos) + " set to " +
                      (fresh ? std::string("fresh values") : to_string(poison)),
-                 rows_where([&](const Index& r) { return r[0] == b && r[2] <= s; }));
+                 rows_where([&](const Index& r) { return r[0] == b && r[2] <= s; }),
+                 // NaN or ±inf only in the future, which no compared output may read: a leak
+                 /*poisoned=*/!fresh && poison != Poison::huge);
 }
 
 CaseOutcome key_padding_invariance(const AttentionEntry& e, Impl impl) {
@@ -595,7 +597,10 @@ namespace {
 // Every query of c against what the masks' formula says it sees (spec_visible): the queries of
 // sequence b that see n keys, in one call without a mask against b's first n keys; n = 0 is
 // zeros and n = 1 is v_0 itself (its one weight is e^0/e^0 = 1 exactly), with no kernel call.
-CaseOutcome against_prefixes(const AttentionEntry& e, Impl impl, const SdpaCase& c, const std::string& note) {
+// `poisoned`: c's only non-finite values are where no compared output may read (masked keys and
+// values): a non-finite output is a leak (Diff::poisoned_unread).
+CaseOutcome against_prefixes(const AttentionEntry& e, Impl impl, const SdpaCase& c, const std::string& note,
+                             bool poisoned = false) {
   const Side A = side(e, impl, c);
   struct Prefix {
     int b, n;
@@ -634,6 +639,7 @@ CaseOutcome against_prefixes(const AttentionEntry& e, Impl impl, const SdpaCase&
     }
   }
   Diff d(kLabels);
+  if (poisoned) d.poisoned_unread();
   for (std::size_t k = 0; k < prefixes.size(); ++k) {
     const Prefix& p = prefixes[k];
     compare_rows(d, rows(A), rows(p.side, int(k)),
@@ -673,7 +679,8 @@ CaseOutcome key_padding_semantics(const AttentionEntry& e, Impl impl) {
       }
   return against_prefixes(e, impl, c, std::string("key lengths ") + list(c.m.key_lengths) +
                                           (c.m.causal ? " with the causal mask" : "") +
-                                          ", padded keys and values set to " + to_string(poison));
+                                          ", padded keys and values set to " + to_string(poison),
+                          /*poisoned=*/poison != Poison::huge);
 }
 
 }  // namespace normcheck::attn::sdpa
