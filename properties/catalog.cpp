@@ -182,6 +182,8 @@ std::vector<Cell> layer_cells(const std::vector<const LayerEntry*>& layer_list) 
     for (auto& r : norm_rows(*l)) rows.push_back(std::move(r));
   for (const LayerEntry* l : layer_list)
     for (auto& r : block_rows(*l)) rows.push_back(std::move(r));
+  for (const LayerEntry* l : layer_list)
+    for (auto& r : gradient_rows(*l)) rows.push_back(std::move(r));
   return cells_of(rows);
 }
 

@@ -41,8 +41,9 @@ std::vector<Cell> all_cells();
 // The norm cells of the given layers (an out-of-tree project's own kernels), and the gradient
 // cells of those with a backward pass.
 std::vector<Cell> norm_cells(const std::vector<const LayerEntry*>& layers);
-// Every cell of the given layers: their norm rows, then their rows inside Pre-LN and Post-LN
-// blocks, as all_cells() holds them — what a project's test binary instantiates.
+// Every cell of the given layers: their norm rows, their rows inside Pre-LN and Post-LN blocks
+// and, for a layer with a backward pass, its gradient rows, as all_cells() holds them — what a
+// project's test binary instantiates.
 std::vector<Cell> layer_cells(const std::vector<const LayerEntry*>& layers);
 
 using GoldenFn = std::function<GoldenOutcome(const nlohmann::json& c, Impl impl)>;
