@@ -34,10 +34,13 @@ constexpr Impl impl_of() {
   return std::is_same_v<T, double> ? Impl::reference : Impl::optimized;
 }
 
-// The norm, through its registry entry only. act [B, T, E] is rounded to float32 (the norm API).
+}  // namespace
+
+// The parts of a block (block.hpp), for float and double.
+
 template <class T>
-std::vector<T> norm_call(const LayerEntry& norm, Mode mode, const Params& p, State* state, int B,
-                         int Tn, int E, const std::vector<int>& lengths, const std::vector<T>& act) {
+std::vector<T> block_norm(const LayerEntry& norm, Mode mode, const Params& p, State* state, int B,
+                          int Tn, int E, const std::vector<int>& lengths, const std::vector<T>& act) {
   Batch in(B, Tn, E);
   in.lengths = lengths;
   for (std::size_t i = 0; i < act.size(); ++i) in.x[i] = float(act[i]);
@@ -45,6 +48,34 @@ std::vector<T> norm_call(const LayerEntry& norm, Mode mode, const Params& p, Sta
   norm.forward(impl_of<T>())(in, p, mode, state, out);
   return std::vector<T>(out.begin(), out.end());
 }
+
+template <class T>
+std::vector<T> block_mlp(const BlockWeights& w, const std::vector<T>& u, int n) {
+  const int E = w.attn.E;
+  std::vector<T> hidden(std::size_t(n) * w.F), y(std::size_t(n) * E);
+  linear(hidden.data(), u.data(), w.w1.data(), w.b1.data(), n, E, w.F);
+  for (auto& v : hidden) v = std::max(v, T(0));
+  linear(y.data(), hidden.data(), w.w2.data(), w.b2.data(), n, w.F, E);
+  return y;
+}
+
+template <class T>
+std::vector<T> block_add(const std::vector<T>& a, const std::vector<T>& b) {
+  std::vector<T> r(a.size());
+  for (std::size_t i = 0; i < a.size(); ++i) r[i] = a[i] + b[i];
+  return r;
+}
+
+template std::vector<double> block_norm(const LayerEntry&, Mode, const Params&, State*, int, int,
+                                        int, const std::vector<int>&, const std::vector<double>&);
+template std::vector<float> block_norm(const LayerEntry&, Mode, const Params&, State*, int, int,
+                                       int, const std::vector<int>&, const std::vector<float>&);
+template std::vector<double> block_mlp(const BlockWeights&, const std::vector<double>&, int);
+template std::vector<float> block_mlp(const BlockWeights&, const std::vector<float>&, int);
+template std::vector<double> block_add(const std::vector<double>&, const std::vector<double>&);
+template std::vector<float> block_add(const std::vector<float>&, const std::vector<float>&);
+
+namespace {
 
 template <class T>
 void mha(std::vector<T>& out, std::vector<T>* weights, const MhaWeights& w, const std::vector<T>& x,
@@ -64,24 +95,6 @@ void decode_step(std::vector<T>& out, std::vector<T>* weights, const MhaWeights&
     mha_decode_optimized(out, weights, w, x, 1, cache);
 }
 
-// u [n, E] → W2·relu(W1·u + b1) + b2
-template <class T>
-std::vector<T> mlp(const BlockWeights& w, const std::vector<T>& u, int n) {
-  const int E = w.attn.E;
-  std::vector<T> hidden(std::size_t(n) * w.F), y(std::size_t(n) * E);
-  linear(hidden.data(), u.data(), w.w1.data(), w.b1.data(), n, E, w.F);
-  for (auto& v : hidden) v = std::max(v, T(0));
-  linear(y.data(), hidden.data(), w.w2.data(), w.b2.data(), n, w.F, E);
-  return y;
-}
-
-template <class T>
-std::vector<T> add(const std::vector<T>& a, const std::vector<T>& b) {
-  std::vector<T> r(a.size());
-  for (std::size_t i = 0; i < a.size(); ++i) r[i] = a[i] + b[i];
-  return r;
-}
-
 template <class T>
 BlockOutput forward(const LayerEntry& norm, Mode mode, const BlockWeights& w, BlockState& st,
                     const Batch& x, bool want_weights) {
@@ -92,15 +105,15 @@ BlockOutput forward(const LayerEntry& norm, Mode mode, const BlockWeights& w, Bl
   std::vector<T> attn, weights, y;
   std::vector<T>* wp = want_weights ? &weights : nullptr;
   if (w.placement == Placement::pre) {
-    const auto a = norm_call(norm, mode, w.norm1, &st.norm1, B, Tn, E, x.lengths, in);
+    const auto a = block_norm(norm, mode, w.norm1, &st.norm1, B, Tn, E, x.lengths, in);
     mha(attn, wp, w.attn, a, B, Tn, mask);
-    const auto h = add(in, attn);
-    const auto u = norm_call(norm, mode, w.norm2, &st.norm2, B, Tn, E, x.lengths, h);
-    y = add(h, mlp(w, u, n));
+    const auto h = block_add(in, attn);
+    const auto u = block_norm(norm, mode, w.norm2, &st.norm2, B, Tn, E, x.lengths, h);
+    y = block_add(h, block_mlp(w, u, n));
   } else {
     mha(attn, wp, w.attn, in, B, Tn, mask);
-    const auto h = norm_call(norm, mode, w.norm1, &st.norm1, B, Tn, E, x.lengths, add(in, attn));
-    y = norm_call(norm, mode, w.norm2, &st.norm2, B, Tn, E, x.lengths, add(h, mlp(w, h, n)));
+    const auto h = block_norm(norm, mode, w.norm1, &st.norm1, B, Tn, E, x.lengths, block_add(in, attn));
+    y = block_norm(norm, mode, w.norm2, &st.norm2, B, Tn, E, x.lengths, block_add(h, block_mlp(w, h, n)));
   }
   BlockOutput out;
   out.y.assign(y.begin(), y.end());
@@ -127,15 +140,15 @@ BlockOutput decode(const LayerEntry& norm, Mode mode, const BlockWeights& w, con
       std::vector<T> attn, weights, y;
       std::vector<T>* wp = want_weights ? &weights : nullptr;
       if (w.placement == Placement::pre) {
-        const auto a = norm_call(norm, mode, w.norm1, &s.norm1, 1, 1, E, one, xt);
+        const auto a = block_norm(norm, mode, w.norm1, &s.norm1, 1, 1, E, one, xt);
         decode_step(attn, wp, w.attn, a, cache);
-        const auto h = add(xt, attn);
-        const auto u = norm_call(norm, mode, w.norm2, &s.norm2, 1, 1, E, one, h);
-        y = add(h, mlp(w, u, 1));
+        const auto h = block_add(xt, attn);
+        const auto u = block_norm(norm, mode, w.norm2, &s.norm2, 1, 1, E, one, h);
+        y = block_add(h, block_mlp(w, u, 1));
       } else {
         decode_step(attn, wp, w.attn, xt, cache);
-        const auto h = norm_call(norm, mode, w.norm1, &s.norm1, 1, 1, E, one, add(xt, attn));
-        y = norm_call(norm, mode, w.norm2, &s.norm2, 1, 1, E, one, add(h, mlp(w, h, 1)));
+        const auto h = block_norm(norm, mode, w.norm1, &s.norm1, 1, 1, E, one, block_add(xt, attn));
+        y = block_norm(norm, mode, w.norm2, &s.norm2, 1, 1, E, one, block_add(h, block_mlp(w, h, 1)));
       }
       std::copy(y.begin(), y.end(), out.y.begin() + x.index(b, t, 0));
       if (want_weights)  // step weights [H, 1, t + 1] → row t of [B, H, T, T]

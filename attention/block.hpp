@@ -61,6 +61,20 @@ BlockOutput block_decode(const LayerEntry& norm, Impl impl, Mode norm_mode,
                          const BlockWeights& w, const BlockState& state, const Batch& x,
                          bool want_weights);
 
+// The parts block_forward and block_decode compose, in the implementation's precision
+// (T = double: the reference, float: the optimized), for variants that wire them differently
+// (mutants/). Defined for float and double.
+// N(act) through the norm's registry entry only; act [B, Tn, E] is rounded to float32 (the norm API).
+template <class T>
+std::vector<T> block_norm(const LayerEntry& norm, Mode mode, const Params& p, State* state, int B,
+                          int Tn, int E, const std::vector<int>& lengths, const std::vector<T>& act);
+// u [n, E] → W2·relu(W1·u + b1) + b2
+template <class T>
+std::vector<T> block_mlp(const BlockWeights& w, const std::vector<T>& u, int n);
+// a + b, element by element
+template <class T>
+std::vector<T> block_add(const std::vector<T>& a, const std::vector<T>& b);
+
 // A block implementation a row runs: the built-in one (block_entry()), or a variant with its own
 // functions (mutants/: a block wired wrong), so a block row can be mutated without a global seam.
 // Each function serves both implementations (its `impl` argument) with the contracts above.

@@ -1,6 +1,7 @@
 // What both benchmark programs share: the input data, 64-byte-aligned buffers, the streaming
-// copy (the memory ceiling every kernel is measured against), the interleaved rounds that give
-// same-run ratios, and the CPU time other processes took while a group ran.
+// copy (the memory ceiling every kernel is measured against) and its two-reads-one-write variant
+// (the backward kernels' mix), the interleaved rounds that give same-run ratios, and the CPU
+// time other processes took while a group ran.
 #pragma once
 
 #include <benchmark/benchmark.h>
@@ -112,24 +113,85 @@ inline void stream_range_sse(float* d, const float* s, std::size_t n) {
   for (; i < n; ++i) d[i] = s[i];
 }
 
-inline void stream_copy(float* dst, const float* src, std::size_t n) {
+// The widest streaming-store ISA this CPU has: 2 AVX-512, 1 AVX, 0 SSE.
+inline int stream_isa() {
   static const int isa = [] {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") ? 2 : __builtin_cpu_supports("avx") ? 1 : 0;
   }();
+  return isa;
+}
+
+// Runs range(isa, lo, hi) on each OpenMP thread's share of [0, n), cut at 64-byte lines, then
+// fences the streaming stores.
+template <class Range>
+inline void stream_split(std::size_t n, Range&& range) {
+  const int isa = stream_isa();
 #pragma omp parallel
   {
     const std::size_t t = std::size_t(omp_get_thread_num()), nt = std::size_t(omp_get_num_threads());
     const std::size_t lines = (n + 15) / 16;  // 64-byte lines
-    const std::size_t b = std::min(n, lines * t / nt * 16), e = std::min(n, lines * (t + 1) / nt * 16);
+    range(isa, std::min(n, lines * t / nt * 16), std::min(n, lines * (t + 1) / nt * 16));
+    _mm_sfence();
+  }
+}
+
+inline void stream_copy(float* dst, const float* src, std::size_t n) {
+  stream_split(n, [&](int isa, std::size_t b, std::size_t e) {
     if (isa == 2)
       stream_range_avx512(dst + b, src + b, e - b);
     else if (isa == 1)
       stream_range_avx(dst + b, src + b, e - b);
     else
       stream_range_sse(dst + b, src + b, e - b);
-    _mm_sfence();
+  });
+}
+
+// The streaming sum dst = a + b (STREAM's "Add"): the same loads, stores, split and fence as
+// stream_copy, but two arrays read per array written, the mix of a backward kernel (read dy and
+// x, write dx). It checks whether that mix moves bytes faster than the copy's one read per
+// write; one add per vector is nothing next to the memory traffic. All three 64-byte aligned.
+
+__attribute__((target("avx512f"))) inline void stream_add_range_avx512(float* d, const float* a,
+                                                                       const float* b,
+                                                                       std::size_t n) {
+  std::size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m512 u = _mm512_add_ps(_mm512_load_ps(a + i), _mm512_load_ps(b + i)),
+                 v = _mm512_add_ps(_mm512_load_ps(a + i + 16), _mm512_load_ps(b + i + 16));
+    _mm512_stream_ps(d + i, u);
+    _mm512_stream_ps(d + i + 16, v);
   }
+  for (; i + 16 <= n; i += 16)
+    _mm512_stream_ps(d + i, _mm512_add_ps(_mm512_load_ps(a + i), _mm512_load_ps(b + i)));
+  for (; i < n; ++i) d[i] = a[i] + b[i];
+}
+__attribute__((target("avx"))) inline void stream_add_range_avx(float* d, const float* a,
+                                                                const float* b, std::size_t n) {
+  std::size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256 u = _mm256_add_ps(_mm256_load_ps(a + i), _mm256_load_ps(b + i)),
+                 v = _mm256_add_ps(_mm256_load_ps(a + i + 8), _mm256_load_ps(b + i + 8));
+    _mm256_stream_ps(d + i, u);
+    _mm256_stream_ps(d + i + 8, v);
+  }
+  for (; i < n; ++i) d[i] = a[i] + b[i];
+}
+inline void stream_add_range_sse(float* d, const float* a, const float* b, std::size_t n) {
+  std::size_t i = 0;
+  for (; i + 4 <= n; i += 4) _mm_stream_ps(d + i, _mm_add_ps(_mm_load_ps(a + i), _mm_load_ps(b + i)));
+  for (; i < n; ++i) d[i] = a[i] + b[i];
+}
+
+inline void stream_add(float* dst, const float* a, const float* b, std::size_t n) {
+  stream_split(n, [&](int isa, std::size_t lo, std::size_t hi) {
+    if (isa == 2)
+      stream_add_range_avx512(dst + lo, a + lo, b + lo, hi - lo);
+    else if (isa == 1)
+      stream_add_range_avx(dst + lo, a + lo, b + lo, hi - lo);
+    else
+      stream_add_range_sse(dst + lo, a + lo, b + lo, hi - lo);
+  });
 }
 
 // ---------------------------------------------------------------------------------------------

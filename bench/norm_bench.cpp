@@ -1,5 +1,6 @@
 // Norm kernels against the streaming copy and oneDNN, in interleaved rounds (bench/common.hpp),
-// at 1 and 2 OpenMP threads (the last argument). One benchmark per shape and thread count runs
+// at 1 and 2 OpenMP threads (the last argument); their backward kernels against the copy in
+// groups of their own (BM_backward, below). One benchmark per shape and thread count runs
 // every candidate once per round; its counters are each candidate's median rate and each ratio's
 // median, with quartiles and extremes (name@q1, @q3, @min, @max) and the CPU other processes
 // used meanwhile (others_cores). The optimized kernels are the raw float32 ones
@@ -17,6 +18,8 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <string>
+#include <vector>
 
 #include "bench/common.hpp"
 #include "norms/batch_norm.hpp"
@@ -100,6 +103,54 @@ void shapes(benchmark::internal::Benchmark* b) {
       ->Unit(benchmark::kMillisecond);
 }
 BENCHMARK(BM_norms)->Apply(shapes);
+
+// The backward kernels (norms/kernels_api.hpp) against the same streaming copy, in groups of their
+// own at the forward's shapes and thread counts. Bytes counted (pass = rows·D·4, as above):
+//   copy:                          read x, write dx                                 = 2 passes
+//   stream_add:                    read dy and x, write dx (the backward's own mix) = 3 passes
+//   layer_norm_bw, rms_norm_bw:    read dy and x, write dx (a token's statistics, its reductions
+//                                  over dy·x̂ and its output pass work on a row in cache)
+//                                                                                   = 3 passes
+//   batch_norm_bw (train):         read dy and x (Σ dy, Σ dy·(x − μ) per feature over all rows),
+//                                  read them again (dx needs the complete sums, and dy and x do
+//                                  not fit in L2), write dx                         = 5 passes
+// so a ratio against the copy is the kernel against the copy scaled to its passes, as batch_norm's
+// 3 passes above. γ, dγ, dβ and the per-segment double accumulators are O(D): not counted.
+// batch_norm's mean and var (the forward's batch statistics, an input of its backward) are
+// computed once, untimed.
+void BM_backward(benchmark::State& st) {
+  const int rows = int(st.range(0)), D = int(st.range(1)), threads = int(st.range(2));
+  omp_set_num_threads(threads);
+  const std::size_t n = std::size_t(rows) * D;
+  const double pass = double(n) * sizeof(float);
+  Buffer dy(n, 4), x(n, 1), dx(n), g(D, 2), dg(D), db(D);
+  std::vector<double> mean(D), var(D);
+  batch_norm_statistics_kernel(mean.data(), var.data(), x.data(), 1, rows, D, nullptr);
+  std::vector<Candidate> cs;
+  cs.push_back({"copy", 2 * pass, [&] { bench::stream_copy(dx.data(), x.data(), n); }});
+  cs.push_back({"stream_add", 3 * pass, [&] { bench::stream_add(dx.data(), dy.data(), x.data(), n); }});
+  cs.push_back({"layer_norm_bw", 3 * pass, [&] {
+                  layer_norm_backward_kernel(dx.data(), dg.data(), db.data(), dy.data(), x.data(),
+                                             g.data(), std::size_t(rows), D, 1e-5f);
+                }});
+  cs.push_back({"rms_norm_bw", 3 * pass, [&] {
+                  rms_norm_backward_kernel(dx.data(), dg.data(), db.data(), dy.data(), x.data(),
+                                           g.data(), std::size_t(rows), D, 1e-5f);
+                }});
+  cs.push_back({"batch_norm_bw", 5 * pass, [&] {
+                  batch_norm_backward_kernel(dx.data(), dg.data(), db.data(), dy.data(), x.data(),
+                                             g.data(), 1, rows, D, nullptr, mean.data(), var.data(),
+                                             1e-5, true);
+                }});
+  bench::Rounds r(std::move(cs));
+  r.run(st);
+  for (const char* k : {"layer_norm_bw", "rms_norm_bw", "batch_norm_bw"}) {
+    r.ratio(st, std::string(k) + "/copy", k, {"copy"});
+    r.ratio(st, std::string(k) + "/stream_add", k, {"stream_add"});
+  }
+  r.ratio(st, "stream_add/copy", "stream_add", {"copy"});
+}
+BENCHMARK(BM_backward)->Apply(shapes);
 
 // The double references, through the registry (Output is double: they write 2× the bytes).
 void BM_reference(benchmark::State& st, const char* name) {

@@ -207,60 +207,32 @@ enum class Wiring {
   decode_cache_shared,        // decoding keeps one KV cache for the whole batch
 };
 
-template <class T>
-std::vector<T> norm_apply(const LayerEntry& norm, Impl impl, Mode mode, const Params& p, State* st, int B, int Tn,
-                          int E, const std::vector<int>& lengths, const std::vector<T>& act) {
-  Batch in(B, Tn, E);
-  in.lengths = lengths;
-  for (std::size_t i = 0; i < act.size(); ++i) in.x[i] = float(act[i]);
-  Output out;
-  norm.forward(impl)(in, p, mode, st, out);
-  return std::vector<T>(out.begin(), out.end());
-}
-
-template <class T>
-std::vector<T> sum(const std::vector<T>& a, const std::vector<T>& b) {
-  std::vector<T> r(a.size());
-  for (std::size_t i = 0; i < a.size(); ++i) r[i] = a[i] + b[i];
-  return r;
-}
-
-template <class T>
-std::vector<T> mlp(const BlockWeights& w, const std::vector<T>& u, int n) {
-  const int E = w.attn.E;
-  std::vector<T> hidden(std::size_t(n) * w.F), y(std::size_t(n) * E);
-  linear(hidden.data(), u.data(), w.w1.data(), w.b1.data(), n, E, w.F);
-  for (auto& v : hidden) v = std::max(v, T(0));
-  linear(y.data(), hidden.data(), w.w2.data(), w.b2.data(), n, w.F, E);
-  return y;
-}
-
 // One step of the block on act [B, Tn, E] whose attention `attend(a)` returns; the wiring's bug
 // where it applies.
 template <class T, class Attend>
-std::vector<T> block_step(const LayerEntry& norm, Impl impl, Mode mode, const BlockWeights& w, BlockState& st,
+std::vector<T> block_step(const LayerEntry& norm, Mode mode, const BlockWeights& w, BlockState& st,
                           int B, int Tn, const std::vector<int>& lengths, const std::vector<T>& in, Wiring bug,
                           Attend attend) {
   const int E = w.attn.E, n = B * Tn;
   if (w.placement == Placement::pre) {
-    const auto a = norm_apply(norm, impl, mode, w.norm1, &st.norm1, B, Tn, E, lengths, in);
-    const auto h = sum(bug == Wiring::pre_residual_from_normed ? a : in, attend(a));
-    const auto u = norm_apply(norm, impl, mode, w.norm2, &st.norm2, B, Tn, E, lengths, h);
-    return sum(h, mlp(w, u, n));
+    const auto a = block_norm(norm, mode, w.norm1, &st.norm1, B, Tn, E, lengths, in);
+    const auto h = block_add(bug == Wiring::pre_residual_from_normed ? a : in, attend(a));
+    const auto u = block_norm(norm, mode, w.norm2, &st.norm2, B, Tn, E, lengths, h);
+    return block_add(h, block_mlp(w, u, n));
   }
-  const auto h = norm_apply(norm, impl, mode, w.norm1, &st.norm1, B, Tn, E, lengths, sum(in, attend(in)));
-  return norm_apply(norm, impl, mode, w.norm2, &st.norm2, B, Tn, E, lengths,
-                    sum(bug == Wiring::post_residual_from_input ? in : h, mlp(w, h, n)));
+  const auto h = block_norm(norm, mode, w.norm1, &st.norm1, B, Tn, E, lengths, block_add(in, attend(in)));
+  return block_norm(norm, mode, w.norm2, &st.norm2, B, Tn, E, lengths,
+                    block_add(bug == Wiring::post_residual_from_input ? in : h, block_mlp(w, h, n)));
 }
 
 template <class T>
-BlockOutput wired_forward(const LayerEntry& norm, Impl impl, Mode mode, const BlockWeights& w, BlockState& st,
+BlockOutput wired_forward(const LayerEntry& norm, Mode mode, const BlockWeights& w, BlockState& st,
                           const Batch& x, bool want_weights, Wiring bug) {
   validate_block(w, x);
   const SdpaMask mask{x.lengths, true};
   std::vector<T> weights;
   const std::vector<T> in(x.x.begin(), x.x.end());
-  const auto y = block_step<T>(norm, impl, mode, w, st, x.B, x.T, x.lengths, in, bug, [&](const std::vector<T>& a) {
+  const auto y = block_step<T>(norm, mode, w, st, x.B, x.T, x.lengths, in, bug, [&](const std::vector<T>& a) {
     std::vector<T> o;
     if constexpr (std::is_same_v<T, double>)
       mha_reference(o, want_weights ? &weights : nullptr, w.attn, a, a, x.B, x.T, x.T, mask);
@@ -275,7 +247,7 @@ BlockOutput wired_forward(const LayerEntry& norm, Impl impl, Mode mode, const Bl
 }
 
 template <class T>
-BlockOutput wired_decode(const LayerEntry& norm, Impl impl, Mode mode, const BlockWeights& w, const BlockState& st,
+BlockOutput wired_decode(const LayerEntry& norm, Mode mode, const BlockWeights& w, const BlockState& st,
                          const Batch& x, bool want_weights, Wiring bug) {
   validate_block(w, x);
   const int E = x.D, H = w.attn.H, Tn = x.T;
@@ -295,7 +267,7 @@ BlockOutput wired_decode(const LayerEntry& norm, Impl impl, Mode mode, const Blo
     for (int t = 0; t < len; ++t) {
       const std::vector<T> xt(&x.x[x.index(b, t, 0)], &x.x[x.index(b, t, 0)] + E);
       std::vector<T> weights;
-      const auto y = block_step<T>(norm, impl, mode, w, s, 1, 1, {1}, xt, bug, [&](const std::vector<T>& a) {
+      const auto y = block_step<T>(norm, mode, w, s, 1, 1, {1}, xt, bug, [&](const std::vector<T>& a) {
         std::vector<T> o;
         if constexpr (std::is_same_v<T, double>)
           mha_decode_reference(o, want_weights ? &weights : nullptr, w.attn, a, 1, cache);
@@ -320,13 +292,13 @@ BlockEntry wired(const std::string& name, Wiring bug) {
   return {.name = name,
           .forward = [bug](const LayerEntry& norm, Impl impl, Mode mode, const BlockWeights& w, BlockState& st,
                            const Batch& x, bool want_weights) {
-            return impl == Impl::reference ? wired_forward<double>(norm, impl, mode, w, st, x, want_weights, bug)
-                                           : wired_forward<float>(norm, impl, mode, w, st, x, want_weights, bug);
+            return impl == Impl::reference ? wired_forward<double>(norm, mode, w, st, x, want_weights, bug)
+                                           : wired_forward<float>(norm, mode, w, st, x, want_weights, bug);
           },
           .decode = [bug](const LayerEntry& norm, Impl impl, Mode mode, const BlockWeights& w, const BlockState& st,
                           const Batch& x, bool want_weights) {
-            return impl == Impl::reference ? wired_decode<double>(norm, impl, mode, w, st, x, want_weights, bug)
-                                           : wired_decode<float>(norm, impl, mode, w, st, x, want_weights, bug);
+            return impl == Impl::reference ? wired_decode<double>(norm, mode, w, st, x, want_weights, bug)
+                                           : wired_decode<float>(norm, mode, w, st, x, want_weights, bug);
           },
           .origin = "mutant"};
 }

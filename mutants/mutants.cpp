@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <deque>
+#include <utility>
 
 #include "norms/batch_norm.hpp"
 #include "norms/kernels.hpp"
@@ -85,6 +86,9 @@ void ln_wrong_axis(const float* x, float* y, const Params& p, int D, std::size_t
   for (int d = 0; d < D; ++d) y[d] = (x[d] - mean) * rstd * g_at(p, k) + b_at(p, k);
 }
 
+// float32 two-pass statistics, as the real kernel has them but without its overflow guard: for
+// |x| ≈ 1e30, (x − μ)² overflows, σ² becomes inf and the token comes out as β (PyTorch #162489);
+// a correct row for every input below that
 void ln_correct(const float* x, float* y, const Params& p, int D, std::size_t, std::size_t) {
   float mean, var;
   kernels::mean_var(x, D, mean, var);
@@ -104,15 +108,6 @@ void rms_batch_path(const float* x, float* y, const Params& p, int D, std::size_
   const float ms = kernels::sum_sq_dev(x, D, 0.0f) / float(D);
   const float r = rows > 64 ? std::sqrt(1.0f / (ms + float(p.eps))) : 1.0f / std::sqrt(ms + float(p.eps));
   for (int d = 0; d < D; ++d) y[d] = x[d] * r * g_at(p, d);
-}
-
-// float32 two-pass statistics without the overflow guard: (x − μ)² of |x| ≈ 1e30 overflows, σ²
-// becomes inf and the token comes out as β (PyTorch #162489: LayerNorm variance overflow on
-// float32 inputs near 1e30)
-void ln_unguarded(const float* x, float* y, const Params& p, int D, std::size_t, std::size_t) {
-  float mean, var;
-  kernels::mean_var(x, D, mean, var);
-  ln_row(x, y, p, D, mean, var);
 }
 
 // a separate kernel for rows wider than the row-group limit that forgets ε: 1/√σ², so a
@@ -188,27 +183,22 @@ void ln_rejects_one_token(const Batch& in, const Params& p, Mode m, State* s, Ou
   layer("layer_norm").optimized(in, p, m, s, out);
 }
 
-// GroupNorm with a one-pass E[x²] − E[x]² variance per group in float32: at a large offset the
-// two terms cancel, σ² is 0 or negative and the output NaN (TVM #19592 / ONNX Runtime #28463:
-// LayerNormalization of [40000, 40001, 40002, 40003] returned NaN)
-void gn_one_pass(const Batch& in, const Params& p, Mode, State*, Output& out) {
-  validate_affine_norm(in, p);
+// GroupNorm with the group's features at index(g, i, gs, G) and its float32 μ, 1/√(σ²+ε) from
+// stats(values, gs, eps): the two GroupNorm mutants below differ only there. The caller validates.
+template <class Index, class Stats>
+void group_norm_variant(const Batch& in, const Params& p, Output& out, Index index, Stats stats) {
   const int D = in.D, G = int(p.get("groups"));
   if (G <= 0 || D % G) throw InvalidInput("group_norm: groups must divide D");
   const int gs = D / G;
   std::vector<float> y(in.x.size());
   kernels::for_each_row(in.rows(), std::size_t(D), [&](std::size_t r) {
     const float* x = &in.x[r * D];
+    std::vector<float> v(gs);
     for (int g = 0; g < G; ++g) {
-      float s1 = 0, s2 = 0;
+      for (int i = 0; i < gs; ++i) v[i] = x[index(g, i, gs, G)];
+      const auto [mean, rstd] = stats(v.data(), gs, float(p.eps));
       for (int i = 0; i < gs; ++i) {
-        s1 += x[g * gs + i];
-        s2 += x[g * gs + i] * x[g * gs + i];
-      }
-      const float mean = s1 / float(gs), var = s2 / float(gs) - mean * mean;
-      const float rstd = 1.0f / std::sqrt(var + float(p.eps));
-      for (int i = 0; i < gs; ++i) {
-        const int d = g * gs + i;
+        const int d = index(g, i, gs, G);
         y[r * D + d] = (x[d] - mean) * rstd * g_at(p, d) + b_at(p, d);
       }
     }
@@ -216,28 +206,36 @@ void gn_one_pass(const Batch& in, const Params& p, Mode, State*, Output& out) {
   out.assign(y.begin(), y.end());
 }
 
+// GroupNorm with a one-pass E[x²] − E[x]² variance per group in float32: at a large offset the
+// two terms cancel, σ² is 0 or negative and the output NaN (TVM #19592 / ONNX Runtime #28463:
+// LayerNormalization of [40000, 40001, 40002, 40003] returned NaN)
+void gn_one_pass(const Batch& in, const Params& p, Mode, State*, Output& out) {
+  validate_affine_norm(in, p);
+  group_norm_variant(
+      in, p, out, [](int g, int i, int gs, int) { return g * gs + i; },
+      [](const float* v, int n, float eps) {
+        float s1 = 0, s2 = 0;
+        for (int i = 0; i < n; ++i) {
+          s1 += v[i];
+          s2 += v[i] * v[i];
+        }
+        const float mean = s1 / float(n), var = s2 / float(n) - mean * mean;
+        return std::pair{mean, 1.0f / std::sqrt(var + eps)};
+      });
+}
+
 // GroupNorm with interleaved (strided) groups instead of contiguous ones
 void gn_strided(const Batch& in, const Params& p, Mode, State*, Output& out) {
   validate_batch(in);
-  const int D = in.D, G = int(p.get("groups"));
-  if (G <= 0 || D % G) throw InvalidInput("group_norm: groups must divide D");
-  const int gs = D / G;
-  std::vector<float> y(in.x.size());
-  kernels::for_each_row(in.rows(), std::size_t(D), [&](std::size_t r) {
-    const float* x = &in.x[r * D];
-    for (int g = 0; g < G; ++g) {
-      float mean = 0, var = 0;
-      for (int i = 0; i < gs; ++i) mean += x[g + i * G];
-      mean /= gs;
-      for (int i = 0; i < gs; ++i) var += (x[g + i * G] - mean) * (x[g + i * G] - mean);
-      const float rstd = 1.0f / std::sqrt(var / gs + float(p.eps));
-      for (int i = 0; i < gs; ++i) {
-        const int d = g + i * G;
-        y[r * D + d] = (x[d] - mean) * rstd * g_at(p, d) + b_at(p, d);
-      }
-    }
-  });
-  out.assign(y.begin(), y.end());
+  group_norm_variant(
+      in, p, out, [](int g, int i, int, int G) { return g + i * G; },
+      [](const float* v, int n, float eps) {
+        float mean = 0, var = 0;
+        for (int i = 0; i < n; ++i) mean += v[i];
+        mean /= n;
+        for (int i = 0; i < n; ++i) var += (v[i] - mean) * (v[i] - mean);
+        return std::pair{mean, 1.0f / std::sqrt(var / n + eps)};
+      });
 }
 
 // BatchNorm-family kernels with a twist, in double (the bug is in the maths, not the precision)
@@ -545,7 +543,7 @@ std::vector<Spec> specs() {
       {"instance_norm_counts_padding", "instance_norm", "instance statistics over all T positions, padding included, both implementations", in_over_padding, in_over_padding},
       {"group_norm_strided_groups", "group_norm", "groups interleaved (feature d in group d mod G) instead of contiguous", {}, gn_strided},
       // bug classes from public trackers, each in the optimized kernel where the generators must reach it
-      {"ln_variance_overflow", "layer_norm", "float32 variance without an overflow guard: tokens near ±1e30 come out as β (PyTorch #162489)", {}, rows(ln_unguarded)},
+      {"ln_variance_overflow", "layer_norm", "float32 variance without an overflow guard: tokens near ±1e30 come out as β (PyTorch #162489)", {}, rows(ln_correct)},
       {"ln_wide_rows_drop_eps", "layer_norm", "the kernel for rows wider than the row-group limit drops ε: 1/√σ² (ε-handling bugs of specialized kernels)", {}, rows(ln_wide_no_eps)},
       {"ln_batch_multiple_of_16_path", "layer_norm", "a kernel chosen by batch size (rows a multiple of 16) reduces in another order: bits depend on the batch (batch-invariance bugs of inference servers)", {}, rows(ln_multiple_of_16)},
       {"ln_reduction_order_by_position", "layer_norm", "the reduction order depends on the row's place in its row group (grouped vs leftover rows)", {}, rows(ln_position_order)},

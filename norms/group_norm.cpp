@@ -13,6 +13,8 @@
 namespace normcheck {
 namespace {
 
+int group_count(const Params& p) { return int(p.get("groups")); }
+
 void check_group_norm_inputs(const Batch& in, const Params& p) {
   validate_affine_norm(in, p);
   const double G = p.get("groups");
@@ -83,103 +85,18 @@ void group_norm_optimized(const Batch& in, const Params& p, Mode, State*, Output
   });
 }
 
-// ---------------------------------------------------------------------------------------------
-// backward reference: double, LayerNorm's backward per group
-
-void group_norm_backward_reference(const Batch& in, const Params& p, Mode, const State*,
-                                   const std::vector<float>& dy, Grads& out) {
-  check_group_norm_inputs(in, p);
-  validate_dy(in, dy);
-  const int D = in.D, G = int(p.get("groups")), gs = D / G;
-  Grads gr;
-  gr.dx.assign(in.x.size(), 0.0);
-  gr.dgamma.assign(p.gamma.size(), 0.0);
-  gr.dbeta.assign(p.beta.size(), 0.0);
-  for (std::size_t r = 0; r < in.rows(); ++r)
-    for (int g = 0; g < G; ++g) {
-      const int d0 = g * gs;
-      const float* x = &in.x[r * D + d0];    // [gs]
-      const float* dyg = &dy[r * D + d0];    // [gs]
-      double* dx = &gr.dx[r * D + d0];       // [gs]
-      double mean = 0, var = 0;
-      for (int i = 0; i < gs; ++i) mean += x[i];
-      mean /= gs;
-      for (int i = 0; i < gs; ++i) var += (x[i] - mean) * (x[i] - mean);
-      var /= gs;
-      const double rstd = 1.0 / std::sqrt(var + p.eps);
-      double mean_dxhat = 0, mean_dxhat_xhat = 0;  // through μ_g and through σ_g²
-      for (int i = 0; i < gs; ++i) {
-        const double dxhat = (p.gamma.empty() ? 1.0 : p.gamma[d0 + i]) * dyg[i];
-        mean_dxhat += dxhat;
-        mean_dxhat_xhat += dxhat * (x[i] - mean) * rstd;
-      }
-      mean_dxhat /= gs;
-      mean_dxhat_xhat /= gs;
-      for (int i = 0; i < gs; ++i) {
-        const double xhat = (x[i] - mean) * rstd;
-        const double dxhat = (p.gamma.empty() ? 1.0 : p.gamma[d0 + i]) * dyg[i];
-        dx[i] = rstd * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat);
-        if (!gr.dgamma.empty()) gr.dgamma[d0 + i] += dyg[i] * xhat;
-        if (!gr.dbeta.empty()) gr.dbeta[d0 + i] += dyg[i];
-      }
-    }
-  out = std::move(gr);
-}
-
-// ---------------------------------------------------------------------------------------------
-// backward optimized: float32, LayerNorm's span backward per group (kernels.hpp), dγ/dβ over
-// fixed row segments
-
-// Tokens [r0, r1) of one segment; AVX2 and baseline clones give the same bits.
-__attribute__((target_clones("avx2", "default")))
-void group_norm_backward_rows(float* dx, const float* dy, const float* x, const float* gamma,
-                              std::size_t r0, std::size_t r1, int D, int G, float eps,
-                              double* acc_g, double* acc_b) {
-  const int gs = D / G;
-  for (std::size_t r = r0; r < r1; ++r)
-    for (int g = 0; g < G; ++g) {
-      const std::size_t o = r * D + std::size_t(g) * gs;
-      kernels::normalize_backward_span<true>(dx + o, dy + o, x + o,
-                                             gamma ? gamma + g * gs : nullptr, gs, eps,
-                                             acc_g + g * gs, acc_b + g * gs);
-    }
-}
-
 }  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// backward: LayerNorm's within each group, the registry's reference and optimized passes and the
+// raw kernel below all from token_backward.cpp (token_groups_backward)
 
 void group_norm_backward_kernel(float* dx, float* dgamma, float* dbeta, const float* dy,
                                 const float* x, const float* gamma, std::size_t rows, int D, int G,
                                 float eps) {
-  validate_backward_rows("group_norm_backward_kernel", dx, dy, x, rows, D);
-  if (G <= 0 || D % G != 0)
-    throw InvalidInput("group_norm_backward_kernel: groups = " + std::to_string(G) +
-                       " must be positive and divide D = " + std::to_string(D));
-  validate_eps(eps);
-  std::vector<double> sums(2 * std::size_t(D));  // [2, D]: Σ dy·x̂, Σ dy
-  kernels::reduce_row_segments(rows, D, sums.size(), sums.data(),
-                               [&](std::size_t r0, std::size_t r1, double* acc) {
-                                 group_norm_backward_rows(dx, dy, x, gamma, r0, r1, D, G, eps, acc,
-                                                          acc + D);
-                               });
-  for (int d = 0; d < D; ++d) {
-    if (dgamma) dgamma[d] = float(sums[d]);
-    if (dbeta) dbeta[d] = float(sums[D + d]);
-  }
+  kernels::token_groups_backward("group_norm_backward_kernel", true, dx, dgamma, dbeta, dy, x,
+                                 gamma, rows, D, G, eps);
 }
-
-namespace {
-
-void group_norm_backward_optimized(const Batch& in, const Params& p, Mode, const State*,
-                                   const std::vector<float>& dy, Grads& out) {
-  check_group_norm_inputs(in, p);
-  validate_dy(in, dy);
-  run_affine_backward(p, in.x.size(), out, [&](float* dx, float* dg, float* db, const float* g) {
-    group_norm_backward_kernel(dx, dg, db, dy.data(), in.x.data(), g, in.rows(), in.D,
-                               int(p.get("groups")), float(p.eps));
-  });
-}
-
-}  // namespace
 
 LayerEntry group_norm_entry() {
   return {.name = "group_norm",
@@ -190,8 +107,10 @@ LayerEntry group_norm_entry() {
                     "per-token group statistics: a per-feature shift or scale moves each group's μ, σ"}},
           .reference = group_norm_reference, .optimized = group_norm_optimized,
           .conditioning = token_conditioning(true, "groups"),
-          .backward_reference = group_norm_backward_reference,
-          .backward_optimized = group_norm_backward_optimized};
+          .backward_reference = token_groups_backward(Impl::reference, "group_norm_backward_kernel",
+                                                      true, check_group_norm_inputs, group_count),
+          .backward_optimized = token_groups_backward(Impl::optimized, "group_norm_backward_kernel",
+                                                      true, check_group_norm_inputs, group_count)};
 }
 
 }  // namespace normcheck

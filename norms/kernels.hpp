@@ -229,6 +229,29 @@ inline void for_each_row_range(std::size_t n, std::size_t width, F&& body) {
   }
 }
 
+// The instruction-set paths of a token-wise kernel y = f(x; γ, β):
+// rows(y, x, gamma, beta, r0, r1, D, eps, stream) computes the rows [r0, r1).
+using AffineRowsFn = void (*)(float* y, const float* x, const float* gamma, const float* beta,
+                              std::size_t r0, std::size_t r1, int D, float eps, bool stream);
+struct AffineRowPaths {
+  AffineRowsFn avx512, avx2, baseline;
+};
+
+// Runs the path kernel_path() chose over contiguous ranges of the rows (for_each_row_range),
+// with streaming stores when the output is kStreamMinBytes or more. The caller validates.
+inline void run_affine_rows(const AffineRowPaths& paths, float* out, const float* x,
+                            const float* gamma, const float* beta, std::size_t rows, int D,
+                            float eps) {
+  const bool stream = rows * D * sizeof(float) >= kStreamMinBytes;
+  const KernelPath path = kernel_path();
+  const AffineRowsFn f = path == KernelPath::avx512 ? paths.avx512
+                         : path == KernelPath::avx2 ? paths.avx2
+                                                    : paths.baseline;
+  for_each_row_range(rows, std::size_t(D), [&](std::size_t r0, std::size_t r1) {
+    f(out, x, gamma, beta, r0, r1, D, eps, stream);
+  });
+}
+
 // Rows of at most this many values are normalized kRowGroup at a time: each phase (Σ, Σ(x−μ)²,
 // write) runs for the whole group before the next, so the group's independent reductions
 // overlap instead of each row's three dependent passes running alone. Longer rows go one by one
@@ -350,6 +373,15 @@ template <bool kCenter>
     dx[i] = rs * ((gp[i & gm] * dyi - m1) - xh * m2);
   }
 }
+
+// The backward pass of a per-token normalization over G contiguous groups of D/G features
+// (LayerNorm: G = 1; GroupNorm; RMSNorm: G = 1, !center), every group by
+// normalize_backward_span, dγ = Σ dy·x̂ and dβ = Σ dy over all rows in fixed segments
+// (reduce_row_segments: bitwise the same at any thread count). dgamma, dbeta: [D] or nullptr.
+// kernel names the caller in its InvalidInput messages. Defined in token_backward.cpp.
+void token_groups_backward(const char* kernel, bool center, float* dx, float* dgamma,
+                           float* dbeta, const float* dy, const float* x, const float* gamma,
+                           std::size_t rows, int D, int G, float eps);
 
 }  // namespace normcheck::kernels
 

@@ -11,6 +11,7 @@
 // padding there, and its dγ/dβ include it). A caller that wants padding out zeroes dy there, as a
 // masked loss does. A token's dx depends on that token alone.
 #include <cmath>
+#include <utility>
 
 #include "norms/kernels.hpp"
 #include "norms/kernels_api.hpp"
@@ -23,19 +24,24 @@ namespace {
 // ---------------------------------------------------------------------------------------------
 // reference: double, two passes, obviously right
 
+// μ and 1/√(σ²+ε) of one token, in double
+std::pair<double, double> layer_norm_reference_stats(const float* x, int D, double eps) {
+  double mean = 0;
+  for (int d = 0; d < D; ++d) mean += x[d];
+  mean /= D;
+  double var = 0;
+  for (int d = 0; d < D; ++d) var += (x[d] - mean) * (x[d] - mean);
+  var /= D;
+  return {mean, 1.0 / std::sqrt(var + eps)};
+}
+
 void layer_norm_reference(const Batch& in, const Params& p, Mode, State*, Output& out) {
   validate_affine_norm(in, p);
   const int D = in.D;
   out.assign(in.x.size(), 0.0);
   for (std::size_t r = 0; r < in.rows(); ++r) {
     const float* x = &in.x[r * D];  // [D]
-    double mean = 0;
-    for (int d = 0; d < D; ++d) mean += x[d];
-    mean /= D;
-    double var = 0;
-    for (int d = 0; d < D; ++d) var += (x[d] - mean) * (x[d] - mean);
-    var /= D;
-    const double rstd = 1.0 / std::sqrt(var + p.eps);
+    const auto [mean, rstd] = layer_norm_reference_stats(x, D, p.eps);
     for (int d = 0; d < D; ++d) {
       const double g = p.gamma.empty() ? 1.0 : p.gamma[d];
       const double b = p.beta.empty() ? 0.0 : p.beta[d];
@@ -221,127 +227,21 @@ void layer_norm_kernel(float* out, const float* x, const float* gamma, const flo
                        std::size_t rows, int D, float eps) {
   validate_rows("layer_norm_kernel", out, x, rows, D);
   validate_eps(eps);
-  const bool stream = rows * D * sizeof(float) >= kernels::kStreamMinBytes;
-  const KernelPath path = kernel_path();
-  kernels::for_each_row_range(rows, std::size_t(D), [&](std::size_t r0, std::size_t r1) {
-    if (path == KernelPath::avx512)
-      layer_norm_rows_avx512(out, x, gamma, beta, r0, r1, D, eps, stream);
-    else if (path == KernelPath::avx2)
-      layer_norm_rows_avx2(out, x, gamma, beta, r0, r1, D, eps, stream);
-    else
-      layer_norm_rows_baseline(out, x, gamma, beta, r0, r1, D, eps, stream);
-  });
+  kernels::run_affine_rows({layer_norm_rows_avx512, layer_norm_rows_avx2, layer_norm_rows_baseline},
+                           out, x, gamma, beta, rows, D, eps);
 }
-
-namespace {
-
-void layer_norm_optimized(const Batch& in, const Params& p, Mode, State*, Output& out) {
-  validate_affine_norm(in, p);
-  run_affine_kernel(in, p, out, [&](float* y, const float* x, const float* g, const float* b) {
-    layer_norm_kernel(y, x, g, b, in.rows(), in.D, float(p.eps));
-  });
-}
-
-}  // namespace
 
 // ---------------------------------------------------------------------------------------------
-// backward reference: double, two passes (llm.c's layernorm_backward)
-
-namespace {
-
-void layer_norm_backward_reference(const Batch& in, const Params& p, Mode, const State*,
-                                   const std::vector<float>& dy, Grads& out) {
-  validate_affine_norm(in, p);
-  validate_dy(in, dy);
-  const int D = in.D;
-  Grads g;
-  g.dx.assign(in.x.size(), 0.0);
-  g.dgamma.assign(p.gamma.size(), 0.0);
-  g.dbeta.assign(p.beta.size(), 0.0);
-  for (std::size_t r = 0; r < in.rows(); ++r) {
-    const float* x = &in.x[r * D];     // [D]
-    const float* dyr = &dy[r * D];     // [D]
-    double* dx = &g.dx[r * D];         // [D]
-    double mean = 0;
-    for (int d = 0; d < D; ++d) mean += x[d];
-    mean /= D;
-    double var = 0;
-    for (int d = 0; d < D; ++d) var += (x[d] - mean) * (x[d] - mean);
-    var /= D;
-    const double rstd = 1.0 / std::sqrt(var + p.eps);
-    // the gradient through μ (mean of dx̂) and through σ² (mean of dx̂·x̂)
-    double mean_dxhat = 0, mean_dxhat_xhat = 0;
-    for (int d = 0; d < D; ++d) {
-      const double xhat = (x[d] - mean) * rstd;
-      const double dxhat = (p.gamma.empty() ? 1.0 : p.gamma[d]) * dyr[d];
-      mean_dxhat += dxhat;
-      mean_dxhat_xhat += dxhat * xhat;
-    }
-    mean_dxhat /= D;
-    mean_dxhat_xhat /= D;
-    for (int d = 0; d < D; ++d) {
-      const double xhat = (x[d] - mean) * rstd;
-      const double dxhat = (p.gamma.empty() ? 1.0 : p.gamma[d]) * dyr[d];
-      dx[d] = rstd * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat);
-      if (!g.dgamma.empty()) g.dgamma[d] += dyr[d] * xhat;
-      if (!g.dbeta.empty()) g.dbeta[d] += dyr[d];
-    }
-  }
-  out = std::move(g);
-}
-
-}  // namespace
-
-// ---------------------------------------------------------------------------------------------
-// backward optimized: float32, the forward's statistics per token as its baseline path computes
-// them (kernels::normalize_backward_span), dγ/dβ over fixed row segments
-// (kernels::reduce_row_segments)
-
-namespace {
-
-// Tokens [r0, r1) of one segment, adding their dγ, dβ terms to acc_g, acc_b [D] in row order.
-// AVX2 and baseline clones give the same bits (lane-wise operations, no FMA).
-__attribute__((target_clones("avx2", "default")))
-void layer_norm_backward_rows(float* dx, const float* dy, const float* x, const float* gamma,
-                              std::size_t r0, std::size_t r1, int D, float eps, double* acc_g,
-                              double* acc_b) {
-  for (std::size_t r = r0; r < r1; ++r)
-    kernels::normalize_backward_span<true>(dx + r * D, dy + r * D, x + r * D, gamma, D, eps,
-                                           acc_g, acc_b);
-}
-
-}  // namespace
+// backward: the registry's reference and optimized passes and the raw kernel below all from
+// token_backward.cpp (token_groups_backward, one group): the optimized one computes each token's
+// statistics as the forward's baseline path does, dγ/dβ over fixed row segments
 
 void layer_norm_backward_kernel(float* dx, float* dgamma, float* dbeta, const float* dy,
                                 const float* x, const float* gamma, std::size_t rows, int D,
                                 float eps) {
-  validate_backward_rows("layer_norm_backward_kernel", dx, dy, x, rows, D);
-  validate_eps(eps);
-  std::vector<double> sums(2 * std::size_t(D));  // [2, D]: Σ dy·x̂, Σ dy
-  kernels::reduce_row_segments(rows, D, sums.size(), sums.data(),
-                               [&](std::size_t r0, std::size_t r1, double* acc) {
-                                 layer_norm_backward_rows(dx, dy, x, gamma, r0, r1, D, eps, acc,
-                                                          acc + D);
-                               });
-  for (int d = 0; d < D; ++d) {
-    if (dgamma) dgamma[d] = float(sums[d]);
-    if (dbeta) dbeta[d] = float(sums[D + d]);
-  }
+  kernels::token_groups_backward("layer_norm_backward_kernel", true, dx, dgamma, dbeta, dy, x,
+                                 gamma, rows, D, 1, eps);
 }
-
-namespace {
-
-void layer_norm_backward_optimized(const Batch& in, const Params& p, Mode, const State*,
-                                   const std::vector<float>& dy, Grads& out) {
-  validate_affine_norm(in, p);
-  validate_dy(in, dy);
-  run_affine_backward(p, in.x.size(), out, [&](float* dx, float* dg, float* db, const float* g) {
-    layer_norm_backward_kernel(dx, dg, db, dy.data(), in.x.data(), g, in.rows(), in.D,
-                               float(p.eps));
-  });
-}
-
-}  // namespace
 
 LayerEntry layer_norm_entry() {
   return {.name = "layer_norm",
@@ -351,10 +251,12 @@ LayerEntry layer_norm_entry() {
                     "per-token statistics: a per-feature shift or scale changes each token's μ "
                     "and σ differently"}},
           .reference = layer_norm_reference,
-          .optimized = layer_norm_optimized,
+          .optimized = affine_kernel_forward(layer_norm_kernel),
           .conditioning = token_conditioning(true),
-          .backward_reference = layer_norm_backward_reference,
-          .backward_optimized = layer_norm_backward_optimized};
+          .backward_reference = token_groups_backward(Impl::reference, "layer_norm_backward_kernel",
+                                                      true, validate_affine_norm),
+          .backward_optimized = token_groups_backward(Impl::optimized, "layer_norm_backward_kernel",
+                                                      true, validate_affine_norm)};
 }
 
 }  // namespace normcheck

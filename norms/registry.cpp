@@ -7,6 +7,15 @@
 
 namespace normcheck {
 
+ForwardFn affine_kernel_forward(AffineKernelFn kernel) {
+  return [kernel](const Batch& in, const Params& p, Mode, State*, Output& out) {
+    validate_affine_norm(in, p);
+    run_affine_kernel(in, p, out, [&](float* y, const float* x, const float* g, const float* b) {
+      kernel(y, x, g, b, in.rows(), in.D, float(p.eps));
+    });
+  };
+}
+
 // The one list of layers. Adding a layer: write norms/<name>.cpp with `LayerEntry
 // <name>_entry()`, then declare it and list it here (README: "Adding a layer").
 LayerEntry layer_norm_entry();

@@ -45,6 +45,13 @@ using BackwardFn = std::function<void(const Batch& in, const Params& p, Mode mod
                                       const State* state, const std::vector<float>& dy,
                                       Grads& out)>;
 
+// The optimized forward of a token-wise layer whose raw kernel (kernels_api.hpp) is
+// kernel(out, x, gamma, beta, rows, D, eps): validate_affine_norm, then the kernel over the whole
+// batch (run_affine_kernel).
+using AffineKernelFn = void (*)(float* out, const float* x, const float* gamma, const float* beta,
+                                std::size_t rows, int D, float eps);
+ForwardFn affine_kernel_forward(AffineKernelFn kernel);
+
 // The optimized backward of an affine layer: runs a raw float32 kernel
 // kernel(dx, dgamma, dbeta, gamma) over the whole batch — dgamma, dbeta: nullptr when the call
 // has no γ / β (nothing to compute), gamma: nullptr when it has none — and widens into `out`.
@@ -57,6 +64,18 @@ void run_affine_backward(const Params& p, std::size_t size, Grads& out, Kernel&&
   out.dgamma.assign(dgamma.begin(), dgamma.end());
   out.dbeta.assign(dbeta.begin(), dbeta.end());
 }
+
+// The backward of a per-token normalization over G contiguous groups of D/G features —
+// LayerNorm: G = 1, center; GroupNorm; RMSNorm: G = 1, !center (μ = 0, σ² the mean square) —
+// as a registry entry's backward_reference / backward_optimized. With x̂ = (x − μ)·rstd and
+// dx̂ = γ·dy: dx = rstd·(dx̂ − mean(dx̂) − x̂·mean(dx̂·x̂)) (the mean(dx̂) term only when center),
+// dγ = Σ dy·x̂, dβ = Σ dy over every position. The reference computes it in double, two passes
+// (llm.c's layernorm_backward); the optimized one is kernels::token_groups_backward, `kernel`
+// the public raw kernel's name for its messages. validate runs first (the forward's input
+// checks), then validate_dy; groups(p) gives G (nullptr: 1). Defined in token_backward.cpp.
+BackwardFn token_groups_backward(Impl impl, const char* kernel, bool center,
+                                 void (*validate)(const Batch&, const Params&),
+                                 int (*groups)(const Params&) = nullptr);
 
 // A cut of a batch along B (the sequences) into consecutive shards, as data-parallel workers
 // hold it: the shards' sizes, each ≥ 1, summing to B. {B}: one shard, the whole batch.

@@ -179,115 +179,20 @@ void rms_norm_kernel(float* out, const float* x, const float* gamma, const float
                      std::size_t rows, int D, float eps) {
   validate_rows("rms_norm_kernel", out, x, rows, D);
   validate_eps(eps);
-  const bool stream = rows * D * sizeof(float) >= kernels::kStreamMinBytes;
-  const KernelPath path = kernel_path();
-  kernels::for_each_row_range(rows, std::size_t(D), [&](std::size_t r0, std::size_t r1) {
-    if (path == KernelPath::avx512)
-      rms_norm_rows_avx512(out, x, gamma, beta, r0, r1, D, eps, stream);
-    else if (path == KernelPath::avx2)
-      rms_norm_rows_avx2(out, x, gamma, beta, r0, r1, D, eps, stream);
-    else
-      rms_norm_rows_baseline(out, x, gamma, beta, r0, r1, D, eps, stream);
-  });
+  kernels::run_affine_rows({rms_norm_rows_avx512, rms_norm_rows_avx2, rms_norm_rows_baseline},
+                           out, x, gamma, beta, rows, D, eps);
 }
-
-namespace {
-
-void rms_norm_optimized(const Batch& in, const Params& p, Mode, State*, Output& out) {
-  validate_affine_norm(in, p);
-  run_affine_kernel(in, p, out, [&](float* y, const float* x, const float* g, const float* b) {
-    rms_norm_kernel(y, x, g, b, in.rows(), in.D, float(p.eps));
-  });
-}
-
-}  // namespace
 
 // ---------------------------------------------------------------------------------------------
-// backward reference: double
-
-namespace {
-
-void rms_norm_backward_reference(const Batch& in, const Params& p, Mode, const State*,
-                                 const std::vector<float>& dy, Grads& out) {
-  validate_affine_norm(in, p);
-  validate_dy(in, dy);
-  const int D = in.D;
-  Grads g;
-  g.dx.assign(in.x.size(), 0.0);
-  g.dgamma.assign(p.gamma.size(), 0.0);
-  g.dbeta.assign(p.beta.size(), 0.0);
-  for (std::size_t r = 0; r < in.rows(); ++r) {
-    const float* x = &in.x[r * D];  // [D]
-    const float* dyr = &dy[r * D];  // [D]
-    double* dx = &g.dx[r * D];      // [D]
-    double ms = 0;
-    for (int d = 0; d < D; ++d) ms += double(x[d]) * x[d];
-    ms /= D;
-    const double rrms = 1.0 / std::sqrt(ms + p.eps);
-    double mean_dxhat_xhat = 0;  // the gradient through the mean square
-    for (int d = 0; d < D; ++d)
-      mean_dxhat_xhat += (p.gamma.empty() ? 1.0 : p.gamma[d]) * dyr[d] * (x[d] * rrms);
-    mean_dxhat_xhat /= D;
-    for (int d = 0; d < D; ++d) {
-      const double xhat = x[d] * rrms;
-      const double dxhat = (p.gamma.empty() ? 1.0 : p.gamma[d]) * dyr[d];
-      dx[d] = rrms * (dxhat - xhat * mean_dxhat_xhat);
-      if (!g.dgamma.empty()) g.dgamma[d] += dyr[d] * xhat;
-      if (!g.dbeta.empty()) g.dbeta[d] += dyr[d];
-    }
-  }
-  out = std::move(g);
-}
-
-}  // namespace
-
-// ---------------------------------------------------------------------------------------------
-// backward optimized: float32, the forward's mean square per token, dγ over fixed row segments
-
-namespace {
-
-// Tokens [r0, r1) of one segment; AVX2 and baseline clones give the same bits.
-__attribute__((target_clones("avx2", "default")))
-void rms_norm_backward_rows(float* dx, const float* dy, const float* x, const float* gamma,
-                            std::size_t r0, std::size_t r1, int D, float eps, double* acc_g,
-                            double* acc_b) {
-  for (std::size_t r = r0; r < r1; ++r)
-    kernels::normalize_backward_span<false>(dx + r * D, dy + r * D, x + r * D, gamma, D, eps,
-                                            acc_g, acc_b);
-}
-
-}  // namespace
+// backward: the registry's reference and optimized passes and the raw kernel below all from
+// token_backward.cpp (token_groups_backward, one group, not centred)
 
 void rms_norm_backward_kernel(float* dx, float* dgamma, float* dbeta, const float* dy,
                               const float* x, const float* gamma, std::size_t rows, int D,
                               float eps) {
-  validate_backward_rows("rms_norm_backward_kernel", dx, dy, x, rows, D);
-  validate_eps(eps);
-  std::vector<double> sums(2 * std::size_t(D));  // [2, D]: Σ dy·x̂, Σ dy
-  kernels::reduce_row_segments(rows, D, sums.size(), sums.data(),
-                               [&](std::size_t r0, std::size_t r1, double* acc) {
-                                 rms_norm_backward_rows(dx, dy, x, gamma, r0, r1, D, eps, acc,
-                                                        acc + D);
-                               });
-  for (int d = 0; d < D; ++d) {
-    if (dgamma) dgamma[d] = float(sums[d]);
-    if (dbeta) dbeta[d] = float(sums[D + d]);
-  }
+  kernels::token_groups_backward("rms_norm_backward_kernel", false, dx, dgamma, dbeta, dy, x,
+                                 gamma, rows, D, 1, eps);
 }
-
-namespace {
-
-void rms_norm_backward_optimized(const Batch& in, const Params& p, Mode, const State*,
-                                 const std::vector<float>& dy, Grads& out) {
-  validate_affine_norm(in, p);
-  validate_dy(in, dy);
-  run_affine_backward(p, in.x.size(), out, [&](float* dx, float* dg, float* db, const float* g) {
-    rms_norm_backward_kernel(dx, dg, db, dy.data(), in.x.data(), g, in.rows(), in.D,
-                             float(p.eps));
-  });
-}
-
-}  // namespace
 
 LayerEntry rms_norm_entry() {
   return {.name = "rms_norm", .formula = "γ·x/√(mean(x²)+ε)", .statistics_over = "one token",
@@ -295,10 +200,12 @@ LayerEntry rms_norm_entry() {
           .rows = {{Mode::none,
                     {"token_shift_invariance", "feature_shift_invariance", "feature_scale_invariance"},
                     "no re-centring: a shift changes the root mean square; per-token statistics"}},
-          .reference = rms_norm_reference, .optimized = rms_norm_optimized,
+          .reference = rms_norm_reference, .optimized = affine_kernel_forward(rms_norm_kernel),
           .conditioning = token_conditioning(false),
-          .backward_reference = rms_norm_backward_reference,
-          .backward_optimized = rms_norm_backward_optimized};
+          .backward_reference = token_groups_backward(Impl::reference, "rms_norm_backward_kernel",
+                                                      false, validate_affine_norm),
+          .backward_optimized = token_groups_backward(Impl::optimized, "rms_norm_backward_kernel",
+                                                      false, validate_affine_norm)};
 }
 
 }  // namespace normcheck

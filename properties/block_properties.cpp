@@ -162,8 +162,8 @@ json side(Impl impl, const Batch& x, const BlockOutput& o, bool weights = false,
 
 const Labels kTokenLabels{{"b", "t"}, "e", "x", "y"};
 
-// `cond`: the conditioning of what the two runs computed differently (0 for two runs of the
-// block; a formula's, see Amplification), added as the tolerance rule's float32 term 2e-6·cond.
+// `cond`: the conditioning of what the two runs computed differently (two_run_cond; a formula's,
+// see Amplification), added as the tolerance rule's float32 term 2e-6·cond.
 void compare_tokens(Diff& d, const Batch& xa, const BlockOutput& A, int b, int t, const Batch& xb,
                     const BlockOutput& B, int b2, int t2, double cond = 0) {
   const std::size_t ia = xa.index(b, t, 0), ib = xb.index(b2, t2, 0);
@@ -171,6 +171,15 @@ void compare_tokens(Diff& d, const Batch& xa, const BlockOutput& A, int b, int t
          [&](int e) { return composite_tolerance(B.y[ib + e]) + 2e-6 * cond; }, RowView(&xa.x[ia], xa.D),
          RowView(&xb.x[ib], xb.D));
 }
+
+// The conditioning term of two runs of the block on batches of different layouts (another batch
+// size, appended padding): they compute the same valid values in another order (a norm's
+// statistics blocks, attention tiles), and each norm multiplies that rounding noise by its
+// amplification, as between the block and its formula. The larger of the two runs' (Amplification,
+// below), so an ill-conditioned input (nearly equal values, a small ε) is not a violation
+// while a real dependence on the layout still shows at any conditioning.
+double two_run_cond(const Row& row, Impl impl, const BlockCase& c, const Batch& xa,
+                    const Batch& xb);
 
 // The case of a two-run comparison: its parameters and both sides.
 CaseRecord record(const Row& row, Impl impl, const BlockCase& c, const std::string& path,
@@ -223,8 +232,9 @@ CaseOutcome block_batch_independence(const Row& row, Impl impl) {
   const int b = *inRange(0, c.x.B), B2 = *inRange(1, 5), j = *inRange(0, B2);
   const Batch y = with_sequence_moved(row, c.x, b, B2, j);
   const BlockOutput A = run(row, impl, c, c.x, false), B = run(row, impl, c, y, false);
+  const double cond = two_run_cond(row, impl, c, c.x, y);
   Diff d(kTokenLabels);
-  for (int t = 0; t < c.x.lengths[b]; ++t) compare_tokens(d, c.x, A, b, t, y, B, j, t);
+  for (int t = 0; t < c.x.lengths[b]; ++t) compare_tokens(d, c.x, A, b, t, y, B, j, t, cond);
   return outcome(d, moved_note(b, j, B2), [&] {
     return record(row, impl, c, to_string(row_run(row.norm).path), c.x, A, y, B);
   });
@@ -240,9 +250,10 @@ CaseOutcome block_padding_invariance(const Row& row, Impl impl) {
     std::copy_n(&c.x.x[c.x.index(b, 0, 0)], std::size_t(c.x.T) * c.x.D, &y.x[y.index(b, 0, 0)]);
   gen::fill_padding(y, poison);
   const BlockOutput A = run(row, impl, c, c.x, false), B = run(row, impl, c, y, false);
+  const double cond = two_run_cond(row, impl, c, c.x, y);
   Diff d(kTokenLabels);
   for (int b = 0; b < c.x.B; ++b)
-    for (int t = 0; t < c.x.lengths[b]; ++t) compare_tokens(d, c.x, A, b, t, y, B, b, t);
+    for (int t = 0; t < c.x.lengths[b]; ++t) compare_tokens(d, c.x, A, b, t, y, B, b, t, cond);
   const std::string note = std::to_string(extra) + " padding positions appended, all padding set to " +
                            gen::to_string(poison);
   return outcome(d, note, [&] {
@@ -372,13 +383,6 @@ std::vector<T> mlp_formula(const BlockWeights& w, const std::vector<T>& u, std::
   return y;
 }
 
-template <class T>
-std::vector<T> plus(const std::vector<T>& a, const std::vector<T>& b) {
-  std::vector<T> r(a.size());
-  for (std::size_t i = 0; i < a.size(); ++i) r[i] = a[i] + b[i];
-  return r;
-}
-
 // The block's formula, step by step, in the implementation's precision (double for the
 // reference, float32 for the optimized), from its parts: the norm row, causal multi-head
 // self-attention with the batch's key-padding mask, the MLP above.
@@ -401,11 +405,11 @@ Output composed(const Row& row, Impl impl, const BlockWeights& w, BlockState st,
   };
   std::vector<T> y;
   if (w.placement == Placement::pre) {
-    const auto h = plus(in, mha(norm_of(row, impl, w.norm1, &st.norm1, x, in, amp)));
-    y = plus(h, mlp_formula(w, norm_of(row, impl, w.norm2, &st.norm2, x, h, amp), x.rows()));
+    const auto h = block_add(in, mha(norm_of(row, impl, w.norm1, &st.norm1, x, in, amp)));
+    y = block_add(h, mlp_formula(w, norm_of(row, impl, w.norm2, &st.norm2, x, h, amp), x.rows()));
   } else {
-    const auto h = norm_of(row, impl, w.norm1, &st.norm1, x, plus(in, mha(in)), amp);
-    y = norm_of(row, impl, w.norm2, &st.norm2, x, plus(h, mlp_formula(w, h, x.rows())), amp);
+    const auto h = norm_of(row, impl, w.norm1, &st.norm1, x, block_add(in, mha(in)), amp);
+    y = norm_of(row, impl, w.norm2, &st.norm2, x, block_add(h, mlp_formula(w, h, x.rows())), amp);
   }
   return Output(y.begin(), y.end());
 }
@@ -416,6 +420,20 @@ json formula_side(const std::string& what, const Batch& x, const Output& y) {
                                                 {{"x", tensor_json(x.x, {"B", "T", "E"}, {x.B, x.T, x.D})},
                                                  {"y", tensor_json(y, {"B", "T", "E"}, {x.B, x.T, x.D})}},
                                                 {{"lengths", x.lengths}})}));
+}
+
+double two_run_cond(const Row& row, Impl impl, const BlockCase& c, const Batch& xa,
+                    const Batch& xb) {
+  double cond = 0;
+  for (const Batch* x : {&xa, &xb}) {
+    Amplification amp;
+    if (impl == Impl::reference)
+      composed<double>(row, impl, c.w, c.state, *x, &amp);
+    else
+      composed<float>(row, impl, c.w, c.state, *x, &amp);
+    cond = std::max(cond, amp.cond());
+  }
+  return cond;
 }
 
 // Valid tokens of the block's output (a) against the formula's (b), under composite_tolerance

@@ -167,24 +167,31 @@ std::vector<Cell> cells_of(const std::vector<Row>& rows) {
 
 std::vector<Cell> all_cells() { return cells_of(all_rows()); }
 
-std::vector<Cell> norm_cells(const std::vector<const LayerEntry*>& layer_list) {
+namespace {
+
+// The cells of the rows each layer of the list gives: its norm rows, its block rows (with_blocks)
+// and its gradient rows, family by family.
+std::vector<Cell> cells_of_layers(const std::vector<const LayerEntry*>& layer_list,
+                                  bool with_blocks) {
   std::vector<Row> rows;
-  for (const LayerEntry* l : layer_list)
-    for (auto& r : norm_rows(*l)) rows.push_back(std::move(r));
-  for (const LayerEntry* l : layer_list)
-    for (auto& r : gradient_rows(*l)) rows.push_back(std::move(r));
+  const auto append = [&rows](std::vector<Row> more) {
+    for (auto& r : more) rows.push_back(std::move(r));
+  };
+  for (const LayerEntry* l : layer_list) append(norm_rows(*l));
+  if (with_blocks)
+    for (const LayerEntry* l : layer_list) append(block_rows(*l));
+  for (const LayerEntry* l : layer_list) append(gradient_rows(*l));
   return cells_of(rows);
 }
 
+}  // namespace
+
+std::vector<Cell> norm_cells(const std::vector<const LayerEntry*>& layer_list) {
+  return cells_of_layers(layer_list, false);
+}
+
 std::vector<Cell> layer_cells(const std::vector<const LayerEntry*>& layer_list) {
-  std::vector<Row> rows;
-  for (const LayerEntry* l : layer_list)
-    for (auto& r : norm_rows(*l)) rows.push_back(std::move(r));
-  for (const LayerEntry* l : layer_list)
-    for (auto& r : block_rows(*l)) rows.push_back(std::move(r));
-  for (const LayerEntry* l : layer_list)
-    for (auto& r : gradient_rows(*l)) rows.push_back(std::move(r));
-  return cells_of(rows);
+  return cells_of_layers(layer_list, true);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -49,6 +49,9 @@ constexpr std::size_t kPickedValues = 2048;
 // RapidCheck's sizes run 0…100 (kNominalSize) over a default run.
 constexpr int kMediumFromSize = 50;
 constexpr int kLargeAtSize = 100;
+// Reach::long_reduction's long axis: kLongAxisMin to kLongAxisMax values along it, at most
+// kLongAxisShort along the other (4 rows when the rows are the short axis).
+constexpr int kLongAxisMin = 4096, kLongAxisMax = 65536, kLongAxisShort = 16;
 
 // splitmix64: the source of a distribution's draw and of the values of seeded batches.
 struct Rng {
@@ -96,7 +99,7 @@ int sized_slowly(int lo, int hi, int size) {
   return lo + int((long long)(hi - lo) * s * s / 10000);
 }
 
-enum class Scale { small, medium, large };
+enum class Scale { small, medium, large, long_axis };
 
 // D near a threshold (within a vector's width either side) or log-uniform below twice the
 // largest D threshold.
@@ -171,7 +174,10 @@ Shape shape(int min_T, Reach reach) {
   const Scale scale = Scale(*shrinking_int(0, [reach](Rng& r, int s) {
     if (reach == Reach::large && s >= kLargeAtSize) return int(Scale::large);
     if (reach == Reach::parallel && r.chance(2.0 / 3)) return int(Scale::medium);
-    if (reach != Reach::small && s >= kMediumFromSize && r.chance(0.25)) return int(Scale::medium);
+    if (reach == Reach::long_reduction && s >= kMediumFromSize)
+      return int(r.chance(0.75) ? Scale::long_axis : Scale::medium);
+    if (reach != Reach::small && s >= kMediumFromSize && r.chance(reach == Reach::large ? 0.5 : 0.25))
+      return int(Scale::medium);
     return int(Scale::small);
   }));
   const int D = *shrinking_int(1, [scale](Rng& r, int s) {
@@ -182,6 +188,7 @@ Shape shape(int min_T, Reach reach) {
       }
       case Scale::medium: return draw_medium_D(r);
       case Scale::large: return draw_large_D(r);
+      case Scale::long_axis: return r.chance(0.5) ? r.in(1, kLongAxisShort) : r.log_in(kLongAxisMin, kLongAxisMax);
     }
     return 1;
   });
@@ -189,6 +196,8 @@ Shape shape(int min_T, Reach reach) {
   // cases are now and then B sequences of one token (a decode step)
   const long long rows = *shrinking_int(1, [scale, D](Rng& r, int) {
     if (scale == Scale::small) return 1;
+    if (scale == Scale::long_axis)  // many short rows, or a few long ones
+      return D <= kLongAxisShort ? r.log_in(kLongAxisMin, kLongAxisMax) : r.in(1, 4);
     return int(scale == Scale::medium ? draw_medium_rows(r, D) : draw_large_rows(r, D));
   });
   const int B = *shrinking_int(1, [scale, rows, min_T](Rng& r, int s) {
@@ -453,6 +462,8 @@ void classify(const Batch& x) {
   for (const auto& c : size_classes())
     if (c.holds(rows, x.D, values)) coverage::note(c.name);
   if (x.T == 1) coverage::note("T=1");
+  if (rows >= kLongAxisMin && x.D <= kLongAxisShort) coverage::note("long reduction over rows");
+  if (x.D >= kLongAxisMin) coverage::note("long reduction over features");
   for (int b = 0; b < x.B; ++b)
     if (x.lengths[b] == 0) coverage::note("empty sequence");
 }

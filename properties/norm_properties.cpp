@@ -592,8 +592,12 @@ NormProperty constant_token_property() {
 }
 
 Scenario offset_invariance(const LayerRow& row) {
-  // medium cases for external rows too: the cancellation at a large offset grows with the rows
-  Base base = draw_base(row, gen::Reach::medium, 1, true, gen::Regime::normal, false, true);
+  // medium cases for external rows too, and long reductions: the error of a float32
+  // accumulation at a large offset grows with the count of values summed into one statistic
+  // (over the rows for batch statistics, over the features for a token's), so it often shows
+  // only beyond about a thousand of them
+  Base base = draw_base(row, gen::Reach::long_reduction, 1, true, gen::Regime::normal, false,
+                        true);
   // 2^m·(1 + j/8), 8192 ≤ offset < 2^20: on the k/16 grid every x + offset is exact
   const int m = *inRange(13, 19), j = *inRange(0, 8);
   const float offset = std::ldexp(1.0f + float(j) / 8.0f, m);

@@ -10,7 +10,8 @@ usage: bench_report.py --idle OUT.json [--wait SECONDS]
            lscpu.txt. ANALYSIS.md (hand-written) is appended verbatim.
 
 Every ratio is the median over the rounds of a same-round ratio (both calls ran within one round
-of one group), with its quartiles; the targets are issue 18's. Standard library only.
+of one group), with its quartiles; the targets are issue 18's. The backward kernels' ratios
+(issue 17) are informational: issue 18 sets no number for them. Standard library only.
 """
 import json
 import os
@@ -170,7 +171,7 @@ def report_main(argv):
              "streaming copy of the same run (64-byte-aligned buffers, the widest loads, "
              "non-temporal stores, the whole buffer split over the threads); rates count bytes "
              "moved, so batch norm's 3 passes are held to the copy's rate, i.e. the copy scaled to "
-             "3 passes.\n")
+             "3 passes (and the backward kernels' 3 and 5 passes likewise).\n")
 
     rows = []  # claim, shape, measured, target, verdict
     nshapes = [(16384, 1024), (4096, 4096), (65536, 128), (262144, 64)]
@@ -240,6 +241,52 @@ def report_main(argv):
         N.append("Double references (1 thread, alone, best of Google Benchmark's repetitions): " +
                  "; ".join(f"{k.replace('BM_reference/', '')} {v.get('bytes_per_second', 0) / 1e9:.1f} GB/s"
                            for k, v in refs) + ".\n")
+
+    # -- backward kernels ------------------------------------------------------------------------
+    def bg(r, d, t):
+        return norms.get(f"BM_backward/rows:{r}/D:{d}/threads:{t}")
+
+    B = ["## Backward kernels against the copy\n",
+         "dx, dγ, dβ from dy, x and γ (norms/kernels_api.hpp), in groups of their own (one shape and "
+         "thread count each: the streaming copy, the streaming add and the three backward kernels, "
+         "interleaved in rounds like the forward's). **Informational:** issue 18 asks that the "
+         "backward kernels get the forward's treatment and ceiling but sets no number for them, so "
+         "these rows have no target and no verdict. \"/ streaming copy\" is the ratio of byte rates against "
+         "the streaming copy of the same round (the forward's ceiling, i.e. the copy scaled to the "
+         "kernel's passes); \"/ streaming add\" against a streaming dst = a + b, which moves bytes in "
+         "the backward's own mix (two arrays read per array written).\n",
+         "| kernel | shape | / streaming copy | / streaming add | target |", "|---|---|---|---|---|"]
+    for label, k in [("layer_norm backward", "layer_norm_bw"), ("rms_norm backward", "rms_norm_bw"),
+                     ("batch_norm train backward", "batch_norm_bw")]:
+        for t in (1, 2):
+            for r, d in nshapes:
+                g = bg(r, d, t)
+                if g:
+                    B.append(f"| {label} | {r}×{d}, {t}T | {fmt_q(q(g, k + '/copy'))} | "
+                             f"{fmt_q(q(g, k + '/stream_add'))} | none (informational) |")
+    B.append("")
+    B.append("GB/s (median [q1–q3]), bytes moved:\n")
+    B.append("| shape, threads | streaming copy | streaming add | layer_norm bw | rms_norm bw | "
+             "batch_norm train bw | stream add / copy | rounds | others' cores |")
+    B.append("|---|---|---|---|---|---|---|---|---|")
+    for t in (1, 2):
+        for r, d in nshapes:
+            g = bg(r, d, t)
+            if not g:
+                continue
+            cells = [fmt_q(q(g, k), 1e9, 1) for k in ("copy", "stream_add", "layer_norm_bw", "rms_norm_bw",
+                                                       "batch_norm_bw")]
+            B.append(f"| {r}×{d}, {t}T | " + " | ".join(cells) + f" | {fmt_q(q(g, 'stream_add/copy'))} | "
+                     f"{g['rounds']:.0f} | {g['others_cores']:.2f} |")
+    B.append("")
+    B.append("Bytes counted (pass = rows·D·4): copy reads x and writes dx (2 passes); the streaming add "
+             "and the layer_norm and rms_norm backward read dy and x and write dx (3 passes: a token's "
+             "statistics, its reductions over dy·x̂ and its output pass work on a row already in "
+             "cache); batch_norm train's backward reads dy and x for Σ dy and Σ dy·(x − μ) per "
+             "feature over all rows, reads them again for dx (the sums are complete only after the "
+             "last row) and writes dx (5 passes). γ, dγ, dβ and the double accumulators are O(D) and "
+             "not counted; batch_norm's mean and variance come from its forward, computed once and "
+             "not timed.\n")
 
     # -- attention rates -------------------------------------------------------------------------
     A = ["## Attention prefill: GFLOP/s (median [q1–q3]), B = 1, H = 8, dh = 64\n",
@@ -311,7 +358,7 @@ def report_main(argv):
          f"{m['seconds']:.1f} s reported, {e - s:.1f} s wall (process included). Verdict: "
          f"{json.dumps(summ)}\n"]
 
-    text = "\n".join(L + S + N + A + R + M) + "\n"
+    text = "\n".join(L + S + N + B + A + R + M) + "\n"
     if analysis and os.path.exists(analysis):
         with open(analysis) as f:
             text += "\n" + f.read()

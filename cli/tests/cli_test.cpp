@@ -12,10 +12,7 @@
 namespace normcheck {
 namespace {
 
-using testing::cli;
-using testing::read_file;
-using testing::run;
-using testing::scratch;
+using namespace testing;  // cli, run, read_file, scratch (test_util.hpp)
 
 TEST(Cli, ListNamesEveryRowAndProperty) {
   const auto r = run(cli() + " list");
@@ -198,22 +195,22 @@ TEST(Cli, GoldenPassesEveryNormCaseAndACorruptedCopyFailsNamingTheCase) {
     if (golden_op_known(c["op"].get<std::string>())) known.push_back(c);
   ASSERT_GE(known.size(), 68u) << "every norm op of the golden file must be known";
   file["cases"] = known;
-  const std::string good = scratch("golden_known") + "/golden_known.json";
-  write_file_atomic(good, file.dump());
-  const auto r = run(cli() + " golden " + good);
-  const int code = r.code;
-  const std::string out = r.out;
-  EXPECT_EQ(code, 0) << out;
-  EXPECT_NE(out.find(std::to_string(known.size()) + " passed, 0 failed"), std::string::npos) << out;
+  // `normcheck golden` on the file written under scratch/NAME
+  const auto golden = [&](const std::string& name) {
+    const std::string path = scratch(name) + "/" + name + ".json";
+    write_file_atomic(path, file.dump());
+    return run(cli() + " golden " + path);
+  };
+  const auto good = golden("golden_known");
+  EXPECT_EQ(good.code, 0) << good.out;
+  EXPECT_NE(good.out.find(std::to_string(known.size()) + " passed, 0 failed"), std::string::npos)
+      << good.out;
 
   auto& victim = file["cases"][20];
   victim["y"][3] = victim["y"][3].get<double>() + 0.01;
-  const std::string bad = scratch("golden_corrupted") + "/golden_corrupted.json";
-  write_file_atomic(bad, file.dump());
-  const auto rb = run(cli() + " golden " + bad);
-  const int bad_code = rb.code;
-  const std::string bad_out = rb.out;
-  EXPECT_EQ(bad_code, 1) << bad_out;
+  const auto bad = golden("golden_corrupted");
+  const std::string& bad_out = bad.out;
+  EXPECT_EQ(bad.code, 1) << bad_out;
   EXPECT_NE(bad_out.find(victim["id"].get<std::string>()), std::string::npos) << bad_out;
   EXPECT_NE(bad_out.find("y["), std::string::npos) << bad_out;
   EXPECT_NE(bad_out.find(std::to_string(known.size() - 1) + " passed, 1 failed"), std::string::npos) << bad_out;

@@ -9,10 +9,7 @@ namespace normcheck {
 namespace {
 
 using nlohmann::json;
-using testing::cli;
-using testing::read_file;
-using testing::run;
-using testing::scratch;
+using namespace testing;  // cli, run, read_file, scratch (test_util.hpp)
 
 const char* kCell = "batch_norm_train/optimized/padding_invariance";  // expected ✗
 

@@ -13,10 +13,7 @@ namespace normcheck {
 namespace {
 
 using nlohmann::json;
-using testing::cli;
-using testing::read_file;
-using testing::run;
-using testing::scratch;
+using namespace testing;  // cli, run, read_file, scratch (test_util.hpp)
 
 const std::string kSelection = " --layer '^rms_norm$|^batch_norm_eval$' --cases 30 --seed 3";
 

@@ -3,8 +3,11 @@
 // backward's (gradient_test.cpp), which must reject everything the forward rejects.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <functional>
 #include <limits>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -123,6 +126,51 @@ inline std::vector<BadCase> bad_cases() {
                },
                {"expected more than 1 value per channel when training", "got 1"}});
   return c;
+}
+
+// One parameterized validation test: a row, an implementation and a bad input it must reject.
+struct ValidationParam {
+  LayerRow row;
+  Impl impl;
+  BadCase bad;
+};
+
+// Every (row, implementation, case) where the case applies to the row.
+inline std::vector<ValidationParam> validation_params(const std::vector<LayerRow>& rows,
+                                                      const std::vector<BadCase>& cases) {
+  std::vector<ValidationParam> out;
+  for (const auto& row : rows)
+    for (Impl impl : {Impl::reference, Impl::optimized})
+      for (const auto& c : cases)
+        if (c.applies(row)) out.push_back({row, impl, c});
+  return out;
+}
+
+inline void PrintTo(const ValidationParam& v, std::ostream* os) {
+  *os << v.row.id() << "/" << to_string(v.impl) << "/" << v.bad.name;
+}
+
+// The test name of a ValidationParam (INSTANTIATE_TEST_SUITE_P's last argument).
+inline std::string validation_test_name(const ::testing::TestParamInfo<ValidationParam>& info) {
+  return test::test_name(info.param.row.id() + "_" + to_string(info.param.impl) + "_" +
+                         info.param.bad.name);
+}
+
+// Runs call(), which must throw InvalidInput with a one-line message containing each text of
+// v.bad.message_has; accepting the input or throwing anything else fails the test.
+template <class Call>
+void expect_rejected(const ValidationParam& v, Call&& call) {
+  try {
+    call();
+    ADD_FAILURE() << v.row.id() << " (" << to_string(v.impl) << ") accepted " << v.bad.name;
+  } catch (const InvalidInput& e) {
+    const std::string msg = e.what();
+    for (const auto& part : v.bad.message_has)
+      EXPECT_NE(msg.find(part), std::string::npos) << "message \"" << msg << "\" lacks \"" << part << "\"";
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << "one line: " << msg;
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << v.bad.name << ": expected InvalidInput, got another exception: " << e.what();
+  }
 }
 
 }  // namespace normcheck::test::bad_input

@@ -4,11 +4,19 @@
 
 #include <cmath>
 #include <cstring>
+#include <ostream>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "norms/registry.hpp"
+
+namespace normcheck {
+
+// How GoogleTest prints a LayerRow parameter (ctest's "GetParam() = …"): its id.
+inline void PrintTo(const LayerRow& r, std::ostream* os) { *os << r.id(); }
+
+}  // namespace normcheck
 
 namespace normcheck::test {
 

@@ -1,9 +1,10 @@
 // A default run must reach every regime a kernel threshold defines (norms/kernels.hpp: vector
 // lanes, row groups, the parallel and streaming thresholds, BatchNorm's statistics blocks and
 // segments), and the regimes where real bugs live (T = 1, empty sequences, NaN poison, values
-// whose sums round, a large offset, extreme magnitudes). The classes are read from the cells'
-// results (CellResult::drawn), which the generators fill relative to the kernels' constants: a
-// threshold raised beyond the generators' reach makes this test fail.
+// whose sums round, a large offset, extreme magnitudes, sums over thousands of values). The
+// classes are read from the cells' results (CellResult::drawn), which the generators fill
+// relative to the kernels' constants: a threshold raised beyond the generators' reach makes this
+// test fail.
 #include <gtest/gtest.h>
 
 #include <map>
@@ -31,7 +32,8 @@ TEST(Coverage, ADefaultRunDrawsEveryThresholdRegimeAndTheBugRegimes) {
   for (const char* c : {"T=1", "empty sequence", "poison:NaN", "poison:1e30", "poison:-inf",
                         "regime:decimal", "regime:dense", "regime:offset_tiny_variance",
                         "regime:constant_rows", "magnitude:1e30", "magnitude:1e-38",
-                        "magnitude:mixed with ±1e30"})
+                        "magnitude:mixed with ±1e30", "long reduction over rows",
+                        "long reduction over features"})
     wanted.push_back(c);
   for (uint64_t seed : {1u, 2u}) {
     const auto drawn = drawn_by_a_default_run(seed);

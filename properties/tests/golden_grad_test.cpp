@@ -3,14 +3,12 @@
 #include <gtest/gtest.h>
 
 #include "properties/golden_grad.hpp"
+#include "properties/tests/golden_case_param.hpp"
 
 namespace normcheck {
 namespace {
 
-struct GradParam {
-  nlohmann::json c;
-  Impl impl;
-};
+using GradParam = test::GoldenCaseParam;
 
 std::vector<GradParam> grad_params() {
   std::vector<GradParam> params;
@@ -18,10 +16,6 @@ std::vector<GradParam> grad_params() {
   for (const auto& c : file["cases"])
     for (Impl impl : {Impl::reference, Impl::optimized}) params.push_back({c, impl});
   return params;
-}
-
-void PrintTo(const GradParam& p, std::ostream* os) {
-  *os << p.c.value("id", "?") << " (" << to_string(p.impl) << ")";
 }
 
 class GoldenGrad : public ::testing::TestWithParam<GradParam> {};
@@ -32,14 +26,8 @@ TEST_P(GoldenGrad, MatchesPyTorchAutograd) {
   EXPECT_TRUE(o.passed) << o.id << " (" << to_string(o.impl) << "): " << o.error;
 }
 
-std::string grad_name(const ::testing::TestParamInfo<GradParam>& info) {
-  std::string name = info.param.c["id"].get<std::string>() + "_" + to_string(info.param.impl);
-  for (auto& ch : name)
-    if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
-  return name;
-}
-
-INSTANTIATE_TEST_SUITE_P(PyTorch, GoldenGrad, ::testing::ValuesIn(grad_params()), grad_name);
+INSTANTIATE_TEST_SUITE_P(PyTorch, GoldenGrad, ::testing::ValuesIn(grad_params()),
+                         test::golden_case_name);
 
 nlohmann::json first_case(const std::string& op) {
   const auto file = load_grad_golden(default_grad_golden_path());

@@ -4,14 +4,12 @@
 #include <gtest/gtest.h>
 
 #include "properties/catalog.hpp"
+#include "properties/tests/golden_case_param.hpp"
 
 namespace normcheck {
 namespace {
 
-struct GoldenParam {
-  nlohmann::json c;
-  Impl impl;
-};
+using GoldenParam = test::GoldenCaseParam;
 
 std::vector<GoldenParam> golden_params() {
   std::vector<GoldenParam> params;
@@ -24,10 +22,6 @@ std::vector<GoldenParam> golden_params() {
   return params;
 }
 
-void PrintTo(const GoldenParam& p, std::ostream* os) {
-  *os << p.c.value("id", "?") << " (" << to_string(p.impl) << ")";
-}
-
 class Golden : public ::testing::TestWithParam<GoldenParam> {};
 
 TEST_P(Golden, MatchesPyTorch) {
@@ -35,14 +29,8 @@ TEST_P(Golden, MatchesPyTorch) {
   EXPECT_TRUE(o.passed) << o.id << " (" << to_string(o.impl) << "): " << o.error;
 }
 
-std::string golden_name(const ::testing::TestParamInfo<GoldenParam>& info) {
-  std::string name = info.param.c["id"].get<std::string>() + "_" + to_string(info.param.impl);
-  for (auto& ch : name)
-    if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
-  return name;
-}
-
-INSTANTIATE_TEST_SUITE_P(PyTorch, Golden, ::testing::ValuesIn(golden_params()), golden_name);
+INSTANTIATE_TEST_SUITE_P(PyTorch, Golden, ::testing::ValuesIn(golden_params()),
+                         test::golden_case_name);
 
 nlohmann::json first_case(const std::string& op) {
   for (const auto& path : {default_golden_path(), default_block_golden_path()}) {
@@ -72,7 +60,9 @@ TEST(GoldenBlock, ABlockWiredWrongFails) {
     return block_forward(norm, impl, mode, w, st, n1, false);
   };
   const BlockEntry broken{.name = "block_residual_from_n1", .forward = wrong, .origin = "mutant"};
-  for (const auto& c : load_golden(default_block_golden_path())["cases"])
+  // the file outlives the loop: a range over a member of a temporary dangles (C++20)
+  const auto file = load_golden(default_block_golden_path());
+  for (const auto& c : file["cases"])
     for (Impl impl : {Impl::reference, Impl::optimized}) {
       const auto o = check_block_golden_case(c, impl, broken);
       EXPECT_FALSE(o.passed) << c["id"] << " " << to_string(impl);
@@ -80,14 +70,20 @@ TEST(GoldenBlock, ABlockWiredWrongFails) {
     }
 }
 
-TEST(GoldenBlock, CorruptedValueFailsAndFieldErrorsNameTheField) {
-  auto c = first_case("block");
-  c["y"][3] = c["y"][3].get<double>() + 1e-3;
+// The first case of `op` with its expected y[i] moved by `delta` fails on both implementations,
+// its error naming the position `where`.
+void expect_moved_y_fails(const std::string& op, int i, double delta, const std::string& where) {
+  auto c = first_case(op);
+  c["y"][i] = c["y"][i].get<double>() + delta;
   for (Impl impl : {Impl::reference, Impl::optimized}) {
     const auto o = check_golden_case(c, impl);
-    EXPECT_FALSE(o.passed);
-    EXPECT_NE(o.error.find("y[0,0,3]"), std::string::npos) << o.error;
+    EXPECT_FALSE(o.passed) << op << " (" << to_string(impl) << ")";
+    EXPECT_NE(o.error.find(where), std::string::npos) << o.error;
   }
+}
+
+TEST(GoldenBlock, CorruptedValueFailsAndFieldErrorsNameTheField) {
+  expect_moved_y_fails("block", 3, 1e-3, "y[0,0,3]");
   auto d = first_case("block");
   d["norm"] = "batch_norm";
   EXPECT_NE(check_golden_case(d, Impl::optimized).error.find("field 'norm'"), std::string::npos);
@@ -101,13 +97,7 @@ TEST(GoldenBlock, CorruptedValueFailsAndFieldErrorsNameTheField) {
 }
 
 TEST(GoldenChecker, CorruptedExpectedValueFailsNamingThePosition) {
-  auto c = first_case("layer_norm");
-  c["y"][5] = c["y"][5].get<double>() + 1e-3;
-  for (Impl impl : {Impl::reference, Impl::optimized}) {
-    const auto o = check_golden_case(c, impl);
-    EXPECT_FALSE(o.passed);
-    EXPECT_NE(o.error.find("y[0,0,5]"), std::string::npos) << o.error;
-  }
+  expect_moved_y_fails("layer_norm", 5, 1e-3, "y[0,0,5]");
 }
 
 TEST(GoldenChecker, CorruptedRunningStatisticFails) {
@@ -136,18 +126,8 @@ TEST(GoldenChecker, WrongLengthArrayIsAnErrorNamingTheField) {
 }
 
 TEST(GoldenAttention, CorruptedValuesFailNamingThePosition) {
-  auto s = first_case("sdpa");
-  s["y"][3] = s["y"][3].get<double>() + 1e-3;
-  auto m = first_case("mha");
-  m["y"][1] = m["y"][1].get<double>() - 1e-3;
-  for (Impl impl : {Impl::reference, Impl::optimized}) {
-    const auto os = check_golden_case(s, impl);
-    EXPECT_FALSE(os.passed);
-    EXPECT_NE(os.error.find("y[0,0,0,3]"), std::string::npos) << os.error;
-    const auto om = check_golden_case(m, impl);
-    EXPECT_FALSE(om.passed);
-    EXPECT_NE(om.error.find("y[0,0,1]"), std::string::npos) << om.error;
-  }
+  expect_moved_y_fails("sdpa", 3, 1e-3, "y[0,0,0,3]");
+  expect_moved_y_fails("mha", 1, -1e-3, "y[0,0,1]");
 }
 
 TEST(GoldenAttention, HeadsNotDividingEIsAFieldError) {

@@ -16,9 +16,6 @@
 #include "properties/compare.hpp"
 
 namespace normcheck {
-
-void PrintTo(const LayerRow& r, std::ostream* os) { *os << r.id(); }
-
 namespace {
 
 using rc::gen::element;
