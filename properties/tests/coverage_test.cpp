@@ -33,7 +33,7 @@ TEST(Coverage, ADefaultRunDrawsEveryThresholdRegimeAndTheBugRegimes) {
                         "regime:decimal", "regime:dense", "regime:offset_tiny_variance",
                         "regime:constant_rows", "magnitude:1e30", "magnitude:1e-38",
                         "magnitude:mixed with ±1e30", "long reduction over rows",
-                        "long reduction over features"})
+                        "long reduction over features", "offset: spread of a few ulps"})
     wanted.push_back(c);
   for (uint64_t seed : {1u, 2u}) {
     const auto drawn = drawn_by_a_default_run(seed);
