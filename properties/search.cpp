@@ -12,12 +12,42 @@
 namespace normcheck {
 namespace {
 
+// Thrown out of RapidCheck by the listener once the shrink budget is spent.
+struct StopShrinking {};
+
+// Prints nothing; follows the shrink path (the index, among each step's candidates, of the one
+// accepted) and ends the shrinking once `stop` says so. RapidCheck would otherwise try every
+// remaining candidate of the smallest case, each passing at once: for a case of a few thousand
+// picked values that alone took minutes, past the watchdog's hard limit.
 class QuietListener : public rc::detail::TestListener {
  public:
+  explicit QuietListener(std::function<bool()> stop = {}) : stop_(std::move(stop)) {}
   void onTestCaseFinished(const rc::detail::CaseDescription&) override {}
-  void onShrinkTried(const rc::detail::CaseDescription&, bool) override {}
+  void onShrinkTried(const rc::detail::CaseDescription&, bool accepted) override {
+    if (accepted) {
+      path.push_back(tried_);
+      tried_ = 0;
+    } else {
+      ++tried_;
+    }
+    if (stop_ && stop_()) throw StopShrinking{};
+  }
   void onTestFinished(const rc::detail::TestMetadata&, const rc::detail::TestResult&) override {}
+  std::vector<std::size_t> path;
+
+ private:
+  std::function<bool()> stop_;
+  std::size_t tried_ = 0;
 };
+
+std::string reproduce_string(const std::string& id, const rc::detail::Reproduce& rep) {
+  rc::detail::Configuration cfg;
+  cfg.reproduce[id] = rep;
+  // keep only the reproduce=... key: it is all a replay needs
+  const std::string full = rc::detail::configToMinimalString(cfg);
+  const auto at = full.find("reproduce=");
+  return full.substr(at, full.find(' ', at) - at);
+}
 
 }  // namespace
 
@@ -29,7 +59,7 @@ RcParams rc_params() {
 SearchResult search(const std::function<CaseVerdict(std::string& why)>& one_case, const SearchOptions& o) {
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
-  const bool budgeted = o.reproduce.empty();
+  bool budgeted = o.reproduce.empty();  // off for the repeated search and replay below
   const auto seconds = [](double s) {
     return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
   };
@@ -82,9 +112,48 @@ SearchResult search(const std::function<CaseVerdict(std::string& why)>& one_case
     const auto& global = rc::detail::configuration().reproduce;
     if (auto it = global.find(o.id); it != global.end()) reproduce[o.id] = it->second;
   }
-  QuietListener listener;
-  const auto result =
-      rc::detail::checkProperty(rc::detail::toProperty(body), meta, params, listener, reproduce);
+  const auto property = rc::detail::toProperty(body);
+  QuietListener listener([&] { return shrink_spent; });
+  std::optional<rc::detail::TestResult> stopped_result;
+  try {
+    stopped_result = rc::detail::checkProperty(property, meta, params, listener, reproduce);
+  } catch (const StopShrinking&) {
+    // The smallest counterexample is the first failure followed along `listener.path`. Its
+    // Random and size are not in what RapidCheck hands out before the end: the search runs again
+    // without shrinking to the same first failure (same seed, same cases), then that case is
+    // replayed along the path, so that the last case `one_case` saw is the smallest one again.
+    const double shrink_seconds =
+        std::chrono::duration<double>(Clock::now() - *first_failure).count();
+    budgeted = false;
+    first_failure.reset();
+    rc::detail::TestParams again = params;
+    again.disableShrinking = true;
+    QuietListener quiet;
+    const auto first = rc::detail::checkProperty(property, meta, again, quiet, reproduce);
+    if (!first.template is<rc::detail::FailureResult>()) {
+      SearchResult r;
+      r.kind = SearchResult::Kind::error;
+      r.description = "the counterexample did not fail again when its search was repeated (a "
+                      "property that depends on more than its input?)";
+      return r;
+    }
+    auto fail = first.template get<rc::detail::FailureResult>();
+    fail.reproduce.shrinkPath = listener.path;
+    std::unordered_map<std::string, rc::detail::Reproduce> smallest{{o.id, fail.reproduce}};
+    first_failure.reset();
+    QuietListener replay;
+    const auto last = rc::detail::checkProperty(property, meta, params, replay, smallest);
+    SearchResult r;
+    r.kind = last.template is<rc::detail::FailureResult>() ? SearchResult::Kind::failed
+                                                          : SearchResult::Kind::error;
+    r.description = "the smallest counterexample did not fail again when replayed";
+    r.cases = fail.numSuccess;
+    r.shrink_budget_spent = true;
+    r.reproduce = reproduce_string(o.id, fail.reproduce);
+    r.shrink_seconds = shrink_seconds;
+    return r;
+  }
+  const auto& result = *stopped_result;
 
   SearchResult r;
   if (result.template is<rc::detail::SuccessResult>()) {
@@ -97,12 +166,7 @@ SearchResult search(const std::function<CaseVerdict(std::string& why)>& one_case
     r.shrink_budget_spent = shrink_spent;
     if (first_failure)
       r.shrink_seconds = std::chrono::duration<double>(Clock::now() - *first_failure).count();
-    rc::detail::Configuration cfg;
-    cfg.reproduce[o.id] = fail.reproduce;
-    // keep only the reproduce=... key: it is all a replay needs
-    const std::string full = rc::detail::configToMinimalString(cfg);
-    const auto at = full.find("reproduce=");
-    r.reproduce = full.substr(at, full.find(' ', at) - at);
+    r.reproduce = reproduce_string(o.id, fail.reproduce);
   } else if (result.template is<rc::detail::GaveUpResult>()) {
     r.kind = SearchResult::Kind::gave_up;
     r.cases = result.template get<rc::detail::GaveUpResult>().numSuccess;

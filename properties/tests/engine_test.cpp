@@ -5,7 +5,10 @@
 #include <chrono>
 #include <thread>
 
+#include <rapidcheck.h>
+
 #include "properties/catalog.hpp"
+#include "properties/search.hpp"
 
 namespace normcheck {
 namespace {
@@ -84,7 +87,37 @@ TEST(Engine, PastTheShrinkBudgetTheSmallestCounterexampleSoFarIsReported) {
   // the reported case replays: it is the best shrink accepted before the budget ran out
   RunOptions replay = options(2);
   replay.reproduce = r.reproduce;
-  EXPECT_EQ(run_cell(b->cell(Impl::optimized, "reference_agreement"), replay).observed, "violated");
+  const CellResult again = run_cell(b->cell(Impl::optimized, "reference_agreement"), replay);
+  EXPECT_EQ(again.observed, "violated");
+  // … and it is the case the report shows, not the unshrunk first failure
+  EXPECT_EQ(again.counterexample, r.counterexample);
+}
+
+TEST(Search, PastTheShrinkBudgetTheRemainingCandidatesAreNotTried) {
+  // A case of 20,000 picked values that always fails: each shrink step offers about 20,000 × 15
+  // candidates, each a copy of the 20,000 picks. Tried one by one after the budget (each passing
+  // at once), they took minutes; the search must end soon after the budget instead, with a
+  // reproduce string that replays the smallest failure reached.
+  int last_size = -1;
+  const auto one_case = [&](std::string& why) {
+    const auto v = *rc::gen::resize(100, rc::gen::container<std::vector<int>>(20000, rc::gen::inRange(0, 1 << 14)));
+    last_size = int(v.size());
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    why = "always";
+    return CaseVerdict::counterexample;
+  };
+  SearchOptions o{.id = "search_budget_test", .max_success = 10, .seed = 7, .shrink_budget = 0.3};
+  const auto t = std::chrono::steady_clock::now();
+  const SearchResult r = search(one_case, o);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+  EXPECT_EQ(r.kind, SearchResult::Kind::failed) << r.description;
+  EXPECT_TRUE(r.shrink_budget_spent);
+  EXPECT_LT(s, 10.0);
+  ASSERT_FALSE(r.reproduce.empty());
+  SearchOptions replay = o;
+  replay.reproduce = r.reproduce;
+  EXPECT_EQ(search(one_case, replay).kind, SearchResult::Kind::failed);
+  EXPECT_EQ(last_size, 20000);
 }
 
 // Throws on a valid input: tokens of more than 4 features.
