@@ -172,10 +172,15 @@ void register_rows() {
   // √FLT_MAX ≈ 1.9e19 gets NaN for every element (a single token of 1.9e19, D = 1), and a
   // constant token is not β: its float32 mean is rounded and x − μ amplified by 1/√ε
   auto float32_moments = [](LayerEntry e) {
-    e.rows[0].violated.insert({"finite_output", "scale_range_invariance", "constant_token"});
+    e.rows[0].violated.insert(
+        {"finite_output", "scale_range_invariance", "constant_token", "offset_invariance", "reference_agreement"});
     e.rows[0].why += "; ATen: float32 moments, NaN for a token with |mean| ≥ ~1.9e19 "
                      "(finite_output, scale_range_invariance; PyTorch #162489), a constant token "
-                     "≠ β from its rounded mean (constant_token)";
+                     "≠ β from its rounded mean (constant_token), and a spread of a few ulps at "
+                     "a large offset lost: the float32 mean rounds onto one of the values, σ² "
+                     "comes out 0 and an output reaches ~1/√ε (offset_invariance; and "
+                     "reference_agreement where the generators draw such a token, in most "
+                     "seeds, not all)";
     return e;
   };
   register_layer(float32_moments(external("layer_norm", "aten_layer_norm",
@@ -212,6 +217,12 @@ void register_rows() {
   bn.rows[0].violated.insert("thread_determinism");
   bn.rows[0].why += "; its reduction over rows depends on the OpenMP thread count "
                     "(thread_determinism)";
+  // and, as oneDNN's, its batch moments at a large offset drift past the tolerance rule once a
+  // few thousand rows are summed (float32 accumulation: the error grows about as √N)
+  bn.rows[0].violated.insert("offset_invariance");
+  bn.rows[0].why += "; its batch moments at a large offset drift with the number of rows summed "
+                    "(offset_invariance, from a few thousand rows; about the rule's bound, so "
+                    "found in most seeds, not all)";
   register_layer(float32_variance(std::move(bn), "a batch"));
   // the composite squares in float32: x² = inf beyond √FLT_MAX, rsqrt(inf) = 0, every output 0
   LayerEntry rms = external("rms_norm", "aten_rms_norm",
