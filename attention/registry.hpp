@@ -46,6 +46,9 @@ struct AttentionEntry {
   // The expected profile: the properties that must be violated, and why. Every other
   // attention property must hold.
   std::set<std::string> violated = {};
+  // Properties only the optimized implementation violates: an external library's defects, where
+  // the reference (normcheck's own) keeps them. Explained in `why` too.
+  std::set<std::string> optimized_violates = {};
   std::string why = {};
   std::string origin = "builtin";  // builtin | external | mutant
   // The golden op it computes: its own name unless it implements a built-in op differently.

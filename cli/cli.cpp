@@ -234,6 +234,7 @@ int cmd_list(bool markdown, const std::string& write_path) {
     if (row.info.family == nc::Family::norm) continue;
     std::string v;
     for (const auto& p : row.violated) v += (v.empty() ? "" : ", ") + p;
+    for (const auto& p : row.optimized_violates) v += (v.empty() ? "" : ", ") + p + " (optimized)";
     fmt::print("  {:<44} expected violations: {}\n", row.info.name, v.empty() ? "none" : v);
   }
   fmt::print("\nproperties:\n");
@@ -378,6 +379,7 @@ int cmd_matrix(const MatrixArgs& a, const std::string& program) {
       meta.shard_count = shard->count;
     }
     meta.total_cells = int(selected.size());
+    meta.environment = nc::run_environment();  // external rows' sources, asked as the run ends
   };
   Progress progress(cells.size());
   const auto start = std::chrono::steady_clock::now();
@@ -514,30 +516,25 @@ std::string case_name(const nc::GoldenOutcome& o, std::size_t index) {
                       : fmt::format("case '{}' (#{})", one_line(o.id, 120), index);
 }
 
-// A checker of golden cases through one row (a norm row, an attention entry).
-struct GoldenRow {
+// A checker of golden cases through one row: one of nc::golden_rows(), the rows computing an op.
+struct GoldenChecker {
   std::string row, op;
   nc::GoldenFn check;
 };
 
-// The rows --layer selects that have a golden op.
-std::vector<GoldenRow> golden_rows(const std::string& layer_re) {
+// The rows --layer selects (id or name matching) among those computing a golden op, an external
+// library's rows (registered at run time) too.
+std::vector<GoldenChecker> golden_checkers(const std::string& layer_re) {
   const std::regex re = compile(layer_re, "--layer");
-  std::vector<GoldenRow> out;
-  for (const auto& row : nc::all_rows()) {
-    if (!std::regex_search(row.info.id, re) && !std::regex_search(row.info.name, re)) continue;
-    if (row.info.family == nc::Family::norm) {
-      const nc::LayerRow norm = row.norm;
-      out.push_back({row.info.id, nc::golden_op(norm),
-                     [norm](const nlohmann::json& c, nc::Impl i) { return nc::check_norm_golden_case(c, i, norm); }});
-    } else if (row.info.family == nc::Family::attention) {
-      const nc::AttentionEntry* e = row.attention;
-      out.push_back({row.info.id, e->golden_op(), [e](const nlohmann::json& c, nc::Impl i) {
-                       return e->op == nc::AttentionOp::sdpa ? nc::check_sdpa_golden_case(c, i, *e)
-                                                             : nc::check_mha_golden_case(c, i, *e);
-                     }});
+  std::map<std::string, std::string> names;
+  for (const auto& row : nc::all_rows()) names.emplace(row.info.id, row.info.name);
+  std::vector<GoldenChecker> out;
+  for (const auto& [op, rows] : nc::golden_rows())
+    for (const auto& r : rows) {
+      const auto name = names.find(r.row);
+      if (std::regex_search(r.row, re) || (name != names.end() && std::regex_search(name->second, re)))
+        out.push_back({r.row, op, r.check});
     }
-  }
   if (out.empty()) throw UsageError(fmt::format("no row with a golden op matches --layer '{}'", layer_re));
   return out;
 }
@@ -545,19 +542,21 @@ std::vector<GoldenRow> golden_rows(const std::string& layer_re) {
 // Exit codes: 0 every case passed; 1 a case's numbers disagree; 2 an input error — a file that
 // cannot be read as a golden file, a malformed case (the line names the case and the field) or
 // an op this build does not know. An input error wins over a failure: the verdict is incomplete.
-// With --layer, each case is checked through every selected row computing its op, and cases
-// of other ops are not checked.
+// With --layer, each case is checked through every selected row computing its op (an external
+// library's rows too; outcomes are named "<row>: <case id>"), and cases of other ops are not
+// checked.
 int cmd_golden(std::vector<std::string> files, const std::string& impl, const std::string& layer_re,
                const std::string& out_dir, const std::string& program) {
   check_outputs(out_dir, "");
-  std::vector<GoldenRow> rows;
-  if (!layer_re.empty()) rows = golden_rows(layer_re);
+  std::vector<GoldenChecker> rows;
+  if (!layer_re.empty()) rows = golden_checkers(layer_re);
   if (files.empty()) files.push_back(nc::default_golden_path());
   nc::GoldenRun run;
   run.files = files;
   run.meta.command = nc::this_command_line();
   run.meta.started_at = nc::utc_now();
   run.meta.versions = nc::build_versions();
+  run.meta.environment = nc::run_environment();
   const auto start = std::chrono::steady_clock::now();
   int input_errors = 0, other_ops = 0;
   for (const auto& path : files) {
@@ -587,26 +586,25 @@ int cmd_golden(std::vector<std::string> files, const std::string& impl, const st
           continue;
         }
       }
-      bool ok = true, bad_input = false;
-      for (const auto& [row, check] : checkers) {
+      for (const auto& [row, check] : checkers) {  // a row's case passes or fails as one
+        bool ok = true, bad_input = false;
         for (nc::Impl i : {nc::Impl::reference, nc::Impl::optimized}) {
           if (impl != "both" && impl != nc::to_string(i)) continue;
-          const auto o = check(cases[k], i);
+          auto o = check(cases[k], i);
           if (o.input_error()) {  // the same for both implementations: one line
             fmt::print(stderr, "{} golden: {}: {}: {}\n", program, one_line(path), case_name(o, k), one_line(o.error));
             bad_input = true;
             break;
           }
+          if (!row.empty()) o.id = row + ": " + o.id;
           run.outcomes.push_back(o);
           if (!o.passed) {
             ok = false;
-            fmt::print("FAIL {} [{}{}]: {}\n", one_line(o.id, 120), row.empty() ? "" : row + ", ",
-                       nc::to_string(i), one_line(o.error));
+            fmt::print("FAIL {} [{}]: {}\n", one_line(o.id, 120), nc::to_string(i), one_line(o.error));
           }
         }
-        if (bad_input) break;
+        bad_input ? ++input_errors : ok ? ++run.passed : ++run.failed;
       }
-      bad_input ? ++input_errors : ok ? ++run.passed : ++run.failed;
     }
   }
   run.meta.seconds = since(start);
@@ -722,8 +720,9 @@ int normcheck::cli_main(int argc, char** argv) {
   golden->add_option("--implementation", golden_impl, "reference, optimized or both (default)")
       ->check(CLI::IsMember({"reference", "optimized", "both"}));
   golden->add_option("--layer", golden_layer,
-                     "Check the cases of the ops that rows matching REGEX compute, through those rows "
-                     "(e.g. a project's own layer_norm kernel); cases of other ops are not checked");
+                     "Check the cases of the ops that rows matching REGEX compute, through each of those "
+                     "rows (e.g. a project's own layer_norm kernel, or an external library's rows); "
+                     "cases of other ops are not checked");
   golden->add_option("--out", golden_out, "Write the golden report (report.md, report.json, report.html) into DIR");
   golden->footer("Exit codes: 0 every case passed, 1 a case failed, 2 a usage or input error.");
 

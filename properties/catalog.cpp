@@ -129,6 +129,7 @@ Row attention_row(const AttentionEntry& entry) {
                    .layer = entry.name,
                    .origin = entry.origin},
           .violated = entry.violated,
+          .optimized_violates = entry.optimized_violates,
           .why = entry.why,
           .attention = &entry};
 }
@@ -196,23 +197,33 @@ std::vector<Cell> layer_cells(const std::vector<const LayerEntry*>& layer_list) 
 // ---------------------------------------------------------------------------------------------
 // golden ops
 
+const std::map<std::string, std::vector<GoldenRow>>& golden_rows() {
+  static const std::map<std::string, std::vector<GoldenRow>> rows = [] {
+    std::map<std::string, std::vector<GoldenRow>> m;
+    for (const auto& row : layer_rows())
+      m[golden_op(row)].push_back({row.id(), [row](const nlohmann::json& c, Impl impl) {
+                                     return check_norm_golden_case(c, impl, row);
+                                   }});
+    for (const auto& e : attention_entries()) {
+      const AttentionEntry* entry = &e;
+      m[e.golden_op()].push_back({e.name, [entry](const nlohmann::json& c, Impl impl) {
+                                    return entry->op == AttentionOp::sdpa
+                                               ? check_sdpa_golden_case(c, impl, *entry)
+                                               : check_mha_golden_case(c, impl, *entry);
+                                  }});
+    }
+    m["block"].push_back({block_entry().name, [](const nlohmann::json& c, Impl impl) {
+                            return check_block_golden_case(c, impl, block_entry());
+                          }});
+    return m;
+  }();
+  return rows;
+}
+
 const std::map<std::string, GoldenFn>& golden_ops() {
   static const std::map<std::string, GoldenFn> ops = [] {
     std::map<std::string, GoldenFn> m;
-    for (const auto& row : layer_rows())
-      m.emplace(golden_op(row), [row](const nlohmann::json& c, Impl impl) {
-        return check_norm_golden_case(c, impl, row);
-      });
-    for (const auto& e : attention_entries()) {
-      const AttentionEntry* entry = &e;
-      m.emplace(e.golden_op(), [entry](const nlohmann::json& c, Impl impl) {
-        return entry->op == AttentionOp::sdpa ? check_sdpa_golden_case(c, impl, *entry)
-                                              : check_mha_golden_case(c, impl, *entry);
-      });
-    }
-    m.emplace("block", [](const nlohmann::json& c, Impl impl) {
-      return check_block_golden_case(c, impl, block_entry());
-    });
+    for (const auto& [op, rows] : golden_rows()) m.emplace(op, rows.front().check);
     return m;
   }();
   return ops;
@@ -220,7 +231,7 @@ const std::map<std::string, GoldenFn>& golden_ops() {
 
 bool golden_op_known(const std::string& op) { return golden_ops().count(op) > 0; }
 
-GoldenOutcome check_golden_case(const nlohmann::json& c, Impl impl) {
+GoldenOutcome check_golden_case(const nlohmann::json& c, Impl impl, const std::string& row) {
   GoldenOutcome o;
   o.impl = impl;
   o.id = c.is_object() && c.contains("id") && c["id"].is_string() ? c["id"].get<std::string>()
@@ -242,10 +253,21 @@ GoldenOutcome check_golden_case(const nlohmann::json& c, Impl impl) {
     o.error = "field 'op': unknown op '" + o.op + "'";
     return o;
   }
+  GoldenFn check = it->second;
+  if (!row.empty()) {
+    const auto& rows = golden_rows().at(o.op);
+    const auto r = std::find_if(rows.begin(), rows.end(), [&](const GoldenRow& g) { return g.row == row; });
+    if (r == rows.end()) {
+      o.known = false;
+      o.error = "row '" + row + "' does not compute op '" + o.op + "'";
+      return o;
+    }
+    check = r->check;
+  }
   // A checker must turn any malformed input into an outcome; anything that still escapes is
   // reported as an input error of this case rather than ending the run.
   try {
-    return it->second(c, impl);
+    return check(c, impl);
   } catch (const nlohmann::json::exception& e) {
     o.malformed = true;
     o.error = std::string("malformed case: ") + e.what();

@@ -47,11 +47,22 @@ std::vector<Cell> norm_cells(const std::vector<const LayerEntry*>& layers);
 std::vector<Cell> layer_cells(const std::vector<const LayerEntry*>& layers);
 
 using GoldenFn = std::function<GoldenOutcome(const nlohmann::json& c, Impl impl)>;
-// op name → checker: one per norm row's op, plus the attention ops and the block.
+// Every row that computes a golden op (norm rows: golden_op(row); attention entries: their
+// golden_op(); the block), per op, in registry order: the built-in row first, then rows
+// registered at run time (an external library's implementation of the same op).
+struct GoldenRow {
+  std::string row;  // the row id
+  GoldenFn check;
+};
+const std::map<std::string, std::vector<GoldenRow>>& golden_rows();
+// op name → checker: each op's first row (the built-in one), one per norm row's op, plus the
+// attention ops and the block.
 const std::map<std::string, GoldenFn>& golden_ops();
 bool golden_op_known(const std::string& op);
 // Checks a case of any op; never throws. An unknown op comes back with known = false, a
-// malformed case with malformed = true, each with a one-line reason naming the field.
-GoldenOutcome check_golden_case(const nlohmann::json& c, Impl impl);
+// malformed case with malformed = true, each with a one-line reason naming the field. `row`: the
+// id of the row to check it through (one of golden_rows() for its op; another row comes back
+// with known = false); empty: the op's first row.
+GoldenOutcome check_golden_case(const nlohmann::json& c, Impl impl, const std::string& row = {});
 
 }  // namespace normcheck

@@ -174,8 +174,10 @@ bool Diff::compare(double a, double b, double tol, int pair, int element,
   }
   if (a == b || (std::isnan(a) && std::isnan(b))) return false;
   if (!std::isfinite(a) || !std::isfinite(b)) {
-    // a finite value lost to overflow is what a range property looks for
-    (how_ == Comparison::range && std::isfinite(a) != std::isfinite(b) ? finite_ : nonfinite_) = true;
+    // a finite value lost to overflow is what a range property looks for; a leak of poison the
+    // output must not read (poisoned_unread) is a real violation
+    ((how_ == Comparison::range || leaks_count_) && std::isfinite(a) != std::isfinite(b) ? finite_
+                                                                                          : nonfinite_) = true;
     nonfinite_dev_ = worse_deviation(nonfinite_dev_, std::abs(a - b));
     note(INFINITY, a, b, tol, pair, element, where);
     return true;

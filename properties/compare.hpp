@@ -138,7 +138,8 @@ struct Labels {
 // Compares two outputs row by row under one comparison and keeps what a report needs: every
 // compared pair (with its rows, while the case's buffers live), the count of differing values
 // and the worst one. Values NaN on both sides agree; NaN or ±inf on one side only is a
-// non-finite mismatch (a failure of a ✓ cell, never a ✗ cell's counterexample).
+// non-finite mismatch (a failure of a ✓ cell, never a ✗ cell's counterexample) — unless the
+// case declared poisoned_unread().
 class Diff {
  public:
   explicit Diff(Labels labels, Comparison how = Comparison::values)
@@ -152,6 +153,11 @@ class Diff {
   void value(const std::string& where, double a, double b, double tol);
   // A claim about one value that does not hold (a negative weight, a masked key with weight).
   void fail(const std::string& where, double a, double b);
+  // Declares that the case's only non-finite inputs sit where no compared output may read them
+  // (masked keys and values, padding tokens), while every input they may read is finite: a
+  // non-finite value on one side against a finite one on the other is then that poison leaking
+  // into the output, a real counterexample (a violation), not an overflow or NaN artefact.
+  void poisoned_unread() { leaks_count_ = true; }
 
   bool finite_violation() const { return finite_; }
   bool nonfinite_mismatch() const { return nonfinite_; }
@@ -190,7 +196,7 @@ class Diff {
 
   Labels labels_;
   Comparison how_;
-  bool finite_ = false, nonfinite_ = false;
+  bool finite_ = false, nonfinite_ = false, leaks_count_ = false;
   int mismatches_ = 0;
   double max_dev_ = 0;        // finite deviations
   double nonfinite_dev_ = 0;  // deviations with NaN or ±inf on one side: NaN or inf
@@ -205,7 +211,7 @@ class Diff {
 
 // The outcome of one generated case of a cell.
 struct CaseOutcome {
-  bool finite_violation = false;    // a real, finite counterexample
+  bool finite_violation = false;    // a real counterexample (finite, or a poison's leak)
   bool nonfinite_mismatch = false;  // NaN/inf on one side only (a failure for ✓ cells only)
   double max_dev = 0;               // largest deviation in this case (Diff::max_dev: NaN or inf
                                     // when a value was NaN or infinite on one side only)

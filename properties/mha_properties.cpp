@@ -286,10 +286,13 @@ CaseRecord record(const Side& a, const Side& b) {
 }
 
 // A case and its related case through the cell's implementation, compared under a mapping.
+// `poisoned`: the case's only non-finite inputs are where no compared output may read
+// (Diff::poisoned_unread).
 CaseOutcome compare(const AttentionEntry& e, Impl impl, const MhaCase& a, const MhaCase& b,
-                    const std::string& note, const From& from = same_row) {
+                    const std::string& note, const From& from = same_row, bool poisoned = false) {
   const Side A = side(e, impl, a), B = side(e, impl, b);
   Diff d(kLabels);
+  if (poisoned) d.poisoned_unread();
   compare_rows(d, rows(A), rows(B), from);
   return outcome(d, note, [&] { return record(A, B); });
 }
@@ -341,7 +344,9 @@ CaseOutcome causality(const AttentionEntry& e, Impl impl) {
   return compare(e, impl, c, c2,
                  "tokens after position " + std::to_string(s) + " of sequence " + std::to_string(b) + " set to " +
                      (fresh ? std::string("fresh values") : to_string(poison)),
-                 rows_where([&](const Index& r) { return r[0] == b && r[1] <= s; }));
+                 rows_where([&](const Index& r) { return r[0] == b && r[1] <= s; }),
+                 // NaN or ±inf only in the future tokens, which no compared output may read: a leak
+                 /*poisoned=*/!fresh && poison != Poison::huge);
 }
 
 CaseOutcome key_padding_invariance(const AttentionEntry& e, Impl impl) {
@@ -365,7 +370,9 @@ CaseOutcome key_padding_invariance(const AttentionEntry& e, Impl impl) {
   return compare(e, impl, c, c2,
                  std::to_string(extra) + " padding tokens appended, every padded token set to " +
                      (v1000 ? std::string("1000") : to_string(poison)),
-                 rows_where([&](const Index& r) { return r[1] < c.m.key_lengths[r[0]]; }));
+                 rows_where([&](const Index& r) { return r[1] < c.m.key_lengths[r[0]]; }),
+                 // NaN only in padding tokens: a NaN out leaked
+                 /*poisoned=*/!v1000 && poison == Poison::nan);
 }
 
 CaseOutcome kv_permutation_invariance(const AttentionEntry& e, Impl impl) {
@@ -578,6 +585,8 @@ CaseOutcome reference_agreement(const AttentionEntry& e, Impl) {
   // a poisoned query's own row is not compared
   auto keep = [&](int b, int i) { return !(c.self && poisoned && i >= c.m.key_lengths[b]); };
   Diff d(kLabels);
+  // NaN only in padded tokens, whose rows are not compared
+  if (poisoned && poison == Poison::nan) d.poisoned_unread();
   compare_rows(d, rows(A), rows(B), rows_where([&](const Index& r) { return keep(r[0], r[1]); }));
   // a weight's relative error is at most twice its row's logit error
   compare_weights(
@@ -629,8 +638,10 @@ std::vector<double> one_key_output(const MhaWeights& w, const float* m0) {
 // queries of sequence b that see n memory tokens, in one call without a mask against b's first n
 // memory tokens; n = 0 gives out_proj_bias and n = 1 out_proj(v_0) (one_key_output), with no
 // kernel call. keep(b, i): the query is compared (a poisoned padded query is not).
+// `poisoned`: c's only non-finite values are where no compared output may read (padded memory
+// tokens): a non-finite output is a leak (Diff::poisoned_unread).
 CaseOutcome against_prefixes(const AttentionEntry& e, Impl impl, const MhaCase& c, const std::string& note,
-                             const std::function<bool(int b, int i)>& keep) {
+                             const std::function<bool(int b, int i)>& keep, bool poisoned = false) {
   const Side A = side(e, impl, c);
   const int E = c.E();
   struct Prefix {
@@ -666,6 +677,7 @@ CaseOutcome against_prefixes(const AttentionEntry& e, Impl impl, const MhaCase& 
     }
   }
   Diff d(kLabels);
+  if (poisoned) d.poisoned_unread();
   for (std::size_t k = 0; k < prefixes.size(); ++k) {
     const Prefix& p = prefixes[k];
     OutRows r = rows(p.side.c, p.side.r.out, &p.side.cond.y, int(k));
@@ -711,7 +723,8 @@ CaseOutcome key_padding_semantics(const AttentionEntry& e, Impl impl) {
   return against_prefixes(e, impl, c,
                           std::string("key lengths ") + list(c.m.key_lengths) + (c.m.causal ? " with the causal mask" : "") +
                               ", padded memory tokens set to " + to_string(poison),
-                          [&](int b, int i) { return !c.self || i < c.m.key_lengths[b]; });
+                          [&](int b, int i) { return !c.self || i < c.m.key_lengths[b]; },
+                          /*poisoned=*/poison != Poison::huge);
 }
 
 }  // namespace normcheck::attn::mha

@@ -41,7 +41,9 @@ struct RowInfo {
 
 // A row of the matrix and what it runs: `norm` for norm, block and gradient rows, `attention`
 // for attention rows. The expected profile lists the properties that must be violated (block
-// and gradient rows: derived from the norm row's profile by each property's Derivation).
+// and gradient rows: derived from the norm row's profile by each property's Derivation), and
+// those only the optimized implementation must violate (an external kernel's defects: its
+// reference keeps them).
 struct Row {
   RowInfo info;
   std::set<std::string> violated = {};

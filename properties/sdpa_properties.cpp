@@ -230,18 +230,21 @@ CaseRecord record(const Side& a, const Side& b) {
           .related = side_json(b.implementation, json::array({call(b)}))};
 }
 
-// The output rows of two sides under a mapping (compare_rows), and the evidence.
-CaseOutcome compare(const Side& a, const Side& b, const std::string& note, const From& from = same_row) {
+// The output rows of two sides under a mapping (compare_rows), and the evidence. `poisoned`:
+// the case's only non-finite inputs are where no compared output may read (Diff::poisoned_unread).
+CaseOutcome compare(const Side& a, const Side& b, const std::string& note, const From& from = same_row,
+                    bool poisoned = false) {
   Diff d(kLabels);
+  if (poisoned) d.poisoned_unread();
   compare_rows(d, rows(a), rows(b), from);
   return outcome(d, note, [&] { return record(a, b); });
 }
 
 // A case and its related case through the cell's implementation, compared under a mapping.
 CaseOutcome compare(const AttentionEntry& e, Impl impl, const SdpaCase& a, const SdpaCase& b,
-                    const std::string& note, const From& from = same_row) {
+                    const std::string& note, const From& from = same_row, bool poisoned = false) {
   const Side A = side(e, impl, a), B = side(e, impl, b);
-  return compare(A, B, note, from);
+  return compare(A, B, note, from, poisoned);
 }
 
 }  // namespace
@@ -310,7 +313,9 @@ CaseOutcome causality(const AttentionEntry& e, Impl impl) {
                  "sequence " + std::to_string(b) + ": queries after " + std::to_string(s) +
                      " and keys/values after position " + std::to_string(pos) + " set to " +
                      (fresh ? std::string("fresh values") : to_string(poison)),
-                 rows_where([&](const Index& r) { return r[0] == b && r[2] <= s; }));
+                 rows_where([&](const Index& r) { return r[0] == b && r[2] <= s; }),
+                 // NaN or ±inf only in the future, which no compared output may read: a leak
+                 /*poisoned=*/!fresh && poison != Poison::huge);
 }
 
 CaseOutcome key_padding_invariance(const AttentionEntry& e, Impl impl) {
@@ -336,7 +341,9 @@ CaseOutcome key_padding_invariance(const AttentionEntry& e, Impl impl) {
   return compare(e, impl, c, c2,
                  std::to_string(extra) + " padding positions appended, every padded position set to " +
                      (v1000 ? std::string("V = 1000") : to_string(poison)),
-                 rows_where([&](const Index& r) { return r[2] < c.m.key_lengths[r[0]]; }));
+                 rows_where([&](const Index& r) { return r[2] < c.m.key_lengths[r[0]]; }),
+                 // NaN only in padded positions: a NaN out leaked
+                 /*poisoned=*/!v1000 && poison == Poison::nan);
 }
 
 CaseOutcome kv_permutation_invariance(const AttentionEntry& e, Impl impl) {
@@ -560,6 +567,8 @@ CaseOutcome reference_agreement(const AttentionEntry& e, Impl) {
   classify_rising(c);
   const Side A = side(e, Impl::optimized, c, true), B = side(e, Impl::reference, c, true);
   Diff d(kLabels);
+  // NaN / −inf only in masked keys, values
+  if (poisoned && (poison == Poison::nan || poison == Poison::neg_inf)) d.poisoned_unread();
   compare_rows(d, rows(A), rows(B));
   compare_weights(d, c.s, A.r.weights, B.r.weights, [&](int b, int h, int i) { return logit_bound(c, b, h, i); });
   return outcome(d, "optimized (a) vs reference (b); queries ×" + std::to_string(mag) +
@@ -588,7 +597,10 @@ namespace {
 // Every query of c against what the masks' formula says it sees (spec_visible): the queries of
 // sequence b that see n keys, in one call without a mask against b's first n keys; n = 0 is
 // zeros and n = 1 is v_0 itself (its one weight is e^0/e^0 = 1 exactly), with no kernel call.
-CaseOutcome against_prefixes(const AttentionEntry& e, Impl impl, const SdpaCase& c, const std::string& note) {
+// `poisoned`: c's only non-finite values are where no compared output may read (masked keys and
+// values): a non-finite output is a leak (Diff::poisoned_unread).
+CaseOutcome against_prefixes(const AttentionEntry& e, Impl impl, const SdpaCase& c, const std::string& note,
+                             bool poisoned = false) {
   const Side A = side(e, impl, c);
   struct Prefix {
     int b, n;
@@ -627,6 +639,7 @@ CaseOutcome against_prefixes(const AttentionEntry& e, Impl impl, const SdpaCase&
     }
   }
   Diff d(kLabels);
+  if (poisoned) d.poisoned_unread();
   for (std::size_t k = 0; k < prefixes.size(); ++k) {
     const Prefix& p = prefixes[k];
     compare_rows(d, rows(A), rows(p.side, int(k)),
@@ -666,7 +679,8 @@ CaseOutcome key_padding_semantics(const AttentionEntry& e, Impl impl) {
       }
   return against_prefixes(e, impl, c, std::string("key lengths ") + list(c.m.key_lengths) +
                                           (c.m.causal ? " with the causal mask" : "") +
-                                          ", padded keys and values set to " + to_string(poison));
+                                          ", padded keys and values set to " + to_string(poison),
+                          /*poisoned=*/poison != Poison::huge);
 }
 
 }  // namespace normcheck::attn::sdpa

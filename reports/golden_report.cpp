@@ -47,6 +47,7 @@ std::string golden_markdown(const GoldenRun& run) {
   if (!run.meta.started_at.empty()) md += " · " + run.meta.started_at;
   md += "\n\n";
   if (!run.meta.command.empty()) md += "`" + run.meta.command + "`\n\n";
+  if (!run.meta.environment.empty()) md += "Environment: " + environment_text(run.meta.environment) + "\n\n";
   md += fmt::format("**{} cases: {} passed, {} failed.** A case passes when every implementation "
                     "checked matches the expected values within the case's tolerance.\n\n",
                     run.passed + run.failed, run.passed, run.failed);
@@ -81,6 +82,7 @@ nlohmann::json golden_json(const GoldenRun& run) {
           {"started_at", run.meta.started_at},
           {"seconds", run.meta.seconds},
           {"versions", run.meta.versions},
+          {"environment", run.meta.environment},
           {"summary", {{"cases", run.passed + run.failed}, {"passed", run.passed}, {"failed", run.failed}}},
           {"outcomes", outcomes}};
 }

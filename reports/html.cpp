@@ -558,6 +558,8 @@ std::string report_html(const std::vector<CellResult>& results, const RunMeta& m
        (meta.merged_from.is_array() ? html_escape(" · merged from " + plural(long(meta.merged_from.size()), "shard", "shards")) : "") +
        (meta.started_at.empty() ? "" : " · " + html_escape(meta.started_at)) + "</p>\n";
   if (!meta.command.empty()) b += "<p class=\"meta\"><code>" + html_escape(meta.command) + "</code></p>\n";
+  if (!meta.environment.empty())
+    b += "<p class=\"meta\">" + html_escape("environment: " + environment_text(meta.environment)) + "</p>\n";
   b += "</header>\n<section id=\"matrix-section\"><h2>Matrix</h2>\n";
   b += "<div class=\"legend scroll\">" + legend_svg() + "</div>\n";
   b += "<p class=\"meta\">The symbol is the observed outcome; a ✗ cell or a surprise links to its "

@@ -255,6 +255,30 @@ json build_versions() {
   };
 }
 
+namespace {
+std::vector<std::function<json()>>& environment_sources() {
+  static std::vector<std::function<json()>> all;
+  return all;
+}
+}  // namespace
+
+void add_environment_source(std::function<json()> source) {
+  environment_sources().push_back(std::move(source));
+}
+
+json run_environment() {
+  json env = json::object();
+  for (const auto& source : environment_sources()) env.update(source());
+  return env;
+}
+
+std::string environment_text(const json& env) {
+  std::string s;
+  for (const auto& [key, value] : env.items())
+    s += (s.empty() ? "" : " · ") + key + " " + (value.is_string() ? value.get<std::string>() : value.dump());
+  return s;
+}
+
 std::string utc_now() {
   const std::time_t t = std::time(nullptr);
   std::tm tm{};
@@ -413,6 +437,7 @@ std::string report_markdown(const std::vector<CellResult>& results, const RunMet
                                      : plural(s.surprises, "SURPRISE", "SURPRISES")) + "\n\n";
   md += verdict_line(s) + "\n\n";
   md += run_line(meta) + "  \n";
+  if (!meta.environment.empty()) md += "Environment: " + environment_text(meta.environment) + "  \n";
   if (!meta.command.empty()) md += "`" + meta.command + "`\n";
   md += "\n## Matrix\n\n" + matrix_legend() + ".\n";
   for (const auto& g : grids_of(results))
@@ -458,6 +483,7 @@ json report_json(const std::vector<CellResult>& results, const RunMeta& meta) {
             {"started_at", meta.started_at},
             {"command", meta.command},
             {"versions", meta.versions},
+            {"environment", meta.environment},
             {"selection",
              {{"layer", meta.layer_filter},
               {"property", meta.property_filter},
@@ -561,6 +587,7 @@ LoadedReport report_from_json(const json& j) {
   m.started_at = j.value("started_at", "");
   m.command = j.value("command", "");
   if (j.contains("versions") && j["versions"].is_object()) m.versions = j["versions"];
+  if (j.contains("environment") && j["environment"].is_object()) m.environment = j["environment"];
   if (j.contains("selection")) {
     const json& s = j["selection"];
     m.layer_filter = s.value("layer", ".*");

@@ -30,6 +30,9 @@ struct RunMeta {
   int shard_index = 0, shard_count = 1;
   int total_cells = 0;     // cells the filters select, before sharding
   nlohmann::json versions = nlohmann::json::object();  // build_versions() of the binary that ran the cells
+  // run_environment() when the run ended: what decides the results of rows registered at run
+  // time (normcheck-aten: ATen's version, CPU capability, BLAS library, thread counts)
+  nlohmann::json environment = nlohmann::json::object();
   nlohmann::json merged_from = nullptr;  // normcheck merge: one entry per input shard
 };
 
@@ -51,6 +54,13 @@ MatrixRun run_matrix(const std::vector<Cell>& cells, RunOptions options,
                      const std::function<void(const CellResult&, std::size_t)>& after_each = {});
 // Writes report.md, report.json and report.html of a run into `dir` (write_report_dir).
 void write_report(const std::string& dir, const MatrixRun& run);
+
+// The environment block of the reports: a source (registered by whoever registers external rows,
+// before the run) returns {"key": "value", ...} of what decides their results on this machine;
+// run_environment() joins every source's answer, asked now. Empty without sources.
+void add_environment_source(std::function<nlohmann::json()> source);
+nlohmann::json run_environment();
+std::string environment_text(const nlohmann::json& env);  // "key value · key value"
 
 struct Summary {
   int cells = 0, as_expected = 0, surprises = 0, errors = 0, not_applicable = 0;
