@@ -504,6 +504,39 @@ void sync_unweighted_merge(const Batch& in, const ShardCut& cut, const Params& p
     }
 }
 
+// sync_batch_norm's data-parallel backward whose workers average their per-shard means of dy
+// and dy·(x − μ) with equal weights, (1/k)·Σ_i Σ_{shard i}/n_i, where the gradient through the
+// statistics needs the all-reduced sums over the total count, Σ_i Σ_{shard i}/n (the bug
+// PyTorch's SyncBatchNorm had with uneven batch sizes across ranks before it all-gathered the
+// counts for the backward too). Right for one worker or an even cut; dγ, dβ (each worker's own
+// sums, added by DDP) stay right. Train only: eval has no gradient through statistics.
+void sync_backward_unweighted_mean(const Batch& in, const ShardCut& cut, const Params& p,
+                                   Mode mode, const State* s, const std::vector<float>& dy,
+                                   Grads& out) {
+  const LayerEntry& real = layer("sync_batch_norm");
+  real.sharded_backward_optimized(in, cut, p, mode, s, dy, out);  // validates; dγ, dβ, eval
+  if (mode != Mode::train) return;
+  const int D = in.D, k = int(cut.size());
+  std::vector<double> mean(D), var(D);
+  const long long n =
+      batch_norm_statistics_kernel(mean.data(), var.data(), in.x.data(), in.B, in.T, D, nullptr);
+  std::vector<double> sums(2 * std::size_t(D), 0.0), local(2 * std::size_t(D));  // [2, D]
+  const std::size_t per = std::size_t(in.T) * D;
+  int first = 0;
+  for (int size : cut) {
+    batch_norm_backward_sums(local.data(), dy.data() + first * per, in.x.data() + first * per,
+                             size, in.T, D, nullptr, mean.data());
+    const double n_i = double(size) * in.T;
+    for (std::size_t j = 0; j < sums.size(); ++j) sums[j] += local[j] / n_i / k * double(n);
+    first += size;
+  }
+  std::vector<float> dx(in.x.size());
+  batch_norm_backward_apply(dx.data(), nullptr, nullptr, sums.data(), n, dy.data(), in.x.data(),
+                            p.gamma.empty() ? nullptr : p.gamma.data(), in.B, in.T, D, nullptr,
+                            mean.data(), var.data(), p.eps, true);
+  out.dx.assign(dx.begin(), dx.end());
+}
+
 // ---------------------------------------------------------------------------------------------
 
 struct Spec {
@@ -562,6 +595,7 @@ struct GradSpec {
   std::string id, imitates, bug;
   BackwardFn reference;
   BackwardFn optimized;
+  ShardedBackwardFn sharded = {};  // the optimized backward on shards; empty: the real one
 };
 
 std::vector<GradSpec> grad_specs() {
@@ -570,6 +604,7 @@ std::vector<GradSpec> grad_specs() {
       {"bn_grad_variance_term_n_minus_1", "batch_norm", "BatchNorm's backward (train) with the variance term's 2(x−μ)/(n−1) where the forward's biased variance needs 2(x−μ)/n, both implementations", bn_backward_unbiased_variance_term, bn_backward_unbiased_variance_term},
       {"masked_bn_grad_dbeta_over_padding", "masked_batch_norm", "masked BatchNorm's dβ summed over every position, padding included, both implementations", masked_bn_dbeta_over_padding(Impl::reference), masked_bn_dbeta_over_padding(Impl::optimized)},
       {"rms_grad_thread_partials", "rms_norm", "RMSNorm's dγ summed in one partial per OpenMP thread, added in thread order", {}, rms_backward_thread_partials},
+      {"sync_bn_grad_unweighted_shard_mean", "sync_batch_norm", "the data-parallel backward averages the shards' mean dy and mean dy·(x−μ) with equal weights instead of all-reducing the sums over the total count: wrong for an uneven cut", {}, {}, sync_backward_unweighted_mean},
   };
 }
 
@@ -600,6 +635,10 @@ const std::vector<Mutant>& mutants() {
       LayerEntry e = implementation_of(real, "mutant_" + s.id, real.formula, real.optimized, "mutant");
       e.backward_reference = s.reference ? s.reference : real.backward_reference;
       e.backward_optimized = s.optimized ? s.optimized : real.backward_optimized;
+      // the real sharded backward goes with the real backward (implementation_of drops it)
+      if (!s.reference) e.sharded_backward_reference = real.sharded_backward_reference;
+      e.sharded_backward_optimized =
+          s.sharded ? s.sharded : s.optimized ? ShardedBackwardFn{} : real.sharded_backward_optimized;
       layers.push_back(std::move(e));
       out.push_back({s.id, s.imitates, s.bug, gradient_rows(layers.back())});
     }

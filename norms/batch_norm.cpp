@@ -691,13 +691,27 @@ void batch_norm_backward_kernel(float* dx, float* dgamma, float* dbeta, const fl
   if (train && n < 2)
     throw InvalidInput(std::string(name) + ": expected more than 1 value per channel when "
                        "training, got " + std::to_string(n));
-  const std::size_t rows = std::size_t(B) * T;
   std::vector<double> sums(2 * std::size_t(D));  // [2, D]: Σ dy·(x − μ), Σ dy
-  kernels::reduce_row_segments(rows, D, sums.size(), sums.data(),
+  batch_norm_backward_sums(sums.data(), dy, x, B, T, D, lengths, mean);
+  batch_norm_backward_apply(dx, dgamma, dbeta, sums.data(), n, dy, x, gamma, B, T, D, lengths,
+                            mean, var, eps, train);
+}
+
+void batch_norm_backward_sums(double* sums, const float* dy, const float* x, int B, int T, int D,
+                              const int* lengths, const double* mean) {
+  const std::size_t rows = std::size_t(B) * T;
+  kernels::reduce_row_segments(rows, D, 2 * std::size_t(D), sums,
                                [&](std::size_t r0, std::size_t r1, double* acc) {
                                  batch_norm_backward_sums_rows(dy, x, r0, r1, T, D, lengths, mean, acc,
                                                     acc + D);
                                });
+}
+
+void batch_norm_backward_apply(float* dx, float* dgamma, float* dbeta, const double* sums,
+                               long long n, const float* dy, const float* x, const float* gamma,
+                               int B, int T, int D, const int* lengths, const double* mean,
+                               const double* var, double eps, bool train) {
+  const std::size_t rows = std::size_t(B) * T;
   std::vector<float> mu(D), a(D), c1(D, 0.0f), c2(D, 0.0f);  // [D] each
   for (int d = 0; d < D; ++d) {
     const double rstd = 1.0 / std::sqrt(var[d] + eps);

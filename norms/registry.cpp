@@ -72,6 +72,10 @@ const LayerEntry& register_layer(LayerEntry entry) {
   if (bool(entry.backward_reference) != bool(entry.backward_optimized))
     throw std::invalid_argument("register_layer: '" + entry.name +
                                 "' needs both backward functions (reference and optimized) or neither");
+  if ((entry.sharded_backward_reference || entry.sharded_backward_optimized) &&
+      !entry.backward_reference)
+    throw std::invalid_argument("register_layer: '" + entry.name +
+                                "' has a sharded backward but no backward functions");
   if (entry.rows.empty())
     throw std::invalid_argument("register_layer: '" + entry.name + "' declares no row profile");
   if (entry.origin == "builtin") entry.origin = "external";
@@ -86,6 +90,7 @@ LayerEntry implementation_of(const LayerEntry& base, std::string name, std::stri
   e.formula = std::move(formula);
   e.optimized = std::move(optimized);
   e.backward_reference = e.backward_optimized = {};
+  e.sharded_backward_reference = e.sharded_backward_optimized = {};
   e.sharded_optimized = {};
   e.origin = std::move(origin);
   e.computes = base.op();
@@ -161,6 +166,35 @@ void LayerEntry::forward_on_shards(Impl impl, const Batch& in, const ShardCut& s
     start += size;
   }
   if (state) *state = std::move(*first);
+  out = std::move(all);
+}
+
+void LayerEntry::backward_on_shards(Impl impl, const Batch& in, const ShardCut& shards,
+                                    const Params& p, Mode mode, const State* state,
+                                    const std::vector<float>& dy, Grads& out) const {
+  validate_batch(in);
+  validate_shard_cut(in, shards);
+  validate_dy(in, dy);
+  const ShardedBackwardFn& sharded =
+      impl == Impl::reference ? sharded_backward_reference : sharded_backward_optimized;
+  if (sharded) return sharded(in, shards, p, mode, state, dy, out);
+  // each worker alone: its shard and its dy; dγ, dβ added up over the workers in shard order
+  Grads all;
+  all.dx.assign(in.x.size(), 0.0);
+  const std::size_t per = std::size_t(in.T) * in.D;
+  int start = 0;
+  for (int size : shards) {
+    const std::vector<float> dy_shard(dy.begin() + std::ptrdiff_t(start * per),
+                                      dy.begin() + std::ptrdiff_t((start + size) * per));
+    Grads g;
+    backward(impl)(sequences(in, start, size), p, mode, state, dy_shard, g);
+    std::copy(g.dx.begin(), g.dx.end(), all.dx.begin() + std::ptrdiff_t(start * per));
+    for (auto [sum, part] : {std::pair{&all.dgamma, &g.dgamma}, std::pair{&all.dbeta, &g.dbeta}}) {
+      if (sum->empty()) *sum = std::vector<double>(part->size(), 0.0);
+      for (std::size_t f = 0; f < part->size(); ++f) (*sum)[f] += (*part)[f];
+    }
+    start += size;
+  }
   out = std::move(all);
 }
 

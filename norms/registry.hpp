@@ -87,6 +87,14 @@ using ShardCut = std::vector<int>;
 using ShardedForwardFn = std::function<void(const Batch& in, const ShardCut& shards,
                                             const Params& p, Mode mode, State* state, Output& out)>;
 
+// Backward pass of a batch cut into shards, as the workers of one data-parallel step run it:
+// dx [B*T*D] in the whole batch's layout, each worker's for its shard; dγ, dβ summed over the
+// workers (what DDP's all-reduce of the parameter gradients adds up, before it divides by the
+// world size). Reads `state` (eval) but never updates it.
+using ShardedBackwardFn =
+    std::function<void(const Batch& in, const ShardCut& shards, const Params& p, Mode mode,
+                       const State* state, const std::vector<float>& dy, Grads& out)>;
+
 using ConditioningFn =
     std::function<Conditioning(const Batch& in, const Params& p, Mode mode, const State* state)>;
 
@@ -126,6 +134,11 @@ struct LayerEntry {
   // sync_batch_norm). Empty: each shard alone with its own statistics (forward_on_shards).
   ShardedForwardFn sharded_reference = {};
   ShardedForwardFn sharded_optimized = {};
+  // Optional: the backward on a batch cut into shards, for a layer whose workers communicate in
+  // the backward too (sync_batch_norm all-reduces Σ dy and Σ dy·(x − μ)). Empty: each shard's
+  // backward alone (backward_on_shards).
+  ShardedBackwardFn sharded_backward_reference = {};
+  ShardedBackwardFn sharded_backward_optimized = {};
   std::string origin = "builtin";  // builtin | external (registered at run time) | mutant
   // The op this layer computes, for golden files: its own name unless it is another
   // implementation of a built-in layer (an external library's, a mutant's).
@@ -143,6 +156,13 @@ struct LayerEntry {
   const BackwardFn& backward(Impl i) const {
     return i == Impl::reference ? backward_reference : backward_optimized;
   }
+  // The backward of `impl` on `in` cut into `shards`, as one data-parallel step runs it: the
+  // layer's sharded backward, or by default each shard's backward alone (its own statistics, as
+  // forward_on_shards), its dx in place and the shards' dγ, dβ added in shard order. Throws
+  // InvalidInput for a cut that is not of B, or what the layer rejects.
+  void backward_on_shards(Impl impl, const Batch& in, const ShardCut& shards, const Params& p,
+                          Mode mode, const State* state, const std::vector<float>& dy,
+                          Grads& out) const;
 };
 
 // A row of the matrix: a layer in one mode.
@@ -164,8 +184,9 @@ std::vector<LayerRow> rows_of(const LayerEntry& l);
 // Another implementation of a layer (an external library's kernel, a mutant, a user's own): the
 // base's reference, parameters, conditioning and profile, computing the base's golden op, with
 // its own name, formula and optimized forward, and no backward pass (the base's would not be the
-// backward of this forward; set both backward functions to give it one). Its optimized sharded
-// forward is the default (each shard alone through the new optimized forward) unless set again.
+// backward of this forward; set both backward functions, and the sharded ones where the base has
+// them, to give it one). Its optimized sharded forward is the default (each shard alone through
+// the new optimized forward) unless set again.
 LayerEntry implementation_of(const LayerEntry& base, std::string name, std::string formula,
                              ForwardFn optimized, std::string origin = "external");
 

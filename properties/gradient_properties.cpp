@@ -87,6 +87,7 @@ struct GradCase {
   std::optional<Params> params_b = {};  // side b's parameters, when they differ (ε·α²)
   bool padding_too = false;     // s.pairs covers padding: the rule counts padding as tokens
   bool compare_params = false;  // dγ and dβ too
+  bool accumulate_b = false;    // side b's dγ, dβ summed over its calls before comparing
   double factor_b = 1;          // side b's dx times this before comparing (α·dx(αx))
   std::string note = {};        // what the related input is, in words and numbers
 };
@@ -137,8 +138,14 @@ GradOut run_backward(const LayerRow& row, Impl impl, const Params& p, const Stat
     Grads g;
     {
       ThreadScope threads(side.threads);
-      row.layer->backward(impl)(x, p, side.calls[i].mode, &st, dy[i], g);
+      if (side.calls[i].shards.empty())
+        row.layer->backward(impl)(x, p, side.calls[i].mode, &st, dy[i], g);
+      else
+        row.layer->backward_on_shards(impl, x, side.calls[i].shards, p, side.calls[i].mode, &st,
+                                      dy[i], g);
     }
+    // a sharded call's terms are the whole batch's (as the norm family's shard_invariance takes
+    // its conditioning), its scale with the dx, dγ, dβ the shards gave
     out.terms |= gradient_terms(row, x, p, st, g, dy[i], padding_too);
     out.g.push_back(std::move(g));
   }
@@ -208,22 +215,33 @@ CaseOutcome compare_backward(const LayerRow& row, Impl impl, Comparison how, con
            RowView(&yb[at_b], xb.D), [&](int k) { return tol.bound(yb[at_b + k]); },
            RowView(&xa.x[at_a], xa.D), RowView(&xb.x[at_b], xb.D));
   }
+  // side b's dγ, dβ: call by call, or (accumulate_b) added up over its calls in order, as
+  // gradient accumulation adds each micro-batch's into the parameters' .grad
+  std::vector<Grads> params_b = B.g;
+  if (c.accumulate_b && !B.g.empty()) {
+    Grads sum{.dgamma = B.g[0].dgamma, .dbeta = B.g[0].dbeta};
+    for (std::size_t i = 1; i < B.g.size(); ++i)
+      for (auto [acc, part] : {std::pair{&sum.dgamma, &B.g[i].dgamma}, std::pair{&sum.dbeta, &B.g[i].dbeta}})
+        for (std::size_t f = 0; f < acc->size() && f < part->size(); ++f) (*acc)[f] += (*part)[f];
+    params_b = {std::move(sum)};
+  }
   if (c.compare_params)
-    for (std::size_t i = 0; i < A.g.size() && i < B.g.size(); ++i)
-      for (const auto& [name, ga, gb] : {std::tuple{"dgamma", &A.g[i].dgamma, &B.g[i].dgamma},
-                                         std::tuple{"dbeta", &A.g[i].dbeta, &B.g[i].dbeta}})
+    for (std::size_t i = 0; i < A.g.size() && i < params_b.size(); ++i)
+      for (const auto& [name, ga, gb] : {std::tuple{"dgamma", &A.g[i].dgamma, &params_b[i].dgamma},
+                                         std::tuple{"dbeta", &A.g[i].dbeta, &params_b[i].dbeta}})
         for (std::size_t f = 0; f < ga->size() && f < gb->size(); ++f)
           d.value(std::string(name) + "[" + std::to_string(f) + "]" +
-                      (A.g.size() > 1 ? " of call " + std::to_string(i) : ""),
+                      (A.g.size() > 1 ? " of call " + std::to_string(i) : "") +
+                      (c.accumulate_b ? " (b: accumulated over its calls)" : ""),
                   (*ga)[f], (*gb)[f], tol.bound((*gb)[f]));
   return outcome(d, c.note, [&] {
     CaseRecord r{.params = norm_scenario::params_json(c.s),
                  .input = backward_side(c.s.a, ia, c.dy_a, A),
                  .related = backward_side(c.s.b, ib, c.dy_b, B)};
     if (c.params_b) r.params["eps (related)"] = c.params_b->eps;
-    if (c.compare_params && !A.g.empty() && !B.g.empty())
-      for (const auto& [name, ga, gb] : {std::tuple{"dgamma", &A.g[0].dgamma, &B.g[0].dgamma},
-                                         std::tuple{"dbeta", &A.g[0].dbeta, &B.g[0].dbeta}})
+    if (c.compare_params && !A.g.empty() && !params_b.empty())
+      for (const auto& [name, ga, gb] : {std::tuple{"dgamma", &A.g[0].dgamma, &params_b[0].dgamma},
+                                         std::tuple{"dbeta", &A.g[0].dbeta, &params_b[0].dbeta}})
         if (!ga->empty())
           r.params[name] = {{"input", features_json(*ga)}, {"related", features_json(*gb)}};
     return r;
@@ -252,6 +270,68 @@ CaseOutcome grad_batch_independence(const Row& row, Impl impl) {
 CaseOutcome grad_padding_invariance(const Row& row, Impl impl) {
   return compare_backward(row.norm, impl, Comparison::values,
                           paired_upstream(norm_scenario::padding_invariance(row.norm), Keep::tokens));
+}
+
+// The batch cut along B into 2 to 4 consecutive parts of uneven sizes (norm_scenario::draw_cut,
+// as shard_invariance cuts it), run two ways against the whole batch (a), dy the same at every
+// position on both sides:
+// - Cut::micro_batches: each part its own forward and backward, one after another, as gradient
+//   accumulation runs them (each normalized with its own statistics: nothing is synchronized
+//   between the steps of one process, SyncBatchNorm's all-reduce included); b's dγ, dβ are the
+//   parts' added up;
+// - Cut::shards: the parts as the workers of one data-parallel step (backward_on_shards: each
+//   alone, unless the layer synchronizes them), dγ, dβ added over the workers (DDP's all-reduce).
+// Every position's dx is compared, padding included (ordinary tokens there: the token-wise rows
+// and batch_norm sum dγ, dβ over it, and masked_batch_norm gives it dx = 0 on both sides); the
+// input's regime drawn as shard_invariance draws it; B ≥ 2, no empty sequence.
+enum class Cut { micro_batches, shards };
+
+CaseOutcome cut_batch(const Row& row, Impl impl, Cut how) {
+  const LayerRow& r = row.norm;
+  norm_scenario::Base base = norm_scenario::draw_base(r, gen::Reach::medium, 2);
+  base.x = gen::batch(base.shape, gen::regime(), gen::Poison::zero, base.min_len);
+  ordinary_padding(base.x);
+  const Batch& x = base.x;
+  const ShardCut cut = norm_scenario::draw_cut(x.B);
+  std::string sizes;
+  for (int size : cut) sizes += (sizes.empty() ? "" : ", ") + std::to_string(size);
+  GradCase c;
+  c.s.params = base.params;
+  c.s.state = base.state;
+  c.s.a.calls = {{x, r.mode()}};
+  c.dy_a = {upstream(x)};
+  if (how == Cut::shards) {
+    c.s.b.calls = {{x, r.mode(), cut}};
+    c.s.pairs = every_position(x);
+    c.dy_b = c.dy_a;
+    c.note = "the whole batch (a) vs one data-parallel step on " + std::to_string(cut.size()) +
+             " shards of [" + sizes + "] sequences (b), dγ and dβ added over the shards";
+  } else {
+    const std::size_t per = std::size_t(x.T) * x.D;
+    int first = 0;
+    for (std::size_t i = 0; i < cut.size(); ++i) {
+      c.s.b.calls.push_back({sequences(x, first, cut[i]), r.mode()});
+      c.dy_b.emplace_back(c.dy_a[0].begin() + std::ptrdiff_t(first * per),
+                          c.dy_a[0].begin() + std::ptrdiff_t((first + cut[i]) * per));
+      for (int b = 0; b < cut[i]; ++b)
+        for (int t = 0; t < x.T; ++t) c.s.pairs.push_back({{0, first + b, t}, {int(i), b, t}});
+      first += cut[i];
+    }
+    c.accumulate_b = true;
+    c.note = "the whole batch (a) vs " + std::to_string(cut.size()) + " micro-batches of [" +
+             sizes + "] sequences, each its own forward and backward (b), dγ and dβ accumulated";
+  }
+  c.padding_too = c.compare_params = true;
+  c.note += "; every position's dx (padding holds ordinary tokens), dγ and dβ";
+  return compare_backward(r, impl, Comparison::values, c);
+}
+
+CaseOutcome grad_microbatch_equivalence(const Row& row, Impl impl) {
+  return cut_batch(row, impl, Cut::micro_batches);
+}
+
+CaseOutcome grad_shard_invariance(const Row& row, Impl impl) {
+  return cut_batch(row, impl, Cut::shards);
 }
 
 // The shapes of thread_determinism (norm_properties.cpp): two thirds of the cases large enough
@@ -544,6 +624,15 @@ CaseOutcome grad_finite_difference(const Row& row, Impl impl) {
 // group, or elementwise in eval). Only dγ and dβ differ — a token-wise row sums them over
 // padding, which its forward output never sees — and they are compared only where the same
 // input runs on both sides.
+// grad_microbatch_equivalence is derived from batch_independence: a micro-batch is the batch
+// with the other sequences taken away, so a token's dx is the same in its micro-batch for every
+// cut exactly when it does not depend on the other sequences (a micro-batch of one sequence is
+// that sequence alone), and dγ, dβ, sums of per-token terms, then add up over the micro-batches.
+// grad_shard_invariance is derived from shard_invariance: one data-parallel step, whose workers
+// a synchronizing layer joins. So sync_batch_norm [train] keeps the second and breaks the first:
+// its all-reduce joins the workers of one step, but micro-batches are separate steps, each
+// normalized with its own statistics, as in PyTorch, whose SyncBatchNorm reduces over the
+// process group within one forward call and never across calls.
 std::vector<Property> gradient_properties() {
   std::vector<Property> all = {
       {.info = {"grad_reference_agreement", "g_ref_agree",
@@ -570,6 +659,20 @@ std::vector<Property> gradient_properties() {
                 "valid dx", "padding must not reach the gradient of a real token"},
        .derived = {.from = {"padding_invariance"}},
        .check = grad_padding_invariance},
+      {.info = {"grad_microbatch_equivalence", "g_microbatch",
+                "accumulating dγ and dβ over micro-batches, each run forward and backward on its own, gives the whole batch's, and every token the same dx",
+                "the batch cut along B into 2 to 4 consecutive micro-batches of uneven sizes, each its own forward and backward (its own statistics: micro-batches are separate steps, never synchronized), dγ and dβ added up, dy the same at every position",
+                "dx at every position (padding holds ordinary tokens), dγ, dβ accumulated",
+                "gradient accumulation over micro-batches gives the whole batch's gradient"},
+       .derived = {.from = {"batch_independence"}},
+       .check = grad_microbatch_equivalence},
+      {.info = {"grad_shard_invariance", "g_shards",
+                "the backward of one data-parallel step on the batch cut into shards gives every token the dx of the whole batch, and the shards' dγ, dβ add up to the whole batch's",
+                "the batch cut along B into 2 to 4 consecutive shards of uneven sizes, each the backward of one worker (its own statistics, unless the layer synchronizes them), dγ and dβ added over the workers, dy the same at every position",
+                "dx at every position (padding holds ordinary tokens), dγ, dβ added over the shards",
+                "data-parallel training gives the single-device gradient"},
+       .derived = {.from = {"shard_invariance"}},
+       .check = grad_shard_invariance},
       {.info = {"grad_token_shift_orthogonality", "g_tok_shift",
                 "a token's dx sums to 0 over its features, for any dy (dx ⟂ 1: the forward ignores a shift of the token)",
                 "none: the identity Σ_d dx = 0 on each valid token",

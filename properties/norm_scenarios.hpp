@@ -68,6 +68,10 @@ Base draw_base(const LayerRow& row, gen::Reach reach = gen::Reach::small, int mi
 // Every valid token of `x` (call ca) paired with the same token of call cb.
 std::vector<std::pair<TokenPos, TokenPos>> valid_pairs(const Batch& x, int ca = 0, int cb = 0);
 
+// A cut of a batch of B ≥ 2 sequences into k consecutive parts, 2 ≤ k ≤ min(B, 4), of uneven
+// sizes (shard_invariance's shards, grad_microbatch_equivalence's micro-batches).
+ShardCut draw_cut(int B);
+
 // The scenarios of the norm properties of the same names (norm_properties.cpp says what each
 // related input is).
 Scenario batch_independence(const LayerRow& row);

@@ -57,7 +57,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Catch{"bn_grad_variance_term_n_minus_1", "grad_finite_difference", {ref, opt}, true},
                       Catch{"bn_grad_variance_term_n_minus_1", "grad_feature_scale_orthogonality", {ref, opt}, true},
                       Catch{"masked_bn_grad_dbeta_over_padding", "grad_finite_difference", {ref, opt}},
-                      Catch{"rms_grad_thread_partials", "grad_thread_determinism", {opt}}),
+                      Catch{"rms_grad_thread_partials", "grad_thread_determinism", {opt}},
+                      Catch{"sync_bn_grad_unweighted_shard_mean", "grad_shard_invariance", {opt}, true}),
     [](const auto& info) { return info.param.mutant + "_" + info.param.property; });
 
 }  // namespace

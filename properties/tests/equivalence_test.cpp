@@ -191,6 +191,61 @@ TEST(Shards, SyncBatchNormBitsDoNotDependOnThreadsForAFixedCut) {
   omp_set_num_threads(2);
 }
 
+// sync_batch_norm's backward as one worker is batch_norm's, and on any cut (its workers
+// all-reducing Σ dy and Σ dy·(x − μ)) it is the whole batch's batch_norm backward, dx at every
+// position, dγ and dβ, under the gradient tolerance rule; eval too.
+RC_GTEST_PROP(Equivalence, SyncBatchNormBackwardIsBatchNormsOnAnyCut, ()) {
+  auto shape = gen::shape(2);
+  shape.B = std::max(shape.B, 2);
+  const Batch x = gen::batch(shape, gen::regime(), gen::Poison::zero, 2);
+  const LayerEntry& sync = layer("sync_batch_norm");
+  const Params p = gen::params(sync, shape.D);
+  const State s0 = gen::state(shape.D);
+  const Impl impl = any_impl();
+  const LayerRow bn_row = rows_of(layer("batch_norm")).at(*rc::gen::inRange(0, 2));
+  const Mode mode = bn_row.mode();
+  const int first = *rc::gen::inRange(1, shape.B);
+  std::vector<float> dy(x.x.size());
+  for (auto& v : dy) v = float(*rc::gen::inRange(-64, 65)) / 16.0f;
+  Grads bn, one, cut;
+  bn_row.layer->backward(impl)(x, p, mode, &s0, dy, bn);
+  sync.backward(impl)(x, p, mode, &s0, dy, one);
+  sync.backward_on_shards(impl, x, {first, shape.B - first}, p, mode, &s0, dy, cut);
+  GradientTerms terms = gradient_terms(bn_row, x, p, s0, bn, dy, true);
+  terms |= gradient_terms(bn_row, x, p, s0, cut, dy, true);
+  const GradTolerance tol = gradient_tolerance(terms, impl);
+  for (const Grads* g : {&one, &cut})
+    for (const auto& [got, want] : {std::pair{&g->dx, &bn.dx}, std::pair{&g->dgamma, &bn.dgamma},
+                                    std::pair{&g->dbeta, &bn.dbeta}}) {
+      RC_ASSERT(got->size() == want->size());
+      for (std::size_t i = 0; i < want->size(); ++i) RC_ASSERT(tol.agree((*got)[i], (*want)[i]));
+    }
+}
+
+TEST(Shards, SyncBatchNormBackwardBitsDoNotDependOnThreadsForAFixedCut) {
+  Batch x(7, 300, 96);
+  for (std::size_t i = 0; i < x.x.size(); ++i) x.x[i] = float(int(i * 7919 % 2001) - 1000) / 10.0f;
+  std::vector<float> dy(x.x.size());
+  for (std::size_t i = 0; i < dy.size(); ++i) dy[i] = float(int(i * 104729 % 257) - 128) / 10.0f;
+  Params p;
+  p.gamma.assign(96, 1.5f);
+  p.beta.assign(96, 0.25f);
+  const State s{std::vector<double>(96, 0.0), std::vector<double>(96, 1.0)};
+  const ShardCut cut{3, 1, 3};
+  Grads ref;
+  omp_set_num_threads(1);
+  layer("sync_batch_norm").backward_on_shards(Impl::optimized, x, cut, p, Mode::train, &s, dy, ref);
+  for (int threads : {2, 3, 4}) {
+    omp_set_num_threads(threads);
+    Grads g;
+    layer("sync_batch_norm").backward_on_shards(Impl::optimized, x, cut, p, Mode::train, &s, dy, g);
+    EXPECT_EQ(0, std::memcmp(ref.dx.data(), g.dx.data(), g.dx.size() * sizeof(double))) << threads << " threads";
+    EXPECT_EQ(ref.dgamma, g.dgamma) << threads << " threads";
+    EXPECT_EQ(ref.dbeta, g.dbeta) << threads << " threads";
+  }
+  omp_set_num_threads(2);
+}
+
 // The property itself can fail: batch_norm (each shard its own statistics) on a cut of a batch
 // whose sequences differ gives other outputs than the whole batch.
 TEST(Shards, LocalBatchNormOnShardsIsNotTheWholeBatch) {

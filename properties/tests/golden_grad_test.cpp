@@ -2,6 +2,8 @@
 // per (case, implementation), and the checker's own failure modes.
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include "properties/golden_grad.hpp"
 #include "properties/tests/golden_case_param.hpp"
 
@@ -108,6 +110,31 @@ TEST(GoldenGradChecker, OpWithoutBackwardIsUnknownNotSkipped) {
   EXPECT_FALSE(o.known);
   EXPECT_FALSE(o.passed);
   EXPECT_NE(o.error.find("dyt"), std::string::npos) << o.error;
+}
+
+// A built-in layer with a backward that computes another layer's op passes that op's golden
+// gradient cases through each of its rows (sync_batch_norm as one worker is batch_norm: the
+// batch_norm_train and _eval cases), both implementations. check_grad_golden_case(c, impl) picks
+// the op's own layer, so these rows are checked here.
+TEST(GoldenGrad, BuiltinRowsComputingAnotherOpPassItsCases) {
+  const auto file = load_grad_golden(default_grad_golden_path());
+  int checked = 0;
+  std::set<std::string> rows;
+  for (const auto& row : layer_rows()) {
+    if (row.layer->origin != "builtin" || row.layer->op() == row.layer->name ||
+        !row.layer->has_backward())
+      continue;
+    for (const auto& c : file["cases"])
+      if (c.value("op", "") == golden_op(row))
+        for (Impl impl : {Impl::reference, Impl::optimized}) {
+          const auto o = check_grad_golden_case(c, impl, row);
+          EXPECT_TRUE(o.passed) << row.id() << ": " << o.id << " (" << to_string(impl) << "): " << o.error;
+          ++checked;
+          rows.insert(row.id());
+        }
+  }
+  EXPECT_TRUE(rows.count("sync_batch_norm_train")) << "no batch_norm_train case ran through sync_batch_norm";
+  EXPECT_GT(checked, 0) << "no built-in row with a backward computes another op";
 }
 
 TEST(GoldenGradFile, TheForwardFileIsNotAGradientFile) {
