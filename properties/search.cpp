@@ -22,7 +22,9 @@ struct StopShrinking {};
 class QuietListener : public rc::detail::TestListener {
  public:
   explicit QuietListener(std::function<bool()> stop = {}) : stop_(std::move(stop)) {}
-  void onTestCaseFinished(const rc::detail::CaseDescription&) override {}
+  void onTestCaseFinished(const rc::detail::CaseDescription& c) override {
+    if (c.result.type == rc::detail::CaseResult::Type::Success) ++passed;
+  }
   void onShrinkTried(const rc::detail::CaseDescription&, bool accepted) override {
     if (accepted) {
       path.push_back(tried_);
@@ -34,6 +36,7 @@ class QuietListener : public rc::detail::TestListener {
   }
   void onTestFinished(const rc::detail::TestMetadata&, const rc::detail::TestResult&) override {}
   std::vector<std::size_t> path;
+  int passed = 0;  // search cases that passed
 
  private:
   std::function<bool()> stop_;
@@ -112,48 +115,48 @@ SearchResult search(const std::function<CaseVerdict(std::string& why)>& one_case
     const auto& global = rc::detail::configuration().reproduce;
     if (auto it = global.find(o.id); it != global.end()) reproduce[o.id] = it->second;
   }
-  const auto property = rc::detail::toProperty(body);
+  const auto inner = rc::detail::toProperty(body);
+  // The Random and size each case is drawn with: RapidCheck shrinks the failing case without
+  // drawing again, so the last pair seen is the failing case's, the start of its reproduce string.
+  std::optional<rc::Random> case_random;
+  int case_size = 0;
+  const rc::detail::Property property([&](const rc::Random& random, int size) {
+    case_random = random;
+    case_size = size;
+    return inner(random, size);
+  });
   QuietListener listener([&] { return shrink_spent; });
   std::optional<rc::detail::TestResult> stopped_result;
   try {
     stopped_result = rc::detail::checkProperty(property, meta, params, listener, reproduce);
   } catch (const StopShrinking&) {
-    // The smallest counterexample is the first failure followed along `listener.path`. Its
-    // Random and size are not in what RapidCheck hands out before the end: the search runs again
-    // without shrinking to the same first failure (same seed, same cases), then that case is
-    // replayed along the path, so that the last case `one_case` saw is the smallest one again.
+    // The smallest counterexample is the failing case followed along `listener.path`: replayed
+    // once, so that the last case `one_case` saw is that one again (its evidence is reported).
     const double shrink_seconds =
         std::chrono::duration<double>(Clock::now() - *first_failure).count();
     budgeted = false;
     first_failure.reset();
-    rc::detail::TestParams again = params;
-    again.disableShrinking = true;
-    QuietListener quiet;
-    const auto first = rc::detail::checkProperty(property, meta, again, quiet, reproduce);
-    if (!first.template is<rc::detail::FailureResult>()) {
-      SearchResult r;
-      r.kind = SearchResult::Kind::error;
-      r.description = "the counterexample did not fail again when its search was repeated (a "
-                      "property that depends on more than its input?)";
-      return r;
-    }
-    auto fail = first.template get<rc::detail::FailureResult>();
-    fail.reproduce.shrinkPath = listener.path;
-    std::unordered_map<std::string, rc::detail::Reproduce> smallest{{o.id, fail.reproduce}};
-    first_failure.reset();
+    const rc::detail::Reproduce smallest{*case_random, case_size, listener.path};
     QuietListener replay;
-    const auto last = rc::detail::checkProperty(property, meta, params, replay, smallest);
+    const auto last = rc::detail::checkProperty(property, meta, params, replay, {{o.id, smallest}});
     SearchResult r;
     r.kind = last.template is<rc::detail::FailureResult>() ? SearchResult::Kind::failed
                                                           : SearchResult::Kind::error;
-    r.description = "the smallest counterexample did not fail again when replayed";
-    r.cases = fail.numSuccess;
+    r.description = "the smallest counterexample did not fail again when replayed (a property "
+                    "that depends on more than its input?)";
+    r.cases = listener.passed;
     r.shrink_budget_spent = true;
-    r.reproduce = reproduce_string(o.id, fail.reproduce);
+    r.reproduce = reproduce_string(o.id, smallest);
     r.shrink_seconds = shrink_seconds;
     return r;
   }
   const auto& result = *stopped_result;
+  if (result.template is<rc::detail::FailureResult>() && case_random && reproduce.empty()) {
+    // what the replay after a stopped shrink relies on: the last case drawn is the one that failed
+    const auto& fail = result.template get<rc::detail::FailureResult>();
+    if (fail.reproduce.random != *case_random || fail.reproduce.size != case_size)
+      throw std::logic_error("search: RapidCheck's failing case is not the last one drawn");
+  }
 
   SearchResult r;
   if (result.template is<rc::detail::SuccessResult>()) {
