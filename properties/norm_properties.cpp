@@ -599,7 +599,7 @@ Scenario offset_invariance(const LayerRow& row) {
   // only beyond about a thousand of them
   Base base = draw_base(row, gen::Reach::long_reduction, 1, true, gen::Regime::normal, false,
                         true);
-  // 2^m·(1 + j/8), 8192 ≤ offset < 2^20: on the k/16 grid every x + offset is exact
+  // 2^m·(1 + j/8), 8192 ≤ offset < 2^20
   const int m = *inRange(13, 19), j = *inRange(0, 8);
   const float offset = std::ldexp(1.0f + float(j) / 8.0f, m);
   // The claim's other half, a tiny spread: in one case in four every value becomes a whole
@@ -630,7 +630,7 @@ Scenario offset_invariance(const LayerRow& row) {
 NormProperty offset_invariance_property() {
   return {.info = {"offset_invariance", "offset",
                    "adding one large constant (8e3 to 1e6) everywhere does not change outputs",
-                   "every position plus 2^m·(1 + j/8), 2^13 ≤ offset < 2^20 (exact on the input grid)",
+                   "every position plus 2^m·(1 + j/8), 2^13 ≤ offset < 2^20, the input first rounded so that the sum is exact; in one case in four every value a whole number of the offset's ulps (|k| ≤ 16)",
                    "valid outputs; an output that turns NaN or inf is a counterexample",
                    "large offset, tiny variance: where E[x²] − E[x]² cancels to nothing or below zero"},
           .scenario = offset_invariance, .comparison = Comparison::range,
