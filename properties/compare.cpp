@@ -53,8 +53,45 @@ double worse_deviation(double a, double b) {
 GradientTerms& GradientTerms::operator|=(const GradientTerms& o) {
   cond = std::max(cond, o.cond);
   scale = std::max(scale, o.scale);
+  param_scale = std::max(param_scale, o.param_scale);
   return *this;
 }
+
+namespace {
+
+// The largest Σ |dy·x̂_f| (dγ's terms) and Σ |dy| (dβ's) over the features, on the positions
+// `counted` says; non-finite terms (poisoned padding a row reads) are skipped.
+template <class Counted>
+double param_term_sums(const LayerRow& row, const Batch& x, const Params& p, const State& s,
+                       const Grads& g, const std::vector<float>& dy, Counted&& counted) {
+  const std::size_t D = std::size_t(x.D);
+  std::vector<double> gamma_terms(D, 0.0), beta_terms(D, 0.0);
+  Output xhat;
+  if (g.dgamma.size() == D) {
+    Params unit = p;
+    unit.gamma.assign(D, 1.0f);
+    if (!unit.beta.empty()) unit.beta.assign(D, 0.0f);
+    State st = s;  // a train-mode forward updates its running statistics
+    row.layer->forward(Impl::reference)(x, unit, row.mode(), &st, xhat);
+  }
+  for (int b = 0; b < x.B; ++b)
+    for (int t = 0; t < x.T; ++t) {
+      if (!counted(b, t)) continue;
+      const std::size_t at = x.index(b, t, 0);
+      for (std::size_t f = 0; f < D && at + f < dy.size(); ++f) {
+        const double d = std::abs(double(dy[at + f]));
+        if (!std::isfinite(d)) continue;
+        beta_terms[f] += d;
+        if (!xhat.empty() && std::isfinite(xhat[at + f])) gamma_terms[f] += d * std::abs(xhat[at + f]);
+      }
+    }
+  double m = 0;
+  if (g.dbeta.size() == D) m = *std::max_element(beta_terms.begin(), beta_terms.end());
+  if (!xhat.empty()) m = std::max(m, *std::max_element(gamma_terms.begin(), gamma_terms.end()));
+  return m;
+}
+
+}  // namespace
 
 GradientTerms gradient_terms(const LayerRow& row, const Batch& x, const Params& p, const State& s,
                              const Grads& g, const std::vector<float>& dy, bool padding_too) {
@@ -75,11 +112,19 @@ GradientTerms gradient_terms(const LayerRow& row, const Batch& x, const Params& 
       if (std::isfinite(v)) terms.cond = std::max(terms.cond, v);
     terms.scale = std::max(terms.scale, gradient_scale(compared, c, p, dy, x.D));
   }
+  if (!g.dgamma.empty() || !g.dbeta.empty())
+    terms.param_scale = param_term_sums(row, x, p, s, g, dy, [&](int b, int t) {
+      return t < x.lengths[b] || padding_too || !token_wise;
+    });
   return terms;
 }
 
 GradTolerance gradient_tolerance(const GradientTerms& terms, Impl impl) {
   return gradient_tolerance(terms.cond, terms.scale, impl);
+}
+
+GradTolerance param_gradient_tolerance(const GradientTerms& terms, Impl impl) {
+  return gradient_tolerance(terms.cond, std::max(terms.scale, terms.param_scale), impl);
 }
 
 double finite_difference_tolerance(double terms, double rounding, double h) {

@@ -71,13 +71,20 @@ double gradient_scale(const Grads& reference, const Conditioning& c, const Param
 // (their sets, their dx, their γ·dy terms); without it, only valid positions' dx and terms
 // enter (for comparisons of valid tokens' dx alone, whose padding may hold poison). dγ, dβ always
 // enter the scale.
+// param_scale: dγ_f = Σ dy·x̂_f and dβ_f = Σ dy are sums over positions; when the terms cancel
+// (dy of opposite signs on equal x̂, as D = 1 RMSNorm gives x̂ = ±1 at every token) the float32
+// sum's error is a few ulps of Σ |terms| however small the sum, so a sum's scale is Σ |dy·x̂_f|
+// and Σ |dy| (x̂ = the reference forward at γ = 1, β = 0: every row's forward is γ·x̂ + β), over
+// the positions whose dx enter scale (all finite ones for a row that is not token-wise). It
+// applies to dγ and dβ only (param_gradient_tolerance): dx's scale stays its own terms'.
 struct GradientTerms {
-  double cond = 0, scale = 0;
+  double cond = 0, scale = 0, param_scale = 0;
   GradientTerms& operator|=(const GradientTerms& o);  // the larger of each (two sides compared)
 };
 GradientTerms gradient_terms(const LayerRow& row, const Batch& x, const Params& p, const State& s,
                              const Grads& g, const std::vector<float>& dy, bool padding_too);
-GradTolerance gradient_tolerance(const GradientTerms& terms, Impl impl);
+GradTolerance gradient_tolerance(const GradientTerms& terms, Impl impl);            // dx
+GradTolerance param_gradient_tolerance(const GradientTerms& terms, Impl impl);      // dγ, dβ
 
 // Central differences of a double forward against a directional derivative (the reference's
 // gradients, properties/gradient_properties.cpp): F(t) = Σ dy·y(x + t·v, γ + t·u, β + t·w),

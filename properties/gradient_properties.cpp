@@ -203,7 +203,9 @@ CaseOutcome compare_backward(const LayerRow& row, Impl impl, Comparison how, con
   GradientTerms terms = A.terms;
   if (c.factor_b == 1) terms |= B.terms;
   const bool optimized = ia == Impl::optimized || ib == Impl::optimized;
-  const GradTolerance tol = gradient_tolerance(terms, optimized ? Impl::optimized : Impl::reference);
+  const Impl less_accurate = optimized ? Impl::optimized : Impl::reference;
+  const GradTolerance tol = gradient_tolerance(terms, less_accurate);
+  const GradTolerance param_tol = param_gradient_tolerance(terms, less_accurate);
   Diff d(kGradLabels, how);
   for (const auto& [pa, pb2] : c.s.pairs) {
     const Batch& xa = c.s.a.calls[pa.call].batch;
@@ -233,7 +235,7 @@ CaseOutcome compare_backward(const LayerRow& row, Impl impl, Comparison how, con
           d.value(std::string(name) + "[" + std::to_string(f) + "]" +
                       (A.g.size() > 1 ? " of call " + std::to_string(i) : "") +
                       (c.accumulate_b ? " (b: accumulated over its calls)" : ""),
-                  (*ga)[f], (*gb)[f], tol.bound((*gb)[f]));
+                  (*ga)[f], (*gb)[f], param_tol.bound((*gb)[f]));
   return outcome(d, c.note, [&] {
     CaseRecord r{.params = norm_scenario::params_json(c.s),
                  .input = backward_side(c.s.a, ia, c.dy_a, A),
@@ -536,14 +538,15 @@ CaseOutcome grad_finite_difference(const Row& row, Impl impl) {
   Grads g;
   r.layer->backward(impl)(x, p, r.mode(), &base.state, dy, g);
   // the optimized gradients may each be off by the rule's bound (the reference's by 1e-4 of it)
-  const GradTolerance tol =
-      gradient_tolerance(gradient_terms(r, x, p, base.state, g, dy, true), impl);
+  const GradientTerms rule = gradient_terms(r, x, p, base.state, g, dy, true);
+  const GradTolerance tol = gradient_tolerance(rule, impl), param_tol = param_gradient_tolerance(rule, impl);
   double analytic = 0, terms = 0, allowed = 0;
-  for (const auto& [grad, dir] : {std::pair{&g.dx, &v}, std::pair{&g.dgamma, &u}, std::pair{&g.dbeta, &w}})
+  for (const auto& [grad, dir, t] : {std::tuple{&g.dx, &v, &tol}, std::tuple{&g.dgamma, &u, &param_tol},
+                                     std::tuple{&g.dbeta, &w, &param_tol}})
     for (std::size_t i = 0; i < dir->size() && i < grad->size(); ++i) {
       analytic += (*grad)[i] * (*dir)[i];
       terms += std::abs((*grad)[i] * (*dir)[i]);
-      allowed += std::abs((*dir)[i]) * tol.bound((*grad)[i]);
+      allowed += std::abs((*dir)[i]) * t->bound((*grad)[i]);
     }
 
   // F(t) = Σ dy·y(x + t·v, γ + t·u, β + t·w) by the reference forward, in double
