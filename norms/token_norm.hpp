@@ -19,6 +19,7 @@
 #include <cstddef>
 
 #include "norms/kernels.hpp"
+#include "norms/tensor.hpp"
 
 namespace normcheck::kernels {
 
@@ -218,11 +219,14 @@ NORMCHECK_AVX512_END
 
 namespace normcheck::kernels {
 
-// The forward over `rows` tokens on the path kernel_path() chose, with streaming stores for
-// large outputs (run_affine_rows). The caller validates.
+// The raw kernel (kernels_api.hpp: layer_norm_kernel, rms_norm_kernel) over `rows` tokens:
+// validates the buffers and ε (InvalidInput naming `kernel`), then runs the path kernel_path()
+// chose, with streaming stores for large outputs (run_affine_rows).
 template <bool kCenter>
-void token_norm_forward(float* out, const float* x, const float* gamma, const float* beta,
-                        std::size_t rows, int D, float eps) {
+void token_norm_forward(const char* kernel, float* out, const float* x, const float* gamma,
+                        const float* beta, std::size_t rows, int D, float eps) {
+  validate_rows(kernel, out, x, rows, D);
+  validate_eps(eps);
   run_affine_rows({avx512::token_norm_rows<kCenter>, token_norm_rows_avx2<kCenter>,
                    token_norm_rows_baseline<kCenter>},
                   out, x, gamma, beta, rows, D, eps);
