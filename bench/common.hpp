@@ -76,41 +76,44 @@ class Buffer {
 };
 
 // ---------------------------------------------------------------------------------------------
-// The streaming copy: the fastest way this machine moves n floats from src to dst. The whole
-// buffer is cut into one contiguous, 64-byte-aligned range per OpenMP thread; each thread reads
-// with the widest loads the CPU has and writes with non-temporal stores (no read-for-ownership
-// of dst), then fences. Both buffers must be 64-byte aligned.
+// The vector primitives of each width the streaming kernels use — aligned load, add and
+// non-temporal store, overloaded on the vector type (__m512: AVX-512, __m256: AVX, __m128: SSE),
+// each compiled for its instruction set.
+[[gnu::target("avx512f")]] inline __m512 load(const float* p, __m512) { return _mm512_load_ps(p); }
+[[gnu::target("avx")]] inline __m256 load(const float* p, __m256) { return _mm256_load_ps(p); }
+inline __m128 load(const float* p, __m128) { return _mm_load_ps(p); }
+[[gnu::target("avx512f")]] inline __m512 add(__m512 a, __m512 b) { return _mm512_add_ps(a, b); }
+[[gnu::target("avx")]] inline __m256 add(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
+inline __m128 add(__m128 a, __m128 b) { return _mm_add_ps(a, b); }
+[[gnu::target("avx512f")]] inline void stream(float* p, __m512 v) { _mm512_stream_ps(p, v); }
+[[gnu::target("avx")]] inline void stream(float* p, __m256 v) { _mm256_stream_ps(p, v); }
+inline void stream(float* p, __m128 v) { _mm_stream_ps(p, v); }
 
-__attribute__((target("avx512f"))) inline void stream_range_avx512(float* d, const float* s,
-                                                                   std::size_t n) {
+// d[i] = f(i) for i in [0, n) through non-temporal stores, f(i) giving the vector V of the
+// values i…i+W−1: U vectors computed, then stored, at a time; then one at a time; then fs(i),
+// the value i alone, for the tail. d must be aligned to V.
+template <class V, int U, class F, class FS>
+inline void stream_range(float* d, std::size_t n, F f, FS fs) {
+  constexpr std::size_t W = sizeof(V) / sizeof(float);
   std::size_t i = 0;
-  for (; i + 64 <= n; i += 64) {
-    const __m512 a = _mm512_load_ps(s + i), b = _mm512_load_ps(s + i + 16),
-                 c = _mm512_load_ps(s + i + 32), e = _mm512_load_ps(s + i + 48);
-    _mm512_stream_ps(d + i, a);
-    _mm512_stream_ps(d + i + 16, b);
-    _mm512_stream_ps(d + i + 32, c);
-    _mm512_stream_ps(d + i + 48, e);
+  for (; i + U * W <= n; i += U * W) {
+    V v[U];
+    for (int u = 0; u < U; ++u) v[u] = f(i + u * W);
+    for (int u = 0; u < U; ++u) stream(d + i + u * W, v[u]);
   }
-  for (; i + 16 <= n; i += 16) _mm512_stream_ps(d + i, _mm512_load_ps(s + i));
-  for (; i < n; ++i) d[i] = s[i];
+  for (; i + W <= n; i += W) stream(d + i, f(i));
+  for (; i < n; ++i) d[i] = fs(i);
 }
-__attribute__((target("avx"))) inline void stream_range_avx(float* d, const float* s, std::size_t n) {
-  std::size_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    const __m256 a = _mm256_load_ps(s + i), b = _mm256_load_ps(s + i + 8),
-                 c = _mm256_load_ps(s + i + 16), e = _mm256_load_ps(s + i + 24);
-    _mm256_stream_ps(d + i, a);
-    _mm256_stream_ps(d + i + 8, b);
-    _mm256_stream_ps(d + i + 16, c);
-    _mm256_stream_ps(d + i + 24, e);
-  }
-  for (; i < n; ++i) d[i] = s[i];
+
+// body(V{}) in a function compiled for V's instruction set, with everything it calls inlined
+// into it (flatten): the primitives above are only inlined into code of their own target.
+template <class Body>
+__attribute__((target("avx512f"), flatten)) inline void with_avx512(Body& body) {
+  body(__m512{});
 }
-inline void stream_range_sse(float* d, const float* s, std::size_t n) {
-  std::size_t i = 0;
-  for (; i + 4 <= n; i += 4) _mm_stream_ps(d + i, _mm_load_ps(s + i));
-  for (; i < n; ++i) d[i] = s[i];
+template <class Body>
+__attribute__((target("avx"), flatten)) inline void with_avx(Body& body) {
+  body(__m256{});
 }
 
 // The widest streaming-store ISA this CPU has: 2 AVX-512, 1 AVX, 0 SSE.
@@ -136,14 +139,28 @@ inline void stream_split(std::size_t n, Range&& range) {
   }
 }
 
+// Runs body(V{}) with V the widest vector of `isa` (stream_isa).
+template <class Body>
+inline void with_widest_vector(int isa, Body&& body) {
+  if (isa == 2)
+    with_avx512(body);
+  else if (isa == 1)
+    with_avx(body);
+  else
+    body(__m128{});
+}
+
+// The streaming copy: the fastest way this machine moves n floats from src to dst. The whole
+// buffer is cut into one contiguous, 64-byte-aligned range per OpenMP thread; each thread reads
+// with the widest loads the CPU has and writes with non-temporal stores (no read-for-ownership
+// of dst), then fences. Both buffers must be 64-byte aligned.
 inline void stream_copy(float* dst, const float* src, std::size_t n) {
-  stream_split(n, [&](int isa, std::size_t b, std::size_t e) {
-    if (isa == 2)
-      stream_range_avx512(dst + b, src + b, e - b);
-    else if (isa == 1)
-      stream_range_avx(dst + b, src + b, e - b);
-    else
-      stream_range_sse(dst + b, src + b, e - b);
+  stream_split(n, [&](int isa, std::size_t lo, std::size_t hi) {
+    with_widest_vector(isa, [&](auto v) {
+      stream_range<decltype(v), 4>(
+          dst + lo, hi - lo, [&](std::size_t i) { return load(src + lo + i, v); },
+          [&](std::size_t i) { return src[lo + i]; });
+    });
   });
 }
 
@@ -152,45 +169,14 @@ inline void stream_copy(float* dst, const float* src, std::size_t n) {
 // x, write dx). It checks whether that mix moves bytes faster than the copy's one read per
 // write; one add per vector is nothing next to the memory traffic. All three 64-byte aligned.
 
-__attribute__((target("avx512f"))) inline void stream_add_range_avx512(float* d, const float* a,
-                                                                       const float* b,
-                                                                       std::size_t n) {
-  std::size_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    const __m512 u = _mm512_add_ps(_mm512_load_ps(a + i), _mm512_load_ps(b + i)),
-                 v = _mm512_add_ps(_mm512_load_ps(a + i + 16), _mm512_load_ps(b + i + 16));
-    _mm512_stream_ps(d + i, u);
-    _mm512_stream_ps(d + i + 16, v);
-  }
-  for (; i + 16 <= n; i += 16)
-    _mm512_stream_ps(d + i, _mm512_add_ps(_mm512_load_ps(a + i), _mm512_load_ps(b + i)));
-  for (; i < n; ++i) d[i] = a[i] + b[i];
-}
-__attribute__((target("avx"))) inline void stream_add_range_avx(float* d, const float* a,
-                                                                const float* b, std::size_t n) {
-  std::size_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    const __m256 u = _mm256_add_ps(_mm256_load_ps(a + i), _mm256_load_ps(b + i)),
-                 v = _mm256_add_ps(_mm256_load_ps(a + i + 8), _mm256_load_ps(b + i + 8));
-    _mm256_stream_ps(d + i, u);
-    _mm256_stream_ps(d + i + 8, v);
-  }
-  for (; i < n; ++i) d[i] = a[i] + b[i];
-}
-inline void stream_add_range_sse(float* d, const float* a, const float* b, std::size_t n) {
-  std::size_t i = 0;
-  for (; i + 4 <= n; i += 4) _mm_stream_ps(d + i, _mm_add_ps(_mm_load_ps(a + i), _mm_load_ps(b + i)));
-  for (; i < n; ++i) d[i] = a[i] + b[i];
-}
-
 inline void stream_add(float* dst, const float* a, const float* b, std::size_t n) {
   stream_split(n, [&](int isa, std::size_t lo, std::size_t hi) {
-    if (isa == 2)
-      stream_add_range_avx512(dst + lo, a + lo, b + lo, hi - lo);
-    else if (isa == 1)
-      stream_add_range_avx(dst + lo, a + lo, b + lo, hi - lo);
-    else
-      stream_add_range_sse(dst + lo, a + lo, b + lo, hi - lo);
+    with_widest_vector(isa, [&](auto v) {
+      stream_range<decltype(v), 2>(
+          dst + lo, hi - lo,
+          [&](std::size_t i) { return add(load(a + lo + i, v), load(b + lo + i, v)); },
+          [&](std::size_t i) { return a[lo + i] + b[lo + i]; });
+    });
   });
 }
 

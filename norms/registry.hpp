@@ -211,6 +211,16 @@ Conditioning token_group_conditioning(const Batch& in, double eps, int groups, b
 // `groups_param` says.
 ConditioningFn token_conditioning(bool centered, std::string groups_param = {});
 
+// The implementations of a per-token norm over whole tokens — layer_norm (center) and rms_norm
+// (!center: μ = 0, σ² the mean square) — filled into `e`, which gives the rest (name, formula,
+// params, rows): the reference in double (per token μ, rstd = 1/√(mean((x − μ)²) + ε),
+// y = γ·(x − μ)·rstd + β, after validate_affine_norm), the optimized forward
+// affine_kernel_forward(kernel), token_conditioning(center) and the backward pair
+// token_groups_backward(…, backward_kernel, center, validate_affine_norm). Defined in
+// token_norm.cpp.
+LayerEntry token_norm_entry(bool center, AffineKernelFn kernel, const char* backward_kernel,
+                            LayerEntry e);
+
 // The five scale and shift invariances (token and global scale, token shift, feature shift and
 // scale): what a map that normalizes nothing, or a fixed one, keeps none of.
 const std::set<std::string>& scale_and_shift_invariances();
