@@ -208,6 +208,49 @@ Poison draw_poison() {
   return p;
 }
 
+Filler draw_filler() {
+  Filler f;
+  f.finite = *one_in(5);
+  if (!f.finite) f.poison = draw_poison();
+  return f;
+}
+
+void classify_mixed_horizons(int Tq, int Tk, const SdpaMask& m, int b, int s, const Filler& future) {
+  if (future.non_finite() && s + 1 < Tq && s / kSdpaQueryTile == (s + 1) / kSdpaQueryTile &&
+      spec_visible(Tq, Tk, m, b, s + 1) > std::max(1, spec_visible(Tq, Tk, m, b, s)))
+    classify(regime::mixed_horizons);
+}
+
+Padding draw_padding(const std::string& unit, const std::string& finite_name) {
+  Padding p;
+  p.extra = *inRange(0, 4);
+  p.fill = draw_filler();
+  p.note = std::to_string(p.extra) + " padding " + unit + "s appended, every padded " + unit + " set to " +
+           p.fill.name(finite_name);
+  p.poisoned = !p.fill.finite && p.fill.poison == Poison::nan;
+  return p;
+}
+
+std::vector<PrefixGroup> prefix_groups(int B, int Tq, int Tk, const SdpaMask& m,
+                                       const std::function<bool(int b, int i)>& keep) {
+  std::vector<PrefixGroup> groups;
+  for (int b = 0; b < B; ++b) {
+    std::map<int, std::vector<int>> by_count;
+    for (int i = 0; i < Tq; ++i)
+      if (!keep || keep(b, i)) by_count[spec_visible(Tq, Tk, m, b, i)].push_back(i);
+    for (auto& [n, queries] : by_count) groups.push_back({b, n, std::move(queries)});
+  }
+  return groups;
+}
+
+nlohmann::json prefix_attributes(const PrefixGroup& g, const std::string& visible, const std::string& computed_by) {
+  return {{"sequence", g.b}, {visible, g.n}, {"queries", g.queries}, {"computed_by", computed_by}};
+}
+
+std::string prefix_note(const std::string& note) {
+  return note + "; the kernel (a) vs each query against its visible prefix alone, no mask (b)";
+}
+
 std::vector<std::pair<std::string, std::vector<int>>> schedules(int L, int P) {
   std::vector<std::pair<std::string, std::vector<int>>> all;
   for (int size : {1, 2, 3, L}) {
@@ -257,6 +300,10 @@ From rows_where(std::function<bool(const Index& row)> keep) {
     if (!keep(row)) return std::nullopt;
     return row;
   };
+}
+
+From valid_queries(const SdpaMask& m, int query_axis) {
+  return rows_where([lengths = m.key_lengths, query_axis](const Index& r) { return r[query_axis] < lengths[r[0]]; });
 }
 
 namespace {

@@ -124,6 +124,57 @@ const char* to_string(Poison p);
 // one of the four (does not shrink: each kind is its own regime); classified
 Poison draw_poison();
 
+// What a case writes where no compared output may read (causality: the future; key padding:
+// the padded positions): one time in five something finite (fresh values, or 1000: a finite
+// value a leak moves far), else a poison (draw_poison()).
+struct Filler {
+  bool finite = false;
+  Poison poison = Poison::nan;  // when not finite
+  // NaN or ±inf are written (not 1e30): a non-finite output read them
+  bool non_finite() const { return !finite && poison != Poison::huge; }
+  // "fresh values", "1000" (finite_name) or the poison's name
+  std::string name(const std::string& finite_name) const {
+    return finite ? finite_name : std::string(to_string(poison));
+  }
+};
+Filler draw_filler();
+
+// causality of either op, the future of query s of sequence b written with `future`: marks
+// mixed_horizons when s and s + 1 share a query tile and s + 1 sees a key (non-finite) that s
+// must not: the rows of a tile share score and p·v blocks over their widest row.
+void classify_mixed_horizons(int Tq, int Tk, const SdpaMask& m, int b, int s, const Filler& future);
+
+// key_padding_invariance's related input, for either op: 0 to 3 padding positions appended and
+// every padded one (of `unit`: "position", "token") set to `fill` ("1000" or "V = 1000":
+// `finite_name`); `note` says so. poisoned: the padding holds NaN, the only non-finite input,
+// where no compared output reads (Diff::poisoned_unread).
+struct Padding {
+  int extra = 0;
+  Filler fill = {};
+  std::string note = {};
+  bool poisoned = false;
+};
+Padding draw_padding(const std::string& unit, const std::string& finite_name);
+
+// ---------------------------------------------------------------------------------------------
+// the semantic pins' prefix comparison: each query against its visible prefix alone
+
+// The queries of sequence b that see the first n keys (spec_visible), compared with one
+// unmasked call over those n keys (or its closed form when n ≤ 1).
+struct PrefixGroup {
+  int b = 0, n = 0;
+  std::vector<int> queries = {};
+};
+// Every sequence's queries that `keep` selects (null: all), grouped by how many keys the spec
+// gives them: sequence by sequence, fewest keys first.
+std::vector<PrefixGroup> prefix_groups(int B, int Tq, int Tk, const SdpaMask& m,
+                                       const std::function<bool(int b, int i)>& keep = {});
+// What a group's call is in the evidence: its sequence, its count of visible keys (named
+// `visible`: "visible_keys", "visible_tokens"), its queries and what computed it.
+nlohmann::json prefix_attributes(const PrefixGroup& g, const std::string& visible, const std::string& computed_by);
+// The note of a prefix comparison: the case's, then what is compared with what.
+std::string prefix_note(const std::string& note);
+
 // ---------------------------------------------------------------------------------------------
 // generators: values on exact float grids, drawn from integers that shrink towards 0
 
@@ -227,6 +278,9 @@ using From = std::function<std::optional<Index>(const Index& related)>;
 std::optional<Index> same_row(const Index& related);
 // same_row for the rows `keep` selects.
 From rows_where(std::function<bool(const Index& row)> keep);
+// same_row for the rows of the queries within their sequence's key length (self-attention: its
+// valid tokens); row[0] is the sequence, row[query_axis] the query.
+From valid_queries(const SdpaMask& m, int query_axis);
 
 // Every row of b (the related side) with a row in a (the input side), value by value under
 // tolerance(b, max(cond_a, cond_b)) (the Diff's comparison).
@@ -239,6 +293,27 @@ void compare_weights(Diff& d, const SdpaShape& s, const std::vector<double>& a,
                      const std::vector<double>& b,
                      const std::function<double(int b, int h, int i)>& row_cond = {},
                      const std::function<bool(int b, int i)>& keep = {});
+
+// The outcome of a prefix comparison, for either op: `a` the kernel's output rows over the whole
+// case; group k's side gives `rows(k)`, each row compared with the row `from(k, row)` of a;
+// `poisoned` as Diff::poisoned_unread. The evidence: `params`, the case's call (`input()`, a
+// side of `implementation`) and one call per group (`call(k)`, a side of `impl`).
+template <class RowsFn, class FromFn, class InputFn, class CallFn>
+CaseOutcome prefix_outcome(const Labels& labels, bool poisoned, const std::string& note, std::size_t groups,
+                           const OutRows& a, RowsFn rows, FromFn from, const std::function<nlohmann::json()>& params,
+                           const std::string& implementation, InputFn input, Impl impl, CallFn call) {
+  Diff d(labels);
+  if (poisoned) d.poisoned_unread();
+  for (std::size_t k = 0; k < groups; ++k)
+    compare_rows(d, a, rows(k), [&](const Index& row) { return from(k, row); });
+  return outcome(d, prefix_note(note), [&] {
+    nlohmann::json calls = nlohmann::json::array();
+    for (std::size_t k = 0; k < groups; ++k) calls.push_back(call(k));
+    return CaseRecord{.params = params(),
+                      .input = side_json(implementation, nlohmann::json::array({input()})),
+                      .related = side_json(to_string(impl), std::move(calls))};
+  });
+}
 
 // row_stochastic's claims about the weight row of a query that sees the first `visible` keys:
 // every weight ≥ 0, 0 at masked keys, and a sum of 1 when it sees any key.

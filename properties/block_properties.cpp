@@ -16,6 +16,7 @@
 
 #include "attention/block.hpp"
 #include "properties/families.hpp"
+#include "properties/texts.hpp"
 #include "properties/generators.hpp"
 
 namespace normcheck {
@@ -511,62 +512,23 @@ CaseOutcome block_composition(const Row& row, Impl impl) {
 // the union below equals streaming_equivalence for a consistent profile and says why. It is
 // mode-comparing like the norm's: an eval row has no train mode to compare.
 std::vector<Property> block_properties() {
-  const char* moved = "sequence b placed at any index of a batch of 1 to 4 with fresh neighbours";
-  std::vector<Property> all = {
-      {.info = {"attention_weight_batch_independence", "attn_w_batch",
-                "the attention weights of a sequence do not depend on the batch it sits in",
-                moved, "the weights of the block's first attention for b's valid queries and keys",
-                "a norm before attention must not let the batch steer what a token attends to"},
-       .derived = {.from = {"batch_independence"}, .pre_ln_only = true},
-       .check = attention_weight_batch_independence},
-      {.info = {"block_batch_independence", "blk_batch",
-                "a sequence's block output does not depend on the other sequences of its batch", moved,
-                "b's valid outputs", "a sample's result must not depend on its neighbours"},
-       .derived = {.from = {"batch_independence"}},
-       .check = block_batch_independence},
-      {.info = {"block_padding_invariance", "blk_padding",
-                "appending padding and changing its contents does not change the block's valid outputs",
-                "extra padding appended, all padding filled with poison (0, 1e30, -inf, NaN)",
-                "valid outputs", "padding must not pollute a block"},
-       .derived = {.from = {"padding_invariance"}},
-       .check = block_padding_invariance},
-      {.info = {"block_causality", "blk_causal",
-                "block outputs at positions ≤ s do not depend on tokens after s",
-                "tokens after position s of one sequence replaced", "that sequence's positions ≤ s",
-                "no look-ahead through the norm: required for autoregressive training"},
-       .derived = {.from = {"causality"}},
-       .check = block_causality},
-      {.info = {"decode_equivalence", "decode",
-                "a padded batch with teacher forcing in train mode gives what decoding each sequence "
-                "alone, token by token, with a KV cache in eval mode gives",
-                "every sequence decoded alone (batch of one) in eval mode, after the running "
-                "statistics were trained on batches of the same shape",
-                "all valid outputs",
-                "what a model learns in training is what it computes when it generates"},
-       .applies = {.mode_comparing = true},
-       .derived = {.from = {"causality", "streaming_equivalence", "train_inference_equivalence"}},
-       .check = decode_equivalence},
-      // Pins of the block's wiring against formulas: they hold for every norm (the formula runs
-      // the same norm on the same batch), so nothing is derived.
-      {.info = {"block_zero_branches", "blk_zero",
-                "with the attention-output and MLP-output weights and biases zero, a Pre-LN block is "
-                "the identity and a Post-LN block is N2(N1(x))",
-                "out_proj, b_o, W2, b2 set to zero (padding 0); compared with x (Pre-LN) or the norm row "
-                "applied twice (Post-LN)",
-                "all valid outputs",
-                "the residual carries x itself: a residual taken from another tensor shows"},
-       .check = block_zero_branches},
-      {.info = {"block_composition", "blk_formula",
-                "the block equals its formula evaluated step by step from its parts: Pre-LN h = x + "
-                "MHA(N1(x)), y = h + MLP(N2(h)); Post-LN h = N1(x + MHA(x)), y = N2(h + MLP(h))",
-                "the same x through the norm row, causal multi-head attention and an MLP composed by "
-                "the property",
-                "all valid outputs",
-                "the block is wired as specified: which tensor each norm, residual and MLP reads"},
-       .check = block_composition},
-  };
-  for (auto& p : all) p.family = Family::block;
-  return all;
+  return declared(
+      Family::block,
+      {{.info = {.id = "attention_weight_batch_independence"},
+        .derived = {.from = {"batch_independence"}, .pre_ln_only = true},
+        .check = attention_weight_batch_independence},
+       {.info = {.id = "block_batch_independence"}, .derived = {.from = {"batch_independence"}},
+        .check = block_batch_independence},
+       {.info = {.id = "block_padding_invariance"}, .derived = {.from = {"padding_invariance"}},
+        .check = block_padding_invariance},
+       {.info = {.id = "block_causality"}, .derived = {.from = {"causality"}}, .check = block_causality},
+       {.info = {.id = "decode_equivalence"}, .applies = {.mode_comparing = true},
+        .derived = {.from = {"causality", "streaming_equivalence", "train_inference_equivalence"}},
+        .check = decode_equivalence},
+       // Pins of the block's wiring against formulas: they hold for every norm (the formula
+       // runs the same norm on the same batch), so nothing is derived.
+       {.info = {.id = "block_zero_branches"}, .check = block_zero_branches},
+       {.info = {.id = "block_composition"}, .check = block_composition}});
 }
 
 }  // namespace normcheck

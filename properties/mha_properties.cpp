@@ -330,34 +330,27 @@ CaseOutcome causality(const AttentionEntry& e, Impl impl) {
   const int b = *inRange(0, c.B);
   const int s = *inRange(0, c.Tq);
   // the future: fresh tokens one time in five, else poison (its queries, keys and values too)
-  const bool fresh = *one_in(5);
-  const Poison poison = fresh ? Poison::nan : draw_poison();
+  const Filler future = draw_filler();
   MhaCase c2 = c;
   for (int t = s + 1; t < c.Tq; ++t) {
-    const auto v = fresh ? values(c.E()) : std::vector<float>(c.E(), poison_value(poison));
+    const auto v = future.finite ? values(c.E()) : std::vector<float>(c.E(), poison_value(future.poison));
     std::copy(v.begin(), v.end(), c2.q_tok(b, t));
   }
   c2.sync();
-  if (!fresh && poison != Poison::huge && s + 1 < c.Tq && s / kSdpaQueryTile == (s + 1) / kSdpaQueryTile &&
-      spec_visible(c.Tq, c.Tk, c.m, b, s + 1) > std::max(1, spec_visible(c.Tq, c.Tk, c.m, b, s)))
-    classify(regime::mixed_horizons);
-  return compare(e, impl, c, c2,
-                 "tokens after position " + std::to_string(s) + " of sequence " + std::to_string(b) + " set to " +
-                     (fresh ? std::string("fresh values") : to_string(poison)),
-                 rows_where([&](const Index& r) { return r[0] == b && r[1] <= s; }),
-                 // NaN or ±inf only in the future tokens, which no compared output may read: a leak
-                 /*poisoned=*/!fresh && poison != Poison::huge);
+  classify_mixed_horizons(c.Tq, c.Tk, c.m, b, s, future);
+  const std::string note = "tokens after position " + std::to_string(s) + " of sequence " + std::to_string(b) +
+                           " set to " + future.name("fresh values");
+  // NaN or ±inf only in the future tokens, which no compared output may read: a leak
+  return compare(e, impl, c, c2, note, rows_where([&](const Index& r) { return r[0] == b && r[1] <= s; }),
+                 future.non_finite());
 }
 
 CaseOutcome key_padding_invariance(const AttentionEntry& e, Impl impl) {
   const MhaCase c = draw({.queries = Queries::self});
-  const int extra = *inRange(0, 4);
-  // 1000 one time in five (a finite value a leak moves far), else poison
-  const bool v1000 = *one_in(5);
-  const Poison poison = v1000 ? Poison::huge : draw_poison();
-  const float pv = v1000 ? 1000.0f : poison_value(poison);
+  const Padding pad = draw_padding("token", "1000");
+  const float pv = pad.fill.finite ? 1000.0f : poison_value(pad.fill.poison);
   MhaCase c2 = c;
-  c2.Tq = c2.Tk = c.Tq + extra;
+  c2.Tq = c2.Tk = c.Tq + pad.extra;
   c2.query = values(std::size_t(c.B) * c2.Tq * c.E());
   for (int b = 0; b < c.B; ++b)
     for (int t = 0; t < c2.Tq; ++t) {
@@ -367,12 +360,8 @@ CaseOutcome key_padding_invariance(const AttentionEntry& e, Impl impl) {
         std::copy_n(c.q_tok(b, t), c.E(), c2.q_tok(b, t));
     }
   c2.sync();
-  return compare(e, impl, c, c2,
-                 std::to_string(extra) + " padding tokens appended, every padded token set to " +
-                     (v1000 ? std::string("1000") : to_string(poison)),
-                 rows_where([&](const Index& r) { return r[1] < c.m.key_lengths[r[0]]; }),
-                 // NaN only in padding tokens: a NaN out leaked
-                 /*poisoned=*/!v1000 && poison == Poison::nan);
+  // NaN only in padding tokens: a NaN out leaked
+  return compare(e, impl, c, c2, pad.note, valid_queries(c.m, 1), pad.poisoned);
 }
 
 CaseOutcome kv_permutation_invariance(const AttentionEntry& e, Impl impl) {
@@ -644,59 +633,37 @@ CaseOutcome against_prefixes(const AttentionEntry& e, Impl impl, const MhaCase& 
                              const std::function<bool(int b, int i)>& keep, bool poisoned = false) {
   const Side A = side(e, impl, c);
   const int E = c.E();
-  struct Prefix {
-    int b, n;
-    std::vector<int> queries;
-    Side side;  // a kernel call (n ≥ 2) or the closed form in side.r.out (n ≤ 1)
-  };
-  std::vector<Prefix> prefixes;
-  for (int b = 0; b < c.B; ++b) {
-    std::map<int, std::vector<int>> by_count;
-    for (int i = 0; i < c.Tq; ++i)
-      if (keep(b, i)) by_count[spec_visible(c.Tq, c.Tk, c.m, b, i)].push_back(i);
-    for (const auto& [n, queries] : by_count) {
-      MhaCase p;
-      p.w = c.w;
-      p.B = 1;
-      p.Tq = int(queries.size());
-      p.Tk = std::max(n, 1);
-      p.self = false;
-      for (int i : queries) p.query.insert(p.query.end(), c.q_tok(b, i), c.q_tok(b, i) + E);
-      p.memory.assign(c.m_tok(b, 0), c.m_tok(b, 0) + std::size_t(p.Tk) * E);
-      if (n >= 2) {
-        prefixes.push_back({b, n, queries, side(e, impl, std::move(p))});
-        continue;
-      }
-      Output closed;
-      const std::vector<double> y = n == 1 ? one_key_output(c.w, c.m_tok(b, 0))
-                                           : std::vector<double>(c.w.out_proj_bias.begin(), c.w.out_proj_bias.end());
-      for (std::size_t r = 0; r < queries.size(); ++r) closed.insert(closed.end(), y.begin(), y.end());
-      prefixes.push_back({b, n, queries,
-                          Side{std::move(p), n ? "out_proj(v_0) (one visible token)" : "out_proj_bias (no visible token)",
-                               {closed, {}}}});
+  const std::vector<PrefixGroup> groups = prefix_groups(c.B, c.Tq, c.Tk, c.m, keep);
+  std::vector<Side> prefixes;  // per group: a kernel call (n ≥ 2) or the closed form (n ≤ 1)
+  for (const auto& [b, n, queries] : groups) {
+    MhaCase p;
+    p.w = c.w;
+    p.B = 1;
+    p.Tq = int(queries.size());
+    p.Tk = std::max(n, 1);
+    p.self = false;
+    for (int i : queries) p.query.insert(p.query.end(), c.q_tok(b, i), c.q_tok(b, i) + E);
+    p.memory.assign(c.m_tok(b, 0), c.m_tok(b, 0) + std::size_t(p.Tk) * E);
+    if (n >= 2) {
+      prefixes.push_back(side(e, impl, std::move(p)));
+      continue;
     }
+    Output closed;
+    const std::vector<double> y = n == 1 ? one_key_output(c.w, c.m_tok(b, 0))
+                                         : std::vector<double>(c.w.out_proj_bias.begin(), c.w.out_proj_bias.end());
+    for (std::size_t r = 0; r < queries.size(); ++r) closed.insert(closed.end(), y.begin(), y.end());
+    prefixes.push_back(
+        Side{std::move(p), n ? "out_proj(v_0) (one visible token)" : "out_proj_bias (no visible token)", {closed, {}}});
   }
-  Diff d(kLabels);
-  if (poisoned) d.poisoned_unread();
-  for (std::size_t k = 0; k < prefixes.size(); ++k) {
-    const Prefix& p = prefixes[k];
-    OutRows r = rows(p.side.c, p.side.r.out, &p.side.cond.y, int(k));
-    compare_rows(d, rows(A), r, [&](const Index& row) { return Index{p.b, p.queries[row[1]]}; });
-  }
-  return outcome(d, note + "; the kernel (a) vs each query against its visible prefix alone, no mask (b)", [&] {
-    json calls = json::array();
-    for (const Prefix& p : prefixes) {
-      json j = call(p.side, c.w);
-      j["attributes"]["sequence"] = p.b;
-      j["attributes"]["visible_tokens"] = p.n;
-      j["attributes"]["queries"] = p.queries;
-      j["attributes"]["computed_by"] = p.side.implementation;
-      calls.push_back(std::move(j));
-    }
-    return CaseRecord{.params = params(c),
-                      .input = side_json(A.implementation, json::array({call(A, c.w)})),
-                      .related = side_json(to_string(impl), std::move(calls))};
-  });
+  return prefix_outcome(
+      kLabels, poisoned, note, groups.size(), rows(A),
+      [&](std::size_t k) { return rows(prefixes[k].c, prefixes[k].r.out, &prefixes[k].cond.y, int(k)); },
+      [&](std::size_t k, const Index& row) { return Index{groups[k].b, groups[k].queries[row[1]]}; },
+      [&] { return params(c); }, A.implementation, [&] { return call(A, c.w); }, impl, [&](std::size_t k) {
+        json j = call(prefixes[k], c.w);
+        j["attributes"].update(prefix_attributes(groups[k], "visible_tokens", prefixes[k].implementation));
+        return j;
+      });
 }
 
 }  // namespace

@@ -4,7 +4,9 @@
 //   Row       one row of the matrix: a norm layer in a mode, an attention entry, a norm row
 //             inside a Transformer block, a norm row's backward pass; with its expected profile
 //   Cell      a row × an implementation × a property of the row's family, with what it must show
-// The families are written in properties/*_properties.cpp; properties/catalog.cpp joins them.
+// The families are written in properties/*_properties.cpp (each property's id and code); the
+// words of every property are in properties/catalogue.json (texts.hpp); properties/catalog.cpp
+// joins them.
 #pragma once
 
 #include <functional>
@@ -55,14 +57,14 @@ struct Row {
   const BlockEntry* block = nullptr;  // block rows: the block they run (null: the built-in one)
 };
 
-// What a report says about a property.
+// What a report says about a property: its id and its words, from properties/catalogue.json.
 struct PropertyInfo {
-  std::string id;
-  std::string column;         // matrix column header
-  std::string statement;      // the claim, as a sentence
-  std::string related_input;  // how the related input is built
-  std::string compared;       // which outputs are compared
-  std::string claim;          // what it evidences for Transformers
+  std::string id = {};
+  std::string column = {};         // matrix column header
+  std::string statement = {};      // the claim, as a sentence
+  std::string related_input = {};  // how the related input is built
+  std::string compared = {};       // which outputs are compared
+  std::string claim = {};          // what it evidences for Transformers
 };
 
 // Which cells of a family a property has.
@@ -92,6 +94,7 @@ struct Derivation {
 using CheckFn = std::function<CaseOutcome(const Row& row, Impl impl)>;
 
 struct Property {
+  // the family's code sets info.id; texts.hpp's declared() the family and the rest of info
   PropertyInfo info = {};
   Family family = Family::norm;
   Comparison comparison = Comparison::values;

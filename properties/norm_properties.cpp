@@ -14,6 +14,7 @@
 #include "properties/generators.hpp"
 #include "properties/rejection.hpp"
 #include "properties/norm_scenarios.hpp"
+#include "properties/texts.hpp"
 #include "properties/threads.hpp"
 
 namespace normcheck {
@@ -23,11 +24,12 @@ namespace norm_scenario {
 using nlohmann::json;
 using rc::gen::inRange;
 
-// A norm property: its words, the scenario that draws one case, and how the two sides compare.
+// A norm property as code declares it: its id, the scenario that draws one case, and how the two
+// sides compare (its words are in catalogue.json).
 using ScenarioFn = Scenario (*)(const LayerRow&);
 
 struct NormProperty {
-  PropertyInfo info;
+  std::string id;
   ScenarioFn scenario;
   Comparison comparison = Comparison::values;
   bool eps_sensitive = false;
@@ -112,14 +114,6 @@ Scenario batch_independence(const LayerRow& row) {
   return s;
 }
 
-NormProperty batch_independence_property() {
-  return {.info = {"batch_independence", "batch_ind",
-                   "a sequence's outputs do not depend on the other sequences of its batch",
-                   "sequence b placed in a different batch (other sequences fresh, any batch size ≥ 1, any index)",
-                   "b's valid outputs", "a sample's result must not depend on its neighbours"},
-          .scenario = batch_independence};
-}
-
 Scenario padding_invariance(const LayerRow& row) {
   Base base = draw_base(row, gen::Reach::medium, 1, true);
   const int extra = *inRange(0, 4);
@@ -134,14 +128,6 @@ Scenario padding_invariance(const LayerRow& row) {
   s.note = std::to_string(extra) + " padding positions appended, all padding set to " +
            gen::to_string(p);
   return s;
-}
-
-NormProperty padding_invariance_property() {
-  return {.info = {"padding_invariance", "padding",
-                   "appending padding and changing its contents does not change valid outputs",
-                   "extra padding appended, all padding filled with poison (0, 1e30, -inf, NaN)",
-                   "valid outputs", "padding must not pollute statistics"},
-          .scenario = padding_invariance};
 }
 
 // One sequence b of the input with fresh valid tokens in place of its own: token t alone
@@ -182,20 +168,6 @@ std::vector<Batch> training_batches(const Base& base) {
   return w;
 }
 
-NormProperty causality_property() {
-  return {.info = {"causality", "causality", "outputs at positions ≤ s do not depend on tokens after s",
-                   "tokens after position s of one sequence replaced", "that sequence's positions ≤ s",
-                   "no look-ahead: required for autoregressive training"},
-          .scenario = causality};
-}
-
-NormProperty token_independence_property() {
-  return {.info = {"token_independence", "token_ind",
-                   "replacing one valid token does not change the other tokens' outputs",
-                   "one valid token replaced", "every other valid token", "token-wise modelling"},
-          .scenario = token_independence};
-}
-
 // The input in train mode on both sides, after the same training batches: the mode-comparing
 // properties then change side b.
 Scenario after_training(const LayerRow& row, Base& base) {
@@ -215,13 +187,6 @@ Scenario train_inference_equivalence(const LayerRow& row) {
   return s;
 }
 
-NormProperty train_inference_equivalence_property() {
-  return {.info = {"train_inference_equivalence", "train≡inf", "train mode and eval mode give the same outputs",
-                   "same input in eval mode, after the running stats were trained on batches from the same distribution",
-                   "all valid outputs", "train and inference behave the same"},
-          .scenario = train_inference_equivalence, .applies = {.mode_comparing = true}};
-}
-
 Scenario streaming_equivalence(const LayerRow& row) {
   Base base;
   Scenario s = after_training(row, base);
@@ -236,14 +201,6 @@ Scenario streaming_equivalence(const LayerRow& row) {
     }
   s.note = "full batch in train mode vs every token alone in eval mode";
   return s;
-}
-
-NormProperty streaming_equivalence_property() {
-  return {.info = {"streaming_equivalence", "streaming",
-                   "a token fed alone in eval mode gets its full-batch train-mode output",
-                   "every token fed alone (batch of one, one token) in eval mode",
-                   "vs. full batch in train mode", "autoregressive decoding with batch size 1"},
-          .scenario = streaming_equivalence, .applies = {.mode_comparing = true}};
 }
 
 // The input and a related input that is the input with `op` applied: per valid token (each its
@@ -279,46 +236,16 @@ Scenario token_scale_invariance(const LayerRow& row) {
   return transformed(row, Each::token, gen::scale_factors, scale, "scaled by");
 }
 
-NormProperty token_scale_invariance_property() {
-  return {.info = {"token_scale_invariance", "tok_scale", "multiplying a token by α > 0 does not change outputs",
-                   "each token multiplied by its own α > 0", "valid outputs",
-                   "a token's scale carries no information"},
-          .scenario = token_scale_invariance, .eps_sensitive = true};
-}
-
 Scenario token_shift_invariance(const LayerRow& row) {
   return transformed(row, Each::token, gen::shift_amounts, shift, "shifted by");
-}
-
-NormProperty token_shift_invariance_property() {
-  return {.info = {"token_shift_invariance", "tok_shift",
-                   "adding a constant to every feature of a token does not change outputs",
-                   "each token plus its own constant (same for all features)", "valid outputs", "re-centring"},
-          .scenario = token_shift_invariance};
 }
 
 Scenario feature_scale_invariance(const LayerRow& row) {
   return transformed(row, Each::feature, gen::scale_factors, scale, "scaled by");
 }
 
-NormProperty feature_scale_invariance_property() {
-  return {.info = {"feature_scale_invariance", "feat_scale",
-                   "multiplying each feature by its own α > 0 everywhere does not change outputs",
-                   "each feature times its own α > 0, at every position", "valid outputs",
-                   "per-feature normalization (the batch axis)"},
-          .scenario = feature_scale_invariance, .eps_sensitive = true};
-}
-
 Scenario feature_shift_invariance(const LayerRow& row) {
   return transformed(row, Each::feature, gen::shift_amounts, shift, "shifted by");
-}
-
-NormProperty feature_shift_invariance_property() {
-  return {.info = {"feature_shift_invariance", "feat_shift",
-                   "adding a per-feature constant everywhere does not change outputs",
-                   "each feature plus its own constant, at every position", "valid outputs",
-                   "the batch axis of BatchNorm"},
-          .scenario = feature_shift_invariance};
 }
 
 Scenario global_scale_invariance(const LayerRow& row) {
@@ -329,14 +256,6 @@ Scenario global_scale_invariance(const LayerRow& row) {
   Scenario s = related(base, row.mode(), y);
   s.note = "every position scaled by " + std::to_string(a);
   return s;
-}
-
-NormProperty global_scale_invariance_property() {
-  return {.info = {"global_scale_invariance", "glob_scale",
-                   "multiplying the whole batch by α > 0 does not change outputs",
-                   "whole batch multiplied by one α > 0", "valid outputs",
-                   "the overall scale of activations carries no information"},
-          .scenario = global_scale_invariance, .eps_sensitive = true};
 }
 
 Scenario batch_permutation_equivariance(const LayerRow& row) {
@@ -361,13 +280,6 @@ Scenario batch_permutation_equivariance(const LayerRow& row) {
   for (int i = 0; i < B; ++i) p += (i ? ", " : "") + std::to_string(perm[i]);
   s.note = "sequences permuted: new order " + p + "]";
   return s;
-}
-
-NormProperty batch_permutation_equivariance_property() {
-  return {.info = {"batch_permutation_equivariance", "batch_perm",
-                   "permuting the sequences permutes the outputs alike", "sequences permuted",
-                   "outputs permuted alike", "order of samples does not matter"},
-          .scenario = batch_permutation_equivariance};
 }
 
 Scenario nan_containment(const LayerRow& row) {
@@ -419,22 +331,6 @@ Scenario shard_invariance(const LayerRow& row) {
   return s;
 }
 
-NormProperty shard_invariance_property() {
-  return {.info = {"shard_invariance", "shards",
-                   "cutting the batch into data-parallel shards does not change outputs or running statistics",
-                   "the batch cut along B into 2 to 4 consecutive shards of uneven sizes, each run as one data-parallel worker (its own statistics, unless the layer synchronizes them), state replicas the same before the step",
-                   "all valid outputs; stateful rows: the running statistics after the step (shard 0's replica, what DDP broadcasts from rank 0)",
-                   "data-parallel training gives the single-device result"},
-          .scenario = shard_invariance};
-}
-
-NormProperty nan_containment_property() {
-  return {.info = {"nan_containment", "nan_contain", "a NaN in one sequence leaves every other sequence finite",
-                   "one NaN written into one valid token of sequence b",
-                   "valid outputs of every other sequence", "one bad request must not poison a served batch"},
-          .scenario = nan_containment, .comparison = Comparison::containment};
-}
-
 Scenario reference_agreement(const LayerRow& row) {
   Base base;
   base.min_len = min_len(row);
@@ -449,14 +345,6 @@ Scenario reference_agreement(const LayerRow& row) {
   return s;
 }
 
-NormProperty reference_agreement_property() {
-  return {.info = {"reference_agreement", "ref_agree",
-                   "the optimized kernel agrees with the reference within the tolerance rule",
-                   "the same input through the double-precision reference (hard inputs: large offsets, tiny variance, constant rows, sizes across every kernel threshold, one past the 8 MB streaming threshold)",
-                   "all valid outputs and running statistics", "the fast kernel computes the same function"},
-          .scenario = reference_agreement, .applies = {.optimized_only = true}};
-}
-
 Scenario thread_determinism(const LayerRow& row) {
   // two thirds of the cases large enough for the kernels' parallel paths (kParallelMinValues):
   // wide (row and feature-block counts that split differently for every thread count) or tall
@@ -469,16 +357,6 @@ Scenario thread_determinism(const LayerRow& row) {
   s.compare_state = row.layer->stateful();
   s.note = "1 thread (a) vs " + std::to_string(s.b.threads) + " threads (b)";
   return s;
-}
-
-NormProperty thread_determinism_property() {
-  return {.info = {"thread_determinism", "threads",
-                   "the optimized output is bitwise the same for 1, 2, 3 and 4 OpenMP threads and on a repeat",
-                   "the same input run with another thread count",
-                   "all valid outputs and running statistics, bitwise",
-                   "results never depend on the machine's parallelism"},
-          .scenario = thread_determinism, .comparison = Comparison::bitwise,
-          .applies = {.optimized_only = true}};
 }
 
 // A sequence alone, then inside a batch of 1 to 512 tokens at any index: the optimized output
@@ -507,16 +385,6 @@ Scenario batch_invariance_bitwise(const LayerRow& row) {
   return s;
 }
 
-NormProperty batch_invariance_bitwise_property() {
-  return {.info = {"batch_invariance_bitwise", "batch_bits",
-                   "a sequence's optimized output is bitwise the same alone and inside batches of 1 to 512 tokens",
-                   "the sequence alone (batch of one) vs inside a larger batch at any index",
-                   "the sequence's valid outputs, bitwise",
-                   "serving results do not change with the batch a request lands in"},
-          .scenario = batch_invariance_bitwise, .comparison = Comparison::bitwise,
-          .applies = {.optimized_only = true, .needs = "batch_independence"}};
-}
-
 // ---------------------------------------------------------------------------------------------
 // numerical range: what float32 kernels get wrong at the ends of the range (the variance of
 // ±1e30 overflowing, x² beyond 1.8e19, E[x²] − E[x]² at a large offset), held against every
@@ -532,16 +400,6 @@ Scenario finite_output(const LayerRow& row) {
   return s;
 }
 
-NormProperty finite_output_property() {
-  return {.info = {"finite_output", "finite",
-                   "finite inputs of any magnitude (1e-38 to ±4e30) give finite outputs where the double reference does",
-                   "the same input through the double reference; each token's magnitude drawn on its own (subnormal, 1e±20, 1e25, 1e30, mixtures)",
-                   "all valid outputs: finite where the reference is, and within the tolerance rule",
-                   "a kernel must not turn a finite activation into NaN or inf (variance overflow)"},
-          .scenario = finite_output, .comparison = Comparison::range,
-          .applies = {.optimized_only = true}};
-}
-
 Scenario scale_range_invariance(const LayerRow& row) {
   Base base = draw_base(row, gen::Reach::small, 1, true);
   // zeros in the padding: a scaled 1e30 would leave float range (BatchNorm's naive use reads it)
@@ -553,16 +411,6 @@ Scenario scale_range_invariance(const LayerRow& row) {
   Scenario s = related(base, row.mode(), y);
   s.note = "every position scaled by 2^" + std::to_string(e) + " (" + std::to_string(std::ldexp(1.0, e)) + ")";
   return s;
-}
-
-NormProperty scale_range_invariance_property() {
-  return {.info = {"scale_range_invariance", "scale_range",
-                   "multiplying the whole batch by any power of two from 1e-20 to 1e25 does not change outputs",
-                   "whole batch multiplied by 2^k, 2^-66 ≤ 2^k ≤ 2^83 (exact)",
-                   "valid outputs (the ε term allowed); an output that turns NaN or inf is a counterexample",
-                   "normalization is scale-free over the whole float range, not only near 1"},
-          .scenario = scale_range_invariance, .comparison = Comparison::range, .eps_sensitive = true,
-          .applies = {.optimized_only = true, .needs = "global_scale_invariance"}};
 }
 
 Scenario constant_token(const LayerRow& row) {
@@ -580,16 +428,6 @@ Scenario constant_token(const LayerRow& row) {
   s.note = "token (" + std::to_string(b) + ", " + std::to_string(t) + ") set to the constant " +
            std::to_string(c) + "; its output compared with β";
   return s;
-}
-
-NormProperty constant_token_property() {
-  return {.info = {"constant_token", "const_token",
-                   "a constant token gives exactly β",
-                   "one valid token set to a constant (0, ±3.5, 1000.1, 4e4, 1e20, -1e30, 1e-30, a subnormal)",
-                   "that token's output against β, bitwise",
-                   "x − μ is exactly 0: no rounding of the mean may leak into the output"},
-          .scenario = constant_token, .comparison = Comparison::bitwise,
-          .applies = {.optimized_only = true, .needs = "token_shift_invariance"}};
 }
 
 Scenario offset_invariance(const LayerRow& row) {
@@ -625,17 +463,6 @@ Scenario offset_invariance(const LayerRow& row) {
   Scenario s = related(base, row.mode(), y);
   s.note = "every position plus " + std::to_string(offset) + " (a large offset, the spread unchanged)";
   return s;
-}
-
-NormProperty offset_invariance_property() {
-  return {.info = {"offset_invariance", "offset",
-                   "adding one large constant (8e3 to 1e6) everywhere does not change outputs",
-                   "every position plus 2^m·(1 + j/8), 2^13 ≤ offset < 2^20, the input first rounded so that the sum is exact; in one case in four every value a whole number of the offset's ulps (|k| ≤ 16)",
-                   "valid outputs; an output that turns NaN or inf is a counterexample",
-                   "large offset, tiny variance: where E[x²] − E[x]² cancels to nothing or below zero"},
-          .scenario = offset_invariance, .comparison = Comparison::range,
-          .applies = {.optimized_only = true,
-                      .needs_one_of = {"token_shift_invariance", "feature_shift_invariance"}}};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -780,8 +607,7 @@ Property make(NormProperty n) {
   const ScenarioFn scenario = n.scenario;
   const Comparison how = n.comparison;
   const bool eps = n.eps_sensitive;
-  return {.info = std::move(n.info),
-          .family = Family::norm,
+  return {.info = {.id = std::move(n.id)},
           .comparison = how,
           .eps_sensitive = eps,
           .applies = std::move(n.applies),
@@ -792,20 +618,46 @@ Property make(NormProperty n) {
 
 }  // namespace norm_scenario
 
+// The norm family in matrix order; the words of each property are in catalogue.json.
 std::vector<Property> norm_properties() {
   using namespace norm_scenario;
-  std::vector<Property> out;
-  for (auto def : {
-       batch_independence_property, padding_invariance_property, token_independence_property,
-       causality_property, train_inference_equivalence_property, streaming_equivalence_property,
-       token_scale_invariance_property, global_scale_invariance_property,
-       token_shift_invariance_property, feature_shift_invariance_property,
-       feature_scale_invariance_property, batch_permutation_equivariance_property,
-       shard_invariance_property, nan_containment_property, reference_agreement_property, thread_determinism_property,
-       batch_invariance_bitwise_property, finite_output_property, scale_range_invariance_property,
-       constant_token_property, offset_invariance_property})
-    out.push_back(make(def()));
-  return out;
+  const Applicability optimized = {.optimized_only = true};
+  const Applicability mode_comparing = {.mode_comparing = true};
+  std::vector<Property> code;
+  for (NormProperty n : std::initializer_list<NormProperty>{
+           {.id = "batch_independence", .scenario = batch_independence},
+           {.id = "padding_invariance", .scenario = padding_invariance},
+           {.id = "token_independence", .scenario = token_independence},
+           {.id = "causality", .scenario = causality},
+           {.id = "train_inference_equivalence", .scenario = train_inference_equivalence,
+            .applies = mode_comparing},
+           {.id = "streaming_equivalence", .scenario = streaming_equivalence, .applies = mode_comparing},
+           {.id = "token_scale_invariance", .scenario = token_scale_invariance, .eps_sensitive = true},
+           {.id = "global_scale_invariance", .scenario = global_scale_invariance, .eps_sensitive = true},
+           {.id = "token_shift_invariance", .scenario = token_shift_invariance},
+           {.id = "feature_shift_invariance", .scenario = feature_shift_invariance},
+           {.id = "feature_scale_invariance", .scenario = feature_scale_invariance, .eps_sensitive = true},
+           {.id = "batch_permutation_equivariance", .scenario = batch_permutation_equivariance},
+           {.id = "shard_invariance", .scenario = shard_invariance},
+           {.id = "nan_containment", .scenario = nan_containment, .comparison = Comparison::containment},
+           {.id = "reference_agreement", .scenario = reference_agreement, .applies = optimized},
+           {.id = "thread_determinism", .scenario = thread_determinism, .comparison = Comparison::bitwise,
+            .applies = optimized},
+           {.id = "batch_invariance_bitwise", .scenario = batch_invariance_bitwise,
+            .comparison = Comparison::bitwise,
+            .applies = {.optimized_only = true, .needs = "batch_independence"}},
+           {.id = "finite_output", .scenario = finite_output, .comparison = Comparison::range,
+            .applies = optimized},
+           {.id = "scale_range_invariance", .scenario = scale_range_invariance, .comparison = Comparison::range,
+            .eps_sensitive = true, .applies = {.optimized_only = true, .needs = "global_scale_invariance"}},
+           {.id = "constant_token", .scenario = constant_token, .comparison = Comparison::bitwise,
+            .applies = {.optimized_only = true, .needs = "token_shift_invariance"}},
+           {.id = "offset_invariance", .scenario = offset_invariance, .comparison = Comparison::range,
+            .applies = {.optimized_only = true,
+                        .needs_one_of = {"token_shift_invariance", "feature_shift_invariance"}}},
+       })
+    code.push_back(make(std::move(n)));
+  return declared(Family::norm, std::move(code));
 }
 
 }  // namespace normcheck

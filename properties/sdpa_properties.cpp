@@ -288,62 +288,48 @@ CaseOutcome causality(const AttentionEntry& e, Impl impl) {
   const int pos = c.s.Tk - c.s.Tq + s;  // absolute position of query s (bottom-right)
   // the future: fresh values one time in five, else poison (what a kernel must never read, or
   // multiply by a zero weight: 0·NaN is NaN)
-  const bool fresh = *one_in(5);
-  const Poison poison = fresh ? Poison::nan : draw_poison();
-  const float pv = poison_value(poison);
+  const Filler future = draw_filler();
+  const float pv = poison_value(future.poison);
   SdpaCase c2 = c;
   for (int h = 0; h < c.s.H; ++h) {
     for (int i = s + 1; i < c.s.Tq; ++i) {
-      const auto q = fresh ? values(c.s.dh) : std::vector<float>(c.s.dh, pv);
+      const auto q = future.finite ? values(c.s.dh) : std::vector<float>(c.s.dh, pv);
       std::copy(q.begin(), q.end(), c2.q_at(b, h, i));
     }
     for (int j = pos + 1; j < c.s.Tk; ++j) {
-      const auto k = fresh ? values(c.s.dh) : std::vector<float>(c.s.dh, pv);
-      const auto v = fresh ? values(c.s.dv) : std::vector<float>(c.s.dv, pv);
+      const auto k = future.finite ? values(c.s.dh) : std::vector<float>(c.s.dh, pv);
+      const auto v = future.finite ? values(c.s.dv) : std::vector<float>(c.s.dv, pv);
       std::copy(k.begin(), k.end(), c2.k_at(b, h, j));
       std::copy(v.begin(), v.end(), c2.v_at(b, h, j));
     }
   }
-  // query s and s + 1 in one query tile, s + 1 seeing a poisoned key that s must not: the rows
-  // of a tile share score and p·v blocks over their widest row
-  if (!fresh && poison != Poison::huge && s + 1 < c.s.Tq && s / kSdpaQueryTile == (s + 1) / kSdpaQueryTile &&
-      spec_visible(c.s.Tq, c.s.Tk, c.m, b, s + 1) > std::max(1, spec_visible(c.s.Tq, c.s.Tk, c.m, b, s)))
-    classify(regime::mixed_horizons);
+  classify_mixed_horizons(c.s.Tq, c.s.Tk, c.m, b, s, future);
+  // NaN or ±inf only in the future, which no compared output may read: a leak
   return compare(e, impl, c, c2,
                  "sequence " + std::to_string(b) + ": queries after " + std::to_string(s) +
                      " and keys/values after position " + std::to_string(pos) + " set to " +
-                     (fresh ? std::string("fresh values") : to_string(poison)),
-                 rows_where([&](const Index& r) { return r[0] == b && r[2] <= s; }),
-                 // NaN or ±inf only in the future, which no compared output may read: a leak
-                 /*poisoned=*/!fresh && poison != Poison::huge);
+                     future.name("fresh values"),
+                 rows_where([&](const Index& r) { return r[0] == b && r[2] <= s; }), future.non_finite());
 }
 
 CaseOutcome key_padding_invariance(const AttentionEntry& e, Impl impl) {
   const SdpaCase c = draw({.queries = Queries::self});
-  const int extra = *inRange(0, 4);
-  // V = 1000 at padded values one time in five (a finite value a leak moves far); else
-  // poison in padded keys, values and queries
-  const bool v1000 = *one_in(5);
-  const Poison poison = v1000 ? Poison::huge : draw_poison();
-  SdpaCase c2 = with_tokens(c, c.s.Tq + extra, c.s.Tk + extra);
+  // V = 1000 at padded values one time in five; else poison in padded keys, values and queries
+  const Padding pad = draw_padding("position", "V = 1000");
+  SdpaCase c2 = with_tokens(c, c.s.Tq + pad.extra, c.s.Tk + pad.extra);
   for (int b = 0; b < c.s.B; ++b)
     for (int h = 0; h < c.s.H; ++h)
       for (int t = c.m.key_lengths[b]; t < c2.s.Tk; ++t) {
-        if (v1000) {
+        if (pad.fill.finite) {
           std::fill_n(c2.v_at(b, h, t), c.s.dv, 1000.0f);
           continue;
         }
-        const float p = poison_value(poison);
+        const float p = poison_value(pad.fill.poison);
         std::fill_n(c2.k_at(b, h, t), c.s.dh, p);
         std::fill_n(c2.v_at(b, h, t), c.s.dv, p);
         std::fill_n(c2.q_at(b, h, t), c.s.dh, p);
       }
-  return compare(e, impl, c, c2,
-                 std::to_string(extra) + " padding positions appended, every padded position set to " +
-                     (v1000 ? std::string("V = 1000") : to_string(poison)),
-                 rows_where([&](const Index& r) { return r[2] < c.m.key_lengths[r[0]]; }),
-                 // NaN only in padded positions: a NaN out leaked
-                 /*poisoned=*/!v1000 && poison == Poison::nan);
+  return compare(e, impl, c, c2, pad.note, valid_queries(c.m, 2), pad.poisoned);
 }
 
 CaseOutcome kv_permutation_invariance(const AttentionEntry& e, Impl impl) {
@@ -602,58 +588,40 @@ namespace {
 CaseOutcome against_prefixes(const AttentionEntry& e, Impl impl, const SdpaCase& c, const std::string& note,
                              bool poisoned = false) {
   const Side A = side(e, impl, c);
-  struct Prefix {
-    int b, n;
-    std::vector<int> queries;
-    Side side;  // a kernel call (n ≥ 2) or the closed form in side.r.out (n ≤ 1)
-  };
-  std::vector<Prefix> prefixes;
-  for (int b = 0; b < c.s.B; ++b) {
-    std::map<int, std::vector<int>> by_count;
-    for (int i = 0; i < c.s.Tq; ++i) by_count[spec_visible(c.s.Tq, c.s.Tk, c.m, b, i)].push_back(i);
-    for (const auto& [n, queries] : by_count) {
-      SdpaCase p;
-      p.s = {1, c.s.H, int(queries.size()), std::max(n, 1), c.s.dh, c.s.dv, 0};
-      p.scale = c.scale;
-      p.q.resize(p.s.q_size());
-      p.k.resize(p.s.k_size());
-      p.v.resize(p.s.v_size());
-      for (int h = 0; h < c.s.H; ++h) {
-        for (std::size_t r = 0; r < queries.size(); ++r)
-          std::copy_n(c.q_at(b, h, queries[r]), c.s.dh, p.q_at(0, h, int(r)));
-        for (int j = 0; j < p.s.Tk; ++j) {
-          std::copy_n(c.k_at(b, h, j), c.s.dh, p.k_at(0, h, j));
-          std::copy_n(c.v_at(b, h, j), c.s.dv, p.v_at(0, h, j));
-        }
+  const std::vector<PrefixGroup> groups = prefix_groups(c.s.B, c.s.Tq, c.s.Tk, c.m);
+  std::vector<Side> prefixes;  // per group: a kernel call (n ≥ 2) or the closed form (n ≤ 1)
+  for (const auto& [b, n, queries] : groups) {
+    SdpaCase p;
+    p.s = {1, c.s.H, int(queries.size()), std::max(n, 1), c.s.dh, c.s.dv, 0};
+    p.scale = c.scale;
+    p.q.resize(p.s.q_size());
+    p.k.resize(p.s.k_size());
+    p.v.resize(p.s.v_size());
+    for (int h = 0; h < c.s.H; ++h) {
+      for (std::size_t r = 0; r < queries.size(); ++r)
+        std::copy_n(c.q_at(b, h, queries[r]), c.s.dh, p.q_at(0, h, int(r)));
+      for (int j = 0; j < p.s.Tk; ++j) {
+        std::copy_n(c.k_at(b, h, j), c.s.dh, p.k_at(0, h, j));
+        std::copy_n(c.v_at(b, h, j), c.s.dv, p.v_at(0, h, j));
       }
-      if (n >= 2) {
-        prefixes.push_back({b, n, queries, side(e, impl, std::move(p))});
-        continue;
-      }
-      Output closed(p.s.out_size(), 0.0);  // n = 0: zeros
-      if (n == 1)
-        for (int h = 0; h < c.s.H; ++h)
-          for (std::size_t r = 0; r < queries.size(); ++r)
-            std::copy_n(p.v_at(0, h, 0), c.s.dv, &closed[p.row(0, h, int(r)) * c.s.dv]);
-      prefixes.push_back({b, n, queries, Side{std::move(p), n ? "v_0 (one visible key)" : "zeros (no visible key)", {closed, {}}}});
     }
+    if (n >= 2) {
+      prefixes.push_back(side(e, impl, std::move(p)));
+      continue;
+    }
+    Output closed(p.s.out_size(), 0.0);  // n = 0: zeros
+    if (n == 1)
+      for (int h = 0; h < c.s.H; ++h)
+        for (std::size_t r = 0; r < queries.size(); ++r)
+          std::copy_n(p.v_at(0, h, 0), c.s.dv, &closed[p.row(0, h, int(r)) * c.s.dv]);
+    prefixes.push_back(Side{std::move(p), n ? "v_0 (one visible key)" : "zeros (no visible key)", {closed, {}}});
   }
-  Diff d(kLabels);
-  if (poisoned) d.poisoned_unread();
-  for (std::size_t k = 0; k < prefixes.size(); ++k) {
-    const Prefix& p = prefixes[k];
-    compare_rows(d, rows(A), rows(p.side, int(k)),
-                 [&](const Index& r) { return Index{p.b, r[1], p.queries[r[2]]}; });
-  }
-  return outcome(d, note + "; the kernel (a) vs each query against its visible prefix alone, no mask (b)", [&] {
-    json calls = json::array();
-    for (const Prefix& p : prefixes)
-      calls.push_back(call(p.side, {{"sequence", p.b}, {"visible_keys", p.n}, {"queries", p.queries},
-                                    {"computed_by", p.side.implementation}}));
-    return CaseRecord{.params = params(c),
-                      .input = side_json(A.implementation, json::array({call(A)})),
-                      .related = side_json(to_string(impl), std::move(calls))};
-  });
+  return prefix_outcome(
+      kLabels, poisoned, note, groups.size(), rows(A), [&](std::size_t k) { return rows(prefixes[k], int(k)); },
+      [&](std::size_t k, const Index& r) { return Index{groups[k].b, r[1], groups[k].queries[r[2]]}; },
+      [&] { return params(c); }, A.implementation, [&] { return call(A); }, impl, [&](std::size_t k) {
+        return call(prefixes[k], prefix_attributes(groups[k], "visible_keys", prefixes[k].implementation));
+      });
 }
 
 }  // namespace
