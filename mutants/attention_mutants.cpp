@@ -34,9 +34,7 @@ enum class FlashBug {
 void flash_sdpa(Output& out, std::vector<double>* weights, const std::vector<float>& q,
                 const std::vector<float>& k, const std::vector<float>& v, const SdpaShape& s,
                 const SdpaMask& m, double scale, FlashBug bug) {
-  validate_sdpa(s, m, scale, q.size(), k.size(), v.size());
-  out.assign(s.out_size(), 0.0);
-  if (weights) weights->assign(s.weights_size(), 0.0);
+  start_sdpa(out, weights, q, k, v, s, m, scale);
   const float sc = float(scale), inf = std::numeric_limits<float>::infinity();
   for (int b = 0; b < s.B; ++b)
     for (int h = 0; h < s.H; ++h) {
@@ -104,9 +102,7 @@ SdpaFn masked_by(SdpaFn real, VisibleFn visible) {
   return [real, visible](Output& out, std::vector<double>* weights, const std::vector<float>& q,
                          const std::vector<float>& k, const std::vector<float>& v, const SdpaShape& s,
                          const SdpaMask& m, double scale) {
-    validate_sdpa(s, m, scale, q.size(), k.size(), v.size());
-    out.assign(s.out_size(), 0.0);
-    if (weights) weights->assign(s.weights_size(), 0.0);
+    start_sdpa(out, weights, q, k, v, s, m, scale);
     for (int b = 0; b < s.B; ++b)
       for (int i = 0; i < s.Tq; ++i) {
         const int n = std::clamp(visible(s, m, b, i), 0, s.Tk);
