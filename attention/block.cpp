@@ -123,7 +123,7 @@ BlockOutput block_decode_with(const LayerEntry& norm, Mode mode, const BlockWeig
     const int len = x.lengths[b];
     if (len == 0) continue;
     KvCache<T> own = mha_cache<T>(w.attn, len);
-    KvCache<T>& cache = cache_for(b, own);
+    KvCache<T>& cache = cache_for(own);
     BlockState s = st;  // eval mode reads the running statistics; a copy keeps `st` untouched
     for (int t = 0; t < len; ++t) {
       const std::vector<T> xt(&x.x[x.index(b, t, 0)], &x.x[x.index(b, t, 0)] + E);
@@ -160,7 +160,7 @@ NORMCHECK_BLOCK_WIRING(float)
 namespace {
 
 template <class T>
-KvCache<T>& own_cache(int, KvCache<T>& own) {
+KvCache<T>& own_cache(KvCache<T>& own) {
   return own;
 }
 

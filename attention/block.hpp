@@ -90,9 +90,9 @@ template <class T>
 using BlockStepFn = std::function<std::vector<T>(const LayerEntry& norm, Mode mode, const BlockWeights& w,
                                                  BlockState& state, int B, int Tn, const std::vector<int>& lengths,
                                                  const std::vector<T>& act, const BlockAttend<T>& attend)>;
-// Which KV cache sequence b decodes into, given `own`, a new one for its tokens alone.
+// The KV cache a sequence decodes into, given `own`, a new one for its tokens alone.
 template <class T>
-using BlockCacheFn = std::function<KvCache<T>&(int b, KvCache<T>& own)>;
+using BlockCacheFn = std::function<KvCache<T>&(KvCache<T>& own)>;
 
 // The two ways to run the block with a given wiring: block_forward and block_decode are these
 // with block_step and (decode) each sequence's own cache; a variant passes its own.

@@ -5,7 +5,6 @@
 #include <deque>
 #include <limits>
 #include <memory>
-#include <type_traits>
 
 #include "mutants/mutants.hpp"
 
@@ -203,8 +202,8 @@ enum class Wiring {
   decode_cache_shared,        // decoding keeps one KV cache for the whole batch
 };
 
-// The block's wiring (block_step) with the bug's where it applies: the production building blocks
-// (block_norm, block_mlp, block_add) composed as the bug composes them.
+// block_step with the bug's wiring where the block's placement has it: the block's own parts
+// (block_norm, block_mlp, block_add) composed as the bug composes them; elsewhere block_step.
 template <class T>
 BlockStepFn<T> miswired(Wiring bug) {
   return [bug](const LayerEntry& norm, Mode mode, const BlockWeights& w, BlockState& st, int B, int Tn,
@@ -238,7 +237,7 @@ template <class T>
 BlockOutput wired_decode(const LayerEntry& norm, Mode mode, const BlockWeights& w, const BlockState& st,
                          const Batch& x, bool want_weights, Wiring bug) {
   std::unique_ptr<KvCache<T>> shared;  // made for every token of the batch when the first sequence starts
-  auto cache_for = [&](int, KvCache<T>& own) -> KvCache<T>& {
+  auto cache_for = [&](KvCache<T>& own) -> KvCache<T>& {
     if (bug != Wiring::decode_cache_shared) return own;
     if (!shared) {
       int total = 0;
