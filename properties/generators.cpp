@@ -518,26 +518,24 @@ State state(int D) {
 float scale_factor() { return float(*inRange(1, 17)) / 4.0f; }
 float shift_amount() { return float(*centered(16)) / 4.0f; }
 
-std::vector<float> scale_factors(int n) {
-  if (n <= kFewPicks) {
-    std::vector<float> v(std::size_t(std::max(n, 0)));
-    for (auto& e : v) e = scale_factor();
-    return v;
-  }
+namespace {
+
+// n multiples of 1/4, q/4 for q in [lo, hi]: for a few, a pick of `one` each (so each shrinks on
+// its own); for many, integers(n, lo, hi, toward) from one seed.
+std::vector<float> quarters(int n, float (*one)(), int lo, int hi, int toward) {
   std::vector<float> v;
-  for (int q : integers(n, 1, 16, 4)) v.push_back(float(q) / 4.0f);
+  if (n <= kFewPicks) {
+    v.resize(std::size_t(std::max(n, 0)));
+    for (auto& e : v) e = one();
+  } else {
+    for (int q : integers(n, lo, hi, toward)) v.push_back(float(q) / 4.0f);
+  }
   return v;
 }
 
-std::vector<float> shift_amounts(int n) {
-  if (n <= kFewPicks) {
-    std::vector<float> v(std::size_t(std::max(n, 0)));
-    for (auto& e : v) e = shift_amount();
-    return v;
-  }
-  std::vector<float> v;
-  for (int q : integers(n, -16, 16, 0)) v.push_back(float(q) / 4.0f);
-  return v;
-}
+}  // namespace
+
+std::vector<float> scale_factors(int n) { return quarters(n, scale_factor, 1, 16, 4); }
+std::vector<float> shift_amounts(int n) { return quarters(n, shift_amount, -16, 16, 0); }
 
 }  // namespace normcheck::gen
