@@ -75,46 +75,34 @@ template std::vector<float> block_mlp(const BlockWeights&, const std::vector<flo
 template std::vector<double> block_add(const std::vector<double>&, const std::vector<double>&);
 template std::vector<float> block_add(const std::vector<float>&, const std::vector<float>&);
 
-namespace {
-
 template <class T>
-void mha(std::vector<T>& out, std::vector<T>* weights, const MhaWeights& w, const std::vector<T>& x,
-         int B, int Tn, const SdpaMask& mask) {
-  if constexpr (std::is_same_v<T, double>)
-    mha_reference(out, weights, w, x, x, B, Tn, Tn, mask);
-  else
-    mha_optimized(out, weights, w, x, x, B, Tn, Tn, mask);
-}
-
-template <class T>
-void decode_step(std::vector<T>& out, std::vector<T>* weights, const MhaWeights& w,
-                 const std::vector<T>& x, KvCache<T>& cache) {
-  if constexpr (std::is_same_v<T, double>)
-    mha_decode_reference(out, weights, w, x, 1, cache);
-  else
-    mha_decode_optimized(out, weights, w, x, 1, cache);
-}
-
-template <class T>
-BlockOutput forward(const LayerEntry& norm, Mode mode, const BlockWeights& w, BlockState& st,
-                    const Batch& x, bool want_weights) {
-  validate_block(w, x);
-  const int B = x.B, Tn = x.T, E = x.D, n = B * Tn;
-  const std::vector<T> in(x.x.begin(), x.x.end());
-  const SdpaMask mask{x.lengths, true};
-  std::vector<T> attn, weights, y;
-  std::vector<T>* wp = want_weights ? &weights : nullptr;
+std::vector<T> block_step(const LayerEntry& norm, Mode mode, const BlockWeights& w, BlockState& st, int B,
+                          int Tn, const std::vector<int>& lengths, const std::vector<T>& in,
+                          const BlockAttend<T>& attend) {
+  const int E = w.attn.E, n = B * Tn;
   if (w.placement == Placement::pre) {
-    const auto a = block_norm(norm, mode, w.norm1, &st.norm1, B, Tn, E, x.lengths, in);
-    mha(attn, wp, w.attn, a, B, Tn, mask);
-    const auto h = block_add(in, attn);
-    const auto u = block_norm(norm, mode, w.norm2, &st.norm2, B, Tn, E, x.lengths, h);
-    y = block_add(h, block_mlp(w, u, n));
-  } else {
-    mha(attn, wp, w.attn, in, B, Tn, mask);
-    const auto h = block_norm(norm, mode, w.norm1, &st.norm1, B, Tn, E, x.lengths, block_add(in, attn));
-    y = block_norm(norm, mode, w.norm2, &st.norm2, B, Tn, E, x.lengths, block_add(h, block_mlp(w, h, n)));
+    const auto a = block_norm(norm, mode, w.norm1, &st.norm1, B, Tn, E, lengths, in);
+    const auto h = block_add(in, attend(a));
+    const auto u = block_norm(norm, mode, w.norm2, &st.norm2, B, Tn, E, lengths, h);
+    return block_add(h, block_mlp(w, u, n));
   }
+  const auto h = block_norm(norm, mode, w.norm1, &st.norm1, B, Tn, E, lengths, block_add(in, attend(in)));
+  return block_norm(norm, mode, w.norm2, &st.norm2, B, Tn, E, lengths, block_add(h, block_mlp(w, h, n)));
+}
+
+template <class T>
+BlockOutput block_forward_with(const LayerEntry& norm, Mode mode, const BlockWeights& w, BlockState& st,
+                               const Batch& x, bool want_weights, const BlockStepFn<T>& step) {
+  validate_block(w, x);
+  const SdpaMask mask{x.lengths, true};
+  const std::vector<T> in(x.x.begin(), x.x.end());
+  std::vector<T> weights;
+  std::vector<T>* wp = want_weights ? &weights : nullptr;
+  const auto y = step(norm, mode, w, st, x.B, x.T, x.lengths, in, [&](const std::vector<T>& a) {
+    std::vector<T> attn;
+    mha_for(attn, wp, w.attn, a, a, x.B, x.T, x.T, mask);
+    return attn;
+  });
   BlockOutput out;
   out.y.assign(y.begin(), y.end());
   out.attn_weights.assign(weights.begin(), weights.end());
@@ -122,8 +110,9 @@ BlockOutput forward(const LayerEntry& norm, Mode mode, const BlockWeights& w, Bl
 }
 
 template <class T>
-BlockOutput decode(const LayerEntry& norm, Mode mode, const BlockWeights& w, const BlockState& st,
-                   const Batch& x, bool want_weights) {
+BlockOutput block_decode_with(const LayerEntry& norm, Mode mode, const BlockWeights& w, const BlockState& st,
+                              const Batch& x, bool want_weights, const BlockStepFn<T>& step,
+                              const BlockCacheFn<T>& cache_for) {
   validate_block(w, x);
   const int E = x.D, H = w.attn.H, Tn = x.T;
   BlockOutput out;
@@ -133,31 +122,46 @@ BlockOutput decode(const LayerEntry& norm, Mode mode, const BlockWeights& w, con
   for (int b = 0; b < x.B; ++b) {
     const int len = x.lengths[b];
     if (len == 0) continue;
-    KvCache<T> cache = mha_cache<T>(w.attn, len);
+    KvCache<T> own = mha_cache<T>(w.attn, len);
+    KvCache<T>& cache = cache_for(own);
     BlockState s = st;  // eval mode reads the running statistics; a copy keeps `st` untouched
     for (int t = 0; t < len; ++t) {
       const std::vector<T> xt(&x.x[x.index(b, t, 0)], &x.x[x.index(b, t, 0)] + E);
-      std::vector<T> attn, weights, y;
+      std::vector<T> weights;
       std::vector<T>* wp = want_weights ? &weights : nullptr;
-      if (w.placement == Placement::pre) {
-        const auto a = block_norm(norm, mode, w.norm1, &s.norm1, 1, 1, E, one, xt);
-        decode_step(attn, wp, w.attn, a, cache);
-        const auto h = block_add(xt, attn);
-        const auto u = block_norm(norm, mode, w.norm2, &s.norm2, 1, 1, E, one, h);
-        y = block_add(h, block_mlp(w, u, 1));
-      } else {
-        decode_step(attn, wp, w.attn, xt, cache);
-        const auto h = block_norm(norm, mode, w.norm1, &s.norm1, 1, 1, E, one, block_add(xt, attn));
-        y = block_norm(norm, mode, w.norm2, &s.norm2, 1, 1, E, one, block_add(h, block_mlp(w, h, 1)));
-      }
+      const auto y = step(norm, mode, w, s, 1, 1, one, xt, [&](const std::vector<T>& a) {
+        std::vector<T> attn;
+        mha_decode_for(attn, wp, w.attn, a, 1, cache);
+        return attn;
+      });
       std::copy(y.begin(), y.end(), out.y.begin() + x.index(b, t, 0));
-      if (want_weights)  // step weights [H, 1, t + 1] → row t of [B, H, T, T]
+      if (want_weights) {  // step weights [H, 1, cache size]; the sequence's keys are the last t + 1
+        const std::size_t size = cache.size(), first = size - t - 1;
         for (int h = 0; h < H; ++h)
           for (int j = 0; j <= t; ++j)
-            out.attn_weights[((std::size_t(b) * H + h) * Tn + t) * Tn + j] = weights[std::size_t(h) * (t + 1) + j];
+            out.attn_weights[((std::size_t(b) * H + h) * Tn + t) * Tn + j] = weights[h * size + first + j];
+      }
     }
   }
   return out;
+}
+
+#define NORMCHECK_BLOCK_WIRING(T)                                                                          \
+  template std::vector<T> block_step(const LayerEntry&, Mode, const BlockWeights&, BlockState&, int, int,  \
+                                     const std::vector<int>&, const std::vector<T>&, const BlockAttend<T>&); \
+  template BlockOutput block_forward_with(const LayerEntry&, Mode, const BlockWeights&, BlockState&,       \
+                                          const Batch&, bool, const BlockStepFn<T>&);                      \
+  template BlockOutput block_decode_with(const LayerEntry&, Mode, const BlockWeights&, const BlockState&,  \
+                                         const Batch&, bool, const BlockStepFn<T>&, const BlockCacheFn<T>&);
+NORMCHECK_BLOCK_WIRING(double)
+NORMCHECK_BLOCK_WIRING(float)
+#undef NORMCHECK_BLOCK_WIRING
+
+namespace {
+
+template <class T>
+KvCache<T>& own_cache(KvCache<T>& own) {
+  return own;
 }
 
 }  // namespace
@@ -165,15 +169,18 @@ BlockOutput decode(const LayerEntry& norm, Mode mode, const BlockWeights& w, con
 BlockOutput block_forward(const LayerEntry& norm, Impl impl, Mode norm_mode,
                           const BlockWeights& w, BlockState& state, const Batch& x,
                           bool want_weights) {
-  return impl == Impl::reference ? forward<double>(norm, norm_mode, w, state, x, want_weights)
-                                 : forward<float>(norm, norm_mode, w, state, x, want_weights);
+  return impl == Impl::reference
+             ? block_forward_with<double>(norm, norm_mode, w, state, x, want_weights, block_step<double>)
+             : block_forward_with<float>(norm, norm_mode, w, state, x, want_weights, block_step<float>);
 }
 
 BlockOutput block_decode(const LayerEntry& norm, Impl impl, Mode norm_mode,
                          const BlockWeights& w, const BlockState& state, const Batch& x,
                          bool want_weights) {
-  return impl == Impl::reference ? decode<double>(norm, norm_mode, w, state, x, want_weights)
-                                 : decode<float>(norm, norm_mode, w, state, x, want_weights);
+  return impl == Impl::reference ? block_decode_with<double>(norm, norm_mode, w, state, x, want_weights,
+                                                             block_step<double>, own_cache<double>)
+                                 : block_decode_with<float>(norm, norm_mode, w, state, x, want_weights,
+                                                            block_step<float>, own_cache<float>);
 }
 
 const BlockEntry& block_entry() {

@@ -75,6 +75,35 @@ std::vector<T> block_mlp(const BlockWeights& w, const std::vector<T>& u, int n);
 template <class T>
 std::vector<T> block_add(const std::vector<T>& a, const std::vector<T>& b);
 
+// The block's attention on act [B, Tn, E] (its queries, keys and values), as one way to run it
+// computes it: MHA over the whole batch (block_forward) or one decoding step (block_decode).
+template <class T>
+using BlockAttend = std::function<std::vector<T>(const std::vector<T>& act)>;
+// The block's wiring, the formulas at the top, on act [B, Tn, E] (`lengths` for its norms), the
+// attention from `attend`; updates the norms' `state` as their mode says.
+template <class T>
+std::vector<T> block_step(const LayerEntry& norm, Mode mode, const BlockWeights& w, BlockState& state,
+                          int B, int Tn, const std::vector<int>& lengths, const std::vector<T>& act,
+                          const BlockAttend<T>& attend);
+// A wiring: block_step, or a variant's with the same arguments.
+template <class T>
+using BlockStepFn = std::function<std::vector<T>(const LayerEntry& norm, Mode mode, const BlockWeights& w,
+                                                 BlockState& state, int B, int Tn, const std::vector<int>& lengths,
+                                                 const std::vector<T>& act, const BlockAttend<T>& attend)>;
+// The KV cache a sequence decodes into, given `own`, a new one for its tokens alone.
+template <class T>
+using BlockCacheFn = std::function<KvCache<T>&(KvCache<T>& own)>;
+
+// The two ways to run the block with a given wiring: block_forward and block_decode are these
+// with block_step and (decode) each sequence's own cache; a variant passes its own.
+template <class T>
+BlockOutput block_forward_with(const LayerEntry& norm, Mode mode, const BlockWeights& w, BlockState& state,
+                               const Batch& x, bool want_weights, const BlockStepFn<T>& step);
+template <class T>
+BlockOutput block_decode_with(const LayerEntry& norm, Mode mode, const BlockWeights& w, const BlockState& state,
+                              const Batch& x, bool want_weights, const BlockStepFn<T>& step,
+                              const BlockCacheFn<T>& cache_for);
+
 // A block implementation a row runs: the built-in one (block_entry()), or a variant with its own
 // functions (mutants/: a block wired wrong), so a block row can be mutated without a global seam.
 // Each function serves both implementations (its `impl` argument) with the contracts above.

@@ -54,6 +54,25 @@ void mha_decode_optimized(std::vector<float>& out, std::vector<float>* weights,
                           const MhaWeights& w, const std::vector<float>& x, int n,
                           KvCache<float>& cache);
 
+// One body for both precisions (as `linear` below): S = double → the reference, float → the
+// optimized, same arguments.
+template <class S>
+void mha_for(std::vector<S>& out, std::vector<S>* weights, const MhaWeights& w, const std::vector<S>& query,
+             const std::vector<S>& memory, int B, int Tq, int Tk, const SdpaMask& mask) {
+  if constexpr (std::is_same_v<S, double>)
+    mha_reference(out, weights, w, query, memory, B, Tq, Tk, mask);
+  else
+    mha_optimized(out, weights, w, query, memory, B, Tq, Tk, mask);
+}
+template <class S>
+void mha_decode_for(std::vector<S>& out, std::vector<S>* weights, const MhaWeights& w, const std::vector<S>& x,
+                    int n, KvCache<S>& cache) {
+  if constexpr (std::is_same_v<S, double>)
+    mha_decode_reference(out, weights, w, x, n, cache);
+  else
+    mha_decode_optimized(out, weights, w, x, n, cache);
+}
+
 // The reference's intermediate heads, for tolerance bounds: q [B, H, Tq, dh], k, v
 // [B, H, Tk, dh], o [B, H, Tq, dh] (attention output before out_proj).
 struct MhaHeads {

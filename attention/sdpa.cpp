@@ -69,11 +69,9 @@ template <class T>
 void sdpa_reference(std::vector<double>& out, std::vector<double>* weights,
                     const std::vector<T>& q, const std::vector<T>& k, const std::vector<T>& v,
                     const SdpaShape& s, const SdpaMask& m, double scale) {
-  validate_sdpa(s, m, scale, q.size(), k.size(), v.size());
+  start_sdpa(out, weights, q, k, v, s, m, scale);
   using Src = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   using Mat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  out.assign(s.out_size(), 0.0);
-  if (weights) weights->assign(s.weights_size(), 0.0);
   for (int b = 0; b < s.B; ++b)
     for (int h = 0; h < s.H; ++h) {
       const std::size_t bh = std::size_t(b) * s.H + h;
@@ -991,9 +989,7 @@ void sdpa_optimized(std::vector<float>& out, std::vector<float>* weights,
                     const std::vector<float>& q, const std::vector<float>& k,
                     const std::vector<float>& v, const SdpaShape& s, const SdpaMask& m,
                     double scale) {
-  validate_sdpa(s, m, scale, q.size(), k.size(), v.size());
-  out.assign(s.out_size(), 0.0f);
-  if (weights) weights->assign(s.weights_size(), 0.0f);
+  start_sdpa(out, weights, q, k, v, s, m, scale);
   float* w = weights ? weights->data() : nullptr;
   const float fscale = float(scale);
   if (active_path == SdpaPath::avx512 && s.dh <= z::kMaxD && s.dv <= z::kMaxD)

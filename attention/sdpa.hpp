@@ -61,6 +61,18 @@ int visible_keys(const SdpaShape& s, const SdpaMask& m, int b, int i);
 void validate_sdpa(const SdpaShape& s, const SdpaMask& m, double scale, std::size_t q_size,
                    std::size_t k_size, std::size_t v_size);
 
+// What every implementation of the contract below does first: validate_sdpa on its arguments,
+// then `out` and, when asked for, `weights` set to zeros of their sizes (the zeros a fully masked
+// row and a masked key keep).
+template <class O, class T>
+void start_sdpa(std::vector<O>& out, std::vector<O>* weights, const std::vector<T>& q,
+                const std::vector<T>& k, const std::vector<T>& v, const SdpaShape& s,
+                const SdpaMask& m, double scale) {
+  validate_sdpa(s, m, scale, q.size(), k.size(), v.size());
+  out.assign(s.out_size(), O(0));
+  if (weights) weights->assign(s.weights_size(), O(0));
+}
+
 // out [B, H, Tq, dv]; weights (optional, for inspection) [B, H, Tq, Tk], 0 at masked keys.
 // q [B, H, Tq, dh], k [B, H, kv_rows, dh], v [B, H, kv_rows, dv]. T is float or double.
 template <class T>

@@ -5,7 +5,6 @@
 #include <deque>
 #include <limits>
 #include <memory>
-#include <type_traits>
 
 #include "mutants/mutants.hpp"
 
@@ -34,9 +33,7 @@ enum class FlashBug {
 void flash_sdpa(Output& out, std::vector<double>* weights, const std::vector<float>& q,
                 const std::vector<float>& k, const std::vector<float>& v, const SdpaShape& s,
                 const SdpaMask& m, double scale, FlashBug bug) {
-  validate_sdpa(s, m, scale, q.size(), k.size(), v.size());
-  out.assign(s.out_size(), 0.0);
-  if (weights) weights->assign(s.weights_size(), 0.0);
+  start_sdpa(out, weights, q, k, v, s, m, scale);
   const float sc = float(scale), inf = std::numeric_limits<float>::infinity();
   for (int b = 0; b < s.B; ++b)
     for (int h = 0; h < s.H; ++h) {
@@ -104,9 +101,7 @@ SdpaFn masked_by(SdpaFn real, VisibleFn visible) {
   return [real, visible](Output& out, std::vector<double>* weights, const std::vector<float>& q,
                          const std::vector<float>& k, const std::vector<float>& v, const SdpaShape& s,
                          const SdpaMask& m, double scale) {
-    validate_sdpa(s, m, scale, q.size(), k.size(), v.size());
-    out.assign(s.out_size(), 0.0);
-    if (weights) weights->assign(s.weights_size(), 0.0);
+    start_sdpa(out, weights, q, k, v, s, m, scale);
     for (int b = 0; b < s.B; ++b)
       for (int i = 0; i < s.Tq; ++i) {
         const int n = std::clamp(visible(s, m, b, i), 0, s.Tk);
@@ -207,85 +202,51 @@ enum class Wiring {
   decode_cache_shared,        // decoding keeps one KV cache for the whole batch
 };
 
-// One step of the block on act [B, Tn, E] whose attention `attend(a)` returns; the wiring's bug
-// where it applies.
-template <class T, class Attend>
-std::vector<T> block_step(const LayerEntry& norm, Mode mode, const BlockWeights& w, BlockState& st,
-                          int B, int Tn, const std::vector<int>& lengths, const std::vector<T>& in, Wiring bug,
-                          Attend attend) {
-  const int E = w.attn.E, n = B * Tn;
-  if (w.placement == Placement::pre) {
-    const auto a = block_norm(norm, mode, w.norm1, &st.norm1, B, Tn, E, lengths, in);
-    const auto h = block_add(bug == Wiring::pre_residual_from_normed ? a : in, attend(a));
-    const auto u = block_norm(norm, mode, w.norm2, &st.norm2, B, Tn, E, lengths, h);
-    return block_add(h, block_mlp(w, u, n));
-  }
-  const auto h = block_norm(norm, mode, w.norm1, &st.norm1, B, Tn, E, lengths, block_add(in, attend(in)));
-  return block_norm(norm, mode, w.norm2, &st.norm2, B, Tn, E, lengths,
-                    block_add(bug == Wiring::post_residual_from_input ? in : h, block_mlp(w, h, n)));
+// block_step with the bug's wiring where the block's placement has it: the block's own parts
+// (block_norm, block_mlp, block_add) composed as the bug composes them; elsewhere block_step.
+template <class T>
+BlockStepFn<T> miswired(Wiring bug) {
+  return [bug](const LayerEntry& norm, Mode mode, const BlockWeights& w, BlockState& st, int B, int Tn,
+               const std::vector<int>& lengths, const std::vector<T>& in, const BlockAttend<T>& attend) {
+    const int E = w.attn.E, n = B * Tn;
+    auto N = [&](const Params& p, State* state, const std::vector<T>& act) {
+      return block_norm(norm, mode, p, state, B, Tn, E, lengths, act);
+    };
+    if (bug == Wiring::pre_residual_from_normed && w.placement == Placement::pre) {  // h = N1(x) + MHA(N1(x))
+      const auto a = N(w.norm1, &st.norm1, in);
+      const auto h = block_add(a, attend(a));
+      return block_add(h, block_mlp(w, N(w.norm2, &st.norm2, h), n));
+    }
+    if (bug == Wiring::post_residual_from_input && w.placement == Placement::post) {  // y = N2(x + MLP(h))
+      const auto h = N(w.norm1, &st.norm1, block_add(in, attend(in)));
+      return N(w.norm2, &st.norm2, block_add(in, block_mlp(w, h, n)));
+    }
+    return block_step(norm, mode, w, st, B, Tn, lengths, in, attend);
+  };
 }
 
+// The block's two ways to run it (block_forward_with, block_decode_with) wired wrong, or
+// (decode_cache_shared) decoding every sequence of the batch into one KV cache.
 template <class T>
 BlockOutput wired_forward(const LayerEntry& norm, Mode mode, const BlockWeights& w, BlockState& st,
                           const Batch& x, bool want_weights, Wiring bug) {
-  validate_block(w, x);
-  const SdpaMask mask{x.lengths, true};
-  std::vector<T> weights;
-  const std::vector<T> in(x.x.begin(), x.x.end());
-  const auto y = block_step<T>(norm, mode, w, st, x.B, x.T, x.lengths, in, bug, [&](const std::vector<T>& a) {
-    std::vector<T> o;
-    if constexpr (std::is_same_v<T, double>)
-      mha_reference(o, want_weights ? &weights : nullptr, w.attn, a, a, x.B, x.T, x.T, mask);
-    else
-      mha_optimized(o, want_weights ? &weights : nullptr, w.attn, a, a, x.B, x.T, x.T, mask);
-    return o;
-  });
-  BlockOutput out;
-  out.y.assign(y.begin(), y.end());
-  out.attn_weights.assign(weights.begin(), weights.end());
-  return out;
+  return block_forward_with<T>(norm, mode, w, st, x, want_weights, miswired<T>(bug));
 }
 
 template <class T>
 BlockOutput wired_decode(const LayerEntry& norm, Mode mode, const BlockWeights& w, const BlockState& st,
                          const Batch& x, bool want_weights, Wiring bug) {
-  validate_block(w, x);
-  const int E = x.D, H = w.attn.H, Tn = x.T;
-  BlockOutput out;
-  out.y.assign(x.x.size(), 0.0);
-  if (want_weights) out.attn_weights.assign(std::size_t(x.B) * H * Tn * Tn, 0.0);
-  int total = 0;
-  for (int l : x.lengths) total += l;
-  std::unique_ptr<KvCache<T>> shared;  // decode_cache_shared: one cache for every sequence
-  if (bug == Wiring::decode_cache_shared && total > 0) shared = std::make_unique<KvCache<T>>(mha_cache<T>(w.attn, total));
-  for (int b = 0; b < x.B; ++b) {
-    const int len = x.lengths[b];
-    if (len == 0) continue;
-    KvCache<T> own = mha_cache<T>(w.attn, len);
-    KvCache<T>& cache = shared ? *shared : own;
-    BlockState s = st;
-    for (int t = 0; t < len; ++t) {
-      const std::vector<T> xt(&x.x[x.index(b, t, 0)], &x.x[x.index(b, t, 0)] + E);
-      std::vector<T> weights;
-      const auto y = block_step<T>(norm, mode, w, s, 1, 1, {1}, xt, bug, [&](const std::vector<T>& a) {
-        std::vector<T> o;
-        if constexpr (std::is_same_v<T, double>)
-          mha_decode_reference(o, want_weights ? &weights : nullptr, w.attn, a, 1, cache);
-        else
-          mha_decode_optimized(o, want_weights ? &weights : nullptr, w.attn, a, 1, cache);
-        return o;
-      });
-      std::copy(y.begin(), y.end(), out.y.begin() + x.index(b, t, 0));
-      if (want_weights)  // the own sequence's keys: the last t + 1 of the cache
-        for (int h = 0; h < H; ++h)
-          for (int j = 0; j <= t; ++j) {
-            const int size = cache.size();
-            out.attn_weights[((std::size_t(b) * H + h) * Tn + t) * Tn + j] =
-                weights[std::size_t(h) * size + (size - t - 1) + j];
-          }
+  std::unique_ptr<KvCache<T>> shared;  // made for every token of the batch when the first sequence starts
+  auto cache_for = [&](KvCache<T>& own) -> KvCache<T>& {
+    if (bug != Wiring::decode_cache_shared) return own;
+    if (!shared) {
+      int total = 0;
+      for (int l : x.lengths) total += l;
+      shared = std::make_unique<KvCache<T>>(mha_cache<T>(w.attn, total));
     }
-  }
-  return out;
+    return *shared;
+  };
+  return block_decode_with<T>(norm, mode, w, st, x, want_weights, miswired<T>(bug), cache_for);
 }
 
 BlockEntry wired(const std::string& name, Wiring bug) {

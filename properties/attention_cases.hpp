@@ -41,19 +41,21 @@ inline constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 // `CaseOutcome f(const AttentionEntry&, Impl)`.
 using Case = CaseOutcome(const AttentionEntry& entry, Impl impl);
 
-namespace sdpa {
-Case row_stochastic, causality, key_padding_invariance, kv_permutation_invariance, query_permutation_equivariance,
-    batch_independence, logit_shift_invariance, value_affine_equivariance, kv_cache_equivalence,
-    large_logit_stability, reference_agreement, thread_determinism, causal_mask_semantics,
-    key_padding_semantics;
-}  // namespace sdpa
+// The properties both ops have a case for: one list, declared in each op's namespace.
+#define NORMCHECK_ATTENTION_CASES                                                                  \
+  row_stochastic, causality, key_padding_invariance, kv_permutation_invariance,                    \
+      query_permutation_equivariance, batch_independence, logit_shift_invariance,                  \
+      value_affine_equivariance, kv_cache_equivalence, large_logit_stability, reference_agreement, \
+      thread_determinism, causal_mask_semantics, key_padding_semantics
 
+namespace sdpa {
+Case NORMCHECK_ATTENTION_CASES;
+}
 namespace mha {
-Case row_stochastic, causality, key_padding_invariance, kv_permutation_invariance, query_permutation_equivariance,
-    batch_independence, logit_shift_invariance, value_affine_equivariance, kv_cache_equivalence,
-    large_logit_stability, reference_agreement, thread_determinism, causal_mask_semantics,
-    key_padding_semantics;
-}  // namespace mha
+Case NORMCHECK_ATTENTION_CASES;
+}
+
+#undef NORMCHECK_ATTENTION_CASES
 
 // ---------------------------------------------------------------------------------------------
 // what the cases draw: a readable counter per cell

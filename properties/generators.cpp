@@ -212,22 +212,33 @@ Shape shape(int min_T, Reach reach) {
   return {B, T, D};
 }
 
+namespace {
+
+// How often a draw picks each of the six regimes of regime() and hard_regime(), relative to each
+// other; the pick walks them in this order, so the same seed draws the same regime.
+struct RegimeWeights {
+  std::size_t normal, decimal, large_offset, tiny_variance, offset_tiny_variance, constant_rows;
+};
+
+Regime weighted_regime(const RegimeWeights& w) {
+  return *weightedElement<Regime>({{w.normal, Regime::normal},
+                                   {w.decimal, Regime::decimal},
+                                   {w.large_offset, Regime::large_offset},
+                                   {w.tiny_variance, Regime::tiny_variance},
+                                   {w.offset_tiny_variance, Regime::offset_tiny_variance},
+                                   {w.constant_rows, Regime::constant_rows}});
+}
+
+}  // namespace
+
 Regime regime() {
-  return *weightedElement<Regime>({{10, Regime::normal},
-                                   {3, Regime::decimal},
-                                   {1, Regime::large_offset},
-                                   {1, Regime::tiny_variance},
-                                   {1, Regime::offset_tiny_variance},
-                                   {1, Regime::constant_rows}});
+  return weighted_regime({.normal = 10, .decimal = 3, .large_offset = 1, .tiny_variance = 1,
+                          .offset_tiny_variance = 1, .constant_rows = 1});
 }
 
 Regime hard_regime() {
-  return *weightedElement<Regime>({{3, Regime::normal},
-                                   {2, Regime::decimal},
-                                   {2, Regime::large_offset},
-                                   {2, Regime::tiny_variance},
-                                   {2, Regime::offset_tiny_variance},
-                                   {2, Regime::constant_rows}});
+  return weighted_regime({.normal = 3, .decimal = 2, .large_offset = 2, .tiny_variance = 2,
+                          .offset_tiny_variance = 2, .constant_rows = 2});
 }
 
 Regime bitwise_regime() {
@@ -507,26 +518,24 @@ State state(int D) {
 float scale_factor() { return float(*inRange(1, 17)) / 4.0f; }
 float shift_amount() { return float(*centered(16)) / 4.0f; }
 
-std::vector<float> scale_factors(int n) {
-  if (n <= kFewPicks) {
-    std::vector<float> v(std::size_t(std::max(n, 0)));
-    for (auto& e : v) e = scale_factor();
-    return v;
-  }
+namespace {
+
+// n multiples of 1/4, q/4 for q in [lo, hi]: for a few, a pick of `one` each (so each shrinks on
+// its own); for many, integers(n, lo, hi, toward) from one seed.
+std::vector<float> quarters(int n, float (*one)(), int lo, int hi, int toward) {
   std::vector<float> v;
-  for (int q : integers(n, 1, 16, 4)) v.push_back(float(q) / 4.0f);
+  if (n <= kFewPicks) {
+    v.resize(std::size_t(std::max(n, 0)));
+    for (auto& e : v) e = one();
+  } else {
+    for (int q : integers(n, lo, hi, toward)) v.push_back(float(q) / 4.0f);
+  }
   return v;
 }
 
-std::vector<float> shift_amounts(int n) {
-  if (n <= kFewPicks) {
-    std::vector<float> v(std::size_t(std::max(n, 0)));
-    for (auto& e : v) e = shift_amount();
-    return v;
-  }
-  std::vector<float> v;
-  for (int q : integers(n, -16, 16, 0)) v.push_back(float(q) / 4.0f);
-  return v;
-}
+}  // namespace
+
+std::vector<float> scale_factors(int n) { return quarters(n, scale_factor, 1, 16, 4); }
+std::vector<float> shift_amounts(int n) { return quarters(n, shift_amount, -16, 16, 0); }
 
 }  // namespace normcheck::gen

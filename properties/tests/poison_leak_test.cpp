@@ -53,9 +53,7 @@ TEST(PoisonLeak, PoisonedUnreadChangesNothingElse) {
 void additive_mask_sdpa(Output& out, std::vector<double>* weights, const std::vector<float>& q,
                         const std::vector<float>& k, const std::vector<float>& v, const SdpaShape& s,
                         const SdpaMask& m, double scale) {
-  validate_sdpa(s, m, scale, q.size(), k.size(), v.size());
-  out.assign(s.out_size(), 0.0);
-  if (weights) weights->assign(s.weights_size(), 0.0);
+  start_sdpa(out, weights, q, k, v, s, m, scale);
   for (int b = 0; b < s.B; ++b)
     for (int h = 0; h < s.H; ++h)
       for (int i = 0; i < s.Tq; ++i) {
