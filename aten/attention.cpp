@@ -95,40 +95,47 @@ void finish(const at::Tensor& scores, const at::Tensor& v, std::vector<float>& o
   zero_empty_rows(out, weights, s, vis);
 }
 
+// One SDPA call's inputs, checked (validate_sdpa), as ATen views, with the mask's visibility.
+struct Call {
+  Qkv t;
+  Visibility vis;
+};
+
+Call prepare(const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v,
+             const SdpaShape& s, const SdpaMask& m, double scale) {
+  validate_sdpa(s, m, scale, q.size(), k.size(), v.size());
+  sync_threads();
+  return {views(q, k, v, s), visibility(s, m)};
+}
+
+// q·kᵀ times the scale, unmasked
+at::Tensor scaled_scores(const Qkv& t, double scale) {
+  return at::mul(at::matmul(t.q, t.k.transpose(-2, -1)), scale);
+}
+
 }  // namespace
 
 void sdpa_additive(std::vector<float>& out, std::vector<float>* weights,
                    const std::vector<float>& q, const std::vector<float>& k,
                    const std::vector<float>& v, const SdpaShape& s, const SdpaMask& m,
                    double scale) {
-  validate_sdpa(s, m, scale, q.size(), k.size(), v.size());
-  sync_threads();
-  const Qkv t = views(q, k, v, s);
-  const Visibility vis = visibility(s, m);
-  const at::Tensor scores = at::add(at::mul(at::matmul(t.q, t.k.transpose(-2, -1)), scale), additive(vis));
-  finish(scores, t.v, out, weights, s, vis);
+  const auto& [t, vis] = prepare(q, k, v, s, m, scale);
+  finish(at::add(scaled_scores(t, scale), additive(vis)), t.v, out, weights, s, vis);
 }
 
 void sdpa_masked_fill(std::vector<float>& out, std::vector<float>* weights,
                       const std::vector<float>& q, const std::vector<float>& k,
                       const std::vector<float>& v, const SdpaShape& s, const SdpaMask& m,
                       double scale) {
-  validate_sdpa(s, m, scale, q.size(), k.size(), v.size());
-  sync_threads();
-  const Qkv t = views(q, k, v, s);
-  const Visibility vis = visibility(s, m);
-  const at::Tensor scores =
-      at::mul(at::matmul(t.q, t.k.transpose(-2, -1)), scale).masked_fill(vis.visible.logical_not(), kNegInf);
-  finish(scores, t.v, out, weights, s, vis);
+  const auto& [t, vis] = prepare(q, k, v, s, m, scale);
+  finish(scaled_scores(t, scale).masked_fill(vis.visible.logical_not(), kNegInf), t.v, out, weights,
+         s, vis);
 }
 
 void sdpa_aten(std::vector<float>& out, std::vector<float>* weights, const std::vector<float>& q,
                const std::vector<float>& k, const std::vector<float>& v, const SdpaShape& s,
                const SdpaMask& m, double scale) {
-  validate_sdpa(s, m, scale, q.size(), k.size(), v.size());
-  sync_threads();
-  const Qkv t = views(q, k, v, s);
-  const Visibility vis = visibility(s, m);
+  const auto& [t, vis] = prepare(q, k, v, s, m, scale);
   // ATen divides q by √dh; any other scale is folded into q (one more rounding of q)
   const double factor = scale * std::sqrt(double(s.dh));
   const at::Tensor qs = scale == default_scale(s.dh) ? t.q : at::mul(t.q, factor);

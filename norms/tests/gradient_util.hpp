@@ -1,6 +1,7 @@
 // Helpers of the gradient tests (norms/tests/gradient_test.cpp, properties/tests/
-// gradient_numerics_test.cpp): the rows with a backward pass, RapidCheck generators of padded
-// batches, parameters and upstream gradients, and bitwise comparison of gradients.
+// gradient_numerics_test.cpp): the rows with a backward pass, RapidCheck generators of
+// parameters and upstream gradients (padded batches: row_draws.hpp), and bitwise comparison of
+// gradients.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -12,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "norms/tests/row_draws.hpp"
 #include "norms/tests/test_util.hpp"
 
 namespace normcheck::test::grad {
@@ -19,42 +21,22 @@ namespace normcheck::test::grad {
 using rc::gen::element;
 using rc::gen::inRange;
 
-struct RowImpl {
-  LayerRow row;
-  Impl impl;
-};
-
-inline void PrintTo(const RowImpl& p, std::ostream* os) { *os << p.row.id() << "/" << to_string(p.impl); }
+// row_draws.hpp's rows, test names and batches, for the tests using this namespace.
+using test::draw_batch;
+using test::row_impl_name;
+using test::row_impls_where;
+using test::row_name;
+using test::RowImpl;
+using test::rows_where;
+using test::rows_with;
+using test::width;
 
 inline bool has_gradient(const LayerRow& r) { return r.layer->has_backward(); }
-// A token's outputs depend on that token alone (the same rule as numerics_test.cpp).
-inline bool token_wise(const LayerRow& r) {
-  return has_gradient(r) && !r.profile->violated.count("token_independence");
-}
+// Rows with a backward whose tokens' outputs depend on the token alone.
+inline bool token_wise(const LayerRow& r) { return has_gradient(r) && keeps_token_independence(r); }
 // Rows whose forward is invariant under x → αx (with ε scaled by α², see ScaleCovariance).
 inline bool scale_invariant(const LayerRow& r) {
   return has_gradient(r) && !r.profile->violated.count("global_scale_invariance");
-}
-
-inline std::vector<LayerRow> rows_where(bool (*keep)(const LayerRow&)) {
-  std::vector<LayerRow> out;
-  for (const auto& r : layer_rows())
-    if (keep(r)) out.push_back(r);
-  return out;
-}
-
-inline std::vector<RowImpl> row_impls_where(bool (*keep)(const LayerRow&)) {
-  std::vector<RowImpl> out;
-  for (const auto& r : rows_where(keep))
-    for (Impl impl : {Impl::reference, Impl::optimized}) out.push_back({r, impl});
-  return out;
-}
-
-inline std::string row_name(const ::testing::TestParamInfo<LayerRow>& info) {
-  return test::test_name(info.param.id());
-}
-inline std::string row_impl_name(const ::testing::TestParamInfo<RowImpl>& info) {
-  return test::test_name(info.param.row.id() + "_" + to_string(info.param.impl));
 }
 
 // Sets the OpenMP thread count for a scope.
@@ -74,23 +56,9 @@ inline Grads backward(const LayerRow& row, Impl impl, const Batch& x, const Para
 // ---------------------------------------------------------------------------------------------
 // Generators
 
-inline int width() { return *element(1, 2, 3, 4, 7, 8, 16, 17, 31, 33, 64, 100); }
 // BatchNorm train rejects one value per channel: train rows draw at least two tokens per
-// sequence (as numerics_test.cpp does), so no case is discarded.
+// sequence, so no case is discarded.
 inline int min_len(const LayerRow& r) { return r.mode() == Mode::train ? 2 : 1; }
-
-// A padded batch of values k/16, |k| ≤ 64, padding included: token-wise rows compute padding
-// like any token and sum its dγ, dβ terms, so it must hold ordinary values too.
-inline Batch draw_batch(int D, int min_length, int max_b = 5, int max_t = 7) {
-  const int B = *inRange(1, max_b + 1), T = *inRange(min_length, max_t + 1);
-  std::vector<int> lengths(B);
-  for (auto& l : lengths) l = *inRange(min_length, T + 1);
-  const auto k = *rc::gen::container<std::vector<int>>(std::size_t(B) * T * D, inRange(-64, 65));
-  Batch x(B, T, D);
-  x.lengths = lengths;
-  for (std::size_t i = 0; i < x.x.size(); ++i) x.x[i] = float(k[i]) / 16.0f;
-  return x;
-}
 
 // The layer's parameters at width D (which of γ, β it takes; groups), with γ = m/64 in
 // [0.5, 1.5] and β = m/64 in [-1, 1] on grids (finite differences stay exact, see below), or

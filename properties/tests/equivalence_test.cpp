@@ -35,6 +35,31 @@ double max_cond(const Conditioning& c) {
 
 Impl any_impl() { return *rc::gen::element(Impl::reference, Impl::optimized); }
 
+// A case of layer `l` to cut into two shards: a batch of at least two sequences of at least two
+// tokens (batch_norm's train mode rejects one value per channel), `l`'s parameters and running
+// statistics at its width, an implementation, and the cut {first, B − first}.
+struct ShardCase {
+  gen::Shape shape;
+  Batch x;
+  Params p;
+  State s0;
+  Impl impl;
+  int first;
+
+  ShardCut cut() const { return {first, shape.B - first}; }
+};
+
+ShardCase draw_shard_case(const LayerEntry& l) {
+  auto shape = gen::shape(2);
+  shape.B = std::max(shape.B, 2);
+  Batch x = gen::batch(shape, gen::regime(), gen::Poison::zero, 2);
+  Params p = gen::params(l, shape.D);
+  State s0 = gen::state(shape.D);
+  const Impl impl = any_impl();
+  const int first = *rc::gen::inRange(1, shape.B);
+  return {shape, std::move(x), std::move(p), std::move(s0), impl, first};
+}
+
 RC_GTEST_PROP(Equivalence, GroupNormWithOneGroupIsLayerNorm, ()) {
   const auto shape = gen::shape();
   const Batch x = gen::batch(shape, gen::regime(), gen::Poison::zero);
@@ -105,13 +130,9 @@ RC_GTEST_PROP(Equivalence, InstanceNormIsMaskedBatchNormOnEachSequenceAlone, ())
 // plain forward, bit for bit, state included; and each shard of a cut is its own plain forward
 // (batch_norm in train mode: its own statistics), the state after it shard 0's.
 RC_GTEST_PROP(Equivalence, DefaultShardedForwardRunsEachShardAlone, ()) {
-  auto shape = gen::shape(2);
-  shape.B = std::max(shape.B, 2);
-  const Batch x = gen::batch(shape, gen::regime(), gen::Poison::zero, 2);
   const LayerEntry& bn = layer(*rc::gen::element<std::string>("batch_norm", "masked_batch_norm", "layer_norm"));
-  const Params p = gen::params(bn, shape.D);
-  const State s0 = gen::state(shape.D);
-  const Impl impl = any_impl();
+  const ShardCase c = draw_shard_case(bn);
+  const auto& [shape, x, p, s0, impl, first] = c;
   const Mode mode = *rc::gen::element(Mode::train, Mode::eval);
   State whole_s = s0, one_s = s0;
   Output whole, one;
@@ -120,10 +141,9 @@ RC_GTEST_PROP(Equivalence, DefaultShardedForwardRunsEachShardAlone, ()) {
   RC_ASSERT(std::memcmp(whole.data(), one.data(), whole.size() * sizeof(double)) == 0);
   RC_ASSERT(whole_s.running_mean == one_s.running_mean);
   RC_ASSERT(whole_s.running_var == one_s.running_var);
-  const int first = *rc::gen::inRange(1, shape.B);
   State cut_s = s0, first_s = s0, second_s = s0;
   Output cut, y0, y1;
-  bn.forward_on_shards(impl, x, {first, shape.B - first}, p, mode, &cut_s, cut);
+  bn.forward_on_shards(impl, x, c.cut(), p, mode, &cut_s, cut);
   bn.forward(impl)(sequences(x, 0, first), p, mode, &first_s, y0);
   bn.forward(impl)(sequences(x, first, shape.B - first), p, mode, &second_s, y1);
   y0.insert(y0.end(), y1.begin(), y1.end());
@@ -145,20 +165,15 @@ TEST(Shards, ACutThatIsNotOfTheBatchIsRejected) {
 // within the tolerance rule (the merged statistics are the whole batch's), running statistics
 // included; and with a fixed cut its optimized bits do not depend on the thread count.
 RC_GTEST_PROP(Equivalence, SyncBatchNormIsBatchNormOnAnyCut, ()) {
-  auto shape = gen::shape(2);
-  shape.B = std::max(shape.B, 2);
-  const Batch x = gen::batch(shape, gen::regime(), gen::Poison::zero, 2);
   const LayerEntry& sync = layer("sync_batch_norm");
-  const Params p = gen::params(sync, shape.D);
-  const State s0 = gen::state(shape.D);
-  const Impl impl = any_impl();
+  const ShardCase c = draw_shard_case(sync);
+  const auto& [shape, x, p, s0, impl, first] = c;
   const Mode mode = *rc::gen::element(Mode::train, Mode::eval);
-  const int first = *rc::gen::inRange(1, shape.B);
   State s_bn = s0, s_one = s0, s_cut = s0;
   Output bn, one, cut;
   layer("batch_norm").forward(impl)(x, p, mode, &s_bn, bn);
   sync.forward(impl)(x, p, mode, &s_one, one);
-  sync.forward_on_shards(impl, x, {first, shape.B - first}, p, mode, &s_cut, cut);
+  sync.forward_on_shards(impl, x, c.cut(), p, mode, &s_cut, cut);
   const double cond = max_cond(sync.conditioning(x, p, mode, &s0));
   assert_close(x, one, bn, cond, false);
   assert_close(x, cut, bn, cond, false);
@@ -195,22 +210,17 @@ TEST(Shards, SyncBatchNormBitsDoNotDependOnThreadsForAFixedCut) {
 // all-reducing Σ dy and Σ dy·(x − μ)) it is the whole batch's batch_norm backward, dx at every
 // position, dγ and dβ, under the gradient tolerance rule; eval too.
 RC_GTEST_PROP(Equivalence, SyncBatchNormBackwardIsBatchNormsOnAnyCut, ()) {
-  auto shape = gen::shape(2);
-  shape.B = std::max(shape.B, 2);
-  const Batch x = gen::batch(shape, gen::regime(), gen::Poison::zero, 2);
   const LayerEntry& sync = layer("sync_batch_norm");
-  const Params p = gen::params(sync, shape.D);
-  const State s0 = gen::state(shape.D);
-  const Impl impl = any_impl();
+  const ShardCase c = draw_shard_case(sync);
+  const auto& [shape, x, p, s0, impl, first] = c;
   const LayerRow bn_row = rows_of(layer("batch_norm")).at(*rc::gen::inRange(0, 2));
   const Mode mode = bn_row.mode();
-  const int first = *rc::gen::inRange(1, shape.B);
   std::vector<float> dy(x.x.size());
   for (auto& v : dy) v = float(*rc::gen::inRange(-64, 65)) / 16.0f;
   Grads bn, one, cut;
   bn_row.layer->backward(impl)(x, p, mode, &s0, dy, bn);
   sync.backward(impl)(x, p, mode, &s0, dy, one);
-  sync.backward_on_shards(impl, x, {first, shape.B - first}, p, mode, &s0, dy, cut);
+  sync.backward_on_shards(impl, x, c.cut(), p, mode, &s0, dy, cut);
   GradientTerms terms = gradient_terms(bn_row, x, p, s0, bn, dy, true);
   terms |= gradient_terms(bn_row, x, p, s0, cut, dy, true);
   const GradTolerance tol = gradient_tolerance(terms, impl);

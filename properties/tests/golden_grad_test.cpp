@@ -2,7 +2,7 @@
 // per (case, implementation), and the checker's own failure modes.
 #include <gtest/gtest.h>
 
-#include <set>
+#include <algorithm>
 
 #include "properties/golden_grad.hpp"
 #include "properties/tests/golden_case_param.hpp"
@@ -12,30 +12,20 @@ namespace {
 
 using GradParam = test::GoldenCaseParam;
 
-std::vector<GradParam> grad_params() {
-  std::vector<GradParam> params;
-  const auto file = load_grad_golden(default_grad_golden_path());
-  for (const auto& c : file["cases"])
-    for (Impl impl : {Impl::reference, Impl::optimized}) params.push_back({c, impl});
-  return params;
-}
+std::vector<nlohmann::json> grad_files() { return {load_grad_golden(default_grad_golden_path())}; }
 
 class GoldenGrad : public ::testing::TestWithParam<GradParam> {};
 
-// Every case of the file, no op skipped: an op without a backward fails here as unknown.
 TEST_P(GoldenGrad, MatchesPyTorchAutograd) {
-  const auto o = check_grad_golden_case(GetParam().c, GetParam().impl);
-  EXPECT_TRUE(o.passed) << o.id << " (" << to_string(o.impl) << "): " << o.error;
+  EXPECT_TRUE(test::passed(check_grad_golden_case(GetParam().c, GetParam().impl)));
 }
 
-INSTANTIATE_TEST_SUITE_P(PyTorch, GoldenGrad, ::testing::ValuesIn(grad_params()),
+// Every case of the file, no op skipped: an op without a backward fails here as unknown.
+INSTANTIATE_TEST_SUITE_P(PyTorch, GoldenGrad, ::testing::ValuesIn(test::golden_case_params(grad_files())),
                          test::golden_case_name);
 
 nlohmann::json first_case(const std::string& op) {
-  const auto file = load_grad_golden(default_grad_golden_path());
-  for (const auto& c : file["cases"])
-    if (c["op"] == op) return c;
-  throw std::runtime_error("no golden gradient case for " + op);
+  return test::first_case(grad_files(), op, "golden gradient case");
 }
 
 TEST(GoldenGradFile, HasTheDocumentedFormatAndSize) {
@@ -117,24 +107,13 @@ TEST(GoldenGradChecker, OpWithoutBackwardIsUnknownNotSkipped) {
 // batch_norm_train and _eval cases), both implementations. check_grad_golden_case(c, impl) picks
 // the op's own layer, so these rows are checked here.
 TEST(GoldenGrad, BuiltinRowsComputingAnotherOpPassItsCases) {
-  const auto file = load_grad_golden(default_grad_golden_path());
-  int checked = 0;
-  std::set<std::string> rows;
-  for (const auto& row : layer_rows()) {
-    if (row.layer->origin != "builtin" || row.layer->op() == row.layer->name ||
-        !row.layer->has_backward())
-      continue;
-    for (const auto& c : file["cases"])
-      if (c.value("op", "") == golden_op(row))
-        for (Impl impl : {Impl::reference, Impl::optimized}) {
-          const auto o = check_grad_golden_case(c, impl, row);
-          EXPECT_TRUE(o.passed) << row.id() << ": " << o.id << " (" << to_string(impl) << "): " << o.error;
-          ++checked;
-          rows.insert(row.id());
-        }
-  }
-  EXPECT_TRUE(rows.count("sync_batch_norm_train")) << "no batch_norm_train case ran through sync_batch_norm";
-  EXPECT_GT(checked, 0) << "no built-in row with a backward computes another op";
+  const auto checked = test::expect_builtin_rows_of_other_ops_pass(
+      load_grad_golden(default_grad_golden_path()),
+      [](const LayerRow& row) { return row.layer->has_backward(); },
+      [](const nlohmann::json& c, Impl impl, const LayerRow& row) { return check_grad_golden_case(c, impl, row); });
+  EXPECT_NE(std::find(checked.begin(), checked.end(), "sync_batch_norm_train"), checked.end())
+      << "no batch_norm_train case ran through sync_batch_norm";
+  EXPECT_GT(checked.size(), 0u) << "no built-in row with a backward computes another op";
 }
 
 TEST(GoldenGradFile, TheForwardFileIsNotAGradientFile) {

@@ -11,35 +11,24 @@ namespace {
 
 using GoldenParam = test::GoldenCaseParam;
 
-std::vector<GoldenParam> golden_params() {
-  std::vector<GoldenParam> params;
-  for (const auto& path : {default_golden_path(), default_block_golden_path()}) {
-    const auto file = load_golden(path);
-    for (const auto& c : file["cases"])
-      for (Impl impl : {Impl::reference, Impl::optimized})
-        if (golden_op_known(c.value("op", ""))) params.push_back({c, impl});
-  }
-  return params;
+std::vector<nlohmann::json> golden_files() {
+  return {load_golden(default_golden_path()), load_golden(default_block_golden_path())};
 }
 
 class Golden : public ::testing::TestWithParam<GoldenParam> {};
 
 TEST_P(Golden, MatchesPyTorch) {
-  const auto o = check_golden_case(GetParam().c, GetParam().impl);
-  EXPECT_TRUE(o.passed) << o.id << " (" << to_string(o.impl) << "): " << o.error;
+  EXPECT_TRUE(test::passed(check_golden_case(GetParam().c, GetParam().impl)));
 }
 
-INSTANTIATE_TEST_SUITE_P(PyTorch, Golden, ::testing::ValuesIn(golden_params()),
+// Every case of both files whose op a registry knows.
+INSTANTIATE_TEST_SUITE_P(PyTorch, Golden,
+                         ::testing::ValuesIn(test::golden_case_params(
+                             golden_files(),
+                             [](const nlohmann::json& c) { return golden_op_known(c.value("op", "")); })),
                          test::golden_case_name);
 
-nlohmann::json first_case(const std::string& op) {
-  for (const auto& path : {default_golden_path(), default_block_golden_path()}) {
-    const auto file = load_golden(path);
-    for (const auto& c : file["cases"])
-      if (c["op"] == op) return c;
-  }
-  throw std::runtime_error("no golden case for " + op);
-}
+nlohmann::json first_case(const std::string& op) { return test::first_case(golden_files(), op, "golden case"); }
 
 TEST(GoldenBlock, EveryCaseOfTheFileIsChecked) {
   const auto file = load_golden(default_block_golden_path());
@@ -142,19 +131,9 @@ TEST(GoldenAttention, HeadsNotDividingEIsAFieldError) {
 // A built-in layer computing another layer's op passes that op's golden cases through each of
 // its rows (sync_batch_norm as one worker is batch_norm: batch_norm_train and _eval cases).
 TEST(Golden, BuiltinRowsComputingAnotherOpPassItsCases) {
-  const auto file = load_golden(default_golden_path());
-  int checked = 0;
-  for (const auto& row : layer_rows()) {
-    if (row.layer->origin != "builtin" || row.layer->op() == row.layer->name) continue;
-    for (const auto& c : file["cases"])
-      if (c.value("op", "") == golden_op(row))
-        for (Impl impl : {Impl::reference, Impl::optimized}) {
-          const auto o = check_norm_golden_case(c, impl, row);
-          EXPECT_TRUE(o.passed) << row.id() << ": " << o.id << " (" << to_string(impl) << "): " << o.error;
-          ++checked;
-        }
-  }
-  EXPECT_GT(checked, 0) << "no built-in row computes another op";
+  const auto checked = test::expect_builtin_rows_of_other_ops_pass(
+      load_golden(default_golden_path()), [](const LayerRow&) { return true; }, check_norm_golden_case);
+  EXPECT_GT(checked.size(), 0u) << "no built-in row computes another op";
 }
 
 }  // namespace

@@ -27,14 +27,6 @@ namespace {
 
 using namespace test::grad;
 
-// The tolerance rule for a call (gradient_terms: compare.hpp), padding counted as tokens where
-// the row computes it so: every position's dx is compared here.
-GradTolerance tolerance_for(const LayerRow& row, const Batch& x, const Params& p, const State& s,
-                            const Grads& ref, const std::vector<float>& dy,
-                            Impl impl = Impl::optimized) {
-  return gradient_tolerance(gradient_terms(row, x, p, s, ref, dy, true), impl);
-}
-
 // Gradient values as JSON (NaN and ±inf as strings, as the engine stores them).
 nlohmann::json number_list(const std::vector<double>& v) {
   nlohmann::json j = nlohmann::json::array();
@@ -63,6 +55,36 @@ nlohmann::json grad_side_json(const GradSide& side, Mode mode) {
                                                      {"dy", tensor_json(side.dy, dims, shape)},
                                                      {"dx", tensor_json(side.g.dx, dims, shape)}},
                                                     attributes)}));
+}
+
+// One drawn case of a gradient row on the batch `x`: the layer's parameters at x's width, its
+// running statistics and an upstream gradient dy.
+struct GradCase {
+  const LayerRow& row;
+  Batch x;
+  Params p;
+  State s;
+  std::vector<float> dy;
+
+  Grads backward(Impl impl) const { return test::grad::backward(row, impl, x, p, s, dy); }
+  GradSide side(Impl impl, const Grads& g) const { return {impl, x, dy, g}; }
+};
+
+GradCase draw_case(const LayerRow& row, Batch x) {
+  const int D = x.D;
+  Params p = draw_params(*row.layer, D);
+  const auto dy = draw_dy(x.x.size());
+  return {row, std::move(x), std::move(p), test::state_for(D), dy};
+}
+
+// A case at width D on a padded batch (at least two tokens a sequence in train rows).
+GradCase draw_case(const LayerRow& row, int D) { return draw_case(row, draw_batch(D, min_len(row))); }
+
+// The tolerance rule for the case's call (gradient_terms: compare.hpp) with `ref` its expected
+// gradients, padding counted as tokens where the row computes it so: every position's dx is
+// compared here.
+GradTolerance tolerance_for(const GradCase& c, const Grads& ref, Impl impl = Impl::optimized) {
+  return gradient_tolerance(gradient_terms(c.row, c.x, c.p, c.s, ref, c.dy, true), impl);
 }
 
 // How two sides' gradients are compared.
@@ -122,6 +144,12 @@ CaseOutcome compare_grads(const LayerRow& row, const Params& p, const State& s, 
   });
 }
 
+// The test prefix/suite_.test_/<row>: one test per row `keep` accepts, each running `check` on
+// the row's gradient row with `impl` as a cell that must hold (inherited.hpp).
+#define GRADIENT_TEST(prefix, suite_, test_, keep, impl, info, check)                \
+  NORMCHECK_INHERITED_TEST(prefix, suite_, test_, rows_with(keep, impl), row_name, \
+                           Family::gradient, info, check)
+
 // ---------------------------------------------------------------------------------------------
 // The optimized kernel against the reference, on hard inputs (those of reference_agreement):
 // ordinary values, offsets of 1e3 ± 0.1, variance far below ε, constant tokens.
@@ -153,8 +181,6 @@ void make_hard(Batch& x, Hard h) {
     }
 }
 
-class ReferenceAgreement : public ::testing::TestWithParam<LayerRow> {};
-
 const PropertyInfo kGradReferenceAgreement{
     "grad_reference_agreement_hard", "g_ref_hard",
     "the optimized gradients agree with the reference's under the gradient tolerance rule",
@@ -163,37 +189,26 @@ const PropertyInfo kGradReferenceAgreement{
     "dx at every position, dγ and dβ",
     "the fast backward computes the same gradients"};
 
-TEST_P(ReferenceAgreement, OptimizedGradientsAgreeWithTheReference) {
-  EXPECT_INHERITED_HOLDS(test::run_inherited(
-      test::matrix_row(GetParam(), Family::gradient), Impl::optimized, kGradReferenceAgreement,
-      [](const Row& r, Impl) {
-        const LayerRow& row = r.norm;
-        const int D = *element(1, 2, 4, 7, 31, 33, 100);
-        Batch x = draw_batch(D, min_len(row));
-        const Hard h = *element(Hard::ordinary, Hard::offset, Hard::tiny_variance, Hard::constant_tokens);
-        make_hard(x, h);
-        const Params p = draw_params(*row.layer, D);
-        const State s = test::state_for(D);
-        const auto dy = draw_dy(x.x.size());
-        const Grads ref = backward(row, Impl::reference, x, p, s, dy);
-        const Grads opt = backward(row, Impl::optimized, x, p, s, dy);
-        const GradTolerance tol = tolerance_for(row, x, p, s, ref, dy);
-        return compare_grads(row, p, s, {Impl::optimized, x, dy, opt}, {Impl::reference, x, dy, ref},
-                             {.dx_tol = tol, .affine_tol = tol},
-                             std::string("inputs: ") + to_string(h) + "; the same x and dy through the reference");
-      }));
+CaseOutcome reference_agreement_case(const Row& r, Impl) {
+  GradCase c = draw_case(r.norm, *element(1, 2, 4, 7, 31, 33, 100));
+  const Hard h = *element(Hard::ordinary, Hard::offset, Hard::tiny_variance, Hard::constant_tokens);
+  make_hard(c.x, h);
+  const Grads ref = c.backward(Impl::reference);
+  const Grads opt = c.backward(Impl::optimized);
+  const GradTolerance tol = tolerance_for(c, ref);
+  return compare_grads(c.row, c.p, c.s, c.side(Impl::optimized, opt), c.side(Impl::reference, ref),
+                       {.dx_tol = tol, .affine_tol = tol},
+                       std::string("inputs: ") + to_string(h) + "; the same x and dy through the reference");
 }
 
-INSTANTIATE_TEST_SUITE_P(Gradient, ReferenceAgreement,
-                         ::testing::ValuesIn(rows_where(has_gradient)), row_name);
+GRADIENT_TEST(Gradient, ReferenceAgreement, OptimizedGradientsAgreeWithTheReference, has_gradient,
+              Impl::optimized, kGradReferenceAgreement, reference_agreement_case);
 
 // Finite inputs whose float32 statistics overflow (±1e30, and up to ±FLT_MAX in token-wise rows,
 // as numerics_test.cpp's ExtremeInput asks of the forward): optimized gradients stay finite and
 // agree with the reference. dx scales as 1/σ while dγ, dβ do not, so here each is compared
 // with the rule applied to its own largest value (the rule's one max|grad| over all three would
 // not look at a dx of 1e-30).
-class ExtremeInputGradients : public ::testing::TestWithParam<LayerRow> {};
-
 const PropertyInfo kExtremeInputGradients{
     "grad_extreme_inputs", "g_extreme",
     "on finite inputs whose float32 statistics overflow, the optimized gradients are finite and "
@@ -204,27 +219,14 @@ const PropertyInfo kExtremeInputGradients{
     "float32 in the reference is not compared: inf is the right float answer)",
     "a kernel must not turn a finite activation into NaN or inf in the backward pass"};
 
-CaseOutcome extreme_input_case(const Row& r, Impl);
-
-TEST_P(ExtremeInputGradients, FiniteAndAgreeWithTheReference) {
-  EXPECT_INHERITED_HOLDS(test::run_inherited(
-      test::matrix_row(GetParam(), Family::gradient), Impl::optimized, kExtremeInputGradients,
-      extreme_input_case));
-}
-
 CaseOutcome extreme_input_case(const Row& r, Impl) {
-  const LayerRow& row = r.norm;
-  const int D = width();
-  Batch x = draw_batch(D, min_len(row));
+  GradCase c = draw_case(r.norm, width());
   // up to ±FLT_MAX only for token-wise rows: batch statistics of ±3e38 put x − μ out of
   // float range in BatchNorm's float step, as in its forward (README, Defined numerics)
-  const float scale = token_wise(row) ? *element(1e30f / 64, FLT_MAX / 64) : 1e30f / 64;
-  for (auto& v : x.x) v *= 16.0f * scale;  // k·scale, |k| ≤ 64
-  const Params p = draw_params(*row.layer, D);
-  const State s = test::state_for(D);
-  const auto dy = draw_dy(x.x.size());
-  const Grads ref = backward(row, Impl::reference, x, p, s, dy);
-  const Grads opt = backward(row, Impl::optimized, x, p, s, dy);
+  const float scale = token_wise(c.row) ? *element(1e30f / 64, FLT_MAX / 64) : 1e30f / 64;
+  for (auto& v : c.x.x) v *= 16.0f * scale;  // k·scale, |k| ≤ 64
+  const Grads ref = c.backward(Impl::reference);
+  const Grads opt = c.backward(Impl::optimized);
   // an optimized value NaN or inf where the double reference (which does not overflow
   // here) is finite is a counterexample of its own (Diff: non-finite on one side).
   // dx scales as 1/σ while dγ, dβ do not: each under the rule at its own largest value
@@ -238,16 +240,16 @@ CaseOutcome extreme_input_case(const Row& r, Impl) {
   for (auto* v : {&ref_affine.dgamma, &ref_affine.dbeta})
     for (auto& e : *v)
       if (beyond_float(e)) e = 0;
-  return compare_grads(row, p, s, {Impl::optimized, x, dy, opt}, {Impl::reference, x, dy, ref},
-                       {.dx_tol = tolerance_for(row, x, p, s, ref_dx, dy),
-                        .affine_tol = tolerance_for(row, x, p, s, ref_affine, dy),
+  return compare_grads(c.row, c.p, c.s, c.side(Impl::optimized, opt), c.side(Impl::reference, ref),
+                       {.dx_tol = tolerance_for(c, ref_dx),
+                        .affine_tol = tolerance_for(c, ref_affine),
                         .skip_affine = beyond_float},
                        "every value times " + format_number(16.0 * scale) +
                            " (extreme finite inputs); the same x and dy through the reference");
 }
 
-INSTANTIATE_TEST_SUITE_P(Gradient, ExtremeInputGradients,
-                         ::testing::ValuesIn(rows_where(has_gradient)), row_name);
+GRADIENT_TEST(Gradient, ExtremeInputGradients, FiniteAndAgreeWithTheReference, has_gradient,
+              Impl::optimized, kExtremeInputGradients, extreme_input_case);
 
 // The failure a new layer sees: a backward that takes the variance as E[x²] − μ² in float, whose
 // sum of squares overflows beyond about 1e19 (inf − inf = NaN: dx is NaN there), fails this test
@@ -356,8 +358,6 @@ RC_GTEST_PROP(GradientGeometry, RmsNormDxIsOrthogonalToX, ()) {
 // invariant. The forward's invariance is exact when ε scales with α² (y(αx; α²ε) = y(x; ε)), so
 // the gradients are compared there: no ε allowance is needed, and α = 2^k keeps αx and α²ε
 // exact in float32.
-class ScaleCovariance : public ::testing::TestWithParam<RowImpl> {};
-
 const PropertyInfo kScaleCovariance{
     "grad_scale_covariance_eps", "g_scale_eps",
     "dx(αx) = dx(x)/α and dγ, dβ unchanged, with ε scaled by α²",
@@ -365,34 +365,25 @@ const PropertyInfo kScaleCovariance{
     "dx at every position, dγ and dβ, under the gradient tolerance rule at x",
     "a scale-invariant forward has a gradient that scales as 1/α"};
 
-TEST_P(ScaleCovariance, DxScalesAsOneOverAlpha) {
-  EXPECT_INHERITED_HOLDS(test::run_inherited(
-      test::matrix_row(GetParam().row, Family::gradient), GetParam().impl, kScaleCovariance,
-      [](const Row& r, Impl impl) {
-        const LayerRow& row = r.norm;
-        const int D = width();
-        const Batch x = draw_batch(D, min_len(row));
-        const Params p = draw_params(*row.layer, D);
-        const State s = test::state_for(D);
-        const auto dy = draw_dy(x.x.size());
-        const int k = *inRange(-8, 9);
-        const double alpha = std::ldexp(1.0, k);
-        Batch xa = x;
-        for (auto& v : xa.x) v = float(v * alpha);
-        Params pa = p;
-        pa.eps = p.eps * alpha * alpha;
-        const Grads g = backward(row, impl, x, p, s, dy);
-        Grads ga = backward(row, impl, xa, pa, s, dy);
-        for (auto& v : ga.dx) v *= alpha;
-        const GradTolerance tol = tolerance_for(row, x, p, s, g, dy, impl);
-        return compare_grads(row, p, s, {impl, xa, dy, ga}, {impl, x, dy, g},
-                             {.dx_tol = tol, .affine_tol = tol}, "a: x times α = 2^" + std::to_string(k) +
-                                 " and ε times α², its dx shown times α; b: x");
-      }));
+CaseOutcome scale_covariance_case(const Row& r, Impl impl) {
+  const GradCase c = draw_case(r.norm, width());
+  const int k = *inRange(-8, 9);
+  const double alpha = std::ldexp(1.0, k);
+  GradCase scaled = c;
+  for (auto& v : scaled.x.x) v = float(v * alpha);
+  scaled.p.eps = c.p.eps * alpha * alpha;
+  const Grads g = c.backward(impl);
+  Grads ga = scaled.backward(impl);
+  for (auto& v : ga.dx) v *= alpha;
+  const GradTolerance tol = tolerance_for(c, g, impl);
+  return compare_grads(c.row, c.p, c.s, scaled.side(impl, ga), c.side(impl, g),
+                       {.dx_tol = tol, .affine_tol = tol}, "a: x times α = 2^" + std::to_string(k) +
+                           " and ε times α², its dx shown times α; b: x");
 }
 
-INSTANTIATE_TEST_SUITE_P(GradientGeometry, ScaleCovariance,
-                         ::testing::ValuesIn(row_impls_where(scale_invariant)), row_impl_name);
+NORMCHECK_INHERITED_TEST(GradientGeometry, ScaleCovariance, DxScalesAsOneOverAlpha,
+                         row_impls_where(scale_invariant), row_impl_name, Family::gradient,
+                         kScaleCovariance, scale_covariance_case);
 
 // ---------------------------------------------------------------------------------------------
 // What needs no tolerance rule, each a cell of its gradient row like the tests above (they were
@@ -423,18 +414,14 @@ const PropertyInfo kFiniteDifferences{
     "the backward pass computes the gradient of the forward it belongs to"};
 
 CaseOutcome finite_difference_case(const Row& r, Impl) {
-  const LayerRow& row = r.norm;
-  const int D = width();
-  const Batch x = draw_batch(D, min_len(row));
-  const Params p = draw_params(*row.layer, D);
-  const State s = test::state_for(D);
-  const auto dy = draw_dy(x.x.size());
+  const GradCase c = draw_case(r.norm, width());
+  const auto& [row, x, p, s, dy] = c;
   const auto dir = [](std::size_t n) {
     return *rc::gen::container<std::vector<int>>(n, inRange(-8, 9));
   };
   const auto v = dir(x.x.size()), u = dir(p.gamma.size()), w = dir(p.beta.size());
 
-  const Grads g = backward(row, Impl::reference, x, p, s, dy);
+  const Grads g = c.backward(Impl::reference);
   double analytic = 0, S = 0;
   for (std::size_t i = 0; i < v.size(); ++i) analytic += g.dx[i] * v[i], S += std::abs(g.dx[i] * v[i]);
   for (std::size_t d = 0; d < u.size(); ++d) analytic += g.dgamma[d] * u[d], S += std::abs(g.dgamma[d] * u[d]);
@@ -469,7 +456,7 @@ CaseOutcome finite_difference_case(const Row& r, Impl) {
                  [&] {
                    const std::vector<std::string> dims = {"B", "T", "D"};
                    const std::vector<int> shape = {x.B, x.T, x.D};
-                   CaseRecord rec{.input = grad_side_json({Impl::reference, x, dy, g}, row.mode()),
+                   CaseRecord rec{.input = grad_side_json(c.side(Impl::reference, g), row.mode()),
                                   .related = side_json(
                                       "finite differences of the reference forward",
                                       nlohmann::json::array({call_json(
@@ -490,16 +477,8 @@ CaseOutcome finite_difference_case(const Row& r, Impl) {
                  });
 }
 
-class FiniteDifferences : public ::testing::TestWithParam<LayerRow> {};
-
-TEST_P(FiniteDifferences, ReferenceGradientIsTheDerivativeOfTheForward) {
-  EXPECT_INHERITED_HOLDS(test::run_inherited(test::matrix_row(GetParam(), Family::gradient),
-                                             Impl::reference, kFiniteDifferences,
-                                             finite_difference_case));
-}
-
-INSTANTIATE_TEST_SUITE_P(Gradient, FiniteDifferences,
-                         ::testing::ValuesIn(rows_where(has_gradient)), row_name);
+GRADIENT_TEST(Gradient, FiniteDifferences, ReferenceGradientIsTheDerivativeOfTheForward,
+              has_gradient, Impl::reference, kFiniteDifferences, finite_difference_case);
 
 // Determinism of the optimized kernel: bitwise the same dx, dγ, dβ at 1, 2, 3 and 4 threads and
 // on a repeat. The batches are large enough for the OpenMP paths (kernels::kParallelMinValues)
@@ -513,19 +492,17 @@ const PropertyInfo kThreadDeterminism{
     "results never depend on the machine's parallelism"};
 
 CaseOutcome thread_determinism_case(const Row& r, Impl) {
-  const LayerRow& row = r.norm;
   const int D = *element(1, 7, 17, 33, 100, 256);
   const int B = *inRange(1, 9);
   const int T = *inRange(std::max(2, 4096 / (B * D) + 1), std::max(3, 8192 / (B * D) + 2));
   std::vector<int> lengths(B);
-  for (auto& l : lengths) l = *inRange(min_len(row), T + 1);
+  for (auto& l : lengths) l = *inRange(min_len(r.norm), T + 1);
   const auto k = *rc::gen::container<std::vector<int>>(std::size_t(B) * T * D, inRange(-64, 65));
-  Batch x(B, T, D);
-  x.lengths = lengths;
-  for (std::size_t i = 0; i < x.x.size(); ++i) x.x[i] = float(k[i]) / 16.0f;
-  const Params p = draw_params(*row.layer, D);
-  const State s = test::state_for(D);
-  auto dy = draw_dy(x.x.size());
+  Batch batch(B, T, D);
+  batch.lengths = lengths;
+  for (std::size_t i = 0; i < batch.x.size(); ++i) batch.x[i] = float(k[i]) / 16.0f;
+  GradCase c = draw_case(r.norm, std::move(batch));
+  auto& [row, x, p, s, dy] = c;
   // dγ, dβ are summed in double, and sums of grid values are exact in any order, so a
   // reduction whose order followed the threads would go unseen. In some cases every third
   // row r (r % 3 = 1) gets dy·2^60 and the next row the same x and −dy·2^60: the pair cancels
@@ -542,16 +519,16 @@ CaseOutcome thread_determinism_case(const Row& r, Impl) {
   Grads first;
   {
     Threads one(1);
-    first = backward(row, Impl::optimized, x, p, s, dy);
+    first = c.backward(Impl::optimized);
   }
   CaseOutcome o;
   for (int threads : {1, 2, 3, 4}) {
     Grads g;
     {
       Threads n(threads);
-      g = backward(row, Impl::optimized, x, p, s, dy);
+      g = c.backward(Impl::optimized);
     }
-    o = compare_grads(row, p, s, {Impl::optimized, x, dy, first}, {Impl::optimized, x, dy, g},
+    o = compare_grads(row, p, s, c.side(Impl::optimized, first), c.side(Impl::optimized, g),
                       {.how = Comparison::bitwise},
                       "1 thread (a) vs " + std::to_string(threads) + " threads (b)" +
                           (cancelling ? "; rows of dy·2^60 followed by their negation" : ""));
@@ -560,16 +537,8 @@ CaseOutcome thread_determinism_case(const Row& r, Impl) {
   return o;
 }
 
-class ThreadDeterminism : public ::testing::TestWithParam<LayerRow> {};
-
-TEST_P(ThreadDeterminism, BitwiseAtAnyThreadCount) {
-  EXPECT_INHERITED_HOLDS(test::run_inherited(test::matrix_row(GetParam(), Family::gradient),
-                                             Impl::optimized, kThreadDeterminism,
-                                             thread_determinism_case));
-}
-
-INSTANTIATE_TEST_SUITE_P(Gradient, ThreadDeterminism,
-                         ::testing::ValuesIn(rows_where(has_gradient)), row_name);
+GRADIENT_TEST(Gradient, ThreadDeterminism, BitwiseAtAnyThreadCount, has_gradient,
+              Impl::optimized, kThreadDeterminism, thread_determinism_case);
 
 // Batch invariance: a sequence's dx is bitwise the same alone (a batch of one, T = its length)
 // and inside a batch of other sequences at any index, with more padding, at 1-4 threads.
@@ -582,15 +551,13 @@ const PropertyInfo kBatchInvariance{
     "serving results do not change with the batch a request lands in"};
 
 CaseOutcome batch_invariance_case(const Row& r, Impl) {
-  const LayerRow& row = r.norm;
   const int D = *element(1, 7, 17, 33, 100);
-  Batch batch = draw_batch(D, 1, 8, 40);
-  const int b = *inRange(0, batch.B);
-  const int len = std::max(1, batch.lengths[b]);
-  batch.lengths[b] = len;
-  const Params p = draw_params(*row.layer, D);
-  const State s = test::state_for(D);
-  const auto dy = draw_dy(batch.x.size());
+  Batch drawn = draw_batch(D, 1, 8, 40);
+  const int b = *inRange(0, drawn.B);
+  const int len = std::max(1, drawn.lengths[b]);
+  drawn.lengths[b] = len;
+  const GradCase c = draw_case(r.norm, std::move(drawn));
+  const auto& [row, batch, p, s, dy] = c;
   Batch alone(1, len, D);
   std::vector<float> dy_alone(std::size_t(len) * D);
   for (int t = 0; t < len; ++t)
@@ -603,26 +570,17 @@ CaseOutcome batch_invariance_case(const Row& r, Impl) {
   Grads g;
   {
     Threads n(threads);
-    g = backward(row, Impl::optimized, batch, p, s, dy);
+    g = c.backward(Impl::optimized);
   }
-  Compared c{.how = Comparison::bitwise, .affine = false};
-  for (int t = 0; t < len; ++t) c.pairs.push_back({{0, 0, t}, {0, b, t}});
-  return compare_grads(row, p, s, {Impl::optimized, alone, dy_alone, a},
-                       {Impl::optimized, batch, dy, g}, c,
+  Compared how{.how = Comparison::bitwise, .affine = false};
+  for (int t = 0; t < len; ++t) how.pairs.push_back({{0, 0, t}, {0, b, t}});
+  return compare_grads(row, p, s, {Impl::optimized, alone, dy_alone, a}, c.side(Impl::optimized, g), how,
                        "sequence " + std::to_string(b) + " alone (a) and in the batch (b) at " +
                            std::to_string(threads) + " threads, with the same dy");
 }
 
-class BatchInvariance : public ::testing::TestWithParam<LayerRow> {};
-
-TEST_P(BatchInvariance, SequenceDxIsBitwiseTheSameAloneAndInAnyBatch) {
-  EXPECT_INHERITED_HOLDS(test::run_inherited(test::matrix_row(GetParam(), Family::gradient),
-                                             Impl::optimized, kBatchInvariance,
-                                             batch_invariance_case));
-}
-
-INSTANTIATE_TEST_SUITE_P(Gradient, BatchInvariance, ::testing::ValuesIn(rows_where(token_wise)),
-                         row_name);
+GRADIENT_TEST(Gradient, BatchInvariance, SequenceDxIsBitwiseTheSameAloneAndInAnyBatch, token_wise,
+              Impl::optimized, kBatchInvariance, batch_invariance_case);
 
 }  // namespace
 }  // namespace normcheck

@@ -13,6 +13,7 @@
 #include <string>
 #include <utility>
 
+#include "norms/tests/row_draws.hpp"
 #include "properties/catalog.hpp"
 #include "properties/counterexample.hpp"
 
@@ -49,7 +50,24 @@ inline CellResult run_inherited(const Row& row, Impl impl, PropertyInfo info, Ch
   return run_cell(cell, options);
 }
 
+// Runs `check` on a row of a registry-wide test (its `family` matrix row) with the row's
+// implementation, as run_inherited.
+inline CellResult run_inherited(const RowImpl& p, Family family, PropertyInfo info, CheckFn check) {
+  return run_inherited(matrix_row(p.row, family), p.impl, std::move(info), std::move(check));
+}
+
 }  // namespace normcheck::test
+
+// The registry-wide test prefix/suite_.test_/<name>: one test per element of `params` (a
+// std::vector<RowImpl>: row_draws.hpp, named by `name`, row_name or row_impl_name), each running
+// `check` (a CheckFn) on the element's row, its `family` matrix row, with its implementation, as
+// a cell that must hold; `info` (a PropertyInfo) says what it checks.
+#define NORMCHECK_INHERITED_TEST(prefix, suite_, test_, params, name, family, info, check)      \
+  class suite_ : public ::testing::TestWithParam<::normcheck::test::RowImpl> {};                \
+  TEST_P(suite_, test_) {                                                                       \
+    EXPECT_INHERITED_HOLDS(::normcheck::test::run_inherited(GetParam(), family, info, check)); \
+  }                                                                                             \
+  INSTANTIATE_TEST_SUITE_P(prefix, suite_, ::testing::ValuesIn(params), name)
 
 // A check that must hold, failing with the matrix's section of its minimal counterexample.
 #define EXPECT_INHERITED_HOLDS(result)                                       \

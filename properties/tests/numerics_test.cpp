@@ -22,43 +22,7 @@ namespace {
 
 using rc::gen::element;
 using rc::gen::inRange;
-
-bool token_wise(const LayerRow& r) { return !r.profile->violated.count("token_independence"); }
-
-struct RowImpl {
-  LayerRow row;
-  Impl impl;
-};
-
-void PrintTo(const RowImpl& p, std::ostream* os) { *os << p.row.id() << "/" << to_string(p.impl); }
-
-std::vector<RowImpl> rows_where(bool (*keep)(const LayerRow&)) {
-  std::vector<RowImpl> out;
-  for (const auto& r : layer_rows())
-    if (keep(r))
-      for (Impl impl : {Impl::reference, Impl::optimized}) out.push_back({r, impl});
-  return out;
-}
-
-std::string row_impl_name(const ::testing::TestParamInfo<RowImpl>& info) {
-  return test::test_name(info.param.row.id() + "_" + to_string(info.param.impl));
-}
-
-int width() { return *element(1, 2, 3, 4, 7, 8, 16, 17, 31, 33, 64, 100); }
-
-// A padded batch drawn by RapidCheck: every sequence has at least one valid token.
-// min_len 2 for train rows of stateful layers: RapidCheck's sized ranges start at one token,
-// which BatchNorm rightly rejects in train mode, and a property that only discards gives up.
-Batch draw_batch(int D, int min_len = 1) {
-  const int B = *inRange(1, 5), T = *inRange(min_len, 7);
-  std::vector<int> lengths(B);
-  for (auto& l : lengths) l = *inRange(min_len, T + 1);
-  const auto k = *rc::gen::container<std::vector<int>>(std::size_t(B) * T * D, inRange(-64, 65));
-  Batch x(B, T, D);
-  x.lengths = lengths;
-  for (std::size_t i = 0; i < x.x.size(); ++i) x.x[i] = float(k[i]) / 16.0f;
-  return x;
-}
+using test::width;
 
 Params draw_params(const LayerEntry& l, int D) {
   std::mt19937 rng(*inRange(0, 1 << 20));
@@ -66,8 +30,6 @@ Params draw_params(const LayerEntry& l, int D) {
 }
 
 // ---------------------------------------------------------------------------------------------
-
-class PoisonedToken : public ::testing::TestWithParam<RowImpl> {};
 
 // The words of the check, as a matrix property's (its failure prints as a cell's section).
 const PropertyInfo kPoisonedToken{
@@ -79,9 +41,10 @@ const PropertyInfo kPoisonedToken{
 
 // One case: the batch, then the same batch with one element poisoned; every other valid token
 // compared bitwise (a finite output that turns NaN or inf differs too).
-CaseOutcome poisoned_token_case(const LayerRow& row, Impl impl) {
+CaseOutcome poisoned_token_case(const Row& r, Impl impl) {
+  const LayerRow& row = r.norm;
   const int D = width();
-  const Batch x = draw_batch(D);
+  const Batch x = test::draw_batch(D, 1, 4, 6);
   norm_scenario::Scenario sc;
   sc.params = draw_params(*row.layer, D);
   sc.state = test::state_for(D);
@@ -100,15 +63,9 @@ CaseOutcome poisoned_token_case(const LayerRow& row, Impl impl) {
   return norm_scenario::run_scenario(row, impl, Comparison::bitwise, false, sc);
 }
 
-TEST_P(PoisonedToken, PoisonsOnlyItsOwnToken) {
-  const LayerRow& row = GetParam().row;
-  EXPECT_INHERITED_HOLDS(test::run_inherited(
-      test::matrix_row(row), GetParam().impl, kPoisonedToken,
-      [](const Row& r, Impl impl) { return poisoned_token_case(r.norm, impl); }));
-}
-
-INSTANTIATE_TEST_SUITE_P(Numerics, PoisonedToken, ::testing::ValuesIn(rows_where(token_wise)),
-                         row_impl_name);
+NORMCHECK_INHERITED_TEST(Numerics, PoisonedToken, PoisonsOnlyItsOwnToken,
+                         test::row_impls_where(test::keeps_token_independence), test::row_impl_name,
+                         Family::norm, kPoisonedToken, poisoned_token_case);
 
 // The failure a new layer sees: a kernel that lets a token's first feature leak into the next
 // token's output (0·x adds nothing while x is finite; 0·inf and 0·NaN are NaN) fails this test
@@ -124,8 +81,7 @@ TEST(Numerics, ALeakyKernelFailsWithTheMatrixCounterexample) {
   broken.name = "layer_norm_leaky";
   broken.optimized = layer_norm_leaky;
   const CellResult r = test::run_inherited(
-      test::matrix_row(rows_of(broken).at(0)), Impl::optimized, kPoisonedToken,
-      [](const Row& row, Impl impl) { return poisoned_token_case(row.norm, impl); });
+      test::matrix_row(rows_of(broken).at(0)), Impl::optimized, kPoisonedToken, poisoned_token_case);
   ASSERT_FALSE(r.as_expected()) << "the leaky kernel passed:\n" << section_text(r);
   const std::string text = section_text(r);
   const std::vector<std::string> want = {
