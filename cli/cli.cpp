@@ -36,6 +36,7 @@
 #include "reports/golden_report.hpp"
 #include "reports/report.hpp"
 #include "reports/shard.hpp"
+#include "reports/workers.hpp"
 
 namespace nc = normcheck;
 
@@ -94,8 +95,9 @@ bool use_colour(const std::string& choice) {
 // ---------------------------------------------------------------------------------------------
 // The watchdog. The engine's budgets stop a cell between two cases; a case that never returns
 // (a kernel stuck in a loop or a lock) is stopped here: past the hard limit the watchdog thread
-// calls `fire` with the stuck cell, which reports it and ends the process (the main thread is
-// still inside the kernel, so the process cannot return normally).
+// calls `fire` with the stuck cell, which reports it and ends the process (the main thread, or
+// a worker process, is still inside the kernel, so the run cannot end normally). Several cells
+// run at once when run_matrix runs them in worker processes: each has its own clock.
 
 class Watchdog {
  public:
@@ -109,14 +111,10 @@ class Watchdog {
     cv_.notify_all();
     thread_.join();
   }
-  void enter(const nc::Cell& cell) {
+  void on_cell(const nc::Cell& cell, bool started) {
     std::lock_guard lock(m_);
-    cell_ = &cell;
-    start_ = std::chrono::steady_clock::now();
-  }
-  void leave() {
-    std::lock_guard lock(m_);
-    cell_ = nullptr;
+    if (started) running_[&cell] = std::chrono::steady_clock::now();
+    else running_.erase(&cell);
   }
 
  private:
@@ -124,16 +122,16 @@ class Watchdog {
     std::unique_lock lock(m_);
     while (!stop_) {
       cv_.wait_for(lock, std::chrono::milliseconds(100));
-      if (stop_ || !cell_ || since(start_) < limit_) continue;
-      fire_(*cell_, since(start_));  // does not return
+      if (stop_) continue;
+      for (const auto& [cell, start] : running_)
+        if (since(start) >= limit_) fire_(*cell, since(start));  // does not return
     }
   }
   double limit_;
   Fire fire_;
   std::mutex m_;
   std::condition_variable cv_;
-  const nc::Cell* cell_ = nullptr;
-  std::chrono::steady_clock::time_point start_;
+  std::map<const nc::Cell*, std::chrono::steady_clock::time_point> running_;
   bool stop_ = false;
   std::thread thread_;  // last: starts once the members above exist
 };
@@ -278,6 +276,7 @@ struct MatrixArgs {
   int cases = 100;
   int search_factor = 10;
   int threads = 0;
+  int jobs = 0;  // 0: the processors this process may run on
   std::optional<uint64_t> seed;
   Budgets budgets;
 };
@@ -401,9 +400,10 @@ int cmd_matrix(const MatrixArgs& a, const std::string& program) {
     std::fflush(stderr);
     std::_Exit(1);
   });
-  opt.on_cell = [&](const nc::Cell* c) { c ? watchdog.enter(*c) : watchdog.leave(); };
+  opt.on_cell = [&](const nc::Cell& c, bool started) { watchdog.on_cell(c, started); };
   nc::MatrixRun run;
   try {
+    const int jobs = a.jobs > 0 ? a.jobs : nc::available_processors();
     run = nc::run_matrix(cells, opt, [&](const nc::CellResult& r, std::size_t i) {
       {
         std::lock_guard lock(finished_mutex);
@@ -412,7 +412,7 @@ int cmd_matrix(const MatrixArgs& a, const std::string& program) {
       const bool row_finished = i + 1 == cells.size() || cells[i + 1].info.row.id != cells[i].info.row.id ||
                                 cells[i + 1].info.impl != cells[i].info.impl;
       progress.cell_done(r, row_finished, since(start));
-    });
+    }, jobs);
   } catch (const std::invalid_argument& e) {  // a reproduce string for another cell
     throw UsageError(e.what());
   }
@@ -636,7 +636,7 @@ int cmd_mutants(int cases, std::optional<uint64_t> seed_opt, const Budgets& budg
     std::fflush(stdout);
     std::_Exit(1);
   });
-  opt.on_cell = [&](const nc::Cell* c) { c ? watchdog.enter(*c) : watchdog.leave(); };
+  opt.on_cell = [&](const nc::Cell& c, bool started) { watchdog.on_cell(c, started); };
   int killed = 0;
   for (const auto& m : nc::mutants()) {
     const auto r = nc::run_mutant(m, opt);
@@ -685,6 +685,10 @@ int normcheck::cli_main(int argc, char** argv) {
   matrix->add_option("--implementation", m.impl, "reference, optimized or both (default)")
       ->check(CLI::IsMember({"reference", "optimized", "both"}));
   matrix->add_option("--threads", m.threads, "OpenMP threads of the kernels (default: OpenMP's)")
+      ->check(whole_number<int>(1, 1024));
+  matrix->add_option("--jobs", m.jobs,
+                     "Cells run at once, each in a worker process (default: the processors this process may use); "
+                     "the results are the same for any count, 1 runs every cell in this process")
       ->check(whole_number<int>(1, 1024));
   matrix->add_option("--shard", m.shard, "Run shard I of N (0 ≤ I < N): cell k of the selection when k mod N = I; needs --seed");
   matrix->add_option("--reproduce", m.reproduce,

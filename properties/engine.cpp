@@ -195,9 +195,9 @@ CellResult run_cell_unwatched(const Cell& cell, const RunOptions& options);
 
 CellResult run_cell(const Cell& cell, const RunOptions& options) {
   if (!options.on_cell) return run_cell_unwatched(cell, options);
-  options.on_cell(&cell);
+  options.on_cell(cell, true);
   CellResult r = run_cell_unwatched(cell, options);
-  options.on_cell(nullptr);
+  options.on_cell(cell, false);
   return r;
 }
 

@@ -39,8 +39,9 @@ struct RunOptions {
   double cell_budget = 60;
   double shrink_budget = 30;
   double watchdog = 0;
-  // Called as each cell starts (with the cell) and ends (nullptr): the CLI's watchdog.
-  std::function<void(const Cell*)> on_cell = {};
+  // Called as each cell starts (started true) and ends (false): the CLI's watchdog. Cells run
+  // in worker processes (run_matrix) are announced by the process that started the workers.
+  std::function<void(const Cell& cell, bool started)> on_cell = {};
   double hard_limit() const {
     return watchdog > 0 ? watchdog : std::max(cell_budget, 0.0) + std::max(shrink_budget, 0.0) + 30;
   }

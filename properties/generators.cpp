@@ -76,15 +76,21 @@ struct Rng {
   }
 };
 
-// An integer drawn by `draw` (any distribution, given RapidCheck's size) that shrinks towards
-// `lo` as an integer: from any draw the shrinker can reach the smallest value that still fails.
-rc::Gen<int> shrinking_int(int lo, std::function<int(Rng&, int size)> draw) {
-  return rc::Gen<int>([lo, draw](const rc::Random& random, int size) {
+// An integer drawn by `draw` (any distribution, given RapidCheck's size) that shrinks as
+// `shrinks` says.
+rc::Gen<int> drawn_int(std::function<int(Rng&, int size)> draw, std::function<rc::Seq<int>(int)> shrinks) {
+  return rc::Gen<int>([draw, shrinks](const rc::Random& random, int size) {
     rc::Random r(random);
     Rng rng{r.next()};
-    const int v = std::max(lo, draw(rng, size));
-    return rc::shrinkable::shrinkRecur(v, [lo](int x) { return rc::shrink::towards(x, lo); });
+    return rc::shrinkable::shrinkRecur(draw(rng, size), shrinks);
   });
+}
+
+// An integer drawn by `draw` that shrinks towards `lo` as an integer: from any draw the shrinker
+// can reach the smallest value that still fails.
+rc::Gen<int> shrinking_int(int lo, std::function<int(Rng&, int size)> draw) {
+  return drawn_int([lo, draw](Rng& rng, int size) { return std::max(lo, draw(rng, size)); },
+                   [lo](int x) { return rc::shrink::towards(x, lo); });
 }
 
 // A draw's upper end at RapidCheck size `size`, as RapidCheck's own ranges grow.
@@ -170,8 +176,15 @@ std::vector<int> integers(int n, int lo, int hi, int toward) {
 
 Shape shape(int min_T, Reach reach) {
   // the scale is a pick of its own that shrinks towards small (then B, T and D are drawn
-  // afresh); B, T and D shrink as integers whatever scale drew them
-  const Scale scale = Scale(*shrinking_int(0, [reach](Rng& r, int s) {
+  // afresh), only ever to a cheaper scale: small, then medium (a long reduction shrunk to a
+  // large case would rerun millions of values at every step of a shrink); B, T and D shrink as
+  // integers whatever scale drew them
+  const auto cheaper = [](int s) {
+    return Scale(s) == Scale::small    ? rc::Seq<int>()
+           : Scale(s) == Scale::medium ? rc::seq::just(int(Scale::small))
+                                       : rc::seq::just(int(Scale::small), int(Scale::medium));
+  };
+  const Scale scale = Scale(*drawn_int([reach](Rng& r, int s) {
     if (reach == Reach::large && s >= kLargeAtSize) return int(Scale::large);
     if (reach == Reach::parallel && r.chance(2.0 / 3)) return int(Scale::medium);
     if (reach == Reach::long_reduction && s >= kMediumFromSize)
@@ -179,7 +192,7 @@ Shape shape(int min_T, Reach reach) {
     if (reach != Reach::small && s >= kMediumFromSize && r.chance(reach == Reach::large ? 0.5 : 0.25))
       return int(Scale::medium);
     return int(Scale::small);
-  }));
+  }, cheaper));
   const int D = *shrinking_int(1, [scale](Rng& r, int s) {
     switch (scale) {
       case Scale::small: {

@@ -1,6 +1,7 @@
 #include "properties/search.hpp"
 
 #include <chrono>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <unordered_map>
@@ -42,6 +43,40 @@ class QuietListener : public rc::detail::TestListener {
   std::function<bool()> stop_;
   std::size_t tried_ = 0;
 };
+
+// RapidCheck's toProperty, except that a case runs once. RapidCheck asks a case for its result
+// and, separately, for its shrinks, and each question runs the case again (the shrinks come from
+// the picks a run records): the failing case and every accepted shrink ran twice, and the
+// minimal case a third time, each a full run of the property on a case of up to millions of
+// values. Here the first run's result and picks are kept: the same cases in the same order,
+// the same results, each run once.
+using CaseRun = std::pair<rc::detail::TaggedResult, rc::gen::detail::Recipe>;
+
+template <typename Adapter>
+rc::Shrinkable<CaseRun> run_once(const Adapter& adapter, rc::gen::detail::Recipe recipe) {
+  auto kept = std::make_shared<std::optional<CaseRun>>();
+  return rc::shrinkable::shrink(
+      [=] {
+        if (!*kept) *kept = rc::gen::detail::execWithRecipe(adapter, recipe);
+        return **kept;
+      },
+      [adapter](CaseRun&& run) {
+        return rc::seq::map(rc::gen::detail::shrinkRecipe(run.second),
+                            [adapter](rc::gen::detail::Recipe&& shrunk) { return run_once(adapter, std::move(shrunk)); });
+      });
+}
+
+template <typename Body>
+rc::detail::Property property_of(Body body) {
+  using Adapter = rc::detail::PropertyAdapter<Body>;
+  const Adapter adapter(std::move(body));
+  return rc::detail::mapToCaseDescription(rc::Gen<CaseRun>([adapter](const rc::Random& random, int size) {
+    rc::gen::detail::Recipe recipe;
+    recipe.random = random;
+    recipe.size = size;
+    return run_once(adapter, std::move(recipe));
+  }));
+}
 
 std::string reproduce_string(const std::string& id, const rc::detail::Reproduce& rep) {
   rc::detail::Configuration cfg;
@@ -115,7 +150,7 @@ SearchResult search(const std::function<CaseVerdict(std::string& why)>& one_case
     const auto& global = rc::detail::configuration().reproduce;
     if (auto it = global.find(o.id); it != global.end()) reproduce[o.id] = it->second;
   }
-  const auto inner = rc::detail::toProperty(body);
+  const auto inner = property_of(body);
   // The Random and size each case is drawn with: RapidCheck shrinks the failing case without
   // drawing again, so the last pair seen is the failing case's, the start of its reproduce string.
   std::optional<rc::Random> case_random;

@@ -16,6 +16,7 @@
 
 #include "properties/counterexample.hpp"
 #include "reports/html.hpp"
+#include "reports/workers.hpp"
 
 #ifndef NORMCHECK_VERSION
 #define NORMCHECK_VERSION "unknown"
@@ -302,7 +303,8 @@ std::string this_command_line() {
 }
 
 MatrixRun run_matrix(const std::vector<Cell>& cells, RunOptions options,
-                     const std::function<void(const CellResult&, std::size_t)>& after_each) {
+                     const std::function<void(const CellResult&, std::size_t)>& after_each,
+                     int workers) {
   MatrixRun run;
   if (!options.seed) options.seed = (uint64_t(std::random_device{}()) << 32) | std::random_device{}();
   RunMeta& m = run.meta;
@@ -314,9 +316,18 @@ MatrixRun run_matrix(const std::vector<Cell>& cells, RunOptions options,
   m.versions = build_versions();
   m.total_cells = int(cells.size());
   const auto start = std::chrono::steady_clock::now();
-  for (std::size_t i = 0; i < cells.size(); ++i) {
-    run.results.push_back(run_cell(cells[i], options));
-    if (after_each) after_each(run.results.back(), i);
+  workers = std::min<int>(workers, int(cells.size()));
+  if (workers >= 2 && options.reproduce.empty()) {
+    run.results.reserve(cells.size());
+    run_in_workers(cells, options, workers, [&](CellResult&& r, std::size_t i) {
+      run.results.push_back(std::move(r));
+      if (after_each) after_each(run.results.back(), i);
+    });
+  } else {
+    for (std::size_t i = 0; i < cells.size(); ++i) {
+      run.results.push_back(run_cell(cells[i], options));
+      if (after_each) after_each(run.results.back(), i);
+    }
   }
   m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return run;

@@ -47,11 +47,14 @@ struct MatrixRun {
   std::vector<CellResult> results;
   RunMeta meta;
 };
-// Runs the cells one after another with `options` (a fresh seed when it has none) and fills the
-// metadata: seed, cases, OpenMP threads, wall time, start time, command line, versions,
-// total_cells. `after_each(result, index)` is called after every cell (progress).
+// Runs the cells with `options` (a fresh seed when it has none) and fills the metadata: seed,
+// cases, OpenMP threads, wall time, start time, command line, versions, total_cells.
+// `after_each(result, index)` is called after every cell, in order (progress). With `workers`
+// ≥ 2 the cells run that many at a time in worker processes (reports/workers.hpp); the results
+// are the same as one after another in this process, apart from each cell's seconds.
 MatrixRun run_matrix(const std::vector<Cell>& cells, RunOptions options,
-                     const std::function<void(const CellResult&, std::size_t)>& after_each = {});
+                     const std::function<void(const CellResult&, std::size_t)>& after_each = {},
+                     int workers = 1);
 // Writes report.md, report.json and report.html of a run into `dir` (write_report_dir).
 void write_report(const std::string& dir, const MatrixRun& run);
 

@@ -1,0 +1,99 @@
+// run_matrix in worker processes: the same cells, in the same order, with the same results as a
+// run in this process, apart from the seconds each cell took.
+#include <gtest/gtest.h>
+
+#include <omp.h>
+
+#include <regex>
+#include <set>
+
+#include "reports/report.hpp"
+#include "reports/workers.hpp"
+
+namespace normcheck {
+namespace {
+
+using nlohmann::json;
+
+// Holding, violated (with counterexamples and their shrinking), not applicable, a property that
+// sets its own thread counts and rows whose kernels run OpenMP regions at the default count.
+std::vector<Cell> some_cells() {
+  const std::regex rows("^(layer_norm|batch_norm_train|rms_norm)$");
+  const std::regex props("^(padding_invariance|batch_independence|thread_determinism|offset_invariance|"
+                         "token_shift_invariance|feature_shift_invariance|reference_agreement)$");
+  std::vector<Cell> cells;
+  for (const auto& c : all_cells())
+    if (std::regex_search(c.info.row.id, rows) && std::regex_search(c.info.prop.id, props)) cells.push_back(c);
+  return cells;
+}
+
+std::vector<json> cells_json(const MatrixRun& run) {
+  std::vector<json> out;
+  for (const auto& r : run.results) {
+    json j = to_json(r);
+    j.erase("seconds");
+    out.push_back(std::move(j));
+  }
+  return out;
+}
+
+MatrixRun run_with(const std::vector<Cell>& cells, int workers, std::vector<std::size_t>* order = nullptr) {
+  RunOptions o;
+  o.seed = 11;
+  o.cases = 30;
+  o.use_rc_params_reproduce = false;
+  return run_matrix(cells, o, [&](const CellResult&, std::size_t i) { if (order) order->push_back(i); }, workers);
+}
+
+TEST(Workers, TwoOrThreeWorkersGiveTheCellsOfARunInThisProcess) {
+  // an OpenMP region in this thread first, as earlier tests and a program's own work leave it:
+  // the workers must still run their kernels' regions
+  int sum = 0;
+#pragma omp parallel reduction(+ : sum)
+  sum += 1;
+  ASSERT_GE(sum, 1);
+
+  const auto cells = some_cells();
+  ASSERT_GE(cells.size(), 20u);
+  const MatrixRun one = run_with(cells, 1);
+  const auto expected = cells_json(one);
+  std::set<std::string> observed;
+  for (const auto& j : expected) observed.insert(j["observed"].get<std::string>());
+  // the selection holds every kind of result, so the comparison covers each
+  EXPECT_EQ(observed, (std::set<std::string>{"holds", "violated", "not_applicable"}));
+  for (int workers : {2, 3}) {
+    std::vector<std::size_t> order;
+    const MatrixRun many = run_with(cells, workers, &order);
+    ASSERT_EQ(many.results.size(), cells.size()) << workers;
+    const auto got = cells_json(many);
+    for (std::size_t i = 0; i < cells.size(); ++i) EXPECT_EQ(got[i], expected[i]) << workers << " workers, cell " << i;
+    ASSERT_EQ(order.size(), cells.size());
+    for (std::size_t i = 0; i < order.size(); ++i) EXPECT_EQ(order[i], i) << "after_each must come in order";
+  }
+}
+
+TEST(Workers, AnExceptionInAWorkerReachesTheCaller) {
+  // the reproduce string of one cell's counterexample given to other cells: run_cell throws
+  // std::invalid_argument in the worker
+  const auto cells = some_cells();
+  RunOptions o;
+  o.seed = 11;
+  o.cases = 30;
+  o.use_rc_params_reproduce = false;
+  std::string reproduce;
+  std::size_t found = 0;
+  for (; found < cells.size() && reproduce.empty(); ++found)
+    if (cells[found].info.expected == Expect::violated) reproduce = run_cell(cells[found], o).reproduce;
+  ASSERT_FALSE(reproduce.empty());
+  std::vector<Cell> others;
+  for (std::size_t i = 0; i < cells.size() && others.size() < 3; ++i)
+    if (i + 1 != found && cells[i].info.expected != Expect::not_applicable) others.push_back(cells[i]);
+  o.reproduce = reproduce;
+  // run_matrix replays one cell in this process; the workers are asked directly
+  EXPECT_THROW(run_in_workers(others, o, 2, [](CellResult&&, std::size_t) {}), std::invalid_argument);
+}
+
+TEST(Workers, AvailableProcessorsIsAtLeastOne) { EXPECT_GE(available_processors(), 1); }
+
+}  // namespace
+}  // namespace normcheck
