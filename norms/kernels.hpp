@@ -80,12 +80,12 @@ template <class F>
 }
 
 // Σ (x[i] - shift)
-inline float sum_shifted(const float* x, int n, float shift) {
+[[gnu::always_inline]] inline float sum_shifted(const float* x, int n, float shift) {
   return fixed_order_sum(x, n, [shift](auto v) { return v - shift; });
 }
 
 // Σ (x[i] - center)²
-inline float sum_sq_dev(const float* x, int n, float center) {
+[[gnu::always_inline]] inline float sum_sq_dev(const float* x, int n, float center) {
   return fixed_order_sum(x, n, [center](auto v) {
     const auto d = v - center;
     return d * d;
@@ -93,8 +93,10 @@ inline float sum_sq_dev(const float* x, int n, float center) {
 }
 
 // Two-pass mean and biased variance of one row. Shifting by x[0] first keeps the mean exact
-// for constant rows and accurate for large offsets (1e3 ± 0.1).
-inline void mean_var(const float* x, int n, float& mean, float& var) {
+// for constant rows and accurate for large offsets (1e3 ± 0.1). These three are always inlined:
+// a caller's instruction set (FMA or not) decides their bits, never the translation unit GCC
+// compiled them in (bench/ANALYSIS.md, "One forward template").
+[[gnu::always_inline]] inline void mean_var(const float* x, int n, float& mean, float& var) {
   const float shift = x[0];
   mean = shift + sum_shifted(x, n, shift) / float(n);
   var = sum_sq_dev(x, n, mean) / float(n);

@@ -13,19 +13,12 @@
 //
 // The implementations — the double reference, the float32 forward (shifted two-pass statistics,
 // μ = x₀ + Σ(x − x₀)/D, then σ² = Σ(x − μ)²/D, over a row that stays in L1 between the passes),
-// the raw backward kernel and the backward — are shared with rms_norm, centred (token_norm.cpp,
+// the raw kernels and the backward — are shared with rms_norm, centred (token_norm.cpp,
 // token_norm.hpp, token_backward.cpp).
 #include "norms/kernels_api.hpp"
 #include "norms/registry.hpp"
-#include "norms/token_norm.hpp"
 
 namespace normcheck {
-
-// the raw forward kernel (kernels_api.hpp): token_norm.hpp's template, instantiated here
-void layer_norm_kernel(float* out, const float* x, const float* gamma, const float* beta,
-                       std::size_t rows, int D, float eps) {
-  kernels::token_norm_forward<true>("layer_norm_kernel", out, x, gamma, beta, rows, D, eps);
-}
 
 LayerEntry layer_norm_entry() {
   return token_norm_entry(

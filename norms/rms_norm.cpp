@@ -8,20 +8,12 @@
 // as in layer_norm.cpp (PyTorch's autograd: dγ sums over all B·T positions).
 //
 // The implementations — the double reference, the float32 forward (the mean square over a row
-// that stays in L1 between the statistic and the output pass), the raw backward kernel and the
-// backward — are shared with layer_norm, not centred (token_norm.cpp, token_norm.hpp,
-// token_backward.cpp).
+// that stays in L1 between the statistic and the output pass), the raw kernels and the backward
+// — are shared with layer_norm, not centred (token_norm.cpp, token_norm.hpp, token_backward.cpp).
 #include "norms/kernels_api.hpp"
 #include "norms/registry.hpp"
-#include "norms/token_norm.hpp"
 
 namespace normcheck {
-
-// the raw forward kernel (kernels_api.hpp): token_norm.hpp's template, instantiated here
-void rms_norm_kernel(float* out, const float* x, const float* gamma, const float* beta,
-                     std::size_t rows, int D, float eps) {
-  kernels::token_norm_forward<false>("rms_norm_kernel", out, x, gamma, beta, rows, D, eps);
-}
 
 LayerEntry rms_norm_entry() {
   return token_norm_entry(

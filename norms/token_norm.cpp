@@ -1,10 +1,8 @@
 // What layer_norm and rms_norm share, besides the float32 forward template (token_norm.hpp): the
-// double reference, the raw backward kernels of kernels_api.hpp (token_backward.cpp's shared
-// backward at the layer's centring) and the implementation fields of their registry entries
-// (token_norm_entry, registry.hpp). The layer files hold what differs — the formula, the
-// parameters and the expected profile — and the raw forward kernel, which instantiates
-// token_norm.hpp's template in the layer's own translation unit (bench/ANALYSIS.md: where the
-// template is instantiated decides GCC's inlining in the overflow path, and so its bits).
+// double reference, the four raw kernels of kernels_api.hpp (each the shared template, or the
+// shared backward of token_backward.cpp, at the layer's centring) and the implementation fields
+// of their registry entries (token_norm_entry, registry.hpp). The layer files hold what differs:
+// the formula, the parameters and the expected profile.
 #include <cmath>
 
 #include "norms/kernels.hpp"
@@ -46,9 +44,19 @@ void token_norm_reference(bool center, const Batch& in, const Params& p, Output&
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
-// optimized backward: the raw kernels (kernels_api.hpp), token_groups_backward with one group,
-// which computes each token's statistics as the forward's baseline path does, dγ/dβ over fixed
-// row segments.
+// optimized: the raw kernels (kernels_api.hpp). The forward is token_norm.hpp's template; the
+// backward is token_groups_backward with one group, which computes each token's statistics as
+// the forward's baseline path does, dγ/dβ over fixed row segments.
+
+void layer_norm_kernel(float* out, const float* x, const float* gamma, const float* beta,
+                       std::size_t rows, int D, float eps) {
+  kernels::token_norm_forward<true>("layer_norm_kernel", out, x, gamma, beta, rows, D, eps);
+}
+
+void rms_norm_kernel(float* out, const float* x, const float* gamma, const float* beta,
+                     std::size_t rows, int D, float eps) {
+  kernels::token_norm_forward<false>("rms_norm_kernel", out, x, gamma, beta, rows, D, eps);
+}
 
 void layer_norm_backward_kernel(float* dx, float* dgamma, float* dbeta, const float* dy,
                                 const float* x, const float* gamma, std::size_t rows, int D,

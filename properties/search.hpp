@@ -22,7 +22,7 @@ struct SearchOptions {
   int max_success = 100;   // cases to pass
   int max_size = 100;
   uint64_t seed = 0;
-  std::string reproduce;   // "reproduce=..." naming `id`: replay that one case (empty: search)
+  std::string reproduce = {};  // "reproduce=..." naming `id`: replay that one case (empty: search)
   // with `reproduce` empty: replay a case RC_PARAMS names for `id` (the ctest binary)
   bool use_rc_params_reproduce = false;
   // Wall-clock budgets in seconds (≤ 0: none). Past `search_budget` the remaining cases are

@@ -86,6 +86,10 @@ GradCase draw_case(const LayerRow& row, int D) { return draw_case(row, draw_batc
 GradTolerance tolerance_for(const GradCase& c, const Grads& ref, Impl impl = Impl::optimized) {
   return gradient_tolerance(gradient_terms(c.row, c.x, c.p, c.s, ref, c.dy, true), impl);
 }
+// dγ and dβ's: sums over positions, at the scale of their terms (param_gradient_tolerance)
+GradTolerance affine_tolerance_for(const GradCase& c, const Grads& ref, Impl impl = Impl::optimized) {
+  return param_gradient_tolerance(gradient_terms(c.row, c.x, c.p, c.s, ref, c.dy, true), impl);
+}
 
 // How two sides' gradients are compared.
 struct Compared {
@@ -195,9 +199,8 @@ CaseOutcome reference_agreement_case(const Row& r, Impl) {
   make_hard(c.x, h);
   const Grads ref = c.backward(Impl::reference);
   const Grads opt = c.backward(Impl::optimized);
-  const GradTolerance tol = tolerance_for(c, ref);
   return compare_grads(c.row, c.p, c.s, c.side(Impl::optimized, opt), c.side(Impl::reference, ref),
-                       {.dx_tol = tol, .affine_tol = tol},
+                       {.dx_tol = tolerance_for(c, ref), .affine_tol = affine_tolerance_for(c, ref)},
                        std::string("inputs: ") + to_string(h) + "; the same x and dy through the reference");
 }
 
@@ -375,9 +378,9 @@ CaseOutcome scale_covariance_case(const Row& r, Impl impl) {
   const Grads g = c.backward(impl);
   Grads ga = scaled.backward(impl);
   for (auto& v : ga.dx) v *= alpha;
-  const GradTolerance tol = tolerance_for(c, g, impl);
   return compare_grads(c.row, c.p, c.s, scaled.side(impl, ga), c.side(impl, g),
-                       {.dx_tol = tol, .affine_tol = tol}, "a: x times α = 2^" + std::to_string(k) +
+                       {.dx_tol = tolerance_for(c, g, impl), .affine_tol = affine_tolerance_for(c, g, impl)},
+                       "a: x times α = 2^" + std::to_string(k) +
                            " and ε times α², its dx shown times α; b: x");
 }
 
