@@ -651,7 +651,9 @@ int cmd_mutants(int cases, std::optional<uint64_t> seed_opt, const Budgets& budg
 
 }  // namespace
 
-int normcheck::cli_main(int argc, char** argv) {
+int normcheck::cli_main(int argc, char** argv) { return cli_main(argc, argv, CliOptions{}); }
+
+int normcheck::cli_main(int argc, char** argv, const CliOptions& options) {
   // Thousands of tiny OpenMP regions: with the default (spinning) wait policy, idle threads
   // burn the cores other processes need, and on a loaded 2-core machine a run slows ten-fold.
   // GOMP reads the policy when it loads, so set it and start again.
@@ -762,7 +764,15 @@ int normcheck::cli_main(int argc, char** argv) {
   }
   try {
     if (list->parsed()) return cmd_list(list_markdown, list_write);
-    if (matrix->parsed()) return cmd_matrix(m, program);
+    if (matrix->parsed()) {
+      if (options.in_process) {
+        if (m.jobs > 1)
+          throw UsageError("--jobs " + std::to_string(m.jobs) + ": " + program +
+                           " runs every cell in this process (" + options.why + ")");
+        m.jobs = 1;
+      }
+      return cmd_matrix(m, program);
+    }
     if (show->parsed()) return cmd_show(show_cells, show_report, program);
     if (merge->parsed()) return cmd_merge(merge_files, merge_out, merge_json, merge_colour, program);
     if (mut->parsed()) return cmd_mutants(mutant_cases, mutant_seed, mutant_budgets, program);

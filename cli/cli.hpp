@@ -9,4 +9,14 @@ namespace normcheck {
 // every case passed), 1 a surprise (golden: a failed case), 2 a usage or input error.
 int cli_main(int argc, char** argv);
 
+// What a program that embeds the command changes of it.
+struct CliOptions {
+  // `matrix` runs cells in forked worker processes (--jobs). A program whose rows cannot run in
+  // a forked child (they call MPI, hold a GPU context, ...) sets this: every cell runs in the
+  // calling process, and --jobs above 1 is a usage error naming `why`.
+  bool in_process = false;
+  const char* why = "";
+};
+int cli_main(int argc, char** argv, const CliOptions& options);
+
 }  // namespace normcheck

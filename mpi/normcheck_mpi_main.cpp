@@ -100,7 +100,9 @@ int main(int argc, char** argv) {
     if (args.size() > 2 && std::string(args[1]) == "equivalence")
       code = equivalence_command(int(args.size()) - 1, args.data());
     else
-      code = normcheck::cli_main(int(args.size()) - 1, args.data());
+      code = normcheck::cli_main(
+          int(args.size()) - 1, args.data(),
+          {.in_process = true, .why = "its cells call MPI, which a forked worker process cannot"});
   } catch (...) {
     normcheck::mpi::stop();
     MPI_Finalize();
