@@ -559,6 +559,14 @@ CellResult cell_from_json(const json& c) {
   r.cell.impl = impl_from_string(get<std::string>(c, "implementation"));
   const std::string property = get<std::string>(c, "property");
   r.cell.expected = expect_from_string(get<std::string>(c, "expected"));
+  read_outcome(c, r);
+  const json& p = field(c, "property_info");
+  r.cell.prop = {property, p.value("column", property), p.value("statement", ""),
+                 p.value("related_input", ""), p.value("compared", ""), p.value("claim", "")};
+  return r;
+}
+
+void read_outcome(const json& c, CellResult& r) {
   r.observed = get<std::string>(c, "observed");
   r.cases = get<int>(c, "cases");
   const json& dev = field(c, "max_deviation");
@@ -578,10 +586,6 @@ CellResult cell_from_json(const json& c) {
   if (c.contains("drawn") && c["drawn"].is_object())
     for (const auto& [cls, n] : c["drawn"].items())
       if (n.is_number_integer()) r.drawn[cls] = n.get<int>();
-  const json& p = field(c, "property_info");
-  r.cell.prop = {property, p.value("column", property), p.value("statement", ""),
-                 p.value("related_input", ""), p.value("compared", ""), p.value("claim", "")};
-  return r;
 }
 
 LoadedReport report_from_json(const json& j) {

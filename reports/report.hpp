@@ -126,5 +126,8 @@ struct LoadedReport {
 };
 LoadedReport report_from_json(const nlohmann::json& j);
 CellResult cell_from_json(const nlohmann::json& c);
+// The outcome of a cell's JSON (to_json: observed, cases, deviation, counterexample, reproduce,
+// replay, message, seed, seconds, budget, drawn) into r; r.cell is left as it is.
+void read_outcome(const nlohmann::json& c, CellResult& r);
 
 }  // namespace normcheck

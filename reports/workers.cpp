@@ -1,5 +1,7 @@
 #include "reports/workers.hpp"
 
+#include "reports/report.hpp"
+
 #include <omp.h>
 #include <poll.h>
 #include <sched.h>
@@ -9,7 +11,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <bit>
 #include <condition_variable>
 #include <mutex>
 #include <cerrno>
@@ -39,38 +40,13 @@ using nlohmann::json;
 enum class Message : uint8_t { started = 'S', result = 'R', invalid_argument = 'I', failure = 'E' };
 constexpr uint32_t kStop = UINT32_MAX;  // the parent's "no more cells"
 
-// Every field run_cell fills but the cell (the parent holds it): CBOR keeps doubles exactly.
-std::vector<uint8_t> encode(const CellResult& r) {
-  json j = {{"observed", r.observed},
-            {"cases", r.cases},
-            {"max_deviation", std::bit_cast<uint64_t>(r.max_deviation)},
-            {"counterexample", r.counterexample},
-            {"reproduce", r.reproduce},
-            {"replay_cli", r.replay_cli},
-            {"replay_tests", r.replay_tests},
-            {"message", r.message},
-            {"seed", r.seed},
-            {"seconds", std::bit_cast<uint64_t>(r.seconds)},
-            {"shrink_budget_spent", r.shrink_budget_spent},
-            {"drawn", r.drawn}};
-  return json::to_cbor(j);
-}
+// A result travels as its report JSON (to_json) in CBOR, which keeps doubles exactly; the
+// parent holds the cell and reads back only the outcome (read_outcome).
+std::vector<uint8_t> encode(const CellResult& r) { return json::to_cbor(to_json(r)); }
 
 CellResult decode(const Cell& cell, const std::vector<uint8_t>& bytes) {
-  const json j = json::from_cbor(bytes);
   CellResult r{.cell = cell.info};
-  r.observed = j.at("observed").get<std::string>();
-  r.cases = j.at("cases").get<int>();
-  r.max_deviation = std::bit_cast<double>(j.at("max_deviation").get<uint64_t>());
-  r.counterexample = j.at("counterexample");
-  r.reproduce = j.at("reproduce").get<std::string>();
-  r.replay_cli = j.at("replay_cli").get<std::string>();
-  r.replay_tests = j.at("replay_tests").get<std::string>();
-  r.message = j.at("message").get<std::string>();
-  r.seed = j.at("seed").get<uint64_t>();
-  r.seconds = std::bit_cast<double>(j.at("seconds").get<uint64_t>());
-  r.shrink_budget_spent = j.at("shrink_budget_spent").get<bool>();
-  r.drawn = j.at("drawn").get<std::map<std::string, int>>();
+  read_outcome(json::from_cbor(bytes), r);
   return r;
 }
 
