@@ -380,6 +380,11 @@ int cmd_matrix(const MatrixArgs& a, const std::string& program) {
     meta.total_cells = int(selected.size());
     meta.environment = nc::run_environment();  // external rows' sources, asked as the run ends
   };
+  // The workers are forked now, before the watchdog's thread starts: this process runs no other
+  // thread, so none can hold a lock the workers inherit held (reports/workers.hpp).
+  const int jobs = std::min<long>(a.jobs > 0 ? a.jobs : nc::available_processors(), long(cells.size()));
+  std::optional<nc::Workers> workers;
+  if (jobs >= 2 && a.reproduce.empty()) workers.emplace(cells, opt, jobs);
   Progress progress(cells.size());
   const auto start = std::chrono::steady_clock::now();
   const std::string started_at = nc::utc_now();
@@ -402,17 +407,17 @@ int cmd_matrix(const MatrixArgs& a, const std::string& program) {
   });
   opt.on_cell = [&](const nc::Cell& c, bool started) { watchdog.on_cell(c, started); };
   nc::MatrixRun run;
+  auto after_each = [&](const nc::CellResult& r, std::size_t i) {
+    {
+      std::lock_guard lock(finished_mutex);
+      finished.push_back(r);
+    }
+    const bool row_finished = i + 1 == cells.size() || cells[i + 1].info.row.id != cells[i].info.row.id ||
+                              cells[i + 1].info.impl != cells[i].info.impl;
+    progress.cell_done(r, row_finished, since(start));
+  };
   try {
-    const int jobs = a.jobs > 0 ? a.jobs : nc::available_processors();
-    run = nc::run_matrix(cells, opt, [&](const nc::CellResult& r, std::size_t i) {
-      {
-        std::lock_guard lock(finished_mutex);
-        finished.push_back(r);
-      }
-      const bool row_finished = i + 1 == cells.size() || cells[i + 1].info.row.id != cells[i].info.row.id ||
-                                cells[i + 1].info.impl != cells[i].info.impl;
-      progress.cell_done(r, row_finished, since(start));
-    }, jobs);
+    run = workers ? nc::run_matrix(*workers, opt.on_cell, after_each) : nc::run_matrix(cells, opt, after_each);
   } catch (const std::invalid_argument& e) {  // a reproduce string for another cell
     throw UsageError(e.what());
   }

@@ -302,11 +302,12 @@ std::string this_command_line() {
   return line;
 }
 
-MatrixRun run_matrix(const std::vector<Cell>& cells, RunOptions options,
-                     const std::function<void(const CellResult&, std::size_t)>& after_each,
-                     int workers) {
+namespace {
+
+// run_matrix's body: `workers` runs the cells when given, else this process one after another.
+MatrixRun run_cells(const std::vector<Cell>& cells, const RunOptions& options,
+                    const std::function<void(const CellResult&, std::size_t)>& after_each, Workers* workers) {
   MatrixRun run;
-  if (!options.seed) options.seed = (uint64_t(std::random_device{}()) << 32) | std::random_device{}();
   RunMeta& m = run.meta;
   m.seed = *options.seed;
   m.cases = options.cases;
@@ -316,13 +317,12 @@ MatrixRun run_matrix(const std::vector<Cell>& cells, RunOptions options,
   m.versions = build_versions();
   m.total_cells = int(cells.size());
   const auto start = std::chrono::steady_clock::now();
-  workers = std::min<int>(workers, int(cells.size()));
-  if (workers >= 2 && options.reproduce.empty()) {
-    run.results.reserve(cells.size());
-    run_in_workers(cells, options, workers, [&](CellResult&& r, std::size_t i) {
+  run.results.reserve(cells.size());
+  if (workers) {
+    workers->run([&](CellResult&& r, std::size_t i) {
       run.results.push_back(std::move(r));
       if (after_each) after_each(run.results.back(), i);
-    });
+    }, options.on_cell);
   } else {
     for (std::size_t i = 0; i < cells.size(); ++i) {
       run.results.push_back(run_cell(cells[i], options));
@@ -331,6 +331,26 @@ MatrixRun run_matrix(const std::vector<Cell>& cells, RunOptions options,
   }
   m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return run;
+}
+
+}  // namespace
+
+MatrixRun run_matrix(const std::vector<Cell>& cells, RunOptions options,
+                     const std::function<void(const CellResult&, std::size_t)>& after_each,
+                     int workers) {
+  if (!options.seed) options.seed = (uint64_t(std::random_device{}()) << 32) | std::random_device{}();
+  if (std::min<int>(workers, int(cells.size())) < 2 || !options.reproduce.empty())
+    return run_cells(cells, options, after_each, nullptr);
+  Workers pool(cells, options, std::min<int>(workers, int(cells.size())));
+  return run_cells(cells, options, after_each, &pool);
+}
+
+MatrixRun run_matrix(Workers& workers, const std::function<void(const Cell&, bool)>& on_cell,
+                     const std::function<void(const CellResult&, std::size_t)>& after_each) {
+  RunOptions options = workers.options();
+  if (!options.seed) throw std::invalid_argument("run_matrix: the workers were given options without a seed");
+  options.on_cell = on_cell;
+  return run_cells(workers.cells(), options, after_each, &workers);
 }
 
 void write_report(const std::string& dir, const MatrixRun& run) {

@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #include <condition_variable>
+#include <exception>
+#include <filesystem>
 #include <mutex>
 #include <cerrno>
 #include <cstdint>
@@ -83,9 +85,8 @@ bool send_message(int fd, Message type, uint32_t index, const void* payload, uin
 
 // A worker: runs the cells the parent names until it says stop, then ends without running any
 // of the parent's exit handlers or flushing its copies of the parent's output buffers.
-[[noreturn]] void worker_loop(int fd, const std::vector<Cell>& cells, RunOptions options, int threads) {
+[[noreturn]] void worker_loop(int fd, const std::vector<Cell>& cells, const RunOptions& options, int threads) {
   omp_set_num_threads(threads);
-  options.on_cell = {};  // the parent's watchdog watches the parent's announcements
   uint32_t index = 0;
   while (recv_all(fd, &index, 4) && index != kStop && index < cells.size()) {
     if (!send_message(fd, Message::started, index, nullptr, 0)) break;
@@ -103,12 +104,6 @@ bool send_message(int fd, Message type, uint32_t index, const void* payload, uin
   _exit(0);
 }
 
-struct Worker {
-  pid_t pid = -1;
-  int fd = -1;
-  std::optional<std::size_t> running;  // the cell it was given last, until its result comes
-};
-
 std::string how_it_ended(pid_t pid) {
   int status = 0;
   if (waitpid(pid, &status, 0) != pid) return "ended";
@@ -118,30 +113,28 @@ std::string how_it_ended(pid_t pid) {
 
 }  // namespace
 
-void run_in_workers(const std::vector<Cell>& cells, const RunOptions& options, int count,
-                    const std::function<void(CellResult&&, std::size_t)>& done) {
-  const int threads = omp_get_max_threads();
-  std::fflush(stdout);
-  std::fflush(stderr);
-  std::vector<Worker> workers(std::size_t(std::max(count, 1)));
-  const pid_t parent = getpid();
-  // The workers are forked from a thread of their own, which lives as long as they do:
-  // - it never ran an OpenMP region (GNU OpenMP keeps a thread's team with that thread, and a
-  //   child forked from a thread whose team exists waits for the team's threads, which the child
-  //   does not have);
-  // - a worker gets SIGKILL when that thread ends (PR_SET_PDEATHSIG), so a parent that ends
-  //   (its watchdog fired) does not leave a worker running a kernel that never returns.
-  std::string fork_error;
+struct Workers::Impl {
+  struct Worker {
+    pid_t pid = -1;
+    int fd = -1;
+    std::optional<std::size_t> running;  // the cell it was given last, until its result comes
+  };
+  std::vector<Cell> cells;
+  RunOptions options;
+  std::vector<Worker> workers;
+  bool alone = false, ran = false;
+  // the fresh thread the workers were forked from, when not this one: it lives as long as they do
+  std::thread forker;
   std::mutex m;
   std::condition_variable cv;
-  bool forked = false, finished = false;
-  std::thread forker([&] {
+  bool finished = false;
+
+  void fork_all(int threads) {
+    const pid_t parent = getpid();
     for (auto& w : workers) {
       int fds[2];
-      if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
-        fork_error = std::string("socketpair: ") + std::strerror(errno);
-        break;
-      }
+      if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0)
+        throw std::runtime_error(std::string("run_matrix: socketpair: ") + std::strerror(errno));
       const pid_t pid = fork();
       if (pid == 0) {
         ::close(fds[0]);
@@ -152,37 +145,14 @@ void run_in_workers(const std::vector<Cell>& cells, const RunOptions& options, i
       ::close(fds[1]);
       if (pid < 0) {
         ::close(fds[0]);
-        fork_error = std::string("fork: ") + std::strerror(errno);
-        break;
+        throw std::runtime_error(std::string("run_matrix: fork: ") + std::strerror(errno));
       }
       w.pid = pid;
       w.fd = fds[0];
     }
-    std::unique_lock lock(m);
-    forked = true;
-    cv.notify_all();
-    cv.wait(lock, [&] { return finished; });
-  });
-  {
-    std::unique_lock lock(m);
-    cv.wait(lock, [&] { return forked; });
   }
-  struct EndForker {  // after the workers were stopped and waited for (declared first: runs last)
-    std::mutex& m;
-    std::condition_variable& cv;
-    bool& finished;
-    std::thread& forker;
-    ~EndForker() {
-      {
-        std::lock_guard lock(m);
-        finished = true;
-      }
-      cv.notify_all();
-      forker.join();
-    }
-  } end_forker{m, cv, finished, forker};
 
-  auto stop_all = [&] {
+  void stop_all() {
     for (auto& w : workers) {
       if (w.pid <= 0) continue;
       kill(w.pid, SIGKILL);
@@ -190,10 +160,89 @@ void run_in_workers(const std::vector<Cell>& cells, const RunOptions& options, i
       waitpid(w.pid, nullptr, 0);
       w.pid = -1;
     }
-  };
+  }
+
+  void end_forker() {
+    if (!forker.joinable()) return;
+    {
+      std::lock_guard lock(m);
+      finished = true;
+    }
+    cv.notify_all();
+    forker.join();
+  }
+};
+
+Workers::Workers(const std::vector<Cell>& cells, const RunOptions& options, int count)
+    : impl_(std::make_unique<Impl>()) {
+  Impl& s = *impl_;
+  s.cells = cells;
+  s.options = options;
+  s.options.on_cell = {};  // the parent's watchdog watches the parent's announcements
+  s.workers.resize(std::size_t(std::max(count, 2)));
+  const int threads = omp_get_max_threads();
+  std::fflush(stdout);
+  std::fflush(stderr);
+  s.alone = process_threads() == 1;
+  if (s.alone) {
+    try {
+      s.fork_all(threads);
+    } catch (...) {
+      s.stop_all();
+      throw;
+    }
+    return;
+  }
+  std::exception_ptr error;
+  bool forked = false;
+  s.forker = std::thread([&] {
+    try {
+      s.fork_all(threads);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    std::unique_lock lock(s.m);
+    forked = true;
+    s.cv.notify_all();
+    s.cv.wait(lock, [&] { return s.finished; });
+  });
+  {
+    std::unique_lock lock(s.m);
+    s.cv.wait(lock, [&] { return forked; });
+  }
+  if (error) {
+    s.stop_all();
+    s.end_forker();
+    std::rethrow_exception(error);
+  }
+}
+
+Workers::~Workers() {
+  Impl& s = *impl_;
+  for (auto& w : s.workers) {  // told to stop after a complete run; killed otherwise
+    if (w.pid <= 0) continue;
+    if (s.ran) {
+      ::close(w.fd);
+      waitpid(w.pid, nullptr, 0);
+      w.pid = -1;
+    }
+  }
+  s.stop_all();
+  s.end_forker();
+}
+
+const std::vector<Cell>& Workers::cells() const { return impl_->cells; }
+const RunOptions& Workers::options() const { return impl_->options; }
+bool Workers::forked_alone() const { return impl_->alone; }
+
+void Workers::run(const std::function<void(CellResult&&, std::size_t)>& done,
+                  const std::function<void(const Cell&, bool)>& on_cell) {
+  Impl& s = *impl_;
+  if (s.ran) throw std::logic_error("Workers::run: the workers ran their cells already");
+  const std::vector<Cell>& cells = s.cells;
   std::size_t next = 0, emitted = 0;
   std::vector<std::optional<CellResult>> results(cells.size());
-  auto give = [&](Worker& w) {
+  auto give = [&](Impl::Worker& w) {
     const uint32_t index = next < cells.size() ? uint32_t(next) : kStop;
     if (index != kStop) {
       w.running = next++;
@@ -203,13 +252,12 @@ void run_in_workers(const std::vector<Cell>& cells, const RunOptions& options, i
     return send_all(w.fd, &index, 4);
   };
   try {
-    if (!fork_error.empty()) throw std::runtime_error("run_matrix: " + fork_error);
-    for (auto& w : workers)
+    for (auto& w : s.workers)
       if (!give(w)) throw std::runtime_error("run_matrix: a worker process ended before its first cell: " + how_it_ended(w.pid));
     while (emitted < cells.size()) {
       std::vector<pollfd> fds;
-      std::vector<Worker*> polled;
-      for (auto& w : workers)
+      std::vector<Impl::Worker*> polled;
+      for (auto& w : s.workers)
         if (w.running) {
           fds.push_back({w.fd, POLLIN, 0});
           polled.push_back(&w);
@@ -221,7 +269,7 @@ void run_in_workers(const std::vector<Cell>& cells, const RunOptions& options, i
       }
       for (std::size_t i = 0; i < fds.size(); ++i) {
         if (fds[i].revents == 0) continue;
-        Worker& w = *polled[i];
+        Impl::Worker& w = *polled[i];
         uint8_t type = 0;
         uint32_t index = 0, size = 0;
         std::vector<uint8_t> payload;
@@ -243,14 +291,14 @@ void run_in_workers(const std::vector<Cell>& cells, const RunOptions& options, i
         const std::string text(payload.begin(), payload.end());
         switch (Message(type)) {
           case Message::started:
-            if (options.on_cell) options.on_cell(cell, true);
+            if (on_cell) on_cell(cell, true);
             continue;
           case Message::invalid_argument: throw std::invalid_argument(text);
           case Message::failure: throw std::runtime_error(text);
           case Message::result: break;
           default: throw std::runtime_error("run_matrix: a worker sent an unknown message");
         }
-        if (options.on_cell) options.on_cell(cell, false);
+        if (on_cell) on_cell(cell, false);
         results[index] = decode(cell, payload);
         if (!give(w)) throw std::runtime_error("run_matrix: a worker process ended: " + how_it_ended(w.pid));
         for (; emitted < cells.size() && results[emitted]; ++emitted) {
@@ -260,14 +308,22 @@ void run_in_workers(const std::vector<Cell>& cells, const RunOptions& options, i
       }
     }
   } catch (...) {
-    stop_all();
+    s.stop_all();
     throw;
   }
-  for (auto& w : workers) {  // each was told to stop: wait for it
-    ::close(w.fd);
-    waitpid(w.pid, nullptr, 0);
-    w.pid = -1;
-  }
+  s.ran = true;  // each worker was told to stop: the destructor waits for it
+}
+
+void run_in_workers(const std::vector<Cell>& cells, const RunOptions& options, int count,
+                    const std::function<void(CellResult&&, std::size_t)>& done) {
+  Workers(cells, options, count).run(done, options.on_cell);
+}
+
+int process_threads() {
+  std::error_code ec;
+  int n = 0;
+  for (std::filesystem::directory_iterator it("/proc/self/task", ec), end; !ec && it != end; it.increment(ec)) ++n;
+  return std::max(n, 1);
 }
 
 }  // namespace normcheck

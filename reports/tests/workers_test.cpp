@@ -4,7 +4,12 @@
 
 #include <omp.h>
 
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
 #include <regex>
+#include <thread>
 #include <set>
 
 #include "reports/report.hpp"
@@ -91,6 +96,69 @@ TEST(Workers, AnExceptionInAWorkerReachesTheCaller) {
   o.reproduce = reproduce;
   // run_matrix replays one cell in this process; the workers are asked directly
   EXPECT_THROW(run_in_workers(others, o, 2, [](CellResult&&, std::size_t) {}), std::invalid_argument);
+}
+
+// A process that runs no other thread forks its workers from the constructing thread; one that
+// does (a thread blocked on a condition variable here) from a fresh one. Each statement runs in a
+// process of its own started anew ("threadsafe" death tests re-run this binary for the one test),
+// so no earlier test's OpenMP threads are there.
+TEST(WorkersDeathTest, ForkedFromThisThreadWhenItIsTheOnlyOne) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  auto run_alone = [] {
+    const auto cells = some_cells();
+    RunOptions o;
+    o.seed = 11;
+    o.cases = 5;
+    o.use_rc_params_reproduce = false;
+    const int before = process_threads();
+    Workers w(std::vector<Cell>(cells.begin(), cells.begin() + 4), o, 2);
+    std::size_t n = 0;
+    w.run([&](CellResult&&, std::size_t) { ++n; });
+    std::fprintf(stderr, "threads before %d, alone %d, cells %zu\n", before, int(w.forked_alone()), n);
+    std::exit(before == 1 && w.forked_alone() && n == 4 ? 0 : 1);
+  };
+  EXPECT_EXIT(run_alone(), testing::ExitedWithCode(0), "threads before 1, alone 1, cells 4");
+  auto run_beside_a_thread = [] {
+    std::mutex m;
+    std::condition_variable cv;
+    bool stop = false;
+    std::thread other([&] {
+      std::unique_lock lock(m);
+      cv.wait(lock, [&] { return stop; });
+    });
+    const auto cells = some_cells();
+    RunOptions o;
+    o.seed = 11;
+    o.cases = 5;
+    o.use_rc_params_reproduce = false;
+    bool alone = true;
+    std::size_t n = 0;
+    {
+      Workers w(std::vector<Cell>(cells.begin(), cells.begin() + 4), o, 2);
+      alone = w.forked_alone();
+      w.run([&](CellResult&&, std::size_t) { ++n; });
+    }
+    {
+      std::lock_guard lock(m);
+      stop = true;
+    }
+    cv.notify_all();
+    other.join();
+    std::fprintf(stderr, "alone %d, cells %zu\n", int(alone), n);
+    std::exit(!alone && n == 4 ? 0 : 1);
+  };
+  EXPECT_EXIT(run_beside_a_thread(), testing::ExitedWithCode(0), "alone 0, cells 4");
+}
+
+TEST(Workers, RunTwiceIsAnError) {
+  const auto cells = some_cells();
+  RunOptions o;
+  o.seed = 11;
+  o.cases = 5;
+  o.use_rc_params_reproduce = false;
+  Workers w(std::vector<Cell>(cells.begin(), cells.begin() + 2), o, 2);
+  w.run([](CellResult&&, std::size_t) {});
+  EXPECT_THROW(w.run([](CellResult&&, std::size_t) {}), std::logic_error);
 }
 
 TEST(Workers, AvailableProcessorsIsAtLeastOne) { EXPECT_GE(available_processors(), 1); }
