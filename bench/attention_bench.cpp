@@ -160,8 +160,9 @@ void prefill_shapes(benchmark::internal::Benchmark* b) {
 }
 BENCHMARK(BM_prefill)->Apply(prefill_shapes);
 
-// Decode: one query per head against a full KV cache (bottom-right causal = every key), and a
-// streaming copy of the same cache bytes as the bandwidth ceiling.
+// Decode: one query per head against a full KV cache (bottom-right causal = every key), a
+// streaming copy of the same cache bytes as the bandwidth ceiling, and a streaming read of them:
+// decode only reads, so the read says how much of the gap to the copy is the reads alone.
 constexpr int kCache = 4096;
 
 void BM_decode(benchmark::State& st) {
@@ -182,9 +183,11 @@ void BM_decode(benchmark::State& st) {
                                  default_scale(kDh));
                 }});
   cs.push_back({"copy", 2 * bytes, [&] { bench::stream_copy(y.data(), x.data(), n); }});
+  cs.push_back({"read", bytes, [&] { bench::stream_read(x.data(), n); }});
   bench::Rounds r(std::move(cs));
   r.run(st);
   r.ratio(st, "decode/copy", "decode", {"copy"});
+  r.ratio(st, "decode/read", "decode", {"read"});
 }
 BENCHMARK(BM_decode)->ArgNames({"threads"})->Arg(1)->Arg(2)->Iterations(rounds(301))->UseManualTime()
     ->Unit(benchmark::kMicrosecond);

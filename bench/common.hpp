@@ -11,10 +11,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <functional>
 #include <memory>
@@ -176,6 +178,36 @@ inline void stream_add(float* dst, const float* a, const float* b, std::size_t n
           dst + lo, hi - lo,
           [&](std::size_t i) { return add(load(a + lo + i, v), load(b + lo + i, v)); },
           [&](std::size_t i) { return a[lo + i] + b[lo + i]; });
+    });
+  });
+}
+
+// The streaming read: the fastest way this machine reads n floats, for a kernel that reads far
+// more than it writes (decode reads the K and V cache and writes one row). The same split and
+// widest loads as stream_copy, summed into 8 accumulators (no dependency chain holds the loads
+// back), with two lines of each block prefetched 4 KB ahead (on this VM 24.1 against 22.1 GB/s
+// at 1 thread without: the fastest read found, 512 B to 16 KB ahead); the sum goes to an atomic
+// sink so that the reads stay. src must be 64-byte aligned.
+inline std::atomic<float> stream_read_sink;
+inline void stream_read(const float* src, std::size_t n) {
+  stream_split(n, [&](int isa, std::size_t lo, std::size_t hi) {
+    with_widest_vector(isa, [&](auto v) {
+      using V = decltype(v);
+      constexpr std::size_t W = sizeof(V) / sizeof(float), U = 8;
+      V acc[U];
+      for (auto& a : acc) a = load(src + lo, v);  // any value: only the reads count
+      std::size_t i = lo;
+      for (; i + U * W <= hi; i += U * W) {
+        _mm_prefetch(reinterpret_cast<const char*>(src + i + 1024), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(src + i + 1024 + 64), _MM_HINT_T0);
+        for (std::size_t u = 0; u < U; ++u) acc[u] = add(acc[u], load(src + i + u * W, v));
+      }
+      float tail = 0;
+      for (; i < hi; ++i) tail += src[i];
+      for (std::size_t u = 1; u < U; ++u) acc[0] = add(acc[0], acc[u]);
+      float lanes[W];
+      std::memcpy(lanes, &acc[0], sizeof lanes);
+      stream_read_sink.store(lanes[0] + tail, std::memory_order_relaxed);
     });
   });
 }
