@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "cli/cli.hpp"
+#include "properties/engine.hpp"
 #include "mpi/distributed.hpp"
 
 namespace {
@@ -95,6 +96,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   normcheck::register_layer(normcheck::mpi::sync_batch_norm_entry());
+  // a replay needs the same ranks: the commands it prints start with mpirun
+  normcheck::set_replay_launcher("mpirun -np " + std::to_string(normcheck::mpi::size()));
   int code = 2;
   try {
     if (args.size() > 2 && std::string(args[1]) == "equivalence")

@@ -140,6 +140,11 @@ std::string locate(const std::string& name, const std::vector<std::string>& know
 
 // The programs that hold a row: built-in (and mutant) rows live in normcheck's own programs,
 // rows registered at run time in the project's (set_replay_programs).
+std::string& replay_launcher() {
+  static std::string launcher;
+  return launcher;
+}
+
 struct Holders {
   std::string cli, tests;
 };
@@ -170,7 +175,9 @@ void set_replay(CellResult& r, Program running, const std::string& test_filter =
     return;
   }
   const Holders h = holders_of(r.cell.row, running);
-  r.replay_cli = quoted_program(h.cli) + " matrix --layer '^" + r.cell.row.id + "$' --property '^" +
+  const std::string& launcher = replay_launcher();
+  r.replay_cli = (running == Program::cli && !launcher.empty() ? launcher + " " : std::string()) +
+                 quoted_program(h.cli) + " matrix --layer '^" + r.cell.row.id + "$' --property '^" +
                  r.cell.prop.id + "$' --implementation " + to_string(r.cell.impl) +
                  " --reproduce '" + r.reproduce + "'";
   r.replay_tests = "RC_PARAMS=\"" + r.reproduce + "\" " + quoted_program(h.tests) +
@@ -308,6 +315,7 @@ CellResult run_cell_unwatched(const Cell& cell, const RunOptions& options) {
 }  // namespace
 
 void set_replay_programs(Programs programs) { project_programs() = std::move(programs); }
+void set_replay_launcher(std::string launcher) { replay_launcher() = std::move(launcher); }
 
 // A result made elsewhere (read back from JSON without its commands, or built by hand) gets the
 // commands this process would print.

@@ -105,6 +105,10 @@ struct Programs {
 // Call it where the rows are registered, so both programs know it. Without it, the replay
 // commands of those rows name the running program and a placeholder for the other.
 void set_replay_programs(Programs programs);
+// What starts the running program, put before its name in the replay commands it writes for
+// itself (normcheck-mpi: "mpirun -np 2"): a program that only runs under a launcher says so, and
+// its replays work as printed. Empty by default.
+void set_replay_launcher(std::string launcher);
 
 nlohmann::json to_json(const CellResult& r);
 
