@@ -75,7 +75,14 @@ const PropertyInfo& property_text(const PropertyTexts& texts, Family family, con
   if (list != texts.end())
     for (const PropertyInfo& info : list->second)
       if (info.id == id) return info;
-  fail(property_name(family, id) + " has no text");
+  // an id listed under another family only: most likely a text put under the wrong family
+  std::string elsewhere;
+  for (const auto& [other, infos] : texts)
+    if (other != family && std::any_of(infos.begin(), infos.end(), [&](const PropertyInfo& i) { return i.id == id; }))
+      elsewhere.append(elsewhere.empty() ? "" : ", ").append(to_string(other));
+  fail(property_name(family, id) + " has no text" +
+       (elsewhere.empty() ? "" : " under '" + std::string(to_string(family)) + "' (the catalogue lists '" + id +
+                                     "' under " + elsewhere + " only: a text under the wrong family?)"));
 }
 
 std::vector<Property> declared(Family family, std::vector<Property> code, const PropertyTexts& texts) {

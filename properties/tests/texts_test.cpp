@@ -87,6 +87,9 @@ TEST(PropertyTexts, APropertyWithoutTextIsAnErrorNamingIt) {
   // another family's text does not count
   const std::string other = error_of([] { declared(Family::block, code({"a"}), norm_texts({"a"})); });
   EXPECT_NE(other.find("block property 'a' has no text"), std::string::npos) << other;
+  // and the error says where that text is: under the wrong family, most likely
+  EXPECT_NE(other.find("lists 'a' under norm only"), std::string::npos) << other;
+  EXPECT_EQ(e.find("under norm only"), std::string::npos) << e;  // 'b' is nowhere
 }
 
 TEST(PropertyTexts, ATextWithoutPropertyIsAnErrorNamingIt) {
