@@ -384,7 +384,15 @@ int cmd_matrix(const MatrixArgs& a, const std::string& program) {
   // thread, so none can hold a lock the workers inherit held (reports/workers.hpp).
   const int jobs = std::min<long>(a.jobs > 0 ? a.jobs : nc::available_processors(), long(cells.size()));
   std::optional<nc::Workers> workers;
-  if (jobs >= 2 && a.reproduce.empty()) workers.emplace(cells, opt, jobs);
+  if (jobs >= 2 && a.reproduce.empty()) {
+    const int others = nc::process_threads() - 1;
+    workers.emplace(cells, opt, jobs);
+    if (!workers->forked_alone())
+      fmt::print(stderr, "{} matrix: the workers were forked while {} other thread{} of this program ran (started "
+                         "before cli_main): a lock one of them held then stays held in every worker, which hangs "
+                         "if it takes it (the watchdog ends such a run); start them after cli_main, or use --jobs 1\n",
+                 program, others, others == 1 ? "" : "s");
+  }
   Progress progress(cells.size());
   const auto start = std::chrono::steady_clock::now();
   const std::string started_at = nc::utc_now();

@@ -138,13 +138,14 @@ std::string locate(const std::string& name, const std::vector<std::string>& know
   return name;
 }
 
-// The programs that hold a row: built-in (and mutant) rows live in normcheck's own programs,
-// rows registered at run time in the project's (set_replay_programs).
+// What starts the running program, before its name in its own replays (set_replay_launcher).
 std::string& replay_launcher() {
   static std::string launcher;
   return launcher;
 }
 
+// The programs that hold a row: built-in (and mutant) rows live in normcheck's own programs,
+// rows registered at run time in the project's (set_replay_programs).
 struct Holders {
   std::string cli, tests;
 };

@@ -314,11 +314,6 @@ void Workers::run(const std::function<void(CellResult&&, std::size_t)>& done,
   s.ran = true;  // each worker was told to stop: the destructor waits for it
 }
 
-void run_in_workers(const std::vector<Cell>& cells, const RunOptions& options, int count,
-                    const std::function<void(CellResult&&, std::size_t)>& done) {
-  Workers(cells, options, count).run(done, options.on_cell);
-}
-
 int process_threads() {
   std::error_code ec;
   int n = 0;

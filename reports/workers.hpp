@@ -61,10 +61,6 @@ class Workers {
 MatrixRun run_matrix(Workers& workers, const std::function<void(const Cell&, bool)>& on_cell,
                      const std::function<void(const CellResult&, std::size_t)>& after_each = {});
 
-// Workers(cells, options, workers).run(done, options.on_cell).
-void run_in_workers(const std::vector<Cell>& cells, const RunOptions& options, int workers,
-                    const std::function<void(CellResult&&, std::size_t)>& done);
-
 // The threads this process runs now (/proc/self/task), at least 1.
 int process_threads();
 

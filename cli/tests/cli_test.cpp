@@ -156,6 +156,14 @@ TEST(Cli, FreshSeedIsPrintedAndProgressGoesToStderr) {
   EXPECT_EQ(r.err.find("Using configuration"), std::string::npos) << "RapidCheck's own seed line must not appear";
 }
 
+TEST(Cli, WorkersAreForkedBeforeTheWatchdogThreadStarts) {
+  // the program runs no other thread as it forks its workers (reports/workers.hpp): had the
+  // watchdog's thread started first, the run would say so on stderr
+  const auto r = run(cli() + " matrix --layer '^rms_norm$' --property 'padding|batch_ind' --cases 20 --jobs 2");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.err.find("the workers were forked while"), std::string::npos) << r.err;
+}
+
 TEST(Cli, MatrixJsonHasTheContractFields) {
   const std::string path = scratch("contract") + "/matrix.json";
   const auto r = run(cli() + " matrix --layer '^batch_norm_train$' --property 'batch_independence|global_scale' "

@@ -9,8 +9,9 @@
 #include <cstdlib>
 #include <mutex>
 #include <regex>
-#include <thread>
 #include <set>
+#include <thread>
+#include <utility>
 
 #include "reports/report.hpp"
 #include "reports/workers.hpp"
@@ -42,12 +43,26 @@ std::vector<json> cells_json(const MatrixRun& run) {
   return out;
 }
 
-MatrixRun run_with(const std::vector<Cell>& cells, int workers, std::vector<std::size_t>* order = nullptr) {
+RunOptions seeded(int cases) {
   RunOptions o;
   o.seed = 11;
-  o.cases = 30;
+  o.cases = cases;
   o.use_rc_params_reproduce = false;
-  return run_matrix(cells, o, [&](const CellResult&, std::size_t i) { if (order) order->push_back(i); }, workers);
+  return o;
+}
+
+MatrixRun run_with(const std::vector<Cell>& cells, int workers, std::vector<std::size_t>* order = nullptr) {
+  return run_matrix(cells, seeded(30), [&](const CellResult&, std::size_t i) { if (order) order->push_back(i); },
+                    workers);
+}
+
+// Four cells on two workers: whether they were forked from this thread, and the results that came.
+std::pair<bool, std::size_t> four_cells_on_workers() {
+  const auto cells = some_cells();
+  Workers w(std::vector<Cell>(cells.begin(), cells.begin() + 4), seeded(5), 2);
+  std::size_t n = 0;
+  w.run([&](CellResult&&, std::size_t) { ++n; });
+  return {w.forked_alone(), n};
 }
 
 TEST(Workers, TwoOrThreeWorkersGiveTheCellsOfARunInThisProcess) {
@@ -81,10 +96,7 @@ TEST(Workers, AnExceptionInAWorkerReachesTheCaller) {
   // the reproduce string of one cell's counterexample given to other cells: run_cell throws
   // std::invalid_argument in the worker
   const auto cells = some_cells();
-  RunOptions o;
-  o.seed = 11;
-  o.cases = 30;
-  o.use_rc_params_reproduce = false;
+  RunOptions o = seeded(30);
   std::string reproduce;
   std::size_t found = 0;
   for (; found < cells.size() && reproduce.empty(); ++found)
@@ -95,7 +107,8 @@ TEST(Workers, AnExceptionInAWorkerReachesTheCaller) {
     if (i + 1 != found && cells[i].info.expected != Expect::not_applicable) others.push_back(cells[i]);
   o.reproduce = reproduce;
   // run_matrix replays one cell in this process; the workers are asked directly
-  EXPECT_THROW(run_in_workers(others, o, 2, [](CellResult&&, std::size_t) {}), std::invalid_argument);
+  Workers w(others, o, 2);
+  EXPECT_THROW(w.run([](CellResult&&, std::size_t) {}), std::invalid_argument);
 }
 
 // A process that runs no other thread forks its workers from the constructing thread; one that
@@ -105,17 +118,10 @@ TEST(Workers, AnExceptionInAWorkerReachesTheCaller) {
 TEST(WorkersDeathTest, ForkedFromThisThreadWhenItIsTheOnlyOne) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   auto run_alone = [] {
-    const auto cells = some_cells();
-    RunOptions o;
-    o.seed = 11;
-    o.cases = 5;
-    o.use_rc_params_reproduce = false;
     const int before = process_threads();
-    Workers w(std::vector<Cell>(cells.begin(), cells.begin() + 4), o, 2);
-    std::size_t n = 0;
-    w.run([&](CellResult&&, std::size_t) { ++n; });
-    std::fprintf(stderr, "threads before %d, alone %d, cells %zu\n", before, int(w.forked_alone()), n);
-    std::exit(before == 1 && w.forked_alone() && n == 4 ? 0 : 1);
+    const auto [alone, n] = four_cells_on_workers();
+    std::fprintf(stderr, "threads before %d, alone %d, cells %zu\n", before, int(alone), n);
+    std::exit(before == 1 && alone && n == 4 ? 0 : 1);
   };
   EXPECT_EXIT(run_alone(), testing::ExitedWithCode(0), "threads before 1, alone 1, cells 4");
   auto run_beside_a_thread = [] {
@@ -126,18 +132,7 @@ TEST(WorkersDeathTest, ForkedFromThisThreadWhenItIsTheOnlyOne) {
       std::unique_lock lock(m);
       cv.wait(lock, [&] { return stop; });
     });
-    const auto cells = some_cells();
-    RunOptions o;
-    o.seed = 11;
-    o.cases = 5;
-    o.use_rc_params_reproduce = false;
-    bool alone = true;
-    std::size_t n = 0;
-    {
-      Workers w(std::vector<Cell>(cells.begin(), cells.begin() + 4), o, 2);
-      alone = w.forked_alone();
-      w.run([&](CellResult&&, std::size_t) { ++n; });
-    }
+    const auto [alone, n] = four_cells_on_workers();
     {
       std::lock_guard lock(m);
       stop = true;
@@ -152,11 +147,7 @@ TEST(WorkersDeathTest, ForkedFromThisThreadWhenItIsTheOnlyOne) {
 
 TEST(Workers, RunTwiceIsAnError) {
   const auto cells = some_cells();
-  RunOptions o;
-  o.seed = 11;
-  o.cases = 5;
-  o.use_rc_params_reproduce = false;
-  Workers w(std::vector<Cell>(cells.begin(), cells.begin() + 2), o, 2);
+  Workers w(std::vector<Cell>(cells.begin(), cells.begin() + 2), seeded(5), 2);
   w.run([](CellResult&&, std::size_t) {});
   EXPECT_THROW(w.run([](CellResult&&, std::size_t) {}), std::logic_error);
 }
