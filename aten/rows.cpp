@@ -35,17 +35,15 @@ namespace normcheck::aten {
 void sync_threads() {
   // the count normcheck asks for, read before ATen can touch it
   const int n = omp_get_max_threads();
-  // ATen's per-thread lazy init (its first parallel op in a thread) calls init_num_threads(),
-  // which sets OpenMP's count to ATen's stored one; run it now so it cannot strike later
+  // ATen's per-thread lazy init (its first parallel op in a thread) sets OpenMP's count to
+  // ATen's default (its stored count, or the machine's cores when none was stored); run it now
+  // so it cannot strike later, then put normcheck's count back. ATen's OpenMP backend runs its
+  // parallel regions with omp_get_max_threads() threads, so OpenMP's own setting is what drives
+  // it. at::set_num_threads is never called: besides storing a count, it starts the
+  // pthreadpool of the XNNPACK/QNNPACK ops (which no row uses), a thread that would already run
+  // when cli_main forks its workers (README, "a worker forked beside other threads"); calling
+  // it at every change of the count also made a shrinking thread_determinism cell take minutes.
   at::internal::lazy_init_num_threads();
-  // ATen's OpenMP backend runs its parallel regions with omp_get_max_threads() threads, so
-  // OpenMP's own setting is what drives it. at::set_num_threads (which also resizes ATen's
-  // pthreadpool, used only by the XNNPACK/QNNPACK ops, not by these rows) is called once, so
-  // that ATen's stored count, which its lazy init restores, is normcheck's starting count:
-  // calling it at every change of the count made a shrinking thread_determinism cell take
-  // minutes.
-  static const bool stored = (at::set_num_threads(n), true);
-  (void)stored;
   if (omp_get_max_threads() != n) omp_set_num_threads(n);
 }
 
