@@ -11,8 +11,10 @@
 // there, and its dγ/dβ include it). A caller that wants padding out zeroes dy there, as a
 // masked loss does. A token's dx depends on that token alone.
 //
-// The implementations — the double reference, the float32 forward (shifted two-pass statistics,
-// μ = x₀ + Σ(x − x₀)/D, then σ² = Σ(x − μ)²/D, over a row that stays in L1 between the passes),
+// The implementations — the double reference, the float32 forward (shifted statistics over a row
+// that stays in L1 between the passes: two-pass, μ = x₀ + Σ(x − x₀)/D then σ² = Σ(x − μ)²/D, on
+// the AVX2 and baseline paths; one pass of Σ(x − c), Σ(x − c)² on the AVX-512 path, with the
+// second pass for a row whose shift c was far out in its spread; token_norm.hpp),
 // the raw kernels and the backward — are shared with rms_norm, centred (token_norm.cpp,
 // token_norm.hpp, token_backward.cpp).
 #include "norms/kernels_api.hpp"

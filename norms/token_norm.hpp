@@ -2,8 +2,8 @@
 // rstd = 1/√(σ² + ε)) and rms_norm (!kCenter: μ = 0, y = x·rrms·γ + β, rrms = 1/√(mean(x²) + ε)),
 // statistics over the D features of one token. One template serves both: the row loop, the
 // grouping of short rows, the overflow path, the output pass with its streaming stores and the
-// instruction-set dispatch are the same code, and kCenter selects the statistic (the shifted
-// mean before the sum of squares, or none) and the per-element transform (x − μ, or x); each
+// instruction-set dispatch are the same code, and kCenter selects the statistic (shifted moments,
+// or the mean square) and the per-element transform (x − μ, or x); each
 // `if constexpr` leaves exactly the operations the layer computes, so the compiler generates
 // one layer's loops without the other's.
 //
@@ -122,14 +122,20 @@ NORMCHECK_AVX512_BEGIN
 
 namespace normcheck::kernels::avx512 {
 
-// AVX-512 path. Per row: (kCenter) Σ(x − x₀) as 16-lane partial sums in the order of
-// row_partial, folded by hsum's tree, μ = x₀ + Σ/D; then Σ(x − μ)² (or Σx²) by FMA in the order
-// of row_partial_sq, σ² = Σ/D, rstd = 1/√(σ² + ε), y = fma((x − μ)·rstd, γ, β) (or
+// AVX-512 path. Per row, layer_norm (kCenter): Σ(x − c) and Σ(x − c)² in one pass over the row
+// (token_moments, 16-lane partial sums with FMA, folded by hsum's tree), m1 = Σ(x − c)/D,
+// q = Σ(x − c)²/D, μ = c + m1 and σ² = q − m1² (one FMA); the shift c is x₀ for rows of
+// D ≤ kGroupMaxD and the mean of the first 16 values for longer ones (moment_shift). A row whose
+// shift lies far out in its spread (one_pass_kept: m1² > (7/8)·q; NaN) gets σ² = Σ(x − μ)²/D
+// from a second pass instead, the two-pass form. rms_norm (!kCenter): Σx² by FMA in the order of
+// row_partial_sq, σ² = Σ/D. Then rstd = 1/√(σ² + ε), y = fma((x − μ)·rstd, γ, β) (or
 // fma(x·rstd, γ, β)). Rows of D ≤ kGroupMaxD go 16 at a time, phase by phase (16 rows' sums in
 // flight, folded together by hsum16x16, which performs the same tree for each); a last group of
 // fewer rows repeats its last row in the free slots and writes only its own. Either way each
-// row's operations are those above, so its bits do not depend on its neighbours, on where a
-// range starts or on the thread count.
+// row's operations are those above — which form a row takes depends on its own values only —
+// so its bits do not depend on its neighbours, on where a range starts or on the thread count.
+// A constant row gets exactly β: x − c = 0 (c is one of its values, or the mean of 16 equal
+// ones, which the tree and ·1/16 compute exactly), so m1 = q = σ² = 0 and μ = c.
 
 // Σ(x − mean)² of one row as 16 lane partial sums (kCenter), or Σx².
 template <bool kCenter>
@@ -144,19 +150,74 @@ template <bool kCenter>
   }
 }
 
-// Σ(x − x₀) of one row as 16 lane partial sums: the shifted sum behind μ.
-[[gnu::always_inline]] inline __m512 token_sum_shifted(const float* xr, int D) {
-  const __m512 sh = _mm512_set1_ps(xr[0]);
-  return row_partial(xr, D, [&](__m512 v, __mmask16 mk) { return _mm512_maskz_sub_ps(mk, v, sh); });
+// The shift of layer_norm's one-pass moments for one long row: the mean of its first 16 values
+// (hsum's tree, then ·1/16: exact for equal values), or x₀ when D < 16. Near the row's mean, so
+// few rows fall back to the second pass, and of the row's own scale, so x − c loses nothing for a
+// row at a large offset (1e3 ± 0.1: x − c is exact there).
+[[gnu::always_inline]] inline float moment_shift(const float* xr, int D) {
+  return D >= W ? hsum(_mm512_loadu_ps(xr)) * (1.0f / W) : xr[0];
 }
 
+// Σ(x − shift) and Σ(x − shift)² of one row in one pass, as 16 lane partial sums each, in the
+// orders of row_partial (s1) and row_partial_sq (s2): four chains of each, then the rest.
+[[gnu::always_inline]] inline void token_moments(const float* xr, int D, float shift, __m512& s1,
+                                                 __m512& s2) {
+  const int full = D / W, rem = D % W;
+  const __m512 sh = _mm512_set1_ps(shift), z = _mm512_setzero_ps();
+  __m512 a0 = z, a1 = z, a2 = z, a3 = z, q0 = z, q1 = z, q2 = z, q3 = z;
+  int k = 0;
+  auto step = [&](int k, __m512& a, __m512& q) {
+    const __m512 d = _mm512_sub_ps(_mm512_loadu_ps(xr + k * W), sh);
+    a = _mm512_add_ps(a, d);
+    q = _mm512_fmadd_ps(d, d, q);
+  };
+  if (full >= 4) {
+    for (; k + 4 <= full; k += 4) {
+      step(k, a0, q0);
+      step(k + 1, a1, q1);
+      step(k + 2, a2, q2);
+      step(k + 3, a3, q3);
+    }
+    a0 = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
+    q0 = _mm512_add_ps(_mm512_add_ps(q0, q1), _mm512_add_ps(q2, q3));
+  }
+  for (; k < full; ++k) step(k, a0, q0);
+  if (rem) {
+    const __mmask16 m = head_mask(rem);
+    const __m512 d = _mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, xr + full * W), sh);
+    a0 = _mm512_add_ps(a0, d);
+    q0 = _mm512_fmadd_ps(d, d, q0);
+  }
+  s1 = a0;
+  s2 = q0;
+}
+
+// Which rows keep the one-pass variance q − m1² (m1 = Σ(x − c)/D, q = Σ(x − c)²/D): those with
+// m1² ≤ (7/8)·q, i.e. σ² ≥ q/8, so the subtraction cancels at most 3 bits and σ²'s relative
+// error stays within 8 times q's (q is a sum of squares: no cancellation of its own). For an iid
+// row shifted by x₀, m1² = (x₀ − μ)² exceeds 7σ² in under 1 % of rows; a shift of 16 values'
+// mean almost never. The others (a shift far out in the spread: an outlier x₀, a sorted row;
+// NaN) take the two-pass form's second pass.
+[[gnu::always_inline]] inline __mmask16 one_pass_kept(__m512 m1, __m512 q) {
+  return _mm512_cmp_ps_mask(_mm512_mul_ps(m1, m1), _mm512_mul_ps(q, _mm512_set1_ps(7.0f / 8)),
+                            _CMP_LE_OQ);
+}
+
+// The output pass of one row: y = fma((x − μ)·rstd, γ, β) (kCenter) or fma(x·rstd, γ, β), with
+// x prefetched kPrefetchBytes ahead into L2 and, when l1_ahead is not 0, l1_ahead bytes ahead
+// into L1 as well: a group of short rows passes G·D·4, the same row of the next group, whose
+// statistics pass then reads from L1 (1–6 % faster at D = 64 and 128 in same-run A/B).
 template <bool kCenter>
 [[gnu::always_inline]] inline void token_norm_write(float* yr, const float* xr, const float* gamma,
                                                     const float* beta, int D, bool stream,
-                                                    float mean, float rstd) {
+                                                    float mean, float rstd,
+                                                    std::uintptr_t l1_ahead = 0) {
   const __m512 m = _mm512_set1_ps(mean), s = _mm512_set1_ps(rstd);
   write_row(yr, D, stream, [&](int d, __mmask16 k) {
     prefetch_ahead(xr + d);
+    if (l1_ahead)
+      _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(xr + d) + l1_ahead),
+                   _MM_HINT_T0);
     __m512 xv = _mm512_maskz_loadu_ps(k, xr + d);
     if constexpr (kCenter) xv = _mm512_sub_ps(xv, m);
     return _mm512_fmadd_ps(_mm512_mul_ps(xv, s), gamma_at(gamma, d, k), beta_at(beta, d, k));
@@ -174,18 +235,30 @@ void token_norm_rows(float* y, const float* x, const float* gamma, const float* 
       const float* xr[G];
       for (int k = 0; k < G; ++k) xr[k] = x + (r + std::size_t(std::min(k, rows - 1))) * D;
       alignas(64) float mean[G] = {}, rstd[G];
-      __m512 part[G];
+      __m512 part[G], vvar;
       if constexpr (kCenter) {
+        // one pass shifted by x₀: μ = x₀ + m1, σ² = q − m1² (token_moments); a row whose x₀
+        // lies far out in its spread gets the second pass Σ(x − μ)² instead (one_pass_kept)
         alignas(64) float shift[G];
-        for (int k = 0; k < G; ++k) {
-          shift[k] = xr[k][0];
-          part[k] = token_sum_shifted(xr[k], D);
+        __m512 part2[G];
+        for (int k = 0; k < G; ++k) shift[k] = xr[k][0];
+        for (int k = 0; k < G; ++k) token_moments(xr[k], D, shift[k], part[k], part2[k]);
+        const __m512 m1 = _mm512_div_ps(hsum16x16(part), vD);
+        const __m512 q = _mm512_div_ps(hsum16x16(part2), vD);
+        _mm512_store_ps(mean, _mm512_add_ps(_mm512_load_ps(shift), m1));
+        vvar = _mm512_fnmadd_ps(m1, m1, q);
+        const __mmask16 redo = __mmask16(~one_pass_kept(m1, q) & head_mask(rows));
+        if (redo) {
+          alignas(64) float var[G];
+          _mm512_store_ps(var, vvar);
+          for (int k = 0; k < rows; ++k)
+            if ((redo >> k) & 1) var[k] = hsum(token_sum_sq<true>(xr[k], D, mean[k])) / float(D);
+          vvar = _mm512_load_ps(var);
         }
-        _mm512_store_ps(mean, _mm512_add_ps(_mm512_load_ps(shift),
-                                            _mm512_div_ps(hsum16x16(part), vD)));
+      } else {
+        for (int k = 0; k < G; ++k) part[k] = token_sum_sq<false>(xr[k], D, 0.0f);
+        vvar = _mm512_div_ps(hsum16x16(part), vD);
       }
-      for (int k = 0; k < G; ++k) part[k] = token_sum_sq<kCenter>(xr[k], D, mean[k]);
-      const __m512 vvar = _mm512_div_ps(hsum16x16(part), vD);
       _mm512_store_ps(rstd, _mm512_div_ps(_mm512_set1_ps(1.0f),
                                           _mm512_sqrt_ps(_mm512_add_ps(vvar, veps))));
       const __mmask16 bad = _mm512_fpclass_ps_mask(vvar, 0x99);  // NaN or ±inf
@@ -194,7 +267,8 @@ void token_norm_rows(float* y, const float* x, const float* gamma, const float* 
         if (((bad >> k) & 1) && all_finite(xr[k], D))
           token_norm_rescaled<kCenter>(yr, xr[k], gamma, beta, D, eps);
         else
-          token_norm_write<kCenter>(yr, xr[k], gamma, beta, D, stream, mean[k], rstd[k]);
+          token_norm_write<kCenter>(yr, xr[k], gamma, beta, D, stream, mean[k], rstd[k],
+                                    std::uintptr_t(G) * D * sizeof(float));
       }
     }
     return;
@@ -202,9 +276,20 @@ void token_norm_rows(float* y, const float* x, const float* gamma, const float* 
   for (std::size_t r = r0; r < r1; ++r) {
     const float* xr = x + r * D;
     float* yr = y + r * D;
-    float mean = 0.0f;
-    if constexpr (kCenter) mean = xr[0] + hsum(token_sum_shifted(xr, D)) / float(D);
-    const float var = hsum(token_sum_sq<kCenter>(xr, D, mean)) / float(D);
+    float mean = 0.0f, var;
+    if constexpr (kCenter) {
+      const float shift = moment_shift(xr, D);
+      __m512 s1, s2;
+      token_moments(xr, D, shift, s1, s2);
+      const float m1 = hsum(s1) / float(D), q = hsum(s2) / float(D);
+      mean = shift + m1;
+      if (one_pass_kept(_mm512_set1_ps(m1), _mm512_set1_ps(q)) & 1)
+        var = std::fma(-m1, m1, q);
+      else
+        var = hsum(token_sum_sq<true>(xr, D, mean)) / float(D);
+    } else {
+      var = hsum(token_sum_sq<false>(xr, D, 0.0f)) / float(D);
+    }
     if (!std::isfinite(var) && all_finite(xr, D)) {
       token_norm_rescaled<kCenter>(yr, xr, gamma, beta, D, eps);
       continue;
