@@ -442,7 +442,26 @@ void block_stats_avx512(const float* const* rows, int n, int D, double* __restri
 void apply_rows_avx512(float* out, const float* x, std::size_t r0, std::size_t r1, int T, int D,
                        const int* lengths, const float* mu, const float* a, const float* be,
                        bool stream) {
-  for (std::size_t r = r0; r < r1; ++r) {
+  std::size_t r = r0;
+  // Whole 64-byte-aligned rows without a padding mask go four at a time: each vector of μ, a
+  // and β is loaded once for four rows (at D = 4096 the three are 48 KB, which row by row
+  // missed L1 for every output vector, beside x). The same operations per value as below.
+  if (!lengths && D % 16 == 0 && (reinterpret_cast<std::uintptr_t>(out) & 63) == 0)
+    for (; r + 4 <= r1; r += 4)
+      for (int d = 0; d < D; d += 16) {
+        const __m512 m = _mm512_loadu_ps(mu + d), av = _mm512_loadu_ps(a + d),
+                     bv = _mm512_loadu_ps(be + d);
+        for (std::size_t k = 0; k < 4; ++k) {
+          const float* xr = x + (r + k) * D + d;
+          v16::prefetch_ahead(xr);
+          const __m512 y = _mm512_fmadd_ps(_mm512_sub_ps(_mm512_loadu_ps(xr), m), av, bv);
+          if (stream)
+            _mm512_stream_ps(out + (r + k) * D + d, y);
+          else
+            _mm512_store_ps(out + (r + k) * D + d, y);
+        }
+      }
+  for (; r < r1; ++r) {
     if (lengths && int(r % T) >= lengths[r / T]) continue;
     const float* xr = x + r * D;  // [D]
     v16::write_row(out + r * D, D, stream, [&](int d, __mmask16 k) {
