@@ -578,15 +578,6 @@ constexpr std::uintptr_t kPrefetchBytes = 16384;
                _MM_HINT_T1);
 }
 
-// The γ, β of a token norm's output at [d, d + 16): loaded, or 1 and 0 when the pointer is null
-// (the same operations either way: ·1 and +0).
-[[gnu::always_inline]] inline __m512 gamma_at(const float* gamma, int d, __mmask16 m) {
-  return gamma ? _mm512_maskz_loadu_ps(m, gamma + d) : _mm512_set1_ps(1.0f);
-}
-[[gnu::always_inline]] inline __m512 beta_at(const float* beta, int d, __mmask16 m) {
-  return beta ? _mm512_maskz_loadu_ps(m, beta + d) : _mm512_setzero_ps();
-}
-
 }  // namespace normcheck::kernels::avx512
 
 NORMCHECK_AVX512_END

@@ -204,10 +204,12 @@ template <bool kCenter>
 }
 
 // The output pass of one row: y = fma((x − μ)·rstd, γ, β) (kCenter) or fma(x·rstd, γ, β), with
-// x prefetched kPrefetchBytes ahead into L2 and, when l1_ahead is not 0, l1_ahead bytes ahead
-// into L1 as well: a group of short rows passes G·D·4, the same row of the next group, whose
-// statistics pass then reads from L1 (1–6 % faster at D = 64 and 128 in same-run A/B).
-template <bool kCenter>
+// x prefetched kPrefetchBytes ahead into L2 and (kL1) l1_ahead bytes ahead into L1 as well: a
+// group of short rows passes G·D·4, the same row of the next group, whose statistics pass then
+// reads from L1 (1–6 % faster at D = 64 and 128 in same-run A/B). Without γ (!kGamma) it
+// multiplies by 1, without β it adds 0: the same operations as with them. The γ, β and L1 cases
+// are template parameters so the loop has no test in it (a fifth of its instructions at D = 64).
+template <bool kCenter, bool kGamma, bool kBeta, bool kL1>
 [[gnu::always_inline]] inline void token_norm_write(float* yr, const float* xr, const float* gamma,
                                                     const float* beta, int D, bool stream,
                                                     float mean, float rstd,
@@ -215,18 +217,20 @@ template <bool kCenter>
   const __m512 m = _mm512_set1_ps(mean), s = _mm512_set1_ps(rstd);
   write_row(yr, D, stream, [&](int d, __mmask16 k) {
     prefetch_ahead(xr + d);
-    if (l1_ahead)
+    if constexpr (kL1)
       _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(xr + d) + l1_ahead),
                    _MM_HINT_T0);
     __m512 xv = _mm512_maskz_loadu_ps(k, xr + d);
     if constexpr (kCenter) xv = _mm512_sub_ps(xv, m);
-    return _mm512_fmadd_ps(_mm512_mul_ps(xv, s), gamma_at(gamma, d, k), beta_at(beta, d, k));
+    const __m512 g = kGamma ? _mm512_maskz_loadu_ps(k, gamma + d) : _mm512_set1_ps(1.0f);
+    const __m512 b = kBeta ? _mm512_maskz_loadu_ps(k, beta + d) : _mm512_setzero_ps();
+    return _mm512_fmadd_ps(_mm512_mul_ps(xv, s), g, b);
   });
 }
 
-template <bool kCenter>
-void token_norm_rows(float* y, const float* x, const float* gamma, const float* beta,
-                     std::size_t r0, std::size_t r1, int D, float eps, bool stream) {
+template <bool kCenter, bool kGamma, bool kBeta>
+void token_norm_rows_affine(float* y, const float* x, const float* gamma, const float* beta,
+                            std::size_t r0, std::size_t r1, int D, float eps, bool stream) {
   if (D <= kGroupMaxD) {
     constexpr int G = W;
     const __m512 vD = _mm512_set1_ps(float(D)), veps = _mm512_set1_ps(eps);
@@ -267,8 +271,9 @@ void token_norm_rows(float* y, const float* x, const float* gamma, const float* 
         if (((bad >> k) & 1) && all_finite(xr[k], D))
           token_norm_rescaled<kCenter>(yr, xr[k], gamma, beta, D, eps);
         else
-          token_norm_write<kCenter>(yr, xr[k], gamma, beta, D, stream, mean[k], rstd[k],
-                                    std::uintptr_t(G) * D * sizeof(float));
+          token_norm_write<kCenter, kGamma, kBeta, true>(yr, xr[k], gamma, beta, D, stream,
+                                                         mean[k], rstd[k],
+                                                         std::uintptr_t(G) * D * sizeof(float));
       }
     }
     return;
@@ -294,8 +299,23 @@ void token_norm_rows(float* y, const float* x, const float* gamma, const float* 
       token_norm_rescaled<kCenter>(yr, xr, gamma, beta, D, eps);
       continue;
     }
-    token_norm_write<kCenter>(yr, xr, gamma, beta, D, stream, mean, 1.0f / std::sqrt(var + eps));
+    token_norm_write<kCenter, kGamma, kBeta, false>(yr, xr, gamma, beta, D, stream, mean,
+                                                    1.0f / std::sqrt(var + eps));
   }
+}
+
+// The rows [r0, r1) by the instance of token_norm_rows_affine for the γ and β given.
+template <bool kCenter>
+void token_norm_rows(float* y, const float* x, const float* gamma, const float* beta,
+                     std::size_t r0, std::size_t r1, int D, float eps, bool stream) {
+  if (gamma && beta)
+    token_norm_rows_affine<kCenter, true, true>(y, x, gamma, beta, r0, r1, D, eps, stream);
+  else if (gamma)
+    token_norm_rows_affine<kCenter, true, false>(y, x, gamma, beta, r0, r1, D, eps, stream);
+  else if (beta)
+    token_norm_rows_affine<kCenter, false, true>(y, x, gamma, beta, r0, r1, D, eps, stream);
+  else
+    token_norm_rows_affine<kCenter, false, false>(y, x, gamma, beta, r0, r1, D, eps, stream);
 }
 
 }  // namespace normcheck::kernels::avx512
