@@ -249,10 +249,12 @@ int cmd_list(bool markdown, const std::string& write_path) {
 struct Budgets {
   double cell = nc::RunOptions{}.cell_budget;
   double shrink = nc::RunOptions{}.shrink_budget;
+  int shrink_cases = nc::RunOptions{}.shrink_cases;
   double watchdog = 0;
   void apply(nc::RunOptions& o) const {
     o.cell_budget = cell;
     o.shrink_budget = shrink;
+    o.shrink_cases = shrink_cases;
     o.watchdog = watchdog;
   }
 };
@@ -264,6 +266,10 @@ void add_budget_options(CLI::App* app, Budgets& b) {
   app->add_option("--shrink-budget", b.shrink,
                   "Seconds a cell may shrink its counterexample; past it the smallest found so far is reported (default 30)")
       ->check(CLI::Range(0.001, 1e6));
+  app->add_option("--shrink-cases", b.shrink_cases,
+                  "Shrink candidates a cell may run after its first counterexample; past it the smallest found so "
+                  "far is reported (default 5000; a count, so a seed gives the same counterexample on a loaded machine)")
+      ->check(CLI::Range(1, 1000000000));
   app->add_option("--watchdog", b.watchdog,
                   "Hard limit, seconds, for one cell (a kernel that never returns): the cell is an error, the "
                   "reports are written and the run exits 1 (default: both budgets + 30)")

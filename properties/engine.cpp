@@ -256,7 +256,8 @@ CellResult run_cell_unwatched(const Cell& cell, const RunOptions& options) {
                    .reproduce = options.reproduce,
                    .use_rc_params_reproduce = options.use_rc_params_reproduce,
                    .search_budget = options.cell_budget,
-                   .shrink_budget = options.shrink_budget};
+                   .shrink_budget = options.shrink_budget,
+                   .shrink_cases = options.shrink_cases};
   r.seed = so.seed;
   const SearchResult found = search(one_case, so);
   r.max_deviation = max_dev;
@@ -277,16 +278,20 @@ CellResult run_cell_unwatched(const Cell& cell, const RunOptions& options) {
       r.cases = found.cases + 1;
       r.reproduce = found.reproduce;
       r.shrink_budget_spent = found.shrink_budget_spent;
+      r.shrink_cases = found.shrink_cases;
       set_replay(r, options.program, options.test_filter);
       // the last counterexample RapidCheck saw is the shrunk one it reports
       if (last_failure) r.counterexample = last_failure->evidence;
       const bool rejected = last_failure && !last_failure->rejection.empty();
       // a rejected valid input is no evidence for a ✗ cell: the row failed otherwise
       r.observed = rejected && want_violation ? "error" : "violated";
+      const bool by_count = options.shrink_cases > 0 && found.shrink_cases >= options.shrink_cases;
       const std::string shrunk =
           found.shrink_budget_spent
-              ? " and shrunk until the shrink budget (" + fmt::format("{:g}", options.shrink_budget) +
-                    " s) was spent: the smallest counterexample found so far"
+              ? " and shrunk until the shrink budget (" +
+                    (by_count ? plural(options.shrink_cases, "case", "cases")
+                              : fmt::format("{:g} s", options.shrink_budget)) +
+                    ") was spent: the smallest counterexample found so far"
               : " and shrunk";
       if (!want_violation || rejected)
         r.message = name + ": expected " + (want_violation ? "a violation" : "to hold") +
@@ -358,6 +363,7 @@ nlohmann::json to_json(const CellResult& r) {
     j["replay"] = {{"normcheck", replay_command(r)}, {"ctest", rc_params_command(r)}};
   if (!r.message.empty()) j["message"] = r.message;
   if (r.shrink_budget_spent) j["shrink_budget_spent"] = true;
+  if (!r.reproduce.empty()) j["shrink_cases"] = r.shrink_cases;
   if (!r.drawn.empty()) j["drawn"] = r.drawn;
   return j;
 }

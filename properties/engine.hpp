@@ -38,6 +38,12 @@ struct RunOptions {
   // never returns): `watchdog` seconds, or when ≤ 0 both budgets plus 30 s.
   double cell_budget = 60;
   double shrink_budget = 30;
+  // Shrink candidates a cell may run after its first counterexample (≤ 0: no limit); past it,
+  // as past `shrink_budget`, the smallest counterexample so far is reported. Counted, not timed,
+  // so a run reports the same counterexample for a seed however loaded the machine is (the
+  // time budget is then only a backstop for a slow kernel). The default matrix's ✗ cells run
+  // 1 to 1,624 (seeds 1–3).
+  int shrink_cases = 5000;
   double watchdog = 0;
   // Called as each cell starts (started true) and ends (false): the CLI's watchdog. Cells run
   // in worker processes (run_matrix) are announced by the process that started the workers.
@@ -73,6 +79,7 @@ struct CellResult {
   uint64_t seed = 0;
   double seconds = 0;
   bool shrink_budget_spent = false;  // the counterexample is the smallest found within the budget
+  int shrink_cases = 0;              // shrink candidates run (a ✗ or failed cell)
   // What the cell's cases drew, by class (generators.hpp, gen::Coverage): sizes relative to each
   // kernel threshold, data regimes, poison, ... (successful and failing cases alike).
   std::map<std::string, int> drawn = {};

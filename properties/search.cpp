@@ -105,7 +105,7 @@ SearchResult search(const std::function<CaseVerdict(std::string& why)>& one_case
   // one is a shrink candidate (or the final replay of the smallest one).
   std::optional<Clock::time_point> first_failure;
   bool search_spent = false, shrink_spent = false;
-  int cases_run = 0;
+  int cases_run = 0, shrink_run = 0;
   auto body = [&]() {
     if (budgeted && !first_failure && o.search_budget > 0 &&
         Clock::now() - start > seconds(o.search_budget)) {
@@ -114,13 +114,15 @@ SearchResult search(const std::function<CaseVerdict(std::string& why)>& one_case
       RC_DISCARD("the cell's search budget of " + std::to_string(o.search_budget) +
                  " s was spent after " + std::to_string(cases_run) + " cases");
     }
-    if (budgeted && first_failure && o.shrink_budget > 0 &&
-        Clock::now() - *first_failure > seconds(o.shrink_budget)) {
+    if (budgeted && first_failure &&
+        ((o.shrink_cases > 0 && shrink_run >= o.shrink_cases) ||
+         (o.shrink_budget > 0 && Clock::now() - *first_failure > seconds(o.shrink_budget)))) {
       // a candidate that passes is never accepted: the smallest counterexample so far stays
       shrink_spent = true;
       return;
     }
     ++cases_run;
+    if (first_failure) ++shrink_run;
     std::string why;
     switch (one_case(why)) {
       case CaseVerdict::fine: return;
@@ -169,6 +171,7 @@ SearchResult search(const std::function<CaseVerdict(std::string& why)>& one_case
     // once, so that the last case `one_case` saw is that one again (its evidence is reported).
     const double shrink_seconds =
         std::chrono::duration<double>(Clock::now() - *first_failure).count();
+    const int shrink_count = shrink_run;  // the replay below is not a shrink candidate
     budgeted = false;
     first_failure.reset();
     const rc::detail::Reproduce smallest{*case_random, case_size, listener.path};
@@ -183,6 +186,7 @@ SearchResult search(const std::function<CaseVerdict(std::string& why)>& one_case
     r.shrink_budget_spent = true;
     r.reproduce = reproduce_string(o.id, smallest);
     r.shrink_seconds = shrink_seconds;
+    r.shrink_cases = shrink_count;
     return r;
   }
   const auto& result = *stopped_result;
@@ -204,6 +208,7 @@ SearchResult search(const std::function<CaseVerdict(std::string& why)>& one_case
     r.shrink_budget_spent = shrink_spent;
     if (first_failure)
       r.shrink_seconds = std::chrono::duration<double>(Clock::now() - *first_failure).count();
+    r.shrink_cases = shrink_run;
     r.reproduce = reproduce_string(o.id, fail.reproduce);
   } else if (result.template is<rc::detail::GaveUpResult>()) {
     r.kind = SearchResult::Kind::gave_up;

@@ -31,6 +31,10 @@ struct SearchOptions {
   // smallest counterexample so far is the result. A replay (`reproduce`) has no budget.
   double search_budget = 0;
   double shrink_budget = 0;
+  // Shrink candidates (cases run after the first counterexample) at most (≤ 0: no limit): past
+  // it, as past `shrink_budget`, the smallest counterexample so far is the result. A count, not
+  // a time, so it stops at the same case on a fast machine and a loaded one.
+  int shrink_cases = 0;
 };
 
 struct SearchResult {
@@ -41,6 +45,7 @@ struct SearchResult {
   bool search_budget_spent = false;  // gave_up because the search budget ran out
   bool shrink_budget_spent = false;  // failed, shrinking stopped by its budget
   double shrink_seconds = 0;         // failed: time spent shrinking
+  int shrink_cases = 0;              // failed: shrink candidates run
 };
 
 // Runs `one_case` (which may say why in `why`) until max_success cases pass or one is a counterexample, then shrinks it.

@@ -603,6 +603,7 @@ void read_outcome(const json& c, CellResult& r) {
   r.seed = c.value("seed", uint64_t(0));
   r.seconds = c.value("seconds", 0.0);
   r.shrink_budget_spent = c.value("shrink_budget_spent", false);
+  r.shrink_cases = c.value("shrink_cases", 0);
   if (c.contains("drawn") && c["drawn"].is_object())
     for (const auto& [cls, n] : c["drawn"].items())
       if (n.is_number_integer()) r.drawn[cls] = n.get<int>();

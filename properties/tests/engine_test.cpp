@@ -120,6 +120,48 @@ TEST(Search, PastTheShrinkBudgetTheRemainingCandidatesAreNotTried) {
   EXPECT_EQ(last_size, 20000);
 }
 
+TEST(Search, TheShrinkCaseBudgetStopsAtTheSameCaseHoweverSlowTheCasesRun) {
+  // Fails on every vector of 30 values or more: shrinking takes many steps. With a budget of 12
+  // candidates, a fast run and a run whose cases are slow (a loaded machine) stop after the same
+  // 12 candidates, at the same smallest counterexample so far; the time budget is not reached.
+  const auto run = [](int sleep_ms, int shrink_cases) {
+    const auto one_case = [&](std::string& why) {
+      const auto v = *rc::gen::container<std::vector<int>>(rc::gen::inRange(0, 1000));
+      if (sleep_ms) std::this_thread::sleep_for(std::chrono::milliseconds(sleep_ms));
+      why = "long";
+      return v.size() >= 30 ? CaseVerdict::counterexample : CaseVerdict::fine;
+    };
+    const SearchOptions o{.id = "shrink_cases_test", .max_success = 200, .seed = 11,
+                          .shrink_budget = 60, .shrink_cases = shrink_cases};
+    return search(one_case, o);
+  };
+  const SearchResult fast = run(0, 12), slow = run(5, 12), free = run(0, 0);
+  ASSERT_EQ(fast.kind, SearchResult::Kind::failed) << fast.description;
+  ASSERT_EQ(slow.kind, SearchResult::Kind::failed) << slow.description;
+  EXPECT_TRUE(fast.shrink_budget_spent);
+  EXPECT_TRUE(slow.shrink_budget_spent);
+  EXPECT_EQ(fast.shrink_cases, 12);
+  EXPECT_EQ(slow.shrink_cases, 12);
+  EXPECT_EQ(fast.reproduce, slow.reproduce);
+  // without the count the shrink goes further: the budget did stop it early
+  ASSERT_EQ(free.kind, SearchResult::Kind::failed);
+  EXPECT_FALSE(free.shrink_budget_spent);
+  EXPECT_GT(free.shrink_cases, 12);
+  EXPECT_NE(free.reproduce, fast.reproduce);
+}
+
+TEST(Engine, ACellStoppedByTheShrinkCaseBudgetSaysSo) {
+  const auto b = layer_norm_with(slow_wrong_layer_norm);
+  RunOptions o = options(2);
+  o.shrink_cases = 3;
+  const CellResult r = run_cell(b->cell(Impl::optimized, "reference_agreement"), o);
+  EXPECT_EQ(r.observed, "violated");
+  EXPECT_TRUE(r.shrink_budget_spent);
+  EXPECT_EQ(r.shrink_cases, 3);
+  EXPECT_NE(r.message.find("shrink budget (3 cases)"), std::string::npos) << r.message;
+  EXPECT_EQ(to_json(r).value("shrink_cases", -1), 3);
+}
+
 // Throws on a valid input: tokens of more than 4 features.
 void picky_layer_norm(const Batch& in, const Params& p, Mode m, State* s, Output& out) {
   if (in.D > 4) throw InvalidInput("picky: D = " + std::to_string(in.D) + " is not supported");
