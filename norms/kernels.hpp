@@ -316,9 +316,9 @@ inline void reduce_row_segments(std::size_t n, std::size_t width, std::size_t m,
 //   dx = rstd·(dx̂ − x̂·mean(dx̂·x̂))                  (!kCenter: μ = 0, rstd = 1/√(mean(x²)+ε))
 // and adds dy·x̂ to acc_g[0, n) and dy to acc_b[0, n) (double, for dγ and dβ). gamma: [n] or
 // nullptr (1). dx may be dy or x (in place): every value is read before it is written.
-// The statistics are computed as the forward's baseline path computes them (kernels::mean_var,
-// or the mean square; its AVX2 and AVX-512 paths, with FMA, round them differently), with its
-// overflow path: a finite span whose variance overflows float is normalized on x·2^-k, which
+// This is the AVX2 and baseline form (token_backward.cpp has the AVX-512 one, which falls back
+// to this for a span whose σ² is not finite). The statistics are computed as the forward's
+// baseline path computes them (kernels::mean_var, or the mean square), with its overflow path: a finite span whose variance overflows float is normalized on x·2^-k, which
 // gives the same x̂ and the rstd of x·2^-k; dx is then rstd·2^-k·(…) (the chain rule through the
 // exact scaling). Each mean is a fixed-order sum; the dx and accumulator loops are lane-wise.
 // Limit: dx̂·x̂ summed in float, so |dy·γ| beyond about FLT_MAX/n^1.5 overflows (the gradient

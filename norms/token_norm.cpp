@@ -45,8 +45,9 @@ void token_norm_reference(bool center, const Batch& in, const Params& p, Output&
 
 // ---------------------------------------------------------------------------------------------
 // optimized: the raw kernels (kernels_api.hpp). The forward is token_norm.hpp's template; the
-// backward is token_groups_backward with one group, which computes each token's statistics as
-// the forward's baseline path does, dγ/dβ over fixed row segments.
+// backward is token_groups_backward with one group (token_backward.cpp: the AVX-512 form, or the
+// AVX2/baseline one, which computes each token's statistics as the forward's baseline path does),
+// dγ/dβ over fixed row segments.
 
 void layer_norm_kernel(float* out, const float* x, const float* gamma, const float* beta,
                        std::size_t rows, int D, float eps) {
