@@ -72,91 +72,123 @@ template <class F>
   return acc;
 }
 
-// acc[0, 16) += the 16 lanes of v (as doubles) in the lanes of m; with xh: += v·xh (FMA).
-[[gnu::always_inline]] inline void add_to_doubles(double* acc, __m512 v, __mmask16 m) {
-  const __mmask8 lo = __mmask8(m), hi = __mmask8(m >> 8);
-  const __m512d v0 = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
-  const __m512d v1 = _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1));
-  _mm512_mask_storeu_pd(acc, lo, _mm512_add_pd(_mm512_maskz_loadu_pd(lo, acc), v0));
-  _mm512_mask_storeu_pd(acc + 8, hi, _mm512_add_pd(_mm512_maskz_loadu_pd(hi, acc + 8), v1));
-}
-[[gnu::always_inline]] inline void add_products_to_doubles(double* acc, __m512 v, __m512 xh,
-                                                           __mmask16 m) {
-  const __mmask8 lo = __mmask8(m), hi = __mmask8(m >> 8);
-  const __m512d v0 = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
-  const __m512d v1 = _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1));
-  const __m512d x0 = _mm512_cvtps_pd(_mm512_castps512_ps256(xh));
-  const __m512d x1 = _mm512_cvtps_pd(_mm512_extractf32x8_ps(xh, 1));
-  _mm512_mask_storeu_pd(acc, lo, _mm512_fmadd_pd(v0, x0, _mm512_maskz_loadu_pd(lo, acc)));
-  _mm512_mask_storeu_pd(acc + 8, hi, _mm512_fmadd_pd(v1, x1, _mm512_maskz_loadu_pd(hi, acc + 8)));
-}
+// normalize_backward_span's formulas (kernels.hpp) over a span of n values, 16 lanes at a time:
+// μ = x₀ + Σ(x − x₀)/n and σ² = Σ(x − μ)²/n (kCenter; else the mean square), m1 = mean(γ·dy)
+// (kCenter), m2 = mean((γ·dy − m1)·x̂); then (span_output) dx = rstd·((γ·dy − m1) − x̂·m2) and
+// the dγ, dβ terms added to acc_g, acc_b in double.
+struct SpanTerms {
+  __m512 mu, rstd, m1, m2;
+};
 
-// normalize_backward_span's formulas (kernels.hpp) over one span of n values, 16 lanes at a
-// time: μ = x₀ + Σ(x − x₀)/n and σ² = Σ(x − μ)²/n (kCenter; else the mean square), m1 =
-// mean(γ·dy) (kCenter), m2 = mean((γ·dy − m1)·x̂), then dx = rstd·((γ·dy − m1) − x̂·m2) and the
-// dγ, dβ terms added to acc_g, acc_b in double. Returns false, before writing anything, when σ²
-// is not finite (an overflowing or non-finite span): the caller takes the generic span, which
-// rescales an overflowing one. dx may be dy or x: each block is read before it is written.
+// The statistics and means of one span; false when σ² is not finite (an overflowing or
+// non-finite span: the caller takes the generic span, which rescales an overflowing one).
 template <bool kCenter, bool kGamma>
-[[gnu::always_inline]] inline bool backward_span(float* dx, const float* dy, const float* x,
-                                                 const float* gamma, int n, float eps,
-                                                 double* acc_g, double* acc_b) {
-  const __m512 vn = _mm512_set1_ps(float(n));
-  __m512 mu = _mm512_setzero_ps();
+[[gnu::always_inline]] inline bool span_terms(const float* dy, const float* x, const float* gamma,
+                                              int n, float eps, SpanTerms& t) {
+  t.mu = _mm512_setzero_ps();
   if constexpr (kCenter) {
     const __m512 sh = _mm512_set1_ps(x[0]);
     const __m512 s = span_partial(n, [&](int i, __mmask16 m) {
       return _mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, x + i), sh);
     });
-    mu = _mm512_set1_ps(x[0] + hsum(s) / float(n));
+    t.mu = _mm512_set1_ps(x[0] + hsum(s) / float(n));
   }
   const float var = hsum(span_partial(n, [&](int i, __mmask16 m) {
-                      const __m512 d = _mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, x + i), mu);
+                      const __m512 d = _mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, x + i), t.mu);
                       return _mm512_mul_ps(d, d);
                     })) /
                     float(n);
   if (!std::isfinite(var)) return false;
-  const __m512 rstd = _mm512_set1_ps(1.0f / std::sqrt(var + eps));
+  t.rstd = _mm512_set1_ps(1.0f / std::sqrt(var + eps));
   const auto dxhat = [&](int i, __mmask16 m) {
     const __m512 d = _mm512_maskz_loadu_ps(m, dy + i);
     return kGamma ? _mm512_mul_ps(_mm512_maskz_loadu_ps(m, gamma + i), d) : d;
   };
-  const auto xhat = [&](int i, __mmask16 m) {
-    return _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), mu), rstd);
-  };
-  __m512 m1 = _mm512_setzero_ps();
-  if constexpr (kCenter) m1 = _mm512_set1_ps(hsum(span_partial(n, dxhat)) / float(n));
-  const __m512 m2 = _mm512_div_ps(
-      _mm512_set1_ps(hsum(span_partial(n, [&](int i, __mmask16 m) {
-        return _mm512_maskz_mul_ps(m, _mm512_sub_ps(dxhat(i, m), m1), xhat(i, m));
-      }))),
-      vn);
+  t.m1 = _mm512_setzero_ps();
+  if constexpr (kCenter) t.m1 = _mm512_set1_ps(hsum(span_partial(n, dxhat)) / float(n));
+  t.m2 = _mm512_set1_ps(hsum(span_partial(n, [&](int i, __mmask16 m) {
+                          const __m512 xh = _mm512_mul_ps(
+                              _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), t.mu), t.rstd);
+                          return _mm512_maskz_mul_ps(m, _mm512_sub_ps(dxhat(i, m), t.m1), xh);
+                        })) /
+                        float(n));
+  return true;
+}
+
+// The output pass of R spans at once (the same n and γ; span r at offset off[r] of dx, dy, x),
+// whose terms are t[0..R): dx of each, and the dγ, dβ terms added to acc_g, acc_b span after span
+// (acc + a₀ + a₁ + …, in span order: the bits of R passes one after the other, with one
+// read-modify-write of the double accumulators instead of R). dx may be dy or x: each block is
+// read before it is written.
+template <bool kGamma, int R>
+[[gnu::always_inline]] inline void span_output(float* dx, const float* dy, const float* x,
+                                               const std::size_t* off, const float* gamma, int n,
+                                               const SpanTerms* t, double* acc_g, double* acc_b) {
   const auto block = [&](int i, __mmask16 m) {
-    const __m512 d = _mm512_maskz_loadu_ps(m, dy + i), xh = xhat(i, m);
-    const __m512 g = _mm512_sub_ps(kGamma ? _mm512_mul_ps(_mm512_maskz_loadu_ps(m, gamma + i), d) : d, m1);
-    _mm512_mask_storeu_ps(dx + i, m, _mm512_mul_ps(rstd, _mm512_fnmadd_ps(xh, m2, g)));
-    add_to_doubles(acc_b + i, d, m);
-    add_products_to_doubles(acc_g + i, d, xh, m);
+    const __mmask8 lo = __mmask8(m), hi = __mmask8(m >> 8);
+    __m512d b0 = _mm512_maskz_loadu_pd(lo, acc_b + i), b1 = _mm512_maskz_loadu_pd(hi, acc_b + i + 8);
+    __m512d g0 = _mm512_maskz_loadu_pd(lo, acc_g + i), g1 = _mm512_maskz_loadu_pd(hi, acc_g + i + 8);
+    const __m512 gv = kGamma ? _mm512_maskz_loadu_ps(m, gamma + i) : _mm512_set1_ps(1.0f);
+    for (int r = 0; r < R; ++r) {
+      const std::size_t o = off[r] + i;
+      const __m512 d = _mm512_maskz_loadu_ps(m, dy + o);
+      const __m512 xh = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + o), t[r].mu), t[r].rstd);
+      const __m512 g = _mm512_sub_ps(kGamma ? _mm512_mul_ps(gv, d) : d, t[r].m1);
+      _mm512_mask_storeu_ps(dx + o, m, _mm512_mul_ps(t[r].rstd, _mm512_fnmadd_ps(xh, t[r].m2, g)));
+      const __m512d d0 = _mm512_cvtps_pd(_mm512_castps512_ps256(d));
+      const __m512d d1 = _mm512_cvtps_pd(_mm512_extractf32x8_ps(d, 1));
+      b0 = _mm512_add_pd(b0, d0);
+      b1 = _mm512_add_pd(b1, d1);
+      g0 = _mm512_fmadd_pd(d0, _mm512_cvtps_pd(_mm512_castps512_ps256(xh)), g0);
+      g1 = _mm512_fmadd_pd(d1, _mm512_cvtps_pd(_mm512_extractf32x8_ps(xh, 1)), g1);
+    }
+    _mm512_mask_storeu_pd(acc_b + i, lo, b0);
+    _mm512_mask_storeu_pd(acc_b + i + 8, hi, b1);
+    _mm512_mask_storeu_pd(acc_g + i, lo, g0);
+    _mm512_mask_storeu_pd(acc_g + i + 8, hi, g1);
   };
   int i = 0;
   for (; i + W <= n; i += W) block(i, __mmask16(0xFFFF));
   if (i < n) block(i, head_mask(n - i));
-  return true;
 }
 
+// Rows [r0, r1), each of G spans of D/G values. Four rows at a time share the output pass of
+// each span (span_output<4>) when all four spans have finite terms; otherwise, and for the last
+// rows, span after span, a non-finite one by the generic normalize_backward_span. Either way
+// every span's values and the order of the accumulator additions are the same.
 template <bool kCenter, bool kGamma>
 void backward_rows(float* dx, const float* dy, const float* x, const float* gamma, std::size_t r0,
                    std::size_t r1, int D, int G, float eps, double* acc_g, double* acc_b) {
+  constexpr int R = 4;
   const int gs = D / G;
-  for (std::size_t r = r0; r < r1; ++r)
+  const auto one = [&](std::size_t r, int g) {
+    const std::size_t o = r * D + std::size_t(g) * gs;
+    const float* gg = kGamma ? gamma + g * gs : nullptr;
+    SpanTerms t;
+    if (span_terms<kCenter, kGamma>(dy + o, x + o, gg, gs, eps, t))
+      span_output<kGamma, 1>(dx, dy, x, &o, gg, gs, &t, acc_g + g * gs, acc_b + g * gs);
+    else
+      normalize_backward_span<kCenter>(dx + o, dy + o, x + o, gg, gs, eps, acc_g + g * gs,
+                                       acc_b + g * gs);
+  };
+  std::size_t r = r0;
+  for (; r + R <= r1; r += R)
     for (int g = 0; g < G; ++g) {
-      const std::size_t o = r * D + std::size_t(g) * gs;
       const float* gg = kGamma ? gamma + g * gs : nullptr;
-      if (!backward_span<kCenter, kGamma>(dx + o, dy + o, x + o, gg, gs, eps, acc_g + g * gs,
-                                          acc_b + g * gs))
-        normalize_backward_span<kCenter>(dx + o, dy + o, x + o, gg, gs, eps, acc_g + g * gs,
-                                         acc_b + g * gs);
+      std::size_t off[R];
+      SpanTerms t[R];
+      bool ok = true;
+      for (int k = 0; k < R; ++k) {
+        off[k] = (r + k) * D + std::size_t(g) * gs;
+        ok = span_terms<kCenter, kGamma>(dy + off[k], x + off[k], gg, gs, eps, t[k]) && ok;
+      }
+      if (ok)
+        span_output<kGamma, R>(dx, dy, x, off, gg, gs, t, acc_g + g * gs, acc_b + g * gs);
+      else
+        for (int k = 0; k < R; ++k) one(r + k, g);
     }
+  for (; r < r1; ++r)
+    for (int g = 0; g < G; ++g) one(r, g);
 }
 
 }  // namespace
