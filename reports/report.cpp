@@ -14,6 +14,7 @@
 #include <fmt/color.h>
 #include <fmt/format.h>
 
+#include "norms/kernels_api.hpp"
 #include "properties/counterexample.hpp"
 #include "reports/html.hpp"
 #include "reports/workers.hpp"
@@ -268,7 +269,11 @@ void add_environment_source(std::function<json()> source) {
 }
 
 json run_environment() {
-  json env = json::object();
+  // the built-in optimized kernels' instruction-set path: their bits differ between paths
+  const KernelPath path = kernel_path();
+  json env = {{"kernel_path", path == KernelPath::avx512 ? "avx512"
+                              : path == KernelPath::avx2 ? "avx2"
+                                                         : "baseline"}};
   for (const auto& source : environment_sources()) env.update(source());
   return env;
 }

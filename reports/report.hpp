@@ -60,7 +60,8 @@ void write_report(const std::string& dir, const MatrixRun& run);
 
 // The environment block of the reports: a source (registered by whoever registers external rows,
 // before the run) returns {"key": "value", ...} of what decides their results on this machine;
-// run_environment() joins every source's answer, asked now. Empty without sources.
+// run_environment() joins every source's answer, asked now, to the built-in `kernel_path` (the
+// instruction-set path kernel_path() chose for the built-in optimized kernels).
 void add_environment_source(std::function<nlohmann::json()> source);
 nlohmann::json run_environment();
 std::string environment_text(const nlohmann::json& env);  // "key value · key value"

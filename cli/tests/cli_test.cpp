@@ -194,6 +194,25 @@ TEST(Cli, MatrixJsonHasTheContractFields) {
   }
 }
 
+TEST(Cli, TheReportNamesTheKernelPathThatRan) {
+  // the built-in optimized kernels' bits depend on the instruction-set path: the report says
+  // which one ran, the baseline when NORMCHECK_KERNEL_PATH asks for it
+  for (const std::string asked : {"", "baseline"}) {
+    const std::string path = scratch("kernel_path" + asked) + "/matrix.json";
+    const auto r = run((asked.empty() ? "" : "NORMCHECK_KERNEL_PATH=" + asked + " ") + cli() +
+                       " matrix --layer '^layer_norm$' --property 'batch_independence' --cases 10 "
+                       "--seed 3 --json " + path);
+    ASSERT_EQ(r.code, 0) << r.err;
+    const auto j = nlohmann::json::parse(read_file(path));
+    ASSERT_TRUE(j["environment"].contains("kernel_path")) << j["environment"].dump();
+    const std::string ran = j["environment"]["kernel_path"];
+    if (asked.empty())
+      EXPECT_TRUE(ran == "avx512" || ran == "avx2" || ran == "baseline") << ran;
+    else
+      EXPECT_EQ(ran, asked);
+  }
+}
+
 TEST(Cli, GoldenPassesEveryNormCaseAndACorruptedCopyFailsNamingTheCase) {
   auto file = nlohmann::json::parse(read_file(std::string(NORMCHECK_SOURCE_DIR) + "/golden/pytorch_golden.json"));
   auto& cases = file["cases"];
