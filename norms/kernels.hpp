@@ -481,34 +481,29 @@ constexpr int kGroupMaxD = 256;
   return _mm512_permutexvar_ps(order, s4);
 }
 
-// Σ f(x[i]) over a row of n values as 16 lane partial sums (lane l: the i ≡ l mod 16 terms),
-// for the caller to fold with hsum or hsum16x16. Vectors k = 0, 1, … of the row; four chains
-// (k mod 4) when there are at least 4, added as (c0 + c1) + (c2 + c3), then the vectors left
-// over in order; the last vector is masked (lanes past n contribute f_masked's 0). The order
-// depends on n only. f(v, mask) must return 0 in the lanes outside mask.
+// Σ over a row of n values as 16 lane partial sums (lane l: the i ≡ l mod 16 terms), for the
+// caller to fold with hsum or hsum16x16: f(i, mask) gives the terms of the 16 values at
+// [i, i + 16) and must return 0 in the lanes outside mask. Blocks k = 0, 1, … of the row; four
+// chains (k mod 4) when there are at least 4, added as (c0 + c1) + (c2 + c3), then the blocks
+// left over in order; the last block masked. The order depends on n only.
 template <class F>
-[[gnu::always_inline]] inline __m512 row_partial(const float* x, int n, F f) {
+[[gnu::always_inline]] inline __m512 row_partial(int n, F f) {
   const int full = n / W, rem = n % W;
-  __m512 acc;
+  __m512 acc = _mm512_setzero_ps();
   int k = 0;
   if (full >= 4) {
-    __m512 c0 = f(_mm512_loadu_ps(x), 0xFFFF), c1 = f(_mm512_loadu_ps(x + W), 0xFFFF),
-           c2 = f(_mm512_loadu_ps(x + 2 * W), 0xFFFF), c3 = f(_mm512_loadu_ps(x + 3 * W), 0xFFFF);
+    __m512 c0 = f(0, __mmask16(0xFFFF)), c1 = f(W, __mmask16(0xFFFF)),
+           c2 = f(2 * W, __mmask16(0xFFFF)), c3 = f(3 * W, __mmask16(0xFFFF));
     for (k = 4; k + 4 <= full; k += 4) {
-      c0 = _mm512_add_ps(c0, f(_mm512_loadu_ps(x + k * W), 0xFFFF));
-      c1 = _mm512_add_ps(c1, f(_mm512_loadu_ps(x + (k + 1) * W), 0xFFFF));
-      c2 = _mm512_add_ps(c2, f(_mm512_loadu_ps(x + (k + 2) * W), 0xFFFF));
-      c3 = _mm512_add_ps(c3, f(_mm512_loadu_ps(x + (k + 3) * W), 0xFFFF));
+      c0 = _mm512_add_ps(c0, f(k * W, __mmask16(0xFFFF)));
+      c1 = _mm512_add_ps(c1, f((k + 1) * W, __mmask16(0xFFFF)));
+      c2 = _mm512_add_ps(c2, f((k + 2) * W, __mmask16(0xFFFF)));
+      c3 = _mm512_add_ps(c3, f((k + 3) * W, __mmask16(0xFFFF)));
     }
     acc = _mm512_add_ps(_mm512_add_ps(c0, c1), _mm512_add_ps(c2, c3));
-  } else {
-    acc = _mm512_setzero_ps();
   }
-  for (; k < full; ++k) acc = _mm512_add_ps(acc, f(_mm512_loadu_ps(x + k * W), 0xFFFF));
-  if (rem) {
-    const __mmask16 m = head_mask(rem);
-    acc = _mm512_add_ps(acc, f(_mm512_maskz_loadu_ps(m, x + full * W), m));
-  }
+  for (; k < full; ++k) acc = _mm512_add_ps(acc, f(k * W, __mmask16(0xFFFF)));
+  if (rem) acc = _mm512_add_ps(acc, f(full * W, head_mask(rem)));
   return acc;
 }
 

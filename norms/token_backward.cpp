@@ -48,30 +48,6 @@ NORMCHECK_AVX512_BEGIN
 namespace normcheck::kernels::avx512 {
 namespace {
 
-// Σ f(i, mask) over the 16-value blocks of [0, n), as 16 lane partial sums: four chains of
-// blocks (k mod 4) added as (c0 + c1) + (c2 + c3) when there are at least four, then the rest
-// in order, the last block masked. f must return 0 in the lanes outside mask.
-template <class F>
-[[gnu::always_inline]] inline __m512 span_partial(int n, F f) {
-  const int full = n / W, rem = n % W;
-  __m512 acc = _mm512_setzero_ps();
-  int k = 0;
-  if (full >= 4) {
-    __m512 c0 = f(0, __mmask16(0xFFFF)), c1 = f(W, __mmask16(0xFFFF)),
-           c2 = f(2 * W, __mmask16(0xFFFF)), c3 = f(3 * W, __mmask16(0xFFFF));
-    for (k = 4; k + 4 <= full; k += 4) {
-      c0 = _mm512_add_ps(c0, f(k * W, __mmask16(0xFFFF)));
-      c1 = _mm512_add_ps(c1, f((k + 1) * W, __mmask16(0xFFFF)));
-      c2 = _mm512_add_ps(c2, f((k + 2) * W, __mmask16(0xFFFF)));
-      c3 = _mm512_add_ps(c3, f((k + 3) * W, __mmask16(0xFFFF)));
-    }
-    acc = _mm512_add_ps(_mm512_add_ps(c0, c1), _mm512_add_ps(c2, c3));
-  }
-  for (; k < full; ++k) acc = _mm512_add_ps(acc, f(k * W, __mmask16(0xFFFF)));
-  if (rem) acc = _mm512_add_ps(acc, f(full * W, head_mask(rem)));
-  return acc;
-}
-
 // normalize_backward_span's formulas (kernels.hpp) over a span of n values, 16 lanes at a time:
 // μ = x₀ + Σ(x − x₀)/n and σ² = Σ(x − μ)²/n (kCenter; else the mean square), m1 = mean(γ·dy)
 // (kCenter), m2 = mean((γ·dy − m1)·x̂); then (span_output) dx = rstd·((γ·dy − m1) − x̂·m2) and
@@ -88,12 +64,12 @@ template <bool kCenter, bool kGamma>
   t.mu = _mm512_setzero_ps();
   if constexpr (kCenter) {
     const __m512 sh = _mm512_set1_ps(x[0]);
-    const __m512 s = span_partial(n, [&](int i, __mmask16 m) {
+    const __m512 s = row_partial(n, [&](int i, __mmask16 m) {
       return _mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, x + i), sh);
     });
     t.mu = _mm512_set1_ps(x[0] + hsum(s) / float(n));
   }
-  const float var = hsum(span_partial(n, [&](int i, __mmask16 m) {
+  const float var = hsum(row_partial(n, [&](int i, __mmask16 m) {
                       const __m512 d = _mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, x + i), t.mu);
                       return _mm512_mul_ps(d, d);
                     })) /
@@ -105,8 +81,8 @@ template <bool kCenter, bool kGamma>
     return kGamma ? _mm512_mul_ps(_mm512_maskz_loadu_ps(m, gamma + i), d) : d;
   };
   t.m1 = _mm512_setzero_ps();
-  if constexpr (kCenter) t.m1 = _mm512_set1_ps(hsum(span_partial(n, dxhat)) / float(n));
-  t.m2 = _mm512_set1_ps(hsum(span_partial(n, [&](int i, __mmask16 m) {
+  if constexpr (kCenter) t.m1 = _mm512_set1_ps(hsum(row_partial(n, dxhat)) / float(n));
+  t.m2 = _mm512_set1_ps(hsum(row_partial(n, [&](int i, __mmask16 m) {
                           const __m512 xh = _mm512_mul_ps(
                               _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), t.mu), t.rstd);
                           return _mm512_maskz_mul_ps(m, _mm512_sub_ps(dxhat(i, m), t.m1), xh);
