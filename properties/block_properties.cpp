@@ -398,10 +398,7 @@ Output composed(const Row& row, Impl impl, const BlockWeights& w, BlockState st,
   const SdpaMask mask{x.lengths, true};
   auto mha = [&](const std::vector<T>& a) {
     std::vector<T> out;
-    if constexpr (std::is_same_v<T, double>)
-      mha_reference(out, nullptr, w.attn, a, a, x.B, x.T, x.T, mask);
-    else
-      mha_optimized(out, nullptr, w.attn, a, a, x.B, x.T, x.T, mask);
+    mha_for<T>(out, nullptr, w.attn, a, a, x.B, x.T, x.T, mask);
     return out;
   };
   std::vector<T> y;
