@@ -30,10 +30,7 @@
 namespace normcheck::bench {
 
 inline bool note_kernel_path() {
-  const KernelPath p = kernel_path();
-  benchmark::AddCustomContext("kernel_path", p == KernelPath::avx512 ? "avx512"
-                                             : p == KernelPath::avx2 ? "avx2"
-                                                                     : "baseline");
+  benchmark::AddCustomContext("kernel_path", to_string(kernel_path()));
   return true;
 }
 

@@ -442,10 +442,14 @@ void block_stats_avx512(const float* const* rows, int n, int D, double* __restri
 void apply_rows_avx512(float* out, const float* x, std::size_t r0, std::size_t r1, int T, int D,
                        const int* lengths, const float* mu, const float* a, const float* be,
                        bool stream) {
+  // y = (x − μ)·a + β, one rounding for the multiply-add: both loops below compute it by this
+  const auto apply = [](__m512 xv, __m512 m, __m512 av, __m512 bv) {
+    return _mm512_fmadd_ps(_mm512_sub_ps(xv, m), av, bv);
+  };
   std::size_t r = r0;
   // Whole 64-byte-aligned rows without a padding mask go four at a time: each vector of μ, a
   // and β is loaded once for four rows (at D = 4096 the three are 48 KB, which row by row
-  // missed L1 for every output vector, beside x). The same operations per value as below.
+  // missed L1 for every output vector, beside x).
   if (!lengths && D % 16 == 0 && (reinterpret_cast<std::uintptr_t>(out) & 63) == 0)
     for (; r + 4 <= r1; r += 4)
       for (int d = 0; d < D; d += 16) {
@@ -454,7 +458,7 @@ void apply_rows_avx512(float* out, const float* x, std::size_t r0, std::size_t r
         for (std::size_t k = 0; k < 4; ++k) {
           const float* xr = x + (r + k) * D + d;
           v16::prefetch_ahead(xr);
-          const __m512 y = _mm512_fmadd_ps(_mm512_sub_ps(_mm512_loadu_ps(xr), m), av, bv);
+          const __m512 y = apply(_mm512_loadu_ps(xr), m, av, bv);
           if (stream)
             _mm512_stream_ps(out + (r + k) * D + d, y);
           else
@@ -466,9 +470,8 @@ void apply_rows_avx512(float* out, const float* x, std::size_t r0, std::size_t r
     const float* xr = x + r * D;  // [D]
     v16::write_row(out + r * D, D, stream, [&](int d, __mmask16 k) {
       v16::prefetch_ahead(xr + d);
-      const __m512 xv = _mm512_maskz_loadu_ps(k, xr + d);
-      return _mm512_fmadd_ps(_mm512_sub_ps(xv, _mm512_maskz_loadu_ps(k, mu + d)),
-                             _mm512_maskz_loadu_ps(k, a + d), _mm512_maskz_loadu_ps(k, be + d));
+      return apply(_mm512_maskz_loadu_ps(k, xr + d), _mm512_maskz_loadu_ps(k, mu + d),
+                   _mm512_maskz_loadu_ps(k, a + d), _mm512_maskz_loadu_ps(k, be + d));
     });
   }
 }

@@ -21,6 +21,11 @@ namespace normcheck {
 // with the reference within the tolerance rule, not bitwise.
 enum class KernelPath { avx512, avx2, baseline };
 
+// "avx512", "avx2" or "baseline": the names NORMCHECK_KERNEL_PATH takes and the reports give.
+inline const char* to_string(KernelPath p) {
+  return p == KernelPath::avx512 ? "avx512" : p == KernelPath::avx2 ? "avx2" : "baseline";
+}
+
 inline KernelPath detect_kernel_path() {
   __builtin_cpu_init();
   const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&

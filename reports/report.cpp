@@ -270,10 +270,7 @@ void add_environment_source(std::function<json()> source) {
 
 json run_environment() {
   // the built-in optimized kernels' instruction-set path: their bits differ between paths
-  const KernelPath path = kernel_path();
-  json env = {{"kernel_path", path == KernelPath::avx512 ? "avx512"
-                              : path == KernelPath::avx2 ? "avx2"
-                                                         : "baseline"}};
+  json env = {{"kernel_path", to_string(kernel_path())}};
   for (const auto& source : environment_sources()) env.update(source());
   return env;
 }
