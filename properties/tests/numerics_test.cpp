@@ -10,6 +10,8 @@
 #include <rapidcheck.h>
 
 #include <cfloat>
+#include <cmath>
+#include <random>
 #include <regex>
 #include <string>
 #include <limits>
@@ -141,6 +143,37 @@ TEST(Numerics, RmsNormOn1e30AndFloatMaxIsFiniteAndExact) {
     EXPECT_NEAR(y[0], std::sqrt(2.0), 1e-6);
     EXPECT_NEAR(y[1], -std::sqrt(2.0), 1e-6);
     EXPECT_EQ(y[2], 0.0);
+  }
+}
+
+// Rows whose first value lies far out in their spread: an outlier of k·1000 before values drawn
+// from N(0, 1). A kernel that shifts its sums by x₀ and takes σ² = E[(x − x₀)²] − E[x − x₀]² in
+// one pass cancels about log2(D) bits there, so layer_norm's AVX-512 path (norms/token_norm.hpp)
+// must give such rows its second pass: without it this test fails (checked: at D = 255). Every
+// row and width within the tolerance rule of the double reference, at the row's |mean|/σ.
+TEST(Numerics, LayerNormRowsWithAnOutlierFirstAgreeWithTheReference) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> n(0, 1);
+  for (int D : {16, 17, 64, 100, 255, 256, 257, 1024, 4096, 8192}) {
+    Batch x(1, 8, D);
+    for (int t = 0; t < x.T; ++t)
+      for (int d = 0; d < D; ++d) x.at(0, t, d) = d == 0 ? 1000.0f * float(t + 1) : n(rng);
+    Params p;
+    Output ref, opt;
+    layer("layer_norm").reference(x, p, Mode::none, nullptr, ref);
+    layer("layer_norm").optimized(x, p, Mode::none, nullptr, opt);
+    for (int t = 0; t < x.T; ++t) {
+      double mean = 0, var = 0;
+      for (int d = 0; d < D; ++d) mean += x.at(0, t, d);
+      mean /= D;
+      for (int d = 0; d < D; ++d) var += (x.at(0, t, d) - mean) * (x.at(0, t, d) - mean);
+      const double cond = std::abs(mean) / std::sqrt(var / D);
+      for (int d = 0; d < D; ++d) {
+        const std::size_t i = std::size_t(t) * D + d;
+        ASSERT_LE(std::abs(opt[i] - ref[i]), tolerance(ref[i], cond))
+            << "D = " << D << ", row " << t << " (x0 = " << x.at(0, t, 0) << "), feature " << d;
+      }
+    }
   }
 }
 
