@@ -79,11 +79,6 @@ template <class F>
       n, [x, &f](int i) { return f(load8(x + i)); }, [x, &f](int i) { return f(x[i]); });
 }
 
-// Σ (x[i] - shift)
-[[gnu::always_inline]] inline float sum_shifted(const float* x, int n, float shift) {
-  return fixed_order_sum(x, n, [shift](auto v) { return v - shift; });
-}
-
 // Σ (x[i] - center)²
 [[gnu::always_inline]] inline float sum_sq_dev(const float* x, int n, float center) {
   return fixed_order_sum(x, n, [center](auto v) {
@@ -92,14 +87,34 @@ template <class F>
   });
 }
 
-// Two-pass mean and biased variance of one row. Shifting by x[0] first keeps the mean exact
-// for constant rows and accurate for large offsets (1e3 ± 0.1). These three are always inlined:
-// a caller's instruction set (FMA or not) decides their bits, never the translation unit GCC
-// compiled them in (bench/ANALYSIS.md, "One forward template").
+// Mean and biased variance of the row f(x[0]), …, f(x[n−1]) (f: the identity, or the exact
+// scaling of the overflow path) by the corrected two-pass algorithm (Chan, Golub & LeVeque, 1983).
+// A first mean μ₀ = x₀ + Σ(x − x₀)/n: shifting by x₀ keeps it exact for a constant row and
+// accurate at a large offset (1e3 ± 0.1: x − x₀ is exact there). Then one more pass over x − μ₀
+// gives its mean c and its mean square q: μ = μ₀ + c, σ² = q − c². c is what μ₀ missed: when x₀
+// lies far out in its row (an outlier feature in the first channel), every term of the first sum
+// is of the outlier's size and μ₀ is off by many of its ulps, while c sums terms of the row's own
+// spread and restores μ, and σ² (the plain two-pass form was off by 1.03× the tolerance rule on
+// a 2245-value GroupNorm group whose first value was −15001). A constant row: c = q = 0, σ² = 0,
+// μ = x₀. σ² ≥ 0 always (q ≥ c² but for rounding); NaN and ±inf stay non-finite.
+// These are always inlined: a caller's instruction set (FMA or not) decides their bits, never
+// the translation unit GCC compiled them in (bench/ANALYSIS.md, "One forward template").
+template <class F>
+[[gnu::always_inline]] inline void mean_var_of(const float* x, int n, F f, float& mean,
+                                               float& var) {
+  const float shift = f(x[0]);
+  const float m0 = shift + fixed_order_sum(x, n, [&](auto v) { return f(v) - shift; }) / float(n);
+  const float c = fixed_order_sum(x, n, [&](auto v) { return f(v) - m0; }) / float(n);
+  const float q = fixed_order_sum(x, n, [&](auto v) {
+                    const auto d = f(v) - m0;
+                    return d * d;
+                  }) / float(n);
+  mean = m0 + c;
+  var = std::max(q - c * c, 0.0f);
+}
+
 [[gnu::always_inline]] inline void mean_var(const float* x, int n, float& mean, float& var) {
-  const float shift = x[0];
-  mean = shift + sum_shifted(x, n, shift) / float(n);
-  var = sum_sq_dev(x, n, mean) / float(n);
+  mean_var_of(x, n, [](auto v) { return v; }, mean, var);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -336,12 +351,7 @@ template <bool kCenter>
   if (!std::isfinite(var) && all_finite(x, n)) {
     s = overflow_scale(x, n);  // the same values the forward's overflow path normalizes
     if constexpr (kCenter) {
-      const float shift = x[0] * s;
-      mean = shift + fixed_order_sum(x, n, [s, shift](auto v) { return v * s - shift; }) / float(n);
-      var = fixed_order_sum(x, n, [s, mean](auto v) {
-              const auto d = v * s - mean;
-              return d * d;
-            }) / float(n);
+      mean_var_of(x, n, [s](auto v) { return v * s; }, mean, var);
     } else {
       var = fixed_order_sum(x, n, [s](auto v) {
               const auto d = v * s;

@@ -12,9 +12,10 @@
 // masked loss does. A token's dx depends on that token alone.
 //
 // The implementations — the double reference, the float32 forward (shifted statistics over a row
-// that stays in L1 between the passes: two-pass, μ = x₀ + Σ(x − x₀)/D then σ² = Σ(x − μ)²/D, on
-// the AVX2 and baseline paths; one pass of Σ(x − c), Σ(x − c)² on the AVX-512 path, with the
-// second pass for a row whose shift c was far out in its spread; token_norm.hpp),
+// that stays in L1 between the passes: the corrected two-pass form, μ₀ = x₀ + Σ(x − x₀)/D, then
+// Σ(x − μ₀) and Σ(x − μ₀)² correct μ and give σ², on the AVX2 and baseline paths; one pass of
+// Σ(x − c), Σ(x − c)² on the AVX-512 path, with that second pass for a row whose shift c was far
+// out in its spread; token_norm.hpp),
 // the raw kernels and the backward — are shared with rms_norm, centred (token_norm.cpp,
 // token_norm.hpp, token_backward.cpp).
 #include "norms/kernels_api.hpp"

@@ -10,6 +10,7 @@
 #include "norms/kernels.hpp"
 #include "norms/registry.hpp"
 #include "norms/tensor.hpp"
+#include "norms/token_norm.hpp"
 
 namespace normcheck::kernels {
 namespace {
@@ -49,7 +50,9 @@ namespace normcheck::kernels::avx512 {
 namespace {
 
 // normalize_backward_span's formulas (kernels.hpp) over a span of n values, 16 lanes at a time:
-// μ = x₀ + Σ(x − x₀)/n and σ² = Σ(x − μ)²/n (kCenter; else the mean square), m1 = mean(γ·dy)
+// μ and σ² by the corrected two-pass algorithm (kCenter: μ₀ = x₀ + Σ(x − x₀)/n, then the mean c
+// and mean square q of x − μ₀ in one pass, token_moments: μ = μ₀ + c, σ² = q − c²; else μ = 0
+// and the mean square), m1 = mean(γ·dy)
 // (kCenter), m2 = mean((γ·dy − m1)·x̂); then (span_output) dx = rstd·((γ·dy − m1) − x̂·m2) and
 // the dγ, dβ terms added to acc_g, acc_b in double.
 struct SpanTerms {
@@ -62,18 +65,22 @@ template <bool kCenter, bool kGamma>
 [[gnu::always_inline]] inline bool span_terms(const float* dy, const float* x, const float* gamma,
                                               int n, float eps, SpanTerms& t) {
   t.mu = _mm512_setzero_ps();
+  float var;
   if constexpr (kCenter) {
     const __m512 sh = _mm512_set1_ps(x[0]);
     const __m512 s = row_partial(n, [&](int i, __mmask16 m) {
       return _mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, x + i), sh);
     });
-    t.mu = _mm512_set1_ps(x[0] + hsum(s) / float(n));
+    float mu = x[0] + hsum(s) / float(n);
+    var = second_pass(x, n, mu);
+    t.mu = _mm512_set1_ps(mu);
+  } else {
+    var = hsum(row_partial(n, [&](int i, __mmask16 m) {
+            const __m512 d = _mm512_maskz_loadu_ps(m, x + i);
+            return _mm512_mul_ps(d, d);
+          })) /
+          float(n);
   }
-  const float var = hsum(row_partial(n, [&](int i, __mmask16 m) {
-                      const __m512 d = _mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, x + i), t.mu);
-                      return _mm512_mul_ps(d, d);
-                    })) /
-                    float(n);
   if (!std::isfinite(var)) return false;
   t.rstd = _mm512_set1_ps(1.0f / std::sqrt(var + eps));
   const auto dxhat = [&](int i, __mmask16 m) {

@@ -23,9 +23,9 @@
 
 namespace normcheck::kernels {
 
-// The statistics of one token as the 8-lane path computes them: kCenter, the shifted two-pass
-// μ and σ² (mean_var: μ = x₀ + Σ(x − x₀)/D, then σ² = Σ(x − μ)²/D); else μ = 0 and the mean
-// square Σx²/D in var.
+// The statistics of one token as the 8-lane path computes them: kCenter, μ and σ² by the
+// corrected two-pass algorithm (mean_var: μ₀ = x₀ + Σ(x − x₀)/D, then the mean c and mean square
+// q of x − μ₀, μ = μ₀ + c, σ² = q − c²); else μ = 0 and the mean square Σx²/D in var.
 template <bool kCenter>
 [[gnu::always_inline]] inline void token_stats(const float* x, int D, float& mean, float& var) {
   if constexpr (kCenter) {
@@ -71,10 +71,10 @@ template <bool kCenter>
 }
 
 // Tokens [r0, r1), 8-lane GCC vector code (v8f). Short rows go in groups of kRowGroup, phase by
-// phase (all shifted means, then all sums of squares, then the outputs); every row still runs
-// exactly token_stats' operations, so its bits do not depend on its neighbours or on where a
-// range starts. The AVX2 path is this code compiled with FMA: GCC contracts each a·b + c of it
-// (the same expressions in every inlined copy).
+// phase (all statistics, then the outputs); every row runs exactly token_stats' operations, so
+// its bits do not depend on its neighbours or on where a range starts. The AVX2 path is this
+// code compiled with FMA: GCC contracts each a·b + c of it (the same expressions in every
+// inlined copy).
 template <bool kCenter>
 [[gnu::always_inline]] inline void token_norm_rows_v8(float* y, const float* x, const float* gamma,
                                                       const float* beta, std::size_t r0,
@@ -85,13 +85,8 @@ template <bool kCenter>
   if (D <= kRowGroupMaxD)
     for (; r + G <= r1; r += G) {
       const float* xr = x + r * D;  // [G, D]
-      float mean[G] = {}, var[G];
-      if constexpr (kCenter)
-        for (int k = 0; k < G; ++k) {
-          const float shift = xr[k * D];
-          mean[k] = shift + sum_shifted(xr + k * D, D, shift) / float(D);
-        }
-      for (int k = 0; k < G; ++k) var[k] = sum_sq_dev(xr + k * D, D, mean[k]) / float(D);
+      float mean[G], var[G];
+      for (int k = 0; k < G; ++k) token_stats<kCenter>(xr + k * D, D, mean[k], var[k]);
       for (int k = 0; k < G; ++k)
         token_norm_finish<kCenter>(y + (r + k) * D, xr + k * D, gamma, beta, D, eps, stream,
                                    mean[k], var[k]);
@@ -126,8 +121,10 @@ namespace normcheck::kernels::avx512 {
 // (token_moments, 16-lane partial sums with FMA, folded by hsum's tree), m1 = Σ(x − c)/D,
 // q = Σ(x − c)²/D, μ = c + m1 and σ² = q − m1² (one FMA); the shift c is x₀ for rows of
 // D ≤ kGroupMaxD and the mean of the first 16 values for longer ones (moment_shift). A row whose
-// shift lies far out in its spread (one_pass_kept: m1² > (7/8)·q; NaN) gets σ² = Σ(x − μ)²/D
-// from a second pass instead, the two-pass form. rms_norm (!kCenter): Σx² by FMA in the order of
+// shift lies far out in its spread (one_pass_kept: m1² > (7/8)·q; NaN) gets a second pass
+// instead, the corrected two-pass form (second_pass): the same moments shifted by that μ, whose
+// mean corrects μ and whose mean square gives σ² (an outlier in a row's first values leaves μ
+// off by many of its ulps after the first pass). rms_norm (!kCenter): Σx² by FMA in the order of
 // row_partial_sq, σ² = Σ/D. Then rstd = 1/√(σ² + ε), y = fma((x − μ)·rstd, γ, β) (or
 // fma(x·rstd, γ, β)). Rows of D ≤ kGroupMaxD go 16 at a time, phase by phase (16 rows' sums in
 // flight, folded together by hsum16x16, which performs the same tree for each); a last group of
@@ -137,17 +134,9 @@ namespace normcheck::kernels::avx512 {
 // A constant row gets exactly β: x − c = 0 (c is one of its values, or the mean of 16 equal
 // ones, which the tree and ·1/16 compute exactly), so m1 = q = σ² = 0 and μ = c.
 
-// Σ(x − mean)² of one row as 16 lane partial sums (kCenter), or Σx².
-template <bool kCenter>
-[[gnu::always_inline]] inline __m512 token_sum_sq(const float* xr, int D, float mean) {
-  if constexpr (kCenter) {
-    const __m512 mu = _mm512_set1_ps(mean);
-    return row_partial_sq(xr, D, [&](__m512 v, __mmask16 mk) {
-      return _mm512_maskz_sub_ps(mk, v, mu);
-    });
-  } else {
-    return row_partial_sq(xr, D, [](__m512 v, __mmask16) { return v; });
-  }
+// Σx² of one row as 16 lane partial sums (rms_norm's statistic).
+[[gnu::always_inline]] inline __m512 token_sum_sq(const float* xr, int D) {
+  return row_partial_sq(xr, D, [](__m512 v, __mmask16) { return v; });
 }
 
 // The shift of layer_norm's one-pass moments for one long row: the mean of its first 16 values
@@ -197,10 +186,21 @@ template <bool kCenter>
 // error stays within 8 times q's (q is a sum of squares: no cancellation of its own). For an iid
 // row shifted by x₀, m1² = (x₀ − μ)² exceeds 7σ² in under 1 % of rows; a shift of 16 values'
 // mean almost never. The others (a shift far out in the spread: an outlier x₀, a sorted row;
-// NaN) take the two-pass form's second pass.
+// NaN) take the corrected two-pass form's second pass (second_pass).
 [[gnu::always_inline]] inline __mmask16 one_pass_kept(__m512 m1, __m512 q) {
   return _mm512_cmp_ps_mask(_mm512_mul_ps(m1, m1), _mm512_mul_ps(q, _mm512_set1_ps(7.0f / 8)),
                             _CMP_LE_OQ);
+}
+
+// The corrected two-pass form's second pass for a row whose first-pass mean is `mean`: the mean
+// c and mean square q of x − mean (token_moments), then mean += c and σ² = q − c² (≥ 0 but for
+// rounding; NaN stays NaN). Returns σ².
+[[gnu::always_inline]] inline float second_pass(const float* xr, int D, float& mean) {
+  __m512 s1, s2;
+  token_moments(xr, D, mean, s1, s2);
+  const float c = hsum(s1) / float(D), q = hsum(s2) / float(D);
+  mean += c;
+  return std::max(std::fma(-c, c, q), 0.0f);
 }
 
 // The output pass of one row: y = fma((x − μ)·rstd, γ, β) (kCenter) or fma(x·rstd, γ, β), with
@@ -242,7 +242,7 @@ void token_norm_rows_affine(float* y, const float* x, const float* gamma, const 
       __m512 part[G], vvar;
       if constexpr (kCenter) {
         // one pass shifted by x₀: μ = x₀ + m1, σ² = q − m1² (token_moments); a row whose x₀
-        // lies far out in its spread gets the second pass Σ(x − μ)² instead (one_pass_kept)
+        // lies far out in its spread gets the second pass instead (one_pass_kept, second_pass)
         alignas(64) float shift[G];
         __m512 part2[G];
         for (int k = 0; k < G; ++k) shift[k] = xr[k][0];
@@ -256,11 +256,11 @@ void token_norm_rows_affine(float* y, const float* x, const float* gamma, const 
           alignas(64) float var[G];
           _mm512_store_ps(var, vvar);
           for (int k = 0; k < rows; ++k)
-            if ((redo >> k) & 1) var[k] = hsum(token_sum_sq<true>(xr[k], D, mean[k])) / float(D);
+            if ((redo >> k) & 1) var[k] = second_pass(xr[k], D, mean[k]);
           vvar = _mm512_load_ps(var);
         }
       } else {
-        for (int k = 0; k < G; ++k) part[k] = token_sum_sq<false>(xr[k], D, 0.0f);
+        for (int k = 0; k < G; ++k) part[k] = token_sum_sq(xr[k], D);
         vvar = _mm512_div_ps(hsum16x16(part), vD);
       }
       _mm512_store_ps(rstd, _mm512_div_ps(_mm512_set1_ps(1.0f),
@@ -291,9 +291,9 @@ void token_norm_rows_affine(float* y, const float* x, const float* gamma, const 
       if (one_pass_kept(_mm512_set1_ps(m1), _mm512_set1_ps(q)) & 1)
         var = std::fma(-m1, m1, q);
       else
-        var = hsum(token_sum_sq<true>(xr, D, mean)) / float(D);
+        var = second_pass(xr, D, mean);
     } else {
-      var = hsum(token_sum_sq<false>(xr, D, 0.0f)) / float(D);
+      var = hsum(token_sum_sq(xr, D)) / float(D);
     }
     if (!std::isfinite(var) && all_finite(xr, D)) {
       token_norm_rescaled<kCenter>(yr, xr, gamma, beta, D, eps);
