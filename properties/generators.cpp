@@ -19,7 +19,7 @@ const char* to_string(Regime r) {
   static constexpr const char* names[] = {"normal",        "decimal",
                                           "dense",         "large_offset",
                                           "tiny_variance", "offset_tiny_variance",
-                                          "constant_rows"};
+                                          "constant_rows", "outlier_features"};
   return names[int(r)];
 }
 
@@ -52,6 +52,10 @@ constexpr int kLargeAtSize = 100;
 // Reach::long_reduction's long axis: kLongAxisMin to kLongAxisMax values along it, at most
 // kLongAxisShort along the other (4 rows when the rows are the short axis).
 constexpr int kLongAxisMin = 4096, kLongAxisMax = 65536, kLongAxisShort = 16;
+// Reach::large's wide cases: a few rows of a large model's hidden size (LLaMA-7B 4096, 65B 8192,
+// GPT-3 12288, LLaMA-3 405B 16384), where a float32 reduction over one token is longest.
+constexpr int kWideMinD = 4096, kWideMaxD = 16384;
+constexpr double kWideChance = 1.0 / 6;
 
 // splitmix64: the source of a distribution's draw and of the values of seeded batches.
 struct Rng {
@@ -105,7 +109,7 @@ int sized_slowly(int lo, int hi, int size) {
   return lo + int((long long)(hi - lo) * s * s / 10000);
 }
 
-enum class Scale { small, medium, large, long_axis };
+enum class Scale { small, medium, large, long_axis, wide };
 
 // D near a threshold (within a vector's width either side) or log-uniform below twice the
 // largest D threshold.
@@ -186,6 +190,7 @@ Shape shape(int min_T, Reach reach) {
   };
   const Scale scale = Scale(*drawn_int([reach](Rng& r, int s) {
     if (reach == Reach::large && s >= kLargeAtSize) return int(Scale::large);
+    if (reach == Reach::large && s >= kMediumFromSize && r.chance(kWideChance)) return int(Scale::wide);
     if (reach == Reach::parallel && r.chance(2.0 / 3)) return int(Scale::medium);
     if (reach == Reach::long_reduction && s >= kMediumFromSize)
       return int(r.chance(0.75) ? Scale::long_axis : Scale::medium);
@@ -202,6 +207,7 @@ Shape shape(int min_T, Reach reach) {
       case Scale::medium: return draw_medium_D(r);
       case Scale::large: return draw_large_D(r);
       case Scale::long_axis: return r.chance(0.5) ? r.in(1, kLongAxisShort) : r.log_in(kLongAxisMin, kLongAxisMax);
+      case Scale::wide: return r.log_in(kWideMinD, kWideMaxD);
     }
     return 1;
   });
@@ -211,6 +217,7 @@ Shape shape(int min_T, Reach reach) {
     if (scale == Scale::small) return 1;
     if (scale == Scale::long_axis)  // many short rows, or a few long ones
       return D <= kLongAxisShort ? r.log_in(kLongAxisMin, kLongAxisMax) : r.in(1, 4);
+    if (scale == Scale::wide) return r.in(1, int(kMediumMaxValues / std::size_t(D)));
     return int(scale == Scale::medium ? draw_medium_rows(r, D) : draw_large_rows(r, D));
   });
   const int B = *shrinking_int(1, [scale, rows, min_T](Rng& r, int s) {
@@ -227,10 +234,11 @@ Shape shape(int min_T, Reach reach) {
 
 namespace {
 
-// How often a draw picks each of the six regimes of regime() and hard_regime(), relative to each
+// How often a draw picks each of the seven regimes of regime() and hard_regime(), relative to each
 // other; the pick walks them in this order, so the same seed draws the same regime.
 struct RegimeWeights {
   std::size_t normal, decimal, large_offset, tiny_variance, offset_tiny_variance, constant_rows;
+  std::size_t outlier_features = 0;  // last, so that a weight of 0 leaves the others' draws as they were
 };
 
 Regime weighted_regime(const RegimeWeights& w) {
@@ -239,7 +247,8 @@ Regime weighted_regime(const RegimeWeights& w) {
                                    {w.large_offset, Regime::large_offset},
                                    {w.tiny_variance, Regime::tiny_variance},
                                    {w.offset_tiny_variance, Regime::offset_tiny_variance},
-                                   {w.constant_rows, Regime::constant_rows}});
+                                   {w.constant_rows, Regime::constant_rows},
+                                   {w.outlier_features, Regime::outlier_features}});
 }
 
 }  // namespace
@@ -251,7 +260,7 @@ Regime regime() {
 
 Regime hard_regime() {
   return weighted_regime({.normal = 3, .decimal = 2, .large_offset = 2, .tiny_variance = 2,
-                          .offset_tiny_variance = 2, .constant_rows = 2});
+                          .offset_tiny_variance = 2, .constant_rows = 2, .outlier_features = 3});
 }
 
 Regime bitwise_regime() {
@@ -283,6 +292,7 @@ void seeded_token(float* v, int D, Regime r, Rng& rng) {
   switch (r) {
     case Regime::normal:
     case Regime::dense:
+    case Regime::outlier_features:  // the outlier channels are added to the batch (outlier_channels)
       for (int d = 0; d < D; ++d) v[d] = float(rng.uniform() * 8.0 - 4.0);
       break;
     case Regime::decimal:
@@ -309,11 +319,55 @@ void seeded_token(float* v, int D, Regime r, Rng& rng) {
   }
 }
 
+// Regime::outlier_features: the channels of a batch (positions and values) that carry its
+// outlier features, 1 to 3 of them, each ±10^e·(1 + j/8) for e = 2…4 (up to 2·10⁴ against values
+// of at most 4), added to every token, as a trained model's massive activations sit in the same
+// few channels of every token. The first one is at the row's first feature, its last, within its
+// first vector (16 features) or anywhere, a quarter of the batches each; the others anywhere.
+// Each pick shrinks towards position 0 and towards 10².
+struct OutlierChannel {
+  int position;
+  float value;
+};
+
+std::vector<OutlierChannel> outlier_channels(int D) {
+  const int n = std::min(D, *shrinking_int(1, [](Rng& r, int) { return r.in(1, 3); }));
+  std::vector<OutlierChannel> out;
+  for (int c = 0; c < n; ++c) {
+    const int position = *shrinking_int(0, [D, c](Rng& r, int) {
+      if (c == 0) switch (r.in(0, 3)) {
+          case 0: return 0;
+          case 1: return D - 1;
+          case 2: return r.in(0, std::min(D, 16) - 1);
+        }
+      return r.in(0, D - 1);
+    });
+    const int e = *shrinking_int(2, [](Rng& r, int) { return r.in(2, 4); });
+    const int j = *shrinking_int(0, [](Rng& r, int) { return r.in(0, 7); });
+    const bool negative = *shrinking_int(0, [](Rng& r, int) { return r.in(0, 1); }) == 1;
+    const float value = float(std::pow(10.0, e) * (1.0 + j / 8.0));
+    out.push_back({position, negative ? -value : value});
+    coverage::note(position == 0       ? "outlier feature: first"
+                   : position == D - 1 ? "outlier feature: last"
+                   : position < 16     ? "outlier feature: in the first vector"
+                                       : "outlier feature: inside");
+  }
+  return out;
+}
+
+void add_outliers(float* v, const std::vector<OutlierChannel>& channels) {
+  for (const auto& c : channels) v[c.position] += c.value;
+}
+
 }  // namespace
 
 std::vector<float> token(Regime r, int D) {
   std::vector<float> v(D);
   switch (r) {
+    case Regime::outlier_features:
+      v = token(Regime::normal, D);
+      add_outliers(v.data(), outlier_channels(D));
+      break;
     case Regime::normal: {  // k/16 in [-4, 4]
       const auto q = ints(D, 64);
       for (int d = 0; d < D; ++d) v[d] = float(q[d]) / 16.0f;
@@ -373,17 +427,24 @@ Batch batch(const Shape& s, Regime r, Poison p, const std::vector<int>& lengths)
   Batch x(s.B, s.T, s.D);
   x.lengths = lengths;
   const std::size_t valid_values = std::size_t(x.valid_tokens()) * std::size_t(s.D);
+  // outlier features: normal tokens, then the batch's outlier channels added to each
+  const Regime values = r == Regime::outlier_features ? Regime::normal : r;
   if (valid_values > kPickedValues) {
     // too many values to draw one by one: one seed (shrinking it draws other values)
     Rng rng{*rc::gen::arbitrary<uint64_t>()};
     for (int b = 0; b < s.B; ++b)
-      for (int t = 0; t < x.lengths[b]; ++t) seeded_token(&x.at(b, t, 0), s.D, r, rng);
+      for (int t = 0; t < x.lengths[b]; ++t) seeded_token(&x.at(b, t, 0), s.D, values, rng);
   } else {
     for (int b = 0; b < s.B; ++b)
       for (int t = 0; t < x.lengths[b]; ++t) {
-        const auto v = token(r, s.D);
+        const auto v = token(values, s.D);
         std::copy(v.begin(), v.end(), &x.at(b, t, 0));
       }
+  }
+  if (r == Regime::outlier_features && x.valid_tokens() > 0) {
+    const auto channels = outlier_channels(s.D);
+    for (int b = 0; b < s.B; ++b)
+      for (int t = 0; t < x.lengths[b]; ++t) add_outliers(&x.at(b, t, 0), channels);
   }
   fill_padding(x, p);
   classify(x);
@@ -503,13 +564,24 @@ std::vector<std::string> threshold_classes() {
 // ---------------------------------------------------------------------------------------------
 // parameters
 
+namespace {
+
+// D integers in [-m, m] for per-feature parameters: one pick each (shrinking to 0) up to
+// kPickedValues features, beyond it from one drawn seed, as a batch's values are: a wide case
+// must not hold thousands of picks, each a shrink candidate that reruns the whole case.
+std::vector<int> feature_ints(int D, int m) {
+  return std::size_t(D) > kPickedValues ? integers(D, -m, m, 0) : ints(D, m);
+}
+
+}  // namespace
+
 Params params(const LayerEntry& layer, int D) {
   Params p;
   const auto& spec = layer.params;
   if (spec.affine) {
-    for (int q : ints(D, 4)) p.gamma.push_back(float(8 + q) / 8.0f);  // [0.5, 1.5], shrinks to 1
+    for (int q : feature_ints(D, 4)) p.gamma.push_back(float(8 + q) / 8.0f);  // [0.5, 1.5], shrinks to 1
     if (spec.bias)
-      for (int q : ints(D, 8)) p.beta.push_back(float(q) / 8.0f);  // [-1, 1], shrinks to 0
+      for (int q : feature_ints(D, 8)) p.beta.push_back(float(q) / 8.0f);  // [-1, 1], shrinks to 0
   }
   // parameters are drawn over their whole range at every size (they do not grow with a case)
   const PickInt pick = [](int lo, int hi) {
@@ -523,8 +595,8 @@ Params params(const LayerEntry& layer, int D) {
 
 State state(int D) {
   State s;
-  for (int q : ints(D, 8)) s.running_mean.push_back(double(q) / 8.0);
-  for (int q : ints(D, 4)) s.running_var.push_back(double(8 + q) / 8.0);
+  for (int q : feature_ints(D, 8)) s.running_mean.push_back(double(q) / 8.0);
+  for (int q : feature_ints(D, 4)) s.running_var.push_back(double(8 + q) / 8.0);
   return s;
 }
 

@@ -13,7 +13,10 @@
 // Values. Small cases are drawn value by value on readable grids (k/16, k/10) so that
 // counterexamples shrink to small numbers; large ones from one drawn seed. Regimes: dyadic k/16
 // (exact sums), decimal k/10 and dense values (sums that round in float32, for the bitwise
-// properties), large offsets, tiny variance, a large offset with tiny variance, constant tokens.
+// properties), large offsets, tiny variance, a large offset with tiny variance, constant tokens,
+// and outlier features: the "massive activations" of trained Transformers, a few channels whose
+// values are 10²–10⁴ times the others' in every token, at a row's ends (first or last feature, the
+// first vector) as often as anywhere: where kernels take a shift, a pivot or a peeled head or tail.
 //
 // Every draw notes its classes in the case's coverage (properties/coverage.hpp).
 #pragma once
@@ -35,6 +38,7 @@ enum class Regime {
   tiny_variance,         // c ± 2·2^-14
   offset_tiny_variance,  // 1e4…1e6 ± a few sixteenths: E[x²] − E[x]² cancels completely
   constant_rows,         // every feature of a token equal
+  outlier_features,      // normal values, plus a few channels 1e2…2e4 in every token of the batch
 };
 enum class Poison { zero, huge, neg_inf, nan };
 const char* to_string(Regime r);
@@ -49,7 +53,8 @@ struct Shape {
 // 50 on, a quarter of the cases reach row groups, BatchNorm blocks, the parallel threshold: up
 // to a few hundred thousand values), parallel (two thirds of the cases medium, at any size: the
 // thread-count properties), large (from size 50 on half of the cases medium, and one case a run
-// past the streaming threshold: reference_agreement, where a kernel's every regime must agree) and
+// past the streaming threshold; and from size 50 on, one case in six a few rows of a large model's
+// hidden size, 4096–16384 features: reference_agreement, where a kernel's every regime must agree) and
 // long_reduction (from size 50 on, three cases in four reduce along one long axis — 4096 to
 // 65536 rows of at most 16 features, or as many features in at most 4 rows — and the others are
 // medium: the rounding error of a float32 sum grows about as √N, and passes the tolerance rule's

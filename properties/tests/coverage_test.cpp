@@ -1,10 +1,10 @@
 // A default run must reach every regime a kernel threshold defines (norms/kernels.hpp: vector
 // lanes, row groups, the parallel and streaming thresholds, BatchNorm's statistics blocks and
 // segments), and the regimes where real bugs live (T = 1, empty sequences, NaN poison, values
-// whose sums round, a large offset, extreme magnitudes, sums over thousands of values). The
-// classes are read from the cells' results (CellResult::drawn), which the generators fill
-// relative to the kernels' constants: a threshold raised beyond the generators' reach makes this
-// test fail.
+// whose sums round, a large offset, outlier features at a row's ends, extreme magnitudes, sums
+// over thousands of values). The classes are read from the cells' results (CellResult::drawn),
+// which the generators fill relative to the kernels' constants: a threshold raised beyond the
+// generators' reach makes this test fail.
 #include <gtest/gtest.h>
 
 #include <map>
@@ -31,7 +31,8 @@ TEST(Coverage, ADefaultRunDrawsEveryThresholdRegimeAndTheBugRegimes) {
   std::vector<std::string> wanted = gen::threshold_classes();
   for (const char* c : {"T=1", "empty sequence", "poison:NaN", "poison:1e30", "poison:-inf",
                         "regime:decimal", "regime:dense", "regime:offset_tiny_variance",
-                        "regime:constant_rows", "magnitude:1e30", "magnitude:1e-38",
+                        "regime:constant_rows", "regime:outlier_features",
+                        "outlier feature: first", "outlier feature: last", "magnitude:1e30", "magnitude:1e-38",
                         "magnitude:mixed with ±1e30", "long reduction over rows",
                         "long reduction over features", "offset: spread of a few ulps"})
     wanted.push_back(c);
