@@ -788,9 +788,13 @@ void prefill_task(Prefill& t, float* out, float* weights, int Tk) {
 // decode read at 0.85–0.87 of a streaming read of the same bytes (bench: decode/read); with
 // this, 0.90–0.95 (A/B on this VM, three runs each, 1 and 2 threads: 4 KB and 8 KB T0 about as
 // good at 1 thread and worse at 2; 2 KB and 12 KB worse). Decode reads two streams in turns
-// (a K tile, then a V tile), so a short distance keeps the turn's lines arriving.
+// (a K tile, then a V tile), so a short distance keeps the turn's lines arriving. On the AMD
+// EPYC (Zen 4) host of 2026-12-01 it costs instead: decode / copy 0.35–0.46 with it, 0.49–0.54
+// without at 1 thread (three alternating runs each; 2 threads 0.41–0.55 and 0.51–0.55), so AMD
+// CPUs run without it (decode_prefetches). A prefetch never changes a result.
+template <bool kPrefetch>
 [[gnu::always_inline]] inline void decode_prefetch(const float* p) {
-  _mm_prefetch(reinterpret_cast<const char*>(p) + 6144, _MM_HINT_T0);
+  if constexpr (kPrefetch) _mm_prefetch(reinterpret_cast<const char*>(p) + 6144, _MM_HINT_T0);
 }
 
 // acc of key rows k[kk] (kk < 16) against q, d along the lanes: lane l sums d ≡ l (mod 16) by
@@ -801,13 +805,14 @@ void prefill_task(Prefill& t, float* out, float* weights, int Tk) {
 // the same bits. On the AMD EPYC (Zen 4) host of 2026-12-01, three alternating runs each:
 // decode / copy 0.35–0.39 → 0.42–0.54 at 1 thread, 0.41–0.44 → 0.51–0.56 at 2 (the Intel host of
 // the earlier runs not measured since).
+template <bool kPrefetch>
 [[gnu::always_inline]] inline __m512 scores16(const float* q, const float* const* kr, int dh) {
   __m512 acc[16];
   for (int kk = 0; kk < 16; ++kk) acc[kk] = _mm512_setzero_ps();
   const int full = dh / 16 * 16;
   for (int kk = 0; kk < 16; ++kk)
     for (int d = 0; d < full; d += 16) {
-      decode_prefetch(kr[kk] + d);
+      decode_prefetch<kPrefetch>(kr[kk] + d);
       acc[kk] = _mm512_fmadd_ps(_mm512_loadu_ps(q + d), _mm512_loadu_ps(kr[kk] + d), acc[kk]);
     }
   const int d = full;
@@ -821,17 +826,18 @@ void prefill_task(Prefill& t, float* out, float* weights, int Tk) {
 }
 
 // S[0, 64) = acc of keys j0 … j0 + nk − 1 (the last repeated past nk, masked by the caller).
+template <bool kPrefetch>
 [[gnu::always_inline]] inline void decode_scores(float* S, const float* q, const float* k,
                                                  int dh, int j0, int nk) {
   for (int g = 0; g * 16 < nk; ++g) {
     const float* kr[16];
     for (int kk = 0; kk < 16; ++kk)
       kr[kk] = k + std::size_t(j0 + std::min(16 * g + kk, nk - 1)) * dh;
-    _mm512_store_ps(S + 16 * g, scores16(q, kr, dh));
+    _mm512_store_ps(S + 16 * g, scores16<kPrefetch>(q, kr, dh));
   }
 }
 
-template <int NV>  // value vectors: dv ≤ 16·NV
+template <int NV, bool kPrefetch>  // value vectors: dv ≤ 16·NV
 void decode_row(float* out, float* weights, const float* q, const float* k, const float* v,
                 int dh, int dv, int e, float fscale) {
   const __m512 scale = _mm512_set1_ps(fscale);
@@ -846,7 +852,7 @@ void decode_row(float* out, float* weights, const float* q, const float* k, cons
   __m512 l = _mm512_setzero_ps();
   for (int j0 = 0; j0 < e; j0 += kKT) {
     const int nk = std::min(kKT, e - j0);
-    decode_scores(S, q, k, dh, j0, nk);
+    decode_scores<kPrefetch>(S, q, k, dh, j0, nk);
     __m512 s[4], mt = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
     for (int g = 0; g < 4; ++g) {
       const __mmask16 vis = kernels::avx512::head_mask(std::clamp(nk - 16 * g, 0, 16));
@@ -870,7 +876,7 @@ void decode_row(float* out, float* weights, const float* q, const float* k, cons
     for (int j = 0; j < nk; ++j, vj += dv) {
       const __m512 pj = _mm512_set1_ps(S[j]);
       for (int u = 0; u < NV; ++u) {
-        decode_prefetch(vj + 16 * u);
+        decode_prefetch<kPrefetch>(vj + 16 * u);
         o[u] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(cm[u], vj + 16 * u), pj, o[u]);
       }
     }
@@ -882,7 +888,7 @@ void decode_row(float* out, float* weights, const float* q, const float* k, cons
   const __m512 mf = _mm512_set1_ps(m), vinv = _mm512_set1_ps(inv);
   for (int j0 = 0; j0 < e; j0 += kKT) {
     const int nk = std::min(kKT, e - j0);
-    decode_scores(S, q, k, dh, j0, nk);
+    decode_scores<kPrefetch>(S, q, k, dh, j0, nk);
     for (int g = 0; g * 16 < nk; ++g) {
       const __mmask16 vis = kernels::avx512::head_mask(std::min(nk - 16 * g, 16));
       const __m512 w = _mm512_mul_ps(exp16(_mm512_sub_ps(rounded_product(_mm512_load_ps(S + 16 * g), scale), mf)), vinv);
@@ -892,8 +898,20 @@ void decode_row(float* out, float* weights, const float* q, const float* k, cons
 }
 
 using DecodeFn = void (*)(float*, float*, const float*, const float*, const float*, int, int, int, float);
-constexpr DecodeFn kDecode[8] = {decode_row<1>, decode_row<2>, decode_row<3>, decode_row<4>,
-                                 decode_row<5>, decode_row<6>, decode_row<7>, decode_row<8>};
+template <bool kPrefetch>
+constexpr DecodeFn kDecode[8] = {
+    decode_row<1, kPrefetch>, decode_row<2, kPrefetch>, decode_row<3, kPrefetch>,
+    decode_row<4, kPrefetch>, decode_row<5, kPrefetch>, decode_row<6, kPrefetch>,
+    decode_row<7, kPrefetch>, decode_row<8, kPrefetch>};
+
+// Whether decode prefetches (decode_prefetch): on every CPU but AMD's.
+bool decode_prefetches() {
+  static const bool yes = [] {
+    __builtin_cpu_init();
+    return !__builtin_cpu_is("amd");
+  }();
+  return yes;
+}
 
 void attention_avx512(float* out, float* weights, const float* q, const float* k, const float* v,
                       const SdpaShape& s, const SdpaMask& m, float scale) {
@@ -905,7 +923,7 @@ void attention_avx512(float* out, float* weights, const float* q, const float* k
       const int b = int(bh / s.H);
       const int e = visible_keys(s, m, b, 0);
       if (e == 0) continue;
-      kDecode[(s.dv + 15) / 16 - 1](out + bh * s.dv, weights ? weights + bh * s.Tk : nullptr,
+      (decode_prefetches() ? kDecode<true> : kDecode<false>)[(s.dv + 15) / 16 - 1](out + bh * s.dv, weights ? weights + bh * s.Tk : nullptr,
                                     q + bh * s.dh, k + bh * s.kv_rows() * s.dh,
                                     v + bh * s.kv_rows() * s.dv, s.dh, s.dv, e, scale);
     }
