@@ -52,9 +52,9 @@ struct Shape {
 // How large a property's cases may grow: small (at most 4 × 6 × 40 values), medium (from size
 // 50 on, a quarter of the cases reach row groups, BatchNorm blocks, the parallel threshold: up
 // to a few hundred thousand values), parallel (two thirds of the cases medium, at any size: the
-// thread-count properties), large (from size 50 on half of the cases medium, and one case a run
-// past the streaming threshold; and from size 50 on, one case in six a few rows of a large model's
-// hidden size, 4096–16384 features: reference_agreement, where a kernel's every regime must agree) and
+// thread-count properties), large (from size 50 on one case in six a few rows of a large model's
+// hidden size, 4096–16384 features, and half of the others medium; one case a run past the
+// streaming threshold: reference_agreement, where a kernel's every regime must agree) and
 // long_reduction (from size 50 on, three cases in four reduce along one long axis — 4096 to
 // 65536 rows of at most 16 features, or as many features in at most 4 rows — and the others are
 // medium: the rounding error of a float32 sum grows about as √N, and passes the tolerance rule's
