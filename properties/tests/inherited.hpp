@@ -16,6 +16,7 @@
 #include "norms/tests/row_draws.hpp"
 #include "properties/catalog.hpp"
 #include "properties/counterexample.hpp"
+#include "properties/norm_scenarios.hpp"
 
 namespace normcheck::test {
 
@@ -54,6 +55,26 @@ inline CellResult run_inherited(const Row& row, Impl impl, PropertyInfo info, Ch
 // implementation, as run_inherited.
 inline CellResult run_inherited(const RowImpl& p, Family family, PropertyInfo info, CheckFn check) {
   return run_inherited(matrix_row(p.row, family), p.impl, std::move(info), std::move(check));
+}
+
+// The optimized output of `row` on the fixed batch x against the reference's, every valid token
+// under the tolerance rule at the row's own conditioning, as a cell of one case that must hold:
+// `info` says what it checks, `note` what the input is; a failure reads as the matrix's.
+inline CellResult agrees_with_reference(const LayerRow& row, const Batch& x, const Params& p,
+                                        const State& s, PropertyInfo info, std::string note) {
+  norm_scenario::Scenario sc;
+  sc.params = p;
+  sc.state = s;
+  sc.a = {.impl = Impl::optimized, .calls = {{x, row.mode()}}};
+  sc.b = {.impl = Impl::reference, .calls = {{x, row.mode()}}};
+  sc.pairs = norm_scenario::valid_pairs(x);
+  sc.note = std::move(note);
+  return run_inherited(
+      matrix_row(row), Impl::optimized, std::move(info),
+      [sc](const Row& r, Impl impl) {
+        return norm_scenario::run_scenario(r.norm, impl, Comparison::values, false, sc);
+      },
+      1);
 }
 
 }  // namespace normcheck::test

@@ -10,8 +10,6 @@
 
 #include "norms/kernels.hpp"
 #include "norms/tests/test_util.hpp"
-#include "properties/compare.hpp"
-#include "properties/norm_scenarios.hpp"
 #include "properties/tests/inherited.hpp"
 
 namespace normcheck {
@@ -30,19 +28,9 @@ const PropertyInfo kWidthAgreement{
 // The optimized output of `row` on x against the reference's, every valid token under the
 // tolerance rule, as a cell of one case (the input is fixed): a failure reads as the matrix's.
 CellResult width_agreement(const LayerRow& row, const Batch& x, const Params& p, const State& s) {
-  norm_scenario::Scenario sc;
-  sc.params = p;
-  sc.state = s;
-  sc.a = {.impl = Impl::optimized, .calls = {{x, row.mode()}}};
-  sc.b = {.impl = Impl::reference, .calls = {{x, row.mode()}}};
-  sc.pairs = norm_scenario::valid_pairs(x);
-  sc.note = "the same batch through the reference (D = " + std::to_string(x.D) + ")";
-  return test::run_inherited(
-      test::matrix_row(row), Impl::optimized, kWidthAgreement,
-      [&](const Row& r, Impl impl) {
-        return norm_scenario::run_scenario(r.norm, impl, Comparison::values, false, sc);
-      },
-      1);
+  return test::agrees_with_reference(
+      row, x, p, s, kWidthAgreement,
+      "the same batch through the reference (D = " + std::to_string(x.D) + ")");
 }
 
 // Every registry row at every width, both implementations: the output has B·T·D values and the
