@@ -801,10 +801,9 @@ template <bool kPrefetch>
 // FMA in d order; the last d vector masked. Key after key (each row's dh/16 vectors in turn,
 // then the next row): the 16 rows lie one after another in memory, so this reads K as one
 // sequential stream; d outer and keys inner jumped by dh·4 bytes at every load, 16 interleaved
-// streams. Each acc[kk] still takes its FMAs in d order:
-// the same bits. On the AMD EPYC (Zen 4) host of 2026-12-01, three alternating runs each:
-// decode / copy 0.35–0.39 → 0.42–0.54 at 1 thread, 0.41–0.44 → 0.51–0.56 at 2 (the Intel host of
-// the earlier runs not measured since).
+// streams. Each acc[kk] still takes its FMAs in d order: the same bits. On the AMD EPYC (Zen 4)
+// host of 2026-12-01, three alternating runs each: decode / copy 0.35–0.39 → 0.42–0.54 at 1
+// thread, 0.41–0.44 → 0.51–0.56 at 2 (the Intel host of the earlier runs not measured since).
 template <bool kPrefetch>
 [[gnu::always_inline]] inline __m512 scores16(const float* q, const float* const* kr, int dh) {
   __m512 acc[16];
@@ -918,14 +917,14 @@ void attention_avx512(float* out, float* weights, const float* q, const float* k
   const std::size_t BH = std::size_t(s.B) * s.H;
   const double work = double(BH) * s.Tq * s.Tk * (s.dh + s.dv);
   if (s.Tq == 1) {
+    const DecodeFn decode = (decode_prefetches() ? kDecode<true> : kDecode<false>)[(s.dv + 15) / 16 - 1];
 #pragma omp parallel for schedule(static) if (BH > 1 && work >= kParallelMinWork)
     for (long long bh = 0; bh < (long long)BH; ++bh) {
       const int b = int(bh / s.H);
       const int e = visible_keys(s, m, b, 0);
       if (e == 0) continue;
-      (decode_prefetches() ? kDecode<true> : kDecode<false>)[(s.dv + 15) / 16 - 1](out + bh * s.dv, weights ? weights + bh * s.Tk : nullptr,
-                                    q + bh * s.dh, k + bh * s.kv_rows() * s.dh,
-                                    v + bh * s.kv_rows() * s.dv, s.dh, s.dv, e, scale);
+      decode(out + bh * s.dv, weights ? weights + bh * s.Tk : nullptr, q + bh * s.dh,
+             k + bh * s.kv_rows() * s.dh, v + bh * s.kv_rows() * s.dv, s.dh, s.dv, e, scale);
     }
     return;
   }

@@ -90,8 +90,9 @@ template <class F>
 // Mean and biased variance of the row f(x[0]), …, f(x[n−1]) (f: the identity, or the exact
 // scaling of the overflow path) by the corrected two-pass algorithm (Chan, Golub & LeVeque, 1983).
 // A first mean μ₀ = x₀ + Σ(x − x₀)/n: shifting by x₀ keeps it exact for a constant row and
-// accurate at a large offset (1e3 ± 0.1: x − x₀ is exact there). Then one more pass over x − μ₀
-// gives its mean c and its mean square q: μ = μ₀ + c, σ² = q − c². c is what μ₀ missed: when x₀
+// accurate at a large offset (1e3 ± 0.1: x − x₀ is exact there). Then two more fixed-order sums
+// over x − μ₀ give its mean c and its mean square q: μ = μ₀ + c, σ² = q − c². c is what μ₀
+// missed (the AVX-512 path takes both in one pass: token_norm.hpp, second_pass): when x₀
 // lies far out in its row (an outlier feature in the first channel), every term of the first sum
 // is of the outlier's size and μ₀ is off by many of its ulps, while c sums terms of the row's own
 // spread and restores μ, and σ² (the plain two-pass form was off by 1.03× the tolerance rule on

@@ -364,7 +364,7 @@ void add_outliers(float* v, const std::vector<OutlierChannel>& channels) {
 std::vector<float> token(Regime r, int D) {
   std::vector<float> v(D);
   switch (r) {
-    case Regime::outlier_features:
+    case Regime::outlier_features:  // one token alone: its own channels (batch() shares them)
       v = token(Regime::normal, D);
       add_outliers(v.data(), outlier_channels(D));
       break;

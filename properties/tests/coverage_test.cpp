@@ -32,7 +32,8 @@ TEST(Coverage, ADefaultRunDrawsEveryThresholdRegimeAndTheBugRegimes) {
   for (const char* c : {"T=1", "empty sequence", "poison:NaN", "poison:1e30", "poison:-inf",
                         "regime:decimal", "regime:dense", "regime:offset_tiny_variance",
                         "regime:constant_rows", "regime:outlier_features",
-                        "outlier feature: first", "outlier feature: last", "magnitude:1e30", "magnitude:1e-38",
+                        "outlier feature: first", "outlier feature: last", "magnitude:1e30",
+                        "magnitude:1e-38",
                         "magnitude:mixed with ±1e30", "long reduction over rows",
                         "long reduction over features", "offset: spread of a few ulps"})
     wanted.push_back(c);

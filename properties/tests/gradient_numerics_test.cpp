@@ -218,7 +218,8 @@ const PropertyInfo kExtremeInputGradients{
     "agree with the reference's",
     "the same input (k·1e30/64, token-wise rows also k·FLT_MAX/64, |k| ≤ 64) and dy through the "
     "reference backward",
-    "dx at every position under the rule at dx's own scale; dγ and dβ at the scale of their terms (a value beyond "
+    "dx at every position under the rule at dx's own scale; dγ and dβ at the scale of their "
+    "terms (a value beyond "
     "float32 in the reference is not compared: inf is the right float answer)",
     "a kernel must not turn a finite activation into NaN or inf in the backward pass"};
 
