@@ -579,9 +579,20 @@ template <class F>
 // measurements). A prefetch never faults, so running past the end of x is harmless (the
 // address is computed as an integer, not as a pointer past the array).
 constexpr std::uintptr_t kPrefetchBytes = 16384;
-[[gnu::always_inline]] inline void prefetch_ahead(const float* p) {
-  _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(p) + kPrefetchBytes),
+[[gnu::always_inline]] inline void prefetch_ahead(const float* p,
+                                                  std::uintptr_t ahead = kPrefetchBytes) {
+  _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(p) + ahead),
                _MM_HINT_T1);
+}
+
+// The distance for the output pass of rows processed one at a time (D > kGroupMaxD): the next
+// row, so its statistics pass reads from L2, at least 4 KB (enough bytes in flight to cover a
+// memory latency) and at most kPrefetchBytes. At D = 1024 the fixed 16 KB (four rows ahead)
+// left layer_norm at 0.83–0.89 of the streaming copy and rms_norm at 0.76–0.81 on the AMD host,
+// one row ahead 0.93–1.00 and 0.81–0.91 (five alternating pairs, 1 thread); the Intel host
+// measured 8–64 KB alike (bench/ANALYSIS.md).
+constexpr std::uintptr_t row_prefetch_bytes(int D) {
+  return std::clamp<std::uintptr_t>(std::uintptr_t(D) * sizeof(float), 4096, kPrefetchBytes);
 }
 
 }  // namespace normcheck::kernels::avx512
