@@ -50,6 +50,36 @@ void ln_one_pass(const float* x, float* y, const Params& p, int D, std::size_t, 
   ln_row(x, y, p, D, mean, s2 / D - mean * mean);
 }
 
+// The shifted-data one pass with the row's first value as the shift: Σ(x − x₀) and Σ(x − x₀)²
+// in float32, σ² = q − m1². Exact enough while x₀ lies near the row's mean; when x₀ is an outlier
+// of its row (an outlier feature in channel 0), q − m1² cancels about log2(q/σ²) bits. It keeps
+// the real kernels' overflow path (x·2^-k when σ² is not finite), so that only the cancellation
+// can give it away, not the range.
+void shift_first_moments(const float* x, int D, float& mean, float& var) {
+  const float shift = x[0];
+  float s1 = 0, s2 = 0;
+  for (int d = 0; d < D; ++d) {
+    const float v = x[d] - shift;
+    s1 += v;
+    s2 += v * v;
+  }
+  const float m1 = s1 / D;
+  mean = shift + m1;
+  var = s2 / D - m1 * m1;
+}
+
+void ln_shift_first(const float* x, float* y, const Params& p, int D, std::size_t, std::size_t) {
+  float mean, var;
+  shift_first_moments(x, D, mean, var);
+  if (std::isfinite(var) || !kernels::all_finite(x, D)) return ln_row(x, y, p, D, mean, var);
+  const float s = kernels::overflow_scale(x, D);
+  std::vector<float> xs(x, x + D);
+  for (auto& v : xs) v *= s;
+  shift_first_moments(xs.data(), D, mean, var);
+  const float rstd = 1.0f / std::sqrt(var + float(p.eps) * s * s);
+  for (int d = 0; d < D; ++d) y[d] = (xs[d] - mean) * rstd * g_at(p, d) + b_at(p, d);
+}
+
 // ε added outside the square root: (x − μ)/(σ + ε)
 void ln_eps_outside(const float* x, float* y, const Params& p, int D, std::size_t, std::size_t) {
   float mean, var;
@@ -563,6 +593,7 @@ std::vector<Spec> specs() {
   const auto all = TokenSet::all_positions, valid = TokenSet::valid_tokens;
   return {
       {"ln_one_pass_variance", "layer_norm", "one-pass E[x²]−E[x]² variance in float32", {}, rows(ln_one_pass)},
+      {"ln_shift_by_first_value", "layer_norm", "one-pass variance of the data shifted by the row's first value (the shifted-data algorithm, K = x₀): cancels when x₀ is an outlier of its row", {}, rows(ln_shift_first)},
       {"ln_eps_outside_sqrt", "layer_norm", "ε added outside the square root: (x−μ)/(σ+ε)", {}, rows(ln_eps_outside)},
       {"ln_thread_dependent_reduction", "layer_norm", "the row reduction split into one partial sum per OpenMP thread", {}, rows(ln_thread_split)},
       {"ln_skips_last_token", "layer_norm", "the row loop stops one token early", {}, rows(ln_correct, 1)},

@@ -19,7 +19,8 @@ const char* to_string(Regime r) {
   static constexpr const char* names[] = {"normal",        "decimal",
                                           "dense",         "large_offset",
                                           "tiny_variance", "offset_tiny_variance",
-                                          "constant_rows", "outlier_features"};
+                                          "constant_rows", "outlier_features",
+                                          "ulp_spread"};
   return names[int(r)];
 }
 
@@ -55,7 +56,8 @@ constexpr int kLongAxisMin = 4096, kLongAxisMax = 65536, kLongAxisShort = 16;
 // Reach::large's wide cases: a few rows of a large model's hidden size (LLaMA-7B 4096, 65B 8192,
 // GPT-3 12288, LLaMA-3 405B 16384), where a float32 reduction over one token is longest.
 constexpr int kWideMinD = 4096, kWideMaxD = 16384;
-constexpr double kWideChance = 1.0 / 6;
+constexpr double kWideChance = 1.0 / 3;
+constexpr int kWideFromSize = 25;
 
 // splitmix64: the source of a distribution's draw and of the values of seeded batches.
 struct Rng {
@@ -190,7 +192,7 @@ Shape shape(int min_T, Reach reach) {
   };
   const Scale scale = Scale(*drawn_int([reach](Rng& r, int s) {
     if (reach == Reach::large && s >= kLargeAtSize) return int(Scale::large);
-    if (reach == Reach::large && s >= kMediumFromSize && r.chance(kWideChance)) return int(Scale::wide);
+    if (reach == Reach::large && s >= kWideFromSize && r.chance(kWideChance)) return int(Scale::wide);
     if (reach == Reach::parallel && r.chance(2.0 / 3)) return int(Scale::medium);
     if (reach == Reach::long_reduction && s >= kMediumFromSize)
       return int(r.chance(0.75) ? Scale::long_axis : Scale::medium);
@@ -234,11 +236,12 @@ Shape shape(int min_T, Reach reach) {
 
 namespace {
 
-// How often a draw picks each of the seven regimes of regime() and hard_regime(), relative to each
+// How often a draw picks each of the eight regimes of regime() and hard_regime(), relative to each
 // other; the pick walks them in this order, so the same seed draws the same regime.
 struct RegimeWeights {
   std::size_t normal, decimal, large_offset, tiny_variance, offset_tiny_variance, constant_rows;
-  std::size_t outlier_features = 0;  // last, so that a weight of 0 leaves the others' draws as they were
+  // last, so that weights of 0 leave the others' draws as they were
+  std::size_t outlier_features = 0, ulp_spread = 0;
 };
 
 Regime weighted_regime(const RegimeWeights& w) {
@@ -248,7 +251,8 @@ Regime weighted_regime(const RegimeWeights& w) {
                                    {w.tiny_variance, Regime::tiny_variance},
                                    {w.offset_tiny_variance, Regime::offset_tiny_variance},
                                    {w.constant_rows, Regime::constant_rows},
-                                   {w.outlier_features, Regime::outlier_features}});
+                                   {w.outlier_features, Regime::outlier_features},
+                                   {w.ulp_spread, Regime::ulp_spread}});
 }
 
 }  // namespace
@@ -258,9 +262,18 @@ Regime regime() {
                           .offset_tiny_variance = 1, .constant_rows = 1});
 }
 
-Regime hard_regime() {
+// Outlier features in 6 draws of 23, and in 26 of 43 at a large model's hidden size
+// (D ≥ kWideMinD): massive activations — a few channels at 10³–10⁴ times the others in every
+// token — are what the LLMs of that size carry (Sun et al., "Massive Activations in Large
+// Language Models", 2024), and a float32 statistic over thousands of features is where such a
+// channel costs the most bits. Spreads of a few ulps at a large offset in 4: where a float32 mean
+// rounds onto one of the values and a moment from it (Welford's, a one-pass variance) loses the
+// spread entirely, so that an output reaches |x − μ|/√ε.
+Regime hard_regime(int D) {
   return weighted_regime({.normal = 3, .decimal = 2, .large_offset = 2, .tiny_variance = 2,
-                          .offset_tiny_variance = 2, .constant_rows = 2, .outlier_features = 3});
+                          .offset_tiny_variance = 2, .constant_rows = 2,
+                          .outlier_features = std::size_t(D >= kWideMinD ? 26 : 6),
+                          .ulp_spread = 4});
 }
 
 Regime bitwise_regime() {
@@ -286,6 +299,14 @@ std::vector<int> ints(int D, int m) {
 
 // The offset of the offset_tiny_variance regime: 1e4, 1e5 or 1e6 times 1 + j/8.
 float big_offset(int e, int j) { return float(std::pow(10.0, e) * (1.0 + j / 8.0)); }
+
+// The centre of a ulp_spread token: ±2^m·(1 + j/8), 8192 ≤ |c| < 2^20 (offset_invariance's
+// offsets), and its unit in the last place, 2^(m − 23): c + k·ulp for |k| ≤ 4 are floats.
+float ulp_offset(int m, int j, bool negative) {
+  const float c = std::ldexp(1.0f + float(j) / 8.0f, m);
+  return negative ? -c : c;
+}
+float ulp_of_offset(float c) { return std::ldexp(1.0f, std::ilogb(c) - 23); }
 
 // A token's values from a seeded source, in the regime's ranges; any float there, so sums round.
 void seeded_token(float* v, int D, Regime r, Rng& rng) {
@@ -316,14 +337,21 @@ void seeded_token(float* v, int D, Regime r, Rng& rng) {
       for (int d = 0; d < D; ++d) v[d] = c;
       break;
     }
+    case Regime::ulp_spread: {
+      const float c = ulp_offset(rng.in(13, 19), rng.in(0, 7), rng.in(0, 1) == 1);
+      for (int d = 0; d < D; ++d) v[d] = c + float(rng.in(-4, 4)) * ulp_of_offset(c);
+      break;
+    }
   }
 }
 
 // Regime::outlier_features: the channels of a batch (positions and values) that carry its
 // outlier features, 1 to 3 of them, each ±10^e·(1 + j/8) for e = 2…4 (up to 2·10⁴ against values
 // of at most 4), added to every token, as a trained model's massive activations sit in the same
-// few channels of every token. The first one is at the row's first feature, its last, within its
-// first vector (16 features) or anywhere, a quarter of the batches each; the others anywhere.
+// few channels of every token. The first one is at the row's first feature in half of the batches
+// (where a kernel takes its shift or pivot: the shifted-data variance with K = x₀, Welford started
+// from x₀, a peeled first element), at its last in a quarter (a reverse loop, a peeled tail),
+// within its first vector (16 features) or anywhere in an eighth each; the others anywhere.
 // Each pick shrinks towards position 0 and towards 10².
 struct OutlierChannel {
   int position;
@@ -335,11 +363,12 @@ std::vector<OutlierChannel> outlier_channels(int D) {
   std::vector<OutlierChannel> out;
   for (int c = 0; c < n; ++c) {
     const int position = *shrinking_int(0, [D, c](Rng& r, int) {
-      if (c == 0) switch (r.in(0, 3)) {
-          case 0: return 0;
-          case 1: return D - 1;
-          case 2: return r.in(0, std::min(D, 16) - 1);
-        }
+      if (c == 0) {
+        const int where = r.in(0, 7);
+        if (where < 4) return 0;
+        if (where < 6) return D - 1;
+        if (where == 6) return r.in(0, std::min(D, 16) - 1);
+      }
       return r.in(0, D - 1);
     });
     const int e = *shrinking_int(2, [](Rng& r, int) { return r.in(2, 4); });
@@ -403,6 +432,13 @@ std::vector<float> token(Regime r, int D) {
     case Regime::constant_rows: {
       const float c = float(*centered(64)) / 16.0f;
       for (auto& e : v) e = c;
+      break;
+    }
+    case Regime::ulp_spread: {  // ±2^m·(1 + j/8) + k·ulp, |k| ≤ 4: a spread of a few ulps
+      const int m = *inRange(13, 20), j = *inRange(0, 8);
+      const float c = ulp_offset(m, j, *inRange(0, 2) == 1);
+      const auto q = ints(D, 4);
+      for (int d = 0; d < D; ++d) v[d] = c + float(q[d]) * ulp_of_offset(c);
       break;
     }
   }

@@ -39,6 +39,7 @@ enum class Regime {
   offset_tiny_variance,  // 1e4…1e6 ± a few sixteenths: E[x²] − E[x]² cancels completely
   constant_rows,         // every feature of a token equal
   outlier_features,      // normal values, plus a few channels 1e2…2e4 in every token of the batch
+  ulp_spread,            // c + k·ulp(c), |k| ≤ 4, c in [8192, 2^20): a spread of a few ulps of c
 };
 enum class Poison { zero, huge, neg_inf, nan };
 const char* to_string(Regime r);
@@ -52,8 +53,8 @@ struct Shape {
 // How large a property's cases may grow: small (at most 4 × 6 × 40 values), medium (from size
 // 50 on, a quarter of the cases reach row groups, BatchNorm blocks, the parallel threshold: up
 // to a few hundred thousand values), parallel (two thirds of the cases medium, at any size: the
-// thread-count properties), large (from size 50 on one case in six a few rows of a large model's
-// hidden size, 4096–16384 features, and half of the others medium; one case a run past the
+// thread-count properties), large (from size 25 on one case in three a few rows of a large model's
+// hidden size, 4096–16384 features, from size 50 half of the others medium; one case a run past the
 // streaming threshold: reference_agreement, where a kernel's every regime must agree) and
 // long_reduction (from size 50 on, three cases in four reduce along one long axis — 4096 to
 // 65536 rows of at most 16 features, or as many features in at most 4 rows — and the others are
@@ -65,7 +66,9 @@ enum class Reach { small, medium, parallel, large, long_reduction };
 // B ≥ 1, T ≥ min_T, D ≥ 1 within `reach`, each shrinking towards its minimum.
 Shape shape(int min_T = 1, Reach reach = Reach::small);
 Regime regime();          // mostly normal; the other regimes weighted in
-Regime hard_regime();     // large offsets, tiny variance and constant rows weighted up
+// Large offsets, tiny variance, constant rows, outlier features and spreads of a few ulps weighted
+// up; outlier features in most draws at a large model's hidden size (D ≥ 4096).
+Regime hard_regime(int D);
 Regime bitwise_regime();  // values whose float32 sums round: for the bitwise properties
 Poison poison();
 

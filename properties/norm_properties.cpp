@@ -337,7 +337,7 @@ Scenario reference_agreement(const LayerRow& row) {
   base.shape = gen::shape(base.min_len, gen::Reach::large);
   base.params = gen::params(*row.layer, base.shape.D);
   base.state = gen::state(base.shape.D);
-  base.x = gen::batch(base.shape, gen::hard_regime(), gen::poison(), base.min_len, true);
+  base.x = gen::batch(base.shape, gen::hard_regime(base.shape.D), gen::poison(), base.min_len, true);
   Scenario s = same_input(base, row.mode());
   s.b.impl = Impl::reference;
   s.compare_state = row.layer->stateful();

@@ -31,7 +31,7 @@ TEST(Coverage, ADefaultRunDrawsEveryThresholdRegimeAndTheBugRegimes) {
   std::vector<std::string> wanted = gen::threshold_classes();
   for (const char* c : {"T=1", "empty sequence", "poison:NaN", "poison:1e30", "poison:-inf",
                         "regime:decimal", "regime:dense", "regime:offset_tiny_variance",
-                        "regime:constant_rows", "regime:outlier_features",
+                        "regime:constant_rows", "regime:outlier_features", "regime:ulp_spread",
                         "outlier feature: first", "outlier feature: last", "magnitude:1e30",
                         "magnitude:1e-38",
                         "magnitude:mixed with ±1e30", "long reduction over rows",
