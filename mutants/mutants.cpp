@@ -34,8 +34,10 @@ void float_rows(const Batch& in, const Params& p, Output& out, RowFn fn, std::si
 float g_at(const Params& p, int d) { return p.gamma.empty() ? 1.0f : p.gamma[d]; }
 float b_at(const Params& p, int d) { return p.beta.empty() ? 0.0f : p.beta[d]; }
 
-void ln_row(const float* x, float* y, const Params& p, int D, float mean, float var) {
-  const float rstd = 1.0f / std::sqrt(var + float(p.eps));
+// y = (x − μ)/√(σ² + ε·eps_scale)·γ + β (eps_scale: s² for a row rescaled by s)
+void ln_row(const float* x, float* y, const Params& p, int D, float mean, float var,
+            float eps_scale = 1.0f) {
+  const float rstd = 1.0f / std::sqrt(var + float(p.eps) * eps_scale);
   for (int d = 0; d < D; ++d) y[d] = (x[d] - mean) * rstd * g_at(p, d) + b_at(p, d);
 }
 
@@ -76,8 +78,7 @@ void ln_shift_first(const float* x, float* y, const Params& p, int D, std::size_
   std::vector<float> xs(x, x + D);
   for (auto& v : xs) v *= s;
   shift_first_moments(xs.data(), D, mean, var);
-  const float rstd = 1.0f / std::sqrt(var + float(p.eps) * s * s);
-  for (int d = 0; d < D; ++d) y[d] = (xs[d] - mean) * rstd * g_at(p, d) + b_at(p, d);
+  ln_row(xs.data(), y, p, D, mean, var, s * s);
 }
 
 // ε added outside the square root: (x − μ)/(σ + ε)

@@ -587,10 +587,11 @@ constexpr std::uintptr_t kPrefetchBytes = 16384;
 
 // The distance for the output pass of rows processed one at a time (D > kGroupMaxD): the next
 // row, so its statistics pass reads from L2, at least 4 KB (enough bytes in flight to cover a
-// memory latency) and at most kPrefetchBytes. At D = 1024 the fixed 16 KB (four rows ahead)
-// left layer_norm at 0.83–0.89 of the streaming copy and rms_norm at 0.76–0.81 on the AMD host,
-// one row ahead 0.93–1.00 and 0.81–0.91 (five alternating pairs, 1 thread); the Intel host
-// measured 8–64 KB alike (bench/ANALYSIS.md).
+// memory latency) and at most kPrefetchBytes. On the AMD host (1 thread, alternating pairs)
+// rms_norm went from 0.76–0.85 of the streaming copy to 0.88–0.98 at D = 1000 and from
+// 0.75–0.81 to 0.79–0.83 at D = 2048, layer_norm within the noise; at D = 1024 one set of pairs
+// favoured it and a later one showed no difference. The Intel host measured 8–64 KB alike
+// (bench/ANALYSIS.md).
 constexpr std::uintptr_t row_prefetch_bytes(int D) {
   return std::clamp<std::uintptr_t>(std::uintptr_t(D) * sizeof(float), 4096, kPrefetchBytes);
 }

@@ -297,16 +297,23 @@ std::vector<int> ints(int D, int m) {
   return *rc::gen::container<std::vector<int>>(std::size_t(D), centered(m));
 }
 
+}  // namespace
+
+float pow2_offset(int m, int j) { return std::ldexp(1.0f + float(j) / 8.0f, m); }
+float ulp_of_pow2_offset(int m) { return std::ldexp(1.0f, m - 23); }
+
+namespace {
+
 // The offset of the offset_tiny_variance regime: 1e4, 1e5 or 1e6 times 1 + j/8.
 float big_offset(int e, int j) { return float(std::pow(10.0, e) * (1.0 + j / 8.0)); }
 
-// The centre of a ulp_spread token: ±2^m·(1 + j/8), 8192 ≤ |c| < 2^20 (offset_invariance's
-// offsets), and its unit in the last place, 2^(m − 23): c + k·ulp for |k| ≤ 4 are floats.
-float ulp_offset(int m, int j, bool negative) {
-  const float c = std::ldexp(1.0f + float(j) / 8.0f, m);
-  return negative ? -c : c;
+// A ulp_spread token: ±2^m·(1 + j/8) (8192 ≤ |c| < 2^20) plus k(d) ulps of it, |k| ≤ 4 — each a
+// float, so the spread is exactly k ulps.
+template <class K>
+void ulp_spread_token(float* v, int D, int m, int j, bool negative, K&& k) {
+  const float c = negative ? -pow2_offset(m, j) : pow2_offset(m, j), ulp = ulp_of_pow2_offset(m);
+  for (int d = 0; d < D; ++d) v[d] = c + float(k(d)) * ulp;
 }
-float ulp_of_offset(float c) { return std::ldexp(1.0f, std::ilogb(c) - 23); }
 
 // A token's values from a seeded source, in the regime's ranges; any float there, so sums round.
 void seeded_token(float* v, int D, Regime r, Rng& rng) {
@@ -338,8 +345,8 @@ void seeded_token(float* v, int D, Regime r, Rng& rng) {
       break;
     }
     case Regime::ulp_spread: {
-      const float c = ulp_offset(rng.in(13, 19), rng.in(0, 7), rng.in(0, 1) == 1);
-      for (int d = 0; d < D; ++d) v[d] = c + float(rng.in(-4, 4)) * ulp_of_offset(c);
+      const int m = rng.in(13, 19), j = rng.in(0, 7);
+      ulp_spread_token(v, D, m, j, rng.in(0, 1) == 1, [&rng](int) { return rng.in(-4, 4); });
       break;
     }
   }
@@ -436,9 +443,9 @@ std::vector<float> token(Regime r, int D) {
     }
     case Regime::ulp_spread: {  // ±2^m·(1 + j/8) + k·ulp, |k| ≤ 4: a spread of a few ulps
       const int m = *inRange(13, 20), j = *inRange(0, 8);
-      const float c = ulp_offset(m, j, *inRange(0, 2) == 1);
+      const bool negative = *inRange(0, 2) == 1;
       const auto q = ints(D, 4);
-      for (int d = 0; d < D; ++d) v[d] = c + float(q[d]) * ulp_of_offset(c);
+      ulp_spread_token(v.data(), D, m, j, negative, [&q](int d) { return q[d]; });
       break;
     }
   }

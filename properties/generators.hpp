@@ -72,6 +72,11 @@ Regime hard_regime(int D);
 Regime bitwise_regime();  // values whose float32 sums round: for the bitwise properties
 Poison poison();
 
+// The large offsets 2^m·(1 + j/8) (offset_invariance draws m in 13…19, j in 0…7, as the
+// ulp_spread regime does) and their unit in the last place, 2^(m − 23), for j ≤ 7.
+float pow2_offset(int m, int j);
+float ulp_of_pow2_offset(int m);
+
 // One token of D features in a regime (drawn value by value).
 std::vector<float> token(Regime r, int D);
 // A batch with random lengths in [min_len, T] and poison at every padding position; with

@@ -439,12 +439,12 @@ Scenario offset_invariance(const LayerRow& row) {
                         true);
   // 2^m·(1 + j/8), 8192 ≤ offset < 2^20
   const int m = *inRange(13, 19), j = *inRange(0, 8);
-  const float offset = std::ldexp(1.0f + float(j) / 8.0f, m);
+  const float offset = gen::pow2_offset(m, j);
   // The claim's other half, a tiny spread: in one case in four every value becomes a whole
   // number of the offset's units in the last place (|k| ≤ 16), so each token's and each
   // feature's spread is a few ulps of x + offset, where a float32 variance loses it entirely
   // (E[x²] − E[x]² cancels; a running mean rounds onto one of the values).
-  const float ulp = std::ldexp(1.0f, m - 23);
+  const float ulp = gen::ulp_of_pow2_offset(m);
   const bool few_ulps = *inRange(0, 4) == 0;
   // Side a is side b minus the offset exactly: x ← fl(x + offset) − offset (exact by Sterbenz
   // for |x| < offset / 2). Values off the k/16 grid (dense and long cases) would otherwise round
