@@ -2,7 +2,9 @@
 // threads (the last argument). A prefill group runs, once per round each: the optimized kernel,
 // oneDNN's matmul + softmax + matmul, an Eigen implementation that materializes the T×T scores,
 // and an sgemm of 1024³ by oneDNN and by Eigen (the practical compute peak of the same round);
-// a decode group runs the decode kernel and a streaming copy of the same K and V bytes.
+// a decode group runs the decode kernel, a streaming copy of the same K and V bytes and two
+// streaming reads of them (bench/common.hpp). Decode groups start every timed call with empty
+// caches (Caches::cold: K and V fit in the L3), prefill groups with warm ones.
 //   prefill GFLOP/s: 4·B·H·T²·dh (q·kᵀ and p·v), halved when causal; B = 1, H = 8, dh = 64
 //   decode GB/s:     the K and V cache bytes read (2·H·Tk·dh·4), one query against Tk = 4096
 //   copy GB/s:       bytes moved (read and written: twice the cache bytes)
@@ -34,6 +36,7 @@ using bench::random_values;
 
 // The instruction-set path the kernels run (norms/kernels_api.hpp), in the JSON context.
 const bool kPathNoted = bench::note_kernel_path();
+const bool kEvictionNoted = bench::note_cache_eviction();
 
 constexpr int kH = 8, kDh = 64, kGemmN = 1024;
 
@@ -140,7 +143,7 @@ void BM_prefill(benchmark::State& st) {
                   strm.wait();
                 }});
 #endif
-  bench::Rounds r(std::move(cs));
+  bench::Rounds r(std::move(cs), bench::Caches::warm);
   r.run(st);
   r.ratio(st, "sdpa/eigen", "sdpa", {"eigen"});
 #ifdef NORMCHECK_HAVE_DNNL
@@ -161,8 +164,9 @@ void prefill_shapes(benchmark::internal::Benchmark* b) {
 BENCHMARK(BM_prefill)->Apply(prefill_shapes);
 
 // Decode: one query per head against a full KV cache (bottom-right causal = every key), a
-// streaming copy of the same cache bytes as the bandwidth ceiling, and a streaming read of them:
-// decode only reads, so the read says how much of the gap to the copy is the reads alone.
+// streaming copy of the same cache bytes as the bandwidth ceiling, and a streaming read of them
+// (the faster of the two prefetch variants in each round): decode only reads, so the read says
+// how much of the gap to the copy is the reads alone.
 constexpr int kCache = 4096;
 
 void BM_decode(benchmark::State& st) {
@@ -184,10 +188,13 @@ void BM_decode(benchmark::State& st) {
                 }});
   cs.push_back({"copy", 2 * bytes, [&] { bench::stream_copy(y.data(), x.data(), n); }});
   cs.push_back({"read", bytes, [&] { bench::stream_read(x.data(), n); }});
-  bench::Rounds r(std::move(cs));
+  cs.push_back({"read_hw", bytes, [&] { bench::stream_read(x.data(), n, bench::ReadPrefetch::none); }});
+  bench::Rounds r(std::move(cs), bench::Caches::cold);
   r.run(st);
   r.ratio(st, "decode/copy", "decode", {"copy"});
-  r.ratio(st, "decode/read", "decode", {"read"});
+  r.ratio(st, "decode/read", "decode", {"read", "read_hw"});
+  r.ratio(st, "read/copy", "read", {"copy"});
+  r.ratio(st, "read_hw/copy", "read_hw", {"copy"});
 }
 BENCHMARK(BM_decode)->ArgNames({"threads"})->Arg(1)->Arg(2)->Iterations(rounds(301))->UseManualTime()
     ->Unit(benchmark::kMicrosecond);

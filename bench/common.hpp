@@ -182,11 +182,15 @@ inline void stream_add(float* dst, const float* a, const float* b, std::size_t n
 // The streaming read: the fastest way this machine reads n floats, for a kernel that reads far
 // more than it writes (decode reads the K and V cache and writes one row). The same split and
 // widest loads as stream_copy, summed into 8 accumulators (no dependency chain holds the loads
-// back), with two lines of each block prefetched 4 KB ahead (on this VM 24.1 against 22.1 GB/s
-// at 1 thread without: the fastest read found, 512 B to 16 KB ahead); the sum goes to an atomic
-// sink so that the reads stay. src must be 64-byte aligned.
+// back); the sum goes to an atomic sink so that the reads stay. src must be 64-byte aligned.
+// Which prefetch reads fastest depends on the CPU, so there are two and a group takes the faster
+// of them in each round: ReadPrefetch::l1 fetches two lines of each block 4 KB ahead into L1
+// (the Intel host: 24.1 against 22.1 GB/s at 1 thread without, the fastest of 512 B to 16 KB
+// ahead), ReadPrefetch::none leaves it to the hardware (the AMD EPYC host, from memory: 20 GB/s
+// at 1 thread, 17 with the L1 prefetch).
+enum class ReadPrefetch { l1, none };
 inline std::atomic<float> stream_read_sink;
-inline void stream_read(const float* src, std::size_t n) {
+inline void stream_read(const float* src, std::size_t n, ReadPrefetch pf = ReadPrefetch::l1) {
   stream_split(n, [&](int isa, std::size_t lo, std::size_t hi) {
     with_widest_vector(isa, [&](auto v) {
       using V = decltype(v);
@@ -194,11 +198,14 @@ inline void stream_read(const float* src, std::size_t n) {
       V acc[U];
       for (auto& a : acc) a = load(src + lo, v);  // any value: only the reads count
       std::size_t i = lo;
-      for (; i + U * W <= hi; i += U * W) {
-        _mm_prefetch(reinterpret_cast<const char*>(src + i + 1024), _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(src + i + 1024 + 64), _MM_HINT_T0);
+      if (pf == ReadPrefetch::l1)
+        for (; i + U * W <= hi; i += U * W) {
+          _mm_prefetch(reinterpret_cast<const char*>(src + i + 1024), _MM_HINT_T0);
+          _mm_prefetch(reinterpret_cast<const char*>(src + i + 1024 + 64), _MM_HINT_T0);
+          for (std::size_t u = 0; u < U; ++u) acc[u] = add(acc[u], load(src + i + u * W, v));
+        }
+      for (; i + U * W <= hi; i += U * W)
         for (std::size_t u = 0; u < U; ++u) acc[u] = add(acc[u], load(src + i + u * W, v));
-      }
       float tail = 0;
       for (; i < hi; ++i) tail += src[i];
       for (std::size_t u = 1; u < U; ++u) acc[0] = add(acc[0], acc[u]);
@@ -207,6 +214,48 @@ inline void stream_read(const float* src, std::size_t n) {
       stream_read_sink.store(lanes[0] + tail, std::memory_order_relaxed);
     });
   });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cold caches. A memory-bound kernel and its ceiling must read the same bytes from the same
+// place: memory. A group whose buffers fit in the last-level cache (decode's K and V, 16.8 MB,
+// in a 32 MB L3) otherwise measures whatever the previous candidate left there — on the AMD EPYC
+// host the copy and the read shared their source and found it in L3 (the read at 38–45 GB/s,
+// from memory 20), while the decode kernel's K and V had been evicted by them: decode / copy
+// 0.41–0.48, a ratio of cache states, not of kernels. So before every timed call of a
+// memory-bound group the caches are emptied, untimed, by reading a buffer of twice the
+// last-level cache on the group's threads (clean lines: no write-back lands in the next call).
+
+// The last-level cache of CPU 0 as the kernel reports it (sysfs; sysconf's figure can be the
+// whole package's: 320 MB for a VM's 32 MB L3), else sysconf, else 32 MB.
+inline std::size_t last_level_cache_bytes() {
+  for (int index = 3; index >= 2; --index) {
+    std::ifstream f("/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index) + "/size");
+    std::size_t v = 0;
+    char unit = 0;
+    if (f >> v) {
+      f >> unit;
+      return v * (unit == 'M' ? 1u << 20 : unit == 'K' ? 1u << 10 : 1u);
+    }
+  }
+  const long v = ::sysconf(_SC_LEVEL3_CACHE_SIZE);
+  return v > 0 ? std::size_t(v) : std::size_t(32) << 20;
+}
+
+// The bytes read to empty the caches: twice the last-level cache, at least 16 MB, at most 1 GB.
+inline std::size_t eviction_bytes() {
+  return std::clamp<std::size_t>(2 * last_level_cache_bytes(), std::size_t(16) << 20,
+                                 std::size_t(1) << 30);
+}
+
+inline void evict_caches() {
+  static Buffer e(eviction_bytes() / sizeof(float));
+  stream_read(e.data(), e.size(), ReadPrefetch::none);
+}
+
+inline bool note_cache_eviction() {
+  benchmark::AddCustomContext("cache_eviction_bytes", std::to_string(eviction_bytes()));
+  return true;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -244,7 +293,9 @@ inline double others_cores(const CpuSample& a, const CpuSample& b) {
 // from a different candidate each round; a ratio is taken within each round (the two calls
 // ran seconds apart at most, under the same load) and the report gives the median over the
 // rounds with the quartiles. Each candidate runs once untimed first (page faults, oneDNN's
-// JIT, the OpenMP team).
+// JIT, the OpenMP team). A memory-bound group (Caches::cold) empties the caches before every
+// timed call (evict_caches); a compute-bound one (prefill: a head's Q, K and V are 1.5 MB and
+// live in L2 in real use too) runs with whatever the previous call left (Caches::warm).
 
 struct Candidate {
   std::string name;
@@ -252,9 +303,12 @@ struct Candidate {
   std::function<void()> run;
 };
 
+enum class Caches { cold, warm };
+
 class Rounds {
  public:
-  explicit Rounds(std::vector<Candidate> c) : c_(std::move(c)), t_(c_.size()) {}
+  explicit Rounds(std::vector<Candidate> c, Caches caches)
+      : c_(std::move(c)), t_(c_.size()), cold_(caches == Caches::cold) {}
 
   // One round per benchmark iteration; the iteration's manual time is the round's.
   void run(benchmark::State& st) {
@@ -265,6 +319,7 @@ class Rounds {
       double total = 0;
       for (std::size_t k = 0; k < c_.size(); ++k) {
         const std::size_t i = (round + k) % c_.size();
+        if (cold_) evict_caches();
         const auto a = std::chrono::steady_clock::now();
         c_[i].run();
         benchmark::ClobberMemory();
@@ -326,6 +381,7 @@ class Rounds {
 
   std::vector<Candidate> c_;
   std::vector<std::vector<double>> t_;
+  bool cold_;
 };
 
 }  // namespace normcheck::bench

@@ -38,6 +38,7 @@ using bench::Candidate;
 
 // The instruction-set path the kernels run (norms/kernels_api.hpp), in the JSON context.
 const bool kPathNoted = bench::note_kernel_path();
+const bool kEvictionNoted = bench::note_cache_eviction();
 
 // Rounds per group: NORMCHECK_BENCH_ROUNDS, else the default (the smoke test uses 2).
 int rounds(int fallback) {
@@ -83,7 +84,7 @@ void BM_norms(benchmark::State& st) {
                   strm.wait();
                 }});
 #endif
-  bench::Rounds r(std::move(cs));
+  bench::Rounds r(std::move(cs), bench::Caches::cold);
   r.run(st);
   r.ratio(st, "layer_norm/copy", "layer_norm", {"copy"});
   r.ratio(st, "rms_norm/copy", "rms_norm", {"copy"});
@@ -142,7 +143,7 @@ void BM_backward(benchmark::State& st) {
                                              g.data(), 1, rows, D, nullptr, mean.data(), var.data(),
                                              1e-5, true);
                 }});
-  bench::Rounds r(std::move(cs));
+  bench::Rounds r(std::move(cs), bench::Caches::cold);
   r.run(st);
   for (const char* k : {"layer_norm_bw", "rms_norm_bw", "batch_norm_bw"}) {
     r.ratio(st, std::string(k) + "/copy", k, {"copy"});
