@@ -518,9 +518,23 @@ template <class F>
   return acc;
 }
 
-// The same for a sum of squares g(v)², accumulated with FMA (acc = g·g + acc).
+// Half-rate prefetch into L2 for a loop over 4 vectors at a time, at vector k of its row: the
+// lines at half_pf + 32·k and the next, so a pass over a row fetches half a row's bytes from
+// half_pf on (the long-row pairs, token_norm.hpp). An address, not a pointer: it may lie past the
+// end of x (a prefetch never faults). 0: none.
+[[gnu::always_inline]] inline void prefetch_half(std::uintptr_t half_pf, int k) {
+  if (half_pf) {
+    const std::uintptr_t a = half_pf + std::uintptr_t(k) * (W * sizeof(float) / 2);
+    _mm_prefetch(reinterpret_cast<const char*>(a), _MM_HINT_T1);
+    _mm_prefetch(reinterpret_cast<const char*>(a + 64), _MM_HINT_T1);
+  }
+}
+
+// The same for a sum of squares g(v)², accumulated with FMA (acc = g·g + acc); half_pf as in
+// prefetch_half (a prefetch never changes a value).
 template <class G>
-[[gnu::always_inline]] inline __m512 row_partial_sq(const float* x, int n, G g) {
+[[gnu::always_inline]] inline __m512 row_partial_sq(const float* x, int n, G g,
+                                                    std::uintptr_t half_pf = 0) {
   const int full = n / W, rem = n % W;
   __m512 acc;
   int k = 0;
@@ -532,6 +546,7 @@ template <class G>
     const __m512 z = _mm512_setzero_ps();
     __m512 c0 = sq(x, z), c1 = sq(x + W, z), c2 = sq(x + 2 * W, z), c3 = sq(x + 3 * W, z);
     for (k = 4; k + 4 <= full; k += 4) {
+      prefetch_half(half_pf, k);
       c0 = sq(x + k * W, c0);
       c1 = sq(x + (k + 1) * W, c1);
       c2 = sq(x + (k + 2) * W, c2);

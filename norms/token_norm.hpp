@@ -135,8 +135,9 @@ namespace normcheck::kernels::avx512 {
 // ones, which the tree and ·1/16 compute exactly), so m1 = q = σ² = 0 and μ = c.
 
 // Σx² of one row as 16 lane partial sums (rms_norm's statistic).
-[[gnu::always_inline]] inline __m512 token_sum_sq(const float* xr, int D) {
-  return row_partial_sq(xr, D, [](__m512 v, __mmask16) { return v; });
+[[gnu::always_inline]] inline __m512 token_sum_sq(const float* xr, int D,
+                                                  std::uintptr_t half_pf = 0) {
+  return row_partial_sq(xr, D, [](__m512 v, __mmask16) { return v; }, half_pf);
 }
 
 // The shift of layer_norm's one-pass moments for one long row: the mean of its first 16 values
@@ -148,9 +149,10 @@ namespace normcheck::kernels::avx512 {
 }
 
 // Σ(x − shift) and Σ(x − shift)² of one row in one pass, as 16 lane partial sums each, in the
-// orders of row_partial (s1) and row_partial_sq (s2): four chains of each, then the rest.
+// orders of row_partial (s1) and row_partial_sq (s2): four chains of each, then the rest;
+// half_pf as in prefetch_half.
 [[gnu::always_inline]] inline void token_moments(const float* xr, int D, float shift, __m512& s1,
-                                                 __m512& s2) {
+                                                 __m512& s2, std::uintptr_t half_pf = 0) {
   const int full = D / W, rem = D % W;
   const __m512 sh = _mm512_set1_ps(shift), z = _mm512_setzero_ps();
   __m512 a0 = z, a1 = z, a2 = z, a3 = z, q0 = z, q1 = z, q2 = z, q3 = z;
@@ -162,6 +164,7 @@ namespace normcheck::kernels::avx512 {
   };
   if (full >= 4) {
     for (; k + 4 <= full; k += 4) {
+      prefetch_half(half_pf, k);
       step(k, a0, q0);
       step(k + 1, a1, q1);
       step(k + 2, a2, q2);
@@ -207,18 +210,25 @@ namespace normcheck::kernels::avx512 {
 // x prefetched l2_ahead bytes ahead into L2 (a group of short rows: kPrefetchBytes; a long row:
 // the next row, row_prefetch_bytes) and (kL1) l1_ahead bytes ahead into L1 as well: a
 // group of short rows passes G·D·4, the same row of the next group, whose statistics pass then
-// reads from L1 (1–6 % faster at D = 64 and 128 in same-run A/B). Without γ (!kGamma) it
-// multiplies by 1, without β it adds 0: the same operations as with them. The γ, β and L1 cases
-// are template parameters so the loop has no test in it (a fifth of its instructions at D = 64).
+// reads from L1 (1–6 % faster at D = 64 and 128 in same-run A/B). A long row of a pair
+// (token_norm_pairs) passes half_pf instead of l2_ahead: the address of the half row it fetches at
+// half rate (a line every other line it writes). Without γ (!kGamma) it multiplies by 1, without
+// β it adds 0: the same operations as with them. The γ, β and L1 cases are template parameters
+// so the loop has no test in it (a fifth of its instructions at D = 64).
 template <bool kCenter, bool kGamma, bool kBeta, bool kL1>
 [[gnu::always_inline]] inline void token_norm_write(float* yr, const float* xr, const float* gamma,
                                                     const float* beta, int D, bool stream,
                                                     float mean, float rstd,
                                                     std::uintptr_t l2_ahead,
-                                                    std::uintptr_t l1_ahead = 0) {
+                                                    std::uintptr_t l1_ahead = 0,
+                                                    std::uintptr_t half_pf = 0) {
   const __m512 m = _mm512_set1_ps(mean), s = _mm512_set1_ps(rstd);
   write_row(yr, D, stream, [&](int d, __mmask16 k) {
-    prefetch_ahead(xr + d, l2_ahead);
+    if (half_pf)
+      _mm_prefetch(reinterpret_cast<const char*>(half_pf + std::uintptr_t(d) * (sizeof(float) / 2)),
+                   _MM_HINT_T1);
+    else
+      prefetch_ahead(xr + d, l2_ahead);
     if constexpr (kL1)
       _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(xr + d) + l1_ahead),
                    _MM_HINT_T0);
@@ -228,6 +238,77 @@ template <bool kCenter, bool kGamma, bool kBeta, bool kL1>
     const __m512 b = kBeta ? _mm512_maskz_loadu_ps(k, beta + d) : _mm512_setzero_ps();
     return _mm512_fmadd_ps(_mm512_mul_ps(xv, s), g, b);
   });
+}
+
+// The statistics of one long row (D > kGroupMaxD): layer_norm's one-pass moments shifted by
+// moment_shift, or the second pass when one_pass_kept says so; rms_norm's Σx²/D. half_pf as in
+// prefetch_half. Returns σ²; mean is set (0 for rms_norm).
+template <bool kCenter>
+[[gnu::always_inline]] inline float long_row_stats(const float* xr, int D, float& mean,
+                                                   std::uintptr_t half_pf = 0) {
+  mean = 0.0f;
+  if constexpr (kCenter) {
+    const float shift = moment_shift(xr, D);
+    __m512 s1, s2;
+    token_moments(xr, D, shift, s1, s2, half_pf);
+    const float m1 = hsum(s1) / float(D), q = hsum(s2) / float(D);
+    mean = shift + m1;
+    if (one_pass_kept(_mm512_set1_ps(m1), _mm512_set1_ps(q)) & 1) return std::fma(-m1, m1, q);
+    return second_pass(xr, D, mean);
+  } else {
+    return hsum(token_sum_sq(xr, D, half_pf)) / float(D);
+  }
+}
+
+// Rows whose output pass cannot keep its row of x, γ and β in L1 together (3·D·4 bytes above
+// kPairL1Bytes, the smallest L1 data cache of the AVX-512 CPUs: Zen 4's 32 KB) go in pairs:
+// both rows' statistics (long_row_stats), then the output pass a chunk of kPairChunk columns at
+// a time, both rows per chunk, so γ's and β's chunk is read from L1 by the second row instead of
+// from L2. Each row's operations are long_row_stats' and token_norm_write's, as one at a time:
+// the same bits. The x bytes of the pair two rows on are prefetched at half rate through both
+// passes (a row's statistics pass fetches the first half of the row two on, its output pass the
+// second half), so memory stays busy while a statistics pass runs from L2. On the AMD EPYC host
+// (4096×4096, 1 thread, twelve alternating runs of both binaries) layer_norm went from 0.60–0.67
+// of the streaming copy to 0.68–0.75 (faster in 12 of 12) and rms_norm from 0.71–0.77 to
+// 0.78–0.86 (12 of 12); at 2 threads no change (eight runs). In shorter trials pairs without
+// the half-rate prefetch, or the prefetch without pairs, gained half of that or nothing, and
+// pairs at D = 1024 (12 KB, which stays one row at a time) were 0.1–0.2 slower.
+constexpr std::size_t kPairL1Bytes = 32768;
+constexpr int kPairChunk = 1024;
+constexpr bool pairs_rows(int D) { return 3 * std::size_t(D) * sizeof(float) > kPairL1Bytes; }
+
+template <bool kCenter, bool kGamma, bool kBeta>
+void token_norm_pairs(float* y, const float* x, const float* gamma, const float* beta,
+                      std::size_t r0, std::size_t r1, int D, float eps, bool stream) {
+  const std::uintptr_t row_bytes = std::uintptr_t(D) * sizeof(float);
+  for (std::size_t r = r0; r < r1; r += 2) {
+    const int rows = int(std::min<std::size_t>(2, r1 - r));
+    float mean[2], rstd[2];
+    bool rescale[2];
+    for (int k = 0; k < rows; ++k) {
+      const float* xr = x + (r + k) * D;
+      const std::uintptr_t two_on = reinterpret_cast<std::uintptr_t>(xr) + 2 * row_bytes;
+      const float var = long_row_stats<kCenter>(xr, D, mean[k], two_on);
+      rescale[k] = !std::isfinite(var) && all_finite(xr, D);
+      rstd[k] = 1.0f / std::sqrt(var + eps);
+    }
+    for (int c = 0; c < D; c += kPairChunk) {
+      const int n = std::min(kPairChunk, D - c);
+      const float* gc = kGamma ? gamma + c : gamma;
+      const float* bc = kBeta ? beta + c : beta;
+      for (int k = 0; k < rows; ++k) {
+        if (rescale[k]) continue;
+        const float* xr = x + (r + k) * D;
+        const std::uintptr_t half_pf = reinterpret_cast<std::uintptr_t>(xr) + 2 * row_bytes +
+                                       row_bytes / 2 + std::uintptr_t(c) * (sizeof(float) / 2);
+        token_norm_write<kCenter, kGamma, kBeta, false>(y + (r + k) * D + c, xr + c, gc, bc, n,
+                                                        stream, mean[k], rstd[k], 0, 0, half_pf);
+      }
+    }
+    for (int k = 0; k < rows; ++k)
+      if (rescale[k])
+        token_norm_rescaled<kCenter>(y + (r + k) * D, x + (r + k) * D, gamma, beta, D, eps);
+  }
 }
 
 template <bool kCenter, bool kGamma, bool kBeta>
@@ -280,23 +361,13 @@ void token_norm_rows_affine(float* y, const float* x, const float* gamma, const 
     }
     return;
   }
+  if (pairs_rows(D))
+    return token_norm_pairs<kCenter, kGamma, kBeta>(y, x, gamma, beta, r0, r1, D, eps, stream);
   for (std::size_t r = r0; r < r1; ++r) {
     const float* xr = x + r * D;
     float* yr = y + r * D;
-    float mean = 0.0f, var;
-    if constexpr (kCenter) {
-      const float shift = moment_shift(xr, D);
-      __m512 s1, s2;
-      token_moments(xr, D, shift, s1, s2);
-      const float m1 = hsum(s1) / float(D), q = hsum(s2) / float(D);
-      mean = shift + m1;
-      if (one_pass_kept(_mm512_set1_ps(m1), _mm512_set1_ps(q)) & 1)
-        var = std::fma(-m1, m1, q);
-      else
-        var = second_pass(xr, D, mean);
-    } else {
-      var = hsum(token_sum_sq(xr, D)) / float(D);
-    }
+    float mean;
+    const float var = long_row_stats<kCenter>(xr, D, mean);
     if (!std::isfinite(var) && all_finite(xr, D)) {
       token_norm_rescaled<kCenter>(yr, xr, gamma, beta, D, eps);
       continue;
