@@ -21,12 +21,32 @@ TEST_P(Golden, MatchesPyTorch) {
   EXPECT_TRUE(test::passed(check_golden_case(GetParam().c, GetParam().impl)));
 }
 
-// Every case of both files whose op a registry knows.
+// Every case of both files whose op a registry knows (none when the filter names other tests).
 INSTANTIATE_TEST_SUITE_P(PyTorch, Golden,
                          ::testing::ValuesIn(test::golden_case_params(
-                             golden_files(),
+                             "PyTorch/Golden.", golden_files,
                              [](const nlohmann::json& c) { return golden_op_known(c.value("op", "")); })),
                          test::golden_case_name);
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(Golden);
+
+// The parameters are skipped only for a filter that cannot select the suite's tests.
+TEST(GoldenParams, AreSkippedOnlyWhenTheFilterCannotSelectThem) {
+  const std::string saved = GTEST_FLAG_GET(filter);
+  const auto selects = [](const char* filter) {
+    GTEST_FLAG_SET(filter, filter);
+    return test::filter_may_select("PyTorch/Golden.");
+  };
+  EXPECT_FALSE(selects("Matrix/MatrixCell.AsExpected/layer_norm_reference_batch_independence"));
+  EXPECT_FALSE(selects("PyTorch/GoldenGrad.MatchesPyTorchAutograd/x_optimized"));
+  EXPECT_FALSE(selects("A.B:C.D-PyTorch/Golden.*"));
+  EXPECT_TRUE(selects("PyTorch/Golden.MatchesPyTorch/layer_norm_1_optimized"));
+  EXPECT_TRUE(selects("A.B:PyTorch/Golden.MatchesPyTorch/x_reference-C.D"));
+  EXPECT_TRUE(selects("Py*"));
+  EXPECT_TRUE(selects("*"));
+  EXPECT_TRUE(selects("-Matrix/*"));
+  EXPECT_TRUE(selects(""));
+  GTEST_FLAG_SET(filter, saved);
+}
 
 nlohmann::json first_case(const std::string& op) { return test::first_case(golden_files(), op, "golden case"); }
 
