@@ -515,7 +515,9 @@ long long batch_norm_statistics_kernel(double* mean, double* var, const float* x
   const int S = int(std::min<std::size_t>(blocks, kStatSegments));
   // per segment: count of selected rows, mean[D], M2[D]
   std::vector<long long> seg_n(S, 0);
-  std::vector<double> seg_mean(std::size_t(S) * D), seg_m2(std::size_t(S) * D);
+  thread_local std::vector<double> seg_buf;  // reused across calls (kernels::reused_zeroed)
+  double* const seg_mean = kernels::reused_zeroed(seg_buf, 2 * std::size_t(S) * D);
+  double* const seg_m2 = seg_mean + std::size_t(S) * D;
   const KernelPath path = kernel_path();
 #pragma omp parallel if (rows * D >= kernels::kParallelMinValues)
   {
@@ -528,8 +530,8 @@ long long batch_norm_statistics_kernel(double* mean, double* var, const float* x
     double* sc = reinterpret_cast<double*>((reinterpret_cast<std::uintptr_t>(sc_buf.data()) + 63) & ~std::uintptr_t(63));
 #pragma omp for schedule(static)
     for (int s = 0; s < S; ++s) {
-      double* sm = seg_mean.data() + std::size_t(s) * D;  // [D]
-      double* s2 = seg_m2.data() + std::size_t(s) * D;    // [D]
+      double* sm = seg_mean + std::size_t(s) * D;  // [D]
+      double* s2 = seg_m2 + std::size_t(s) * D;    // [D]
       long long count = 0;
       const std::size_t end = blocks * (s + 1) / S;
       if (path == KernelPath::avx512) {
@@ -566,8 +568,8 @@ long long batch_norm_statistics_kernel(double* mean, double* var, const float* x
   long long count = 0;
   for (int s = 0; s < S; ++s) {
     if (seg_n[s] == 0) continue;
-    chan_merge(mean, var, count, seg_mean.data() + std::size_t(s) * D,
-               seg_m2.data() + std::size_t(s) * D, seg_n[s], D);
+    chan_merge(mean, var, count, seg_mean + std::size_t(s) * D, seg_m2 + std::size_t(s) * D,
+               seg_n[s], D);
     count += seg_n[s];
   }
   if (n == 0) {
