@@ -904,10 +904,11 @@ constexpr DecodeFn kDecode[8] = {
     decode_row<4, kPrefetch>, decode_row<5, kPrefetch>, decode_row<6, kPrefetch>,
     decode_row<7, kPrefetch>, decode_row<8, kPrefetch>};
 
-// Whether decode prefetches (decode_prefetch): on every CPU but AMD's family 19h (Zen 3 and
-// Zen 4), where it was measured to cost (above). On the AMD EPYC Zen 5 host (family 1Ah) of
-// 2026-12-01 it gains what it gains on Intel: decode / copy 0.29–0.32 → 0.58–0.61 at 1 thread
-// and 0.34–0.40 → 0.61–0.66 at 2 (four alternating runs each, faster in 4 of 4).
+// Whether decode prefetches (decode_prefetch): on every CPU but AMD's family 19h, where it was
+// measured to cost on Zen 4 (above; Zen 3 shares the family, not measured). On the AMD EPYC
+// Zen 5 host (family 1Ah) of 2026-12-01 it gains what it gains on Intel: decode / copy
+// 0.29–0.32 → 0.58–0.65 at 1 thread and 0.34–0.40 → 0.61–0.68 at 2 (six alternating runs,
+// faster in every one).
 bool decode_prefetches() {
   static const bool yes = [] {
     unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;

@@ -684,9 +684,9 @@ int normcheck::cli_main(int argc, char** argv, const CliOptions& options) {
   // A run draws and frees thousands of batches, some of hundreds of MB. glibc's malloc gives
   // large blocks back to the kernel (mmap'd blocks at free, the heap's top beyond the trim
   // threshold), so the next case faults every page in again, zeroed: 1.6 million page faults in
-  // the default matrix, and on a VM each costs microseconds (AMD EPYC Zen 5 host: 23–27 s wall,
+  // the default matrix, and on a VM each costs microseconds (AMD EPYC Zen 5 host: 21–29 s wall,
   // 15 s of it in the kernel). Blocks up to 1 GiB come from the heap, and up to 1 GiB of its free
-  // top stays mapped: 0.13 million faults, 12–14 s, the same peak memory (250 MB per worker).
+  // top stays mapped: 0.13 million faults, 12–15 s, the same peak memory (250 MB per worker).
   mallopt(M_MMAP_THRESHOLD, 1 << 30);
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
   const std::string program = program_name(argc > 0 ? argv[0] : nullptr);

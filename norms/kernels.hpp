@@ -295,6 +295,18 @@ inline int stat_block_rows(int D) {
                                      kStatMinBlockRows, kStatMaxBlockRows));
 }
 
+// n zeroed doubles in `buf`, a buffer the caller keeps per thread (thread_local) and reuses on
+// its next call: grown, never shrunk, so a kernel's per-call partials come from pages already
+// mapped. BatchNorm's per-segment moments (1 MB at D = 4096) freshly allocated came back from
+// the kernel as fresh pages, one fault each: on the AMD EPYC Zen 5 VM 256 faults per
+// batch_norm train call at 4096×4096, and the kernel at 0.34–0.53 of its ceiling instead of
+// 0.76–0.78. (reduce_row_segments below was tried the same way: no gain in four alternating
+// runs, its faults not counted, so it allocates as before.)
+inline double* reused_zeroed(std::vector<double>& buf, std::size_t n) {
+  buf.assign(n, 0.0);  // within the capacity: no allocation
+  return buf.data();
+}
+
 // ---------------------------------------------------------------------------------------------
 // Backward passes
 
@@ -306,17 +318,6 @@ inline int stat_block_rows(int D) {
 // atomics, no per-thread partials folded in arrival order). 24 divides evenly among 1, 2, 3, 4,
 // 6 and 8 threads.
 constexpr int kRowSegments = 24;
-
-// n zeroed doubles in `buf`, a buffer the caller keeps per thread (thread_local) and reuses on
-// its next call: grown, never shrunk, so a kernel's per-call partials come from pages already
-// mapped. BatchNorm's per-segment moments (1 MB at D = 4096) freshly allocated came back from
-// the kernel as fresh pages, one fault each: on the AMD EPYC Zen 5 VM 256 faults per
-// batch_norm train call at 4096×4096, and the kernel at 0.34–0.53 of its ceiling instead of
-// 0.76–0.78. (The backward passes' segment sums, reduce_row_segments, showed no faults or gain.)
-inline double* reused_zeroed(std::vector<double>& buf, std::size_t n) {
-  buf.assign(n, 0.0);  // within the capacity: no allocation
-  return buf.data();
-}
 
 // Runs body(r0, r1, acc) on every segment, acc = m zeroed doubles of its own, and writes the
 // segments' acc, added in segment order, to total[0, m). body must add its rows in order into
